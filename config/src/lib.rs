@@ -1,0 +1,87 @@
+//! Configuration model of `redshift-iam-proxy`.
+//!
+//! The file is TOML. Every table rejects unknown keys, every default lives here, and
+//! [`Config::load`] resolves relative paths against the file's own directory and runs
+//! [`validate`], so a loaded `Config` is one the proxy can act on. Secrets never live in
+//! the file: it names files and environment variables that hold them.
+
+mod error;
+mod schema;
+mod validate;
+
+pub use error::ConfigError;
+pub use schema::*;
+pub use validate::TEMPLATE_PLACEHOLDERS;
+
+use std::path::{Path, PathBuf};
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_toml(&text, path, &base)
+    }
+
+    /// Parses and validates configuration text. `file` is only used in error messages;
+    /// relative paths in the text are resolved against `base_dir`.
+    pub fn from_toml(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        config.resolve_paths(base_dir);
+        validate::validate(&config).map_err(|(key, problem)| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            problem,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for l in &mut self.listeners {
+            fix(&mut l.tls_cert);
+            fix(&mut l.tls_key);
+            fix(&mut l.client_ca);
+            l.client_crls.iter_mut().for_each(fix);
+        }
+        for t in &mut self.targets {
+            if let Some(p) = &mut t.ca_bundle {
+                fix(p);
+            }
+        }
+        if let Some(ra) = &mut self.aws.roles_anywhere {
+            fix(&mut ra.certificate);
+            fix(&mut ra.private_key);
+            if let Some(p) = &mut ra.chain {
+                fix(p);
+            }
+            if let Some(p) = &mut ra.private_key_passphrase_file {
+                fix(p);
+            }
+        }
+    }
+
+    /// The target a listener routes to: its own `target`, or the only target configured.
+    pub fn listener_target(&self, listener: &ListenerConfig) -> Option<&TargetConfig> {
+        match &listener.target {
+            Some(name) => self.target(name),
+            None if self.targets.len() == 1 => self.targets.first(),
+            None => None,
+        }
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}

@@ -1,0 +1,344 @@
+//! The TOML schema. Field docs are the reference; `docs/configuration.md` mirrors them.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    /// `[[listener]]`: where clients connect.
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// `[[target]]`: Redshift clusters and serverless workgroups.
+    #[serde(rename = "target", default)]
+    pub targets: Vec<TargetConfig>,
+    /// `[policy]` and `[[policy.rule]]`: who may log in as whom, where.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// `[aws]`: where the proxy's own AWS credentials come from.
+    #[serde(default)]
+    pub aws: AwsConfig,
+    /// `[db_credentials]`: caching of temporary database credentials.
+    #[serde(default)]
+    pub db_credentials: DbCredentialsConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `redshift_iam_proxy=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// A TCP listener for PostgreSQL clients. TLS with a client certificate is mandatory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in logs; defaults to the bind address.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` to bind, e.g. `127.0.0.1:5439` or `[::]:5439`.
+    pub bind: String,
+    /// Target this listener routes to. May be omitted when exactly one target exists.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// PEM certificate chain the proxy presents to clients (leaf first).
+    pub tls_cert: PathBuf,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: PathBuf,
+    /// PEM bundle of CAs that issue client certificates.
+    pub client_ca: PathBuf,
+    /// PEM CRL files checked against client certificates.
+    #[serde(default)]
+    pub client_crls: Vec<PathBuf>,
+    /// Time a client has from TCP accept to a complete startup message.
+    #[serde(default = "default_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// Forward the client's `options` startup parameter (untrusted input; off by default).
+    #[serde(default)]
+    pub allow_options: bool,
+}
+
+impl ListenerConfig {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.bind)
+    }
+}
+
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A provisioned cluster: GetClusterCredentials(WithIAM).
+    Provisioned,
+    /// A serverless workgroup: redshift-serverless GetCredentials.
+    Serverless,
+}
+
+/// An upstream Redshift endpoint and how to get database credentials for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: TargetKind,
+    /// Endpoint host name; the upstream certificate is always verified against it.
+    pub host: String,
+    #[serde(default = "default_redshift_port")]
+    pub port: u16,
+    /// Address actually dialled (`host` or `host:port`), e.g. a VPC endpoint DNS name,
+    /// while the certificate is still verified for `host`.
+    #[serde(default)]
+    pub dial: Option<String>,
+    /// PEM CA bundle for the upstream; default: the bundled Mozilla roots (which include
+    /// Amazon Root CA 1-4).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream TLS handshake and login after connecting.
+    #[serde(default = "default_upstream_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// AWS region of the cluster or workgroup; parsed from `host` when omitted.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Provisioned: cluster identifier; parsed from `host` when omitted.
+    #[serde(default)]
+    pub cluster_identifier: Option<String>,
+    /// Serverless: workgroup name; parsed from `host` when omitted.
+    #[serde(default)]
+    pub workgroup: Option<String>,
+    /// Custom domain name registered for the cluster or workgroup (used instead of the
+    /// identifier in credential calls).
+    #[serde(default)]
+    pub custom_domain_name: Option<String>,
+    /// Provisioned: use GetClusterCredentialsWithIAM (the database user follows the IAM
+    /// identity) instead of GetClusterCredentials.
+    #[serde(default)]
+    pub with_iam: bool,
+    /// Provisioned GetClusterCredentials: create the database user if it does not exist.
+    #[serde(default)]
+    pub auto_create: bool,
+    /// Lifetime requested for database credentials (900 s to 3600 s).
+    #[serde(default = "default_db_credential_duration", with = "humantime_serde")]
+    pub credential_duration: Duration,
+    /// Override of the Redshift / Redshift Serverless API endpoint URL (VPC endpoints, tests).
+    #[serde(default)]
+    pub aws_endpoint_url: Option<String>,
+}
+
+fn default_redshift_port() -> u16 {
+    5439
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_upstream_login_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_db_credential_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Startup `user` values that mean "no particular user": the matched rule's
+    /// `default_user` applies instead.
+    #[serde(default = "default_placeholder_users")]
+    pub placeholder_users: Vec<String>,
+    /// Rules, first match wins.
+    #[serde(rename = "rule", default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            placeholder_users: default_placeholder_users(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn default_placeholder_users() -> Vec<String> {
+    vec!["iam".into(), "default".into(), "-".into()]
+}
+
+/// One policy rule: which identities it matches and what it grants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Which client certificates this rule matches. Every given field must match.
+    #[serde(rename = "match")]
+    pub matches: MatchConfig,
+    /// Target names this rule grants (`*` for all).
+    pub targets: Vec<String>,
+    /// Database users this rule grants: literal names or templates such as `{cn}`.
+    pub users: Vec<String>,
+    /// The user taken when the client's startup user is a placeholder.
+    #[serde(default)]
+    pub default_user: Option<String>,
+    /// Databases this rule grants (glob patterns, `*` for all).
+    pub databases: Vec<String>,
+    /// Database groups joined for the session (GetClusterCredentials `DbGroups`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// IAM role assumed through Roles Anywhere for this rule's logins (default: the
+    /// `[aws.roles_anywhere]` role).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+}
+
+/// Glob patterns (`*`, `?`, `[...]`) over certificate fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Subject common name.
+    #[serde(default)]
+    pub cn: Option<String>,
+    /// Any URI SAN, e.g. `spiffe://corp.example/ns/bi/*`.
+    #[serde(default)]
+    pub san_uri: Option<String>,
+    /// Any DNS SAN.
+    #[serde(default)]
+    pub san_dns: Option<String>,
+    /// Any email SAN.
+    #[serde(default)]
+    pub san_email: Option<String>,
+    /// Issuer distinguished name as RFC 4514 text, e.g. `CN=Corp Client CA,O=Corp`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+}
+
+impl MatchConfig {
+    pub fn is_empty(&self) -> bool {
+        self.cn.is_none()
+            && self.san_uri.is_none()
+            && self.san_dns.is_none()
+            && self.san_email.is_none()
+            && self.issuer.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsCredentialSource {
+    /// The standard AWS chain: environment, web identity, profile, IMDS, ...
+    #[default]
+    Default,
+    /// A named AWS profile (e.g. one with `credential_process = aws_signing_helper ...`).
+    Profile,
+    /// Native IAM Roles Anywhere with the proxy's certificate and key.
+    RolesAnywhere,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub source: AwsCredentialSource,
+    /// Profile name for `source = "profile"`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Region for AWS calls when a target does not name one.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Refresh AWS credentials this long before they expire (default 5 min).
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_before: Option<Duration>,
+    #[serde(default)]
+    pub roles_anywhere: Option<RolesAnywhereConfig>,
+}
+
+impl AwsConfig {
+    pub fn refresh_before(&self) -> Duration {
+        self.refresh_before.unwrap_or(Duration::from_secs(300))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesAnywhereConfig {
+    /// PEM end-entity certificate of the proxy.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#1, PKCS#8, SEC1, or encrypted PKCS#8).
+    pub private_key: PathBuf,
+    /// PEM intermediates sent as `X-Amz-X509-Chain`.
+    #[serde(default)]
+    pub chain: Option<PathBuf>,
+    /// Environment variable holding the passphrase of an encrypted private key.
+    #[serde(default)]
+    pub private_key_passphrase_env: Option<String>,
+    /// File holding the passphrase of an encrypted private key.
+    #[serde(default)]
+    pub private_key_passphrase_file: Option<PathBuf>,
+    pub trust_anchor_arn: String,
+    pub profile_arn: String,
+    pub role_arn: String,
+    /// Default: the trust anchor ARN's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default = "default_session_duration", with = "humantime_serde")]
+    pub session_duration: Duration,
+    #[serde(default)]
+    pub role_session_name: Option<String>,
+    /// Override of the Roles Anywhere endpoint URL (VPC endpoints, tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+fn default_session_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbCredentialsConfig {
+    /// Refresh cached database credentials this long before they expire.
+    #[serde(default = "default_db_refresh_before", with = "humantime_serde")]
+    pub refresh_before: Duration,
+}
+
+impl Default for DbCredentialsConfig {
+    fn default() -> Self {
+        DbCredentialsConfig {
+            refresh_before: default_db_refresh_before(),
+        }
+    }
+}
+
+fn default_db_refresh_before() -> Duration {
+    Duration::from_secs(300)
+}

@@ -1,0 +1,318 @@
+//! Cross-field validation. Returns the failing key and the problem; `Config::from_toml`
+//! adds the file name.
+
+use crate::schema::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+type Problem = (String, String);
+
+fn problem(key: impl Into<String>, text: impl Into<String>) -> Problem {
+    (key.into(), text.into())
+}
+
+pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
+    if c.listeners.is_empty() {
+        return Err(problem("listener", "at least one [[listener]] is required"));
+    }
+    if c.targets.is_empty() {
+        return Err(problem("target", "at least one [[target]] is required"));
+    }
+    if let Err(e) = c.log.level.parse::<LevelCheck>() {
+        return Err(problem("log.level", e));
+    }
+
+    let mut target_names = HashSet::new();
+    for (i, t) in c.targets.iter().enumerate() {
+        let key = |k: &str| format!("target[{i}].{k}");
+        if t.name.is_empty() {
+            return Err(problem(key("name"), "must not be empty"));
+        }
+        if !target_names.insert(t.name.as_str()) {
+            return Err(problem(key("name"), format!("duplicate target name {:?}", t.name)));
+        }
+        if t.host.is_empty() {
+            return Err(problem(key("host"), "must not be empty"));
+        }
+        if t.port == 0 {
+            return Err(problem(key("port"), "must not be 0"));
+        }
+        let d = t.credential_duration;
+        if d < Duration::from_secs(900) || d > Duration::from_secs(3600) {
+            return Err(problem(
+                key("credential_duration"),
+                format!("must be between 15m and 1h (got {}s)", d.as_secs()),
+            ));
+        }
+        match t.kind {
+            TargetKind::Serverless => {
+                if t.cluster_identifier.is_some() {
+                    return Err(problem(
+                        key("cluster_identifier"),
+                        "only applies to kind = \"provisioned\"",
+                    ));
+                }
+                if t.with_iam || t.auto_create {
+                    return Err(problem(
+                        key(if t.with_iam { "with_iam" } else { "auto_create" }),
+                        "only applies to kind = \"provisioned\"",
+                    ));
+                }
+            }
+            TargetKind::Provisioned => {
+                if t.workgroup.is_some() {
+                    return Err(problem(key("workgroup"), "only applies to kind = \"serverless\""));
+                }
+                if t.with_iam && t.auto_create {
+                    return Err(problem(
+                        key("auto_create"),
+                        "GetClusterCredentialsWithIAM has no AutoCreate; remove it or with_iam",
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &t.aws_endpoint_url {
+            check_url(url).map_err(|e| problem(key("aws_endpoint_url"), e))?;
+        }
+    }
+
+    let mut listener_names = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let key = |k: &str| format!("listener[{i}].{k}");
+        if l.bind.parse::<SocketAddr>().is_err() {
+            return Err(problem(
+                key("bind"),
+                format!("{:?} is not an address such as 127.0.0.1:5439 or [::]:5439", l.bind),
+            ));
+        }
+        if !listener_names.insert(l.display_name()) {
+            return Err(problem(key("name"), format!("duplicate listener {:?}", l.display_name())));
+        }
+        match &l.target {
+            Some(t) if !target_names.contains(t.as_str()) => {
+                return Err(problem(key("target"), format!("no [[target]] named {t:?}")));
+            }
+            None if c.targets.len() > 1 => {
+                return Err(problem(
+                    key("target"),
+                    "required when more than one [[target]] is configured",
+                ));
+            }
+            _ => {}
+        }
+        if l.login_timeout.is_zero() {
+            return Err(problem(key("login_timeout"), "must be greater than 0"));
+        }
+    }
+
+    if c.policy.rules.is_empty() {
+        return Err(problem(
+            "policy.rule",
+            "at least one [[policy.rule]] is required; without rules nobody can log in",
+        ));
+    }
+    let mut rule_names = HashSet::new();
+    for (i, r) in c.policy.rules.iter().enumerate() {
+        let key = |k: &str| format!("policy.rule[{i}].{k}");
+        if !rule_names.insert(r.name.as_str()) {
+            return Err(problem(key("name"), format!("duplicate rule name {:?}", r.name)));
+        }
+        if r.matches.is_empty() {
+            return Err(problem(
+                key("match"),
+                "needs at least one of cn, san_uri, san_dns, san_email, issuer",
+            ));
+        }
+        if r.targets.is_empty() {
+            return Err(problem(key("targets"), "must list at least one target or \"*\""));
+        }
+        for t in &r.targets {
+            if t != "*" && !target_names.contains(t.as_str()) {
+                return Err(problem(key("targets"), format!("no [[target]] named {t:?}")));
+            }
+        }
+        if r.users.is_empty() {
+            return Err(problem(key("users"), "must list at least one database user"));
+        }
+        for u in r.users.iter().chain(r.default_user.iter()) {
+            check_template(u).map_err(|e| problem(key("users"), e))?;
+        }
+        if r.databases.is_empty() {
+            return Err(problem(key("databases"), "must list at least one database or \"*\""));
+        }
+        if r.role_arn.is_some() && c.aws.source != AwsCredentialSource::RolesAnywhere {
+            return Err(problem(
+                key("role_arn"),
+                "per-rule roles need [aws] source = \"roles_anywhere\"",
+            ));
+        }
+        if let Some(arn) = &r.role_arn {
+            check_arn(arn, "iam", "role/").map_err(|e| problem(key("role_arn"), e))?;
+        }
+    }
+
+    validate_aws(&c.aws)
+}
+
+fn validate_aws(aws: &AwsConfig) -> Result<(), Problem> {
+    match aws.source {
+        AwsCredentialSource::Profile if aws.profile.is_none() => {
+            return Err(problem("aws.profile", "required when source = \"profile\""));
+        }
+        AwsCredentialSource::RolesAnywhere if aws.roles_anywhere.is_none() => {
+            return Err(problem(
+                "aws.roles_anywhere",
+                "an [aws.roles_anywhere] table is required when source = \"roles_anywhere\"",
+            ));
+        }
+        _ => {}
+    }
+    if aws.profile.is_some() && aws.source != AwsCredentialSource::Profile {
+        return Err(problem("aws.profile", "only used when source = \"profile\""));
+    }
+    if let Some(ra) = &aws.roles_anywhere {
+        if aws.source != AwsCredentialSource::RolesAnywhere {
+            return Err(problem(
+                "aws.roles_anywhere",
+                "only used when source = \"roles_anywhere\"",
+            ));
+        }
+        check_arn(&ra.trust_anchor_arn, "rolesanywhere", "trust-anchor/")
+            .map_err(|e| problem("aws.roles_anywhere.trust_anchor_arn", e))?;
+        check_arn(&ra.profile_arn, "rolesanywhere", "profile/")
+            .map_err(|e| problem("aws.roles_anywhere.profile_arn", e))?;
+        check_arn(&ra.role_arn, "iam", "role/")
+            .map_err(|e| problem("aws.roles_anywhere.role_arn", e))?;
+        let d = ra.session_duration;
+        if d < Duration::from_secs(900) || d > Duration::from_secs(43200) {
+            return Err(problem(
+                "aws.roles_anywhere.session_duration",
+                format!("must be between 15m and 12h (got {}s)", d.as_secs()),
+            ));
+        }
+        if ra.private_key_passphrase_env.is_some() && ra.private_key_passphrase_file.is_some() {
+            return Err(problem(
+                "aws.roles_anywhere.private_key_passphrase_file",
+                "give either private_key_passphrase_env or private_key_passphrase_file, not both",
+            ));
+        }
+        if let Some(url) = &ra.endpoint_url {
+            check_url(url).map_err(|e| problem("aws.roles_anywhere.endpoint_url", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `arn:aws:<service>:<region>:<account>:<resource>`; IAM ARNs have an empty region.
+fn check_arn(arn: &str, service: &str, resource_prefix: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == service
+        && (service == "iam" || !parts[3].is_empty())
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].starts_with(resource_prefix)
+        && parts[5].len() > resource_prefix.len();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{arn:?} is not an ARN of the form arn:aws:{service}:{}:123456789012:{resource_prefix}...",
+            if service == "iam" { "" } else { "REGION" }
+        ))
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(format!("{url:?} must be an http:// or https:// URL"))
+    }
+}
+
+/// Placeholders a user template may contain; the policy fills them from the certificate.
+pub const TEMPLATE_PLACEHOLDERS: &[&str] = &["cn", "email_local", "san_dns", "san_uri_path"];
+
+fn check_template(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("user names must not be empty".into());
+    }
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("{t:?}: unclosed '{{'"))?;
+        let name = &after[..close];
+        if !TEMPLATE_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "{t:?}: unknown placeholder {{{name}}}; known: {}",
+                TEMPLATE_PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("{t:?}: unmatched '}}'"));
+    }
+    Ok(())
+}
+
+/// Minimal syntax check of a tracing filter directive list, so a typo fails at load time
+/// rather than silently logging nothing.
+struct LevelCheck;
+
+impl std::str::FromStr for LevelCheck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+        for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let level = directive.rsplit('=').next().unwrap_or(directive);
+            if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) && directive.contains('=') {
+                return Err(format!("{directive:?}: unknown level {level:?}"));
+            }
+            if !directive.contains('=')
+                && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+                && !directive.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            {
+                return Err(format!("{directive:?} is not a level or target=level directive"));
+            }
+        }
+        Ok(LevelCheck)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arn_shapes() {
+        assert!(check_arn("arn:aws:iam::123456789012:role/Redshift", "iam", "role/").is_ok());
+        assert!(check_arn(
+            "arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/abc",
+            "rolesanywhere",
+            "trust-anchor/"
+        )
+        .is_ok());
+        assert!(check_arn("arn:aws:iam::12345:role/x", "iam", "role/").is_err());
+        assert!(check_arn("arn:aws:rolesanywhere::123456789012:profile/x", "rolesanywhere", "profile/").is_err());
+    }
+
+    #[test]
+    fn templates() {
+        assert!(check_template("{cn}").is_ok());
+        assert!(check_template("svc_{email_local}").is_ok());
+        assert!(check_template("{nope}").is_err());
+        assert!(check_template("{cn").is_err());
+        assert!(check_template("a}").is_err());
+    }
+}
