@@ -30,7 +30,10 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
             return Err(problem(key("name"), "must not be empty"));
         }
         if !target_names.insert(t.name.as_str()) {
-            return Err(problem(key("name"), format!("duplicate target name {:?}", t.name)));
+            return Err(problem(
+                key("name"),
+                format!("duplicate target name {:?}", t.name),
+            ));
         }
         if t.host.is_empty() {
             return Err(problem(key("host"), "must not be empty"));
@@ -55,14 +58,21 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
                 }
                 if t.with_iam || t.auto_create {
                     return Err(problem(
-                        key(if t.with_iam { "with_iam" } else { "auto_create" }),
+                        key(if t.with_iam {
+                            "with_iam"
+                        } else {
+                            "auto_create"
+                        }),
                         "only applies to kind = \"provisioned\"",
                     ));
                 }
             }
             TargetKind::Provisioned => {
                 if t.workgroup.is_some() {
-                    return Err(problem(key("workgroup"), "only applies to kind = \"serverless\""));
+                    return Err(problem(
+                        key("workgroup"),
+                        "only applies to kind = \"serverless\"",
+                    ));
                 }
                 if t.with_iam && t.auto_create {
                     return Err(problem(
@@ -78,16 +88,32 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
     }
 
     let mut listener_names = HashSet::new();
+    let mut binds = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {
         let key = |k: &str| format!("listener[{i}].{k}");
         if l.bind.parse::<SocketAddr>().is_err() {
             return Err(problem(
                 key("bind"),
-                format!("{:?} is not an address such as 127.0.0.1:5439 or [::]:5439", l.bind),
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:5439 or [::]:5439",
+                    l.bind
+                ),
             ));
         }
+        if l.name.as_deref() == Some("") {
+            return Err(problem(key("name"), "must not be empty"));
+        }
         if !listener_names.insert(l.display_name()) {
-            return Err(problem(key("name"), format!("duplicate listener {:?}", l.display_name())));
+            return Err(problem(
+                key("name"),
+                format!("duplicate listener {:?}", l.display_name()),
+            ));
+        }
+        if !binds.insert(l.bind.as_str()) {
+            return Err(problem(
+                key("bind"),
+                format!("{:?} is bound by another listener", l.bind),
+            ));
         }
         match &l.target {
             Some(t) if !target_names.contains(t.as_str()) => {
@@ -106,6 +132,19 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
         }
     }
 
+    if c.policy.placeholder_users.iter().any(String::is_empty) {
+        return Err(problem(
+            "policy.placeholder_users",
+            "entries must not be empty (an empty startup user already counts as a placeholder)",
+        ));
+    }
+    let refresh = c.db_credentials.refresh_before;
+    if refresh.is_zero() || refresh >= Duration::from_secs(900) {
+        return Err(problem(
+            "db_credentials.refresh_before",
+            "must be greater than 0 and less than 15m (the shortest credential lifetime)",
+        ));
+    }
     if c.policy.rules.is_empty() {
         return Err(problem(
             "policy.rule",
@@ -116,7 +155,10 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
     for (i, r) in c.policy.rules.iter().enumerate() {
         let key = |k: &str| format!("policy.rule[{i}].{k}");
         if !rule_names.insert(r.name.as_str()) {
-            return Err(problem(key("name"), format!("duplicate rule name {:?}", r.name)));
+            return Err(problem(
+                key("name"),
+                format!("duplicate rule name {:?}", r.name),
+            ));
         }
         if r.matches.is_empty() {
             return Err(problem(
@@ -125,21 +167,39 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
             ));
         }
         if r.targets.is_empty() {
-            return Err(problem(key("targets"), "must list at least one target or \"*\""));
+            return Err(problem(
+                key("targets"),
+                "must list at least one target or \"*\"",
+            ));
         }
         for t in &r.targets {
             if t != "*" && !target_names.contains(t.as_str()) {
-                return Err(problem(key("targets"), format!("no [[target]] named {t:?}")));
+                return Err(problem(
+                    key("targets"),
+                    format!("no [[target]] named {t:?}"),
+                ));
             }
         }
         if r.users.is_empty() {
-            return Err(problem(key("users"), "must list at least one database user"));
+            return Err(problem(
+                key("users"),
+                "must list at least one database user",
+            ));
         }
-        for u in r.users.iter().chain(r.default_user.iter()) {
+        if r.name.is_empty() {
+            return Err(problem(key("name"), "must not be empty"));
+        }
+        for u in &r.users {
             check_template(u).map_err(|e| problem(key("users"), e))?;
         }
+        if let Some(u) = &r.default_user {
+            check_template(u).map_err(|e| problem(key("default_user"), e))?;
+        }
         if r.databases.is_empty() {
-            return Err(problem(key("databases"), "must list at least one database or \"*\""));
+            return Err(problem(
+                key("databases"),
+                "must list at least one database or \"*\"",
+            ));
         }
         if r.role_arn.is_some() && c.aws.source != AwsCredentialSource::RolesAnywhere {
             return Err(problem(
@@ -169,7 +229,13 @@ fn validate_aws(aws: &AwsConfig) -> Result<(), Problem> {
         _ => {}
     }
     if aws.profile.is_some() && aws.source != AwsCredentialSource::Profile {
-        return Err(problem("aws.profile", "only used when source = \"profile\""));
+        return Err(problem(
+            "aws.profile",
+            "only used when source = \"profile\"",
+        ));
+    }
+    if aws.refresh_before.is_some_and(|d| d.is_zero()) {
+        return Err(problem("aws.refresh_before", "must be greater than 0"));
     }
     if let Some(ra) = &aws.roles_anywhere {
         if aws.source != AwsCredentialSource::RolesAnywhere {
@@ -196,6 +262,24 @@ fn validate_aws(aws: &AwsConfig) -> Result<(), Problem> {
                 "aws.roles_anywhere.private_key_passphrase_file",
                 "give either private_key_passphrase_env or private_key_passphrase_file, not both",
             ));
+        }
+        if aws.refresh_before() >= d {
+            return Err(problem(
+                "aws.refresh_before",
+                "must be shorter than aws.roles_anywhere.session_duration",
+            ));
+        }
+        if let Some(name) = &ra.role_session_name {
+            let ok = (2..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b));
+            if !ok {
+                return Err(problem(
+                    "aws.roles_anywhere.role_session_name",
+                    "must be 2-64 characters of letters, digits and =,.@-_",
+                ));
+            }
         }
         if let Some(url) = &ra.endpoint_url {
             check_url(url).map_err(|e| problem("aws.roles_anywhere.endpoint_url", e))?;
@@ -281,9 +365,13 @@ impl std::str::FromStr for LevelCheck {
             }
             if !directive.contains('=')
                 && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
-                && !directive.chars().all(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                && !directive
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == ':')
             {
-                return Err(format!("{directive:?} is not a level or target=level directive"));
+                return Err(format!(
+                    "{directive:?} is not a level or target=level directive"
+                ));
             }
         }
         Ok(LevelCheck)
@@ -304,7 +392,12 @@ mod tests {
         )
         .is_ok());
         assert!(check_arn("arn:aws:iam::12345:role/x", "iam", "role/").is_err());
-        assert!(check_arn("arn:aws:rolesanywhere::123456789012:profile/x", "rolesanywhere", "profile/").is_err());
+        assert!(check_arn(
+            "arn:aws:rolesanywhere::123456789012:profile/x",
+            "rolesanywhere",
+            "profile/"
+        )
+        .is_err());
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! Loading and validating configuration files: defaults, path resolution, and errors that
+//! name the file, the key and the problem.
+
+use proxy_config::{AwsCredentialSource, Config, ConfigError, TargetKind};
+use std::path::Path;
+use std::time::Duration;
+
+const MINIMAL: &str = r#"
+[[listener]]
+bind = "127.0.0.1:5439"
+tls_cert = "certs/server.pem"
+tls_key = "certs/server.key"
+client_ca = "/etc/pki/clients.pem"
+
+[[target]]
+name = "prod"
+kind = "provisioned"
+host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
+
+[[policy.rule]]
+name = "analysts"
+match = { cn = "*" }
+targets = ["*"]
+users = ["{cn}"]
+databases = ["dev"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
+}
+
+fn invalid(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid { key, problem, file }) => {
+            assert_eq!(file, Path::new("/etc/proxy.toml"));
+            (key, problem)
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    let t = &c.targets[0];
+    assert_eq!(t.kind, TargetKind::Provisioned);
+    assert_eq!(t.port, 5439);
+    assert_eq!(t.credential_duration, Duration::from_secs(3600));
+    assert_eq!(t.connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.listeners[0].login_timeout, Duration::from_secs(30));
+    assert!(!c.listeners[0].allow_options);
+    assert_eq!(c.aws.source, AwsCredentialSource::Default);
+    assert_eq!(c.aws.refresh_before(), Duration::from_secs(300));
+    assert_eq!(c.db_credentials.refresh_before, Duration::from_secs(300));
+    assert_eq!(c.policy.placeholder_users, ["iam", "default", "-"]);
+    // The only target serves a listener that names none.
+    assert_eq!(c.listener_target(&c.listeners[0]).unwrap().name, "prod");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.listeners[0].tls_cert, Path::new("/etc/certs/server.pem"));
+    assert_eq!(c.listeners[0].client_ca, Path::new("/etc/pki/clients.pem"));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let text = MINIMAL.replace(
+        "kind = \"provisioned\"",
+        "kind = \"provisioned\"\nprot = 5439",
+    );
+    match parse(&text) {
+        Err(e @ ConfigError::Parse { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.starts_with("/etc/proxy.toml: "), "{msg}");
+            assert!(msg.contains("prot"), "{msg}");
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn validation_errors_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "bind = \"127.0.0.1:5439\"",
+            "bind = \"localhost\"",
+            "listener[0].bind",
+        ),
+        (
+            "kind = \"provisioned\"",
+            "kind = \"serverless\"\nwith_iam = true",
+            "target[0].with_iam",
+        ),
+        (
+            "host = \"examplecluster",
+            "credential_duration = \"2h\"\nhost = \"examplecluster",
+            "target[0].credential_duration",
+        ),
+        (
+            "users = [\"{cn}\"]",
+            "users = [\"{nope}\"]",
+            "policy.rule[0].users",
+        ),
+        (
+            "users = [\"{cn}\"]",
+            "users = [\"{cn}\"]\ndefault_user = \"{cn\"",
+            "policy.rule[0].default_user",
+        ),
+        (
+            "targets = [\"*\"]",
+            "targets = [\"staging\"]",
+            "policy.rule[0].targets",
+        ),
+        (
+            "match = { cn = \"*\" }",
+            "match = {}",
+            "policy.rule[0].match",
+        ),
+        (
+            "users = [\"{cn}\"]",
+            "users = [\"{cn}\"]\nrole_arn = \"arn:aws:iam::123456789012:role/x\"",
+            "policy.rule[0].role_arn",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(MINIMAL.contains(from), "{from}");
+        let (got, problem) = invalid(&MINIMAL.replacen(from, to, 1));
+        assert_eq!(&got, key, "{to}: {problem}");
+        assert!(!problem.is_empty());
+    }
+}
+
+#[test]
+fn roles_anywhere_needs_its_table_and_valid_arns() {
+    let (key, _) = invalid(&format!("{MINIMAL}\n[aws]\nsource = \"roles_anywhere\"\n"));
+    assert_eq!(key, "aws.roles_anywhere");
+
+    let ra = r#"
+[aws]
+source = "roles_anywhere"
+[aws.roles_anywhere]
+certificate = "ra.pem"
+private_key = "ra.key"
+trust_anchor_arn = "arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/ta"
+profile_arn = "arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p"
+role_arn = "arn:aws:iam::123456789012:role/RedshiftAccess"
+"#;
+    let c = parse(&format!("{MINIMAL}{ra}")).unwrap();
+    let r = c.aws.roles_anywhere.unwrap();
+    assert_eq!(r.certificate, Path::new("/etc/ra.pem"));
+    assert_eq!(r.session_duration, Duration::from_secs(3600));
+
+    let bad = ra.replace("trust-anchor/ta", "profile/ta");
+    let (key, problem) = invalid(&format!("{MINIMAL}{bad}"));
+    assert_eq!(key, "aws.roles_anywhere.trust_anchor_arn");
+    assert!(problem.contains("trust-anchor/"), "{problem}");
+}
+
+#[test]
+fn several_targets_need_each_listener_to_name_one() {
+    let text = format!(
+        "{MINIMAL}\n[[target]]\nname = \"serverless\"\nkind = \"serverless\"\nhost = \"wg.123456789012.us-east-1.redshift-serverless.amazonaws.com\"\n"
+    );
+    let (key, _) = invalid(&text);
+    assert_eq!(key, "listener[0].target");
+}
+
+#[test]
+fn unreadable_file_names_the_path() {
+    let e = Config::load("/nonexistent/proxy.toml").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/proxy.toml: cannot read"),
+        "{e}"
+    );
+}
