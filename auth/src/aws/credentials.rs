@@ -1,0 +1,282 @@
+//! [`AwsCredentials`]: the proxy's AWS credentials as configured in `[aws]`.
+
+use super::roles_anywhere::{RolesAnywhere, RolesAnywhereProvider};
+use super::AwsCredentialsForRole;
+use crate::db_credentials::CredentialError;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use proxy_config::{AwsConfig, AwsCredentialSource};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// What an operator `check` learns about the proxy's AWS credentials. No secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSummary {
+    pub source: AwsCredentialSource,
+    /// The role the credentials are for (Roles Anywhere only).
+    pub role_arn: Option<String>,
+    /// When the credentials expire, if they do.
+    pub expiration: Option<SystemTime>,
+    /// `x-amzn-requestid` of the CreateSession call (Roles Anywhere only).
+    pub request_id: Option<String>,
+    /// Serial (decimal) and expiry of the Roles Anywhere certificate.
+    pub certificate_serial: Option<String>,
+    pub certificate_not_after: Option<SystemTime>,
+}
+
+impl fmt::Display for CredentialSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = |t: Option<SystemTime>| {
+            t.map(super::roles_anywhere::provider::format_time)
+                .unwrap_or_else(|| "-".into())
+        };
+        write!(
+            f,
+            "source={} role={} expiration={} request_id={}",
+            source_name(self.source),
+            self.role_arn.as_deref().unwrap_or("-"),
+            time(self.expiration),
+            self.request_id.as_deref().unwrap_or("-"),
+        )?;
+        if let Some(serial) = &self.certificate_serial {
+            write!(
+                f,
+                " certificate_serial={serial} certificate_not_after={}",
+                time(self.certificate_not_after)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn source_name(source: AwsCredentialSource) -> &'static str {
+    match source {
+        AwsCredentialSource::Default => "default",
+        AwsCredentialSource::Profile => "profile",
+        AwsCredentialSource::RolesAnywhere => "roles_anywhere",
+    }
+}
+
+enum Source {
+    RolesAnywhere {
+        shared: Arc<RolesAnywhere>,
+        default_role: String,
+        /// Created on first use; roles come from the configuration, so this stays small.
+        providers: Mutex<HashMap<String, RolesAnywhereProvider>>,
+    },
+    /// A profile or the default chain: one identity, no explicit roles.
+    Single {
+        source: AwsCredentialSource,
+        provider: SharedCredentialsProvider,
+    },
+}
+
+/// The proxy's AWS credentials: an [`AwsCredentialsForRole`] built from `[aws]`.
+pub struct AwsCredentials {
+    source: Source,
+}
+
+impl fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::RolesAnywhere {
+                shared,
+                default_role,
+                ..
+            } => f
+                .debug_struct("AwsCredentials")
+                .field("source", &"roles_anywhere")
+                .field("roles_anywhere", shared)
+                .field("default_role", default_role)
+                .finish(),
+            Source::Single { source, .. } => f
+                .debug_struct("AwsCredentials")
+                .field("source", &source_name(*source))
+                .finish(),
+        }
+    }
+}
+
+impl AwsCredentials {
+    /// Builds the configured source. Roles Anywhere loads (and checks) its certificate and
+    /// key here, so configuration mistakes surface at startup; no AWS call is made.
+    pub async fn from_config(config: &AwsConfig) -> Result<Self, CredentialError> {
+        match config.source {
+            AwsCredentialSource::RolesAnywhere => {
+                let ra = config.roles_anywhere.as_ref().ok_or_else(|| {
+                    CredentialError::Invalid(
+                        "[aws] source = \"roles_anywhere\" needs an [aws.roles_anywhere] table"
+                            .into(),
+                    )
+                })?;
+                let shared = RolesAnywhere::from_config(ra, config.refresh_before())?;
+                Ok(AwsCredentials::from_roles_anywhere(
+                    Arc::new(shared),
+                    ra.role_arn.clone(),
+                ))
+            }
+            AwsCredentialSource::Profile => {
+                let mut builder = aws_config::profile::ProfileFileCredentialsProvider::builder();
+                if let Some(profile) = &config.profile {
+                    builder = builder.profile_name(profile);
+                }
+                Ok(AwsCredentials::from_provider(
+                    AwsCredentialSource::Profile,
+                    SharedCredentialsProvider::new(builder.build()),
+                ))
+            }
+            AwsCredentialSource::Default => {
+                let mut builder =
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
+                if let Some(region) = &config.region {
+                    builder = builder.region(aws_types::region::Region::new(region.clone()));
+                }
+                Ok(AwsCredentials::from_provider(
+                    AwsCredentialSource::Default,
+                    SharedCredentialsProvider::new(builder.build().await),
+                ))
+            }
+        }
+    }
+
+    /// Roles Anywhere with `default_role` for requests that name no role.
+    pub fn from_roles_anywhere(
+        shared: Arc<RolesAnywhere>,
+        default_role: impl Into<String>,
+    ) -> Self {
+        AwsCredentials {
+            source: Source::RolesAnywhere {
+                shared,
+                default_role: default_role.into(),
+                providers: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// A single-identity source (`Profile` or `Default`, or any provider in tests).
+    pub fn from_provider(source: AwsCredentialSource, provider: SharedCredentialsProvider) -> Self {
+        AwsCredentials {
+            source: Source::Single { source, provider },
+        }
+    }
+
+    pub fn source(&self) -> AwsCredentialSource {
+        match &self.source {
+            Source::RolesAnywhere { .. } => AwsCredentialSource::RolesAnywhere,
+            Source::Single { source, .. } => *source,
+        }
+    }
+
+    /// The Roles Anywhere provider for `role_arn` (or the default role), created on first use.
+    fn roles_anywhere_provider(
+        &self,
+        role_arn: Option<&str>,
+    ) -> Result<Option<RolesAnywhereProvider>, CredentialError> {
+        let Source::RolesAnywhere {
+            shared,
+            default_role,
+            providers,
+        } = &self.source
+        else {
+            return Ok(None);
+        };
+        let role = role_arn.unwrap_or(default_role);
+        super::arn::parse_role_arn(role).map_err(|e| CredentialError::Invalid(e.to_string()))?;
+        let mut providers = providers.lock().unwrap_or_else(|e| e.into_inner());
+        let provider = providers
+            .entry(role.to_owned())
+            .or_insert_with(|| shared.provider(role));
+        Ok(Some(provider.clone()))
+    }
+
+    /// Obtains credentials now (a fresh Roles Anywhere session, or the profile / default
+    /// chain's credentials) and describes them without secrets.
+    pub async fn check(
+        &self,
+        role_arn: Option<&str>,
+    ) -> Result<CredentialSummary, CredentialError> {
+        match &self.source {
+            Source::RolesAnywhere { shared, .. } => {
+                let provider = self
+                    .roles_anywhere_provider(role_arn)?
+                    .ok_or_else(|| CredentialError::Invalid("no Roles Anywhere provider".into()))?;
+                let session = provider.refresh_now().await?;
+                let signer = shared.signer().await;
+                Ok(CredentialSummary {
+                    source: AwsCredentialSource::RolesAnywhere,
+                    role_arn: Some(session.role_arn),
+                    expiration: Some(session.expiration),
+                    request_id: session.request_id,
+                    certificate_serial: Some(signer.serial_decimal().to_owned()),
+                    certificate_not_after: Some(signer.not_after()),
+                })
+            }
+            Source::Single { source, provider } => {
+                refuse_role(*source, role_arn)?;
+                let credentials = provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| sdk_error_to_credential_error(*source, &e))?;
+                Ok(CredentialSummary {
+                    source: *source,
+                    role_arn: None,
+                    expiration: credentials.expiry(),
+                    request_id: None,
+                    certificate_serial: None,
+                    certificate_not_after: None,
+                })
+            }
+        }
+    }
+}
+
+fn refuse_role(source: AwsCredentialSource, role_arn: Option<&str>) -> Result<(), CredentialError> {
+    match role_arn {
+        None => Ok(()),
+        Some(role) => Err(CredentialError::Invalid(format!(
+            "role {role} cannot be used with [aws] source = \"{}\": per-rule roles need \
+             source = \"roles_anywhere\"",
+            source_name(source)
+        ))),
+    }
+}
+
+fn sdk_error_to_credential_error(
+    source: AwsCredentialSource,
+    error: &CredentialsError,
+) -> CredentialError {
+    let message = format!(
+        "AWS credentials from the {} source: {}",
+        source_name(source),
+        aws_smithy_types::error::display::DisplayErrorContext(error)
+    );
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
+            CredentialError::Invalid(message)
+        }
+        _ => CredentialError::Unavailable(message),
+    }
+}
+
+impl AwsCredentialsForRole for AwsCredentials {
+    fn provider(
+        &self,
+        role_arn: Option<&str>,
+    ) -> Result<SharedCredentialsProvider, CredentialError> {
+        match &self.source {
+            Source::RolesAnywhere { .. } => self
+                .roles_anywhere_provider(role_arn)?
+                .map(SharedCredentialsProvider::new)
+                .ok_or_else(|| CredentialError::Invalid("no Roles Anywhere provider".into())),
+            Source::Single { source, provider } => {
+                refuse_role(*source, role_arn)?;
+                Ok(provider.clone())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,29 @@
+//! AWS credentials for the proxy itself: native IAM Roles Anywhere, an AWS profile
+//! (e.g. `credential_process`), or the default chain.
+//!
+//! Build an [`AwsCredentials`] from `[aws]` with [`AwsCredentials::from_config`] and hand it
+//! out as an [`AwsCredentialsForRole`].
+
+use crate::db_credentials::CredentialError;
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+/// Hands out AWS credential providers, one per IAM role.
+///
+/// With Roles Anywhere every role gets its own session (and refresh); the profile and
+/// default-chain sources have a single identity and refuse an explicit role.
+pub trait AwsCredentialsForRole: Send + Sync + 'static {
+    /// The provider for `role_arn`, or for the configured default role when `None`.
+    fn provider(
+        &self,
+        role_arn: Option<&str>,
+    ) -> Result<SharedCredentialsProvider, CredentialError>;
+}
+
+pub mod arn;
+pub mod clock;
+mod credentials;
+pub mod roles_anywhere;
+
+pub use arn::{region_from_trust_anchor_arn, role_name_from_arn};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use credentials::{AwsCredentials, CredentialSummary};

@@ -1,0 +1,88 @@
+//! The contract between the proxy and whatever issues temporary database credentials.
+//!
+//! The proxy asks a [`DbCredentialSource`] for a user and password for a [`DbCredentialRequest`]
+//! (what the policy granted) and logs in upstream with them. Implementations call Redshift
+//! (`GetClusterCredentials`, `GetClusterCredentialsWithIAM`, serverless `GetCredentials`) and
+//! cache; tests may implement it with a user they created themselves. The product ships no
+//! static-password source.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::fmt;
+use std::time::SystemTime;
+
+/// What the policy granted, i.e. which credential to obtain. Also the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DbCredentialRequest {
+    /// `[[target]] name`.
+    pub target: String,
+    /// IAM role to act as (Roles Anywhere); `None` for the configured default.
+    pub role_arn: Option<String>,
+    /// Database user the policy granted (`DbUser`; ignored by IAM-identity APIs).
+    pub db_user: String,
+    pub db_name: String,
+    /// Database groups, sorted and de-duplicated so equal grants share a cache entry.
+    pub db_groups: Vec<String>,
+}
+
+/// A temporary database login. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct DbCredential {
+    /// The user name to log in with, exactly as issued (e.g. `IAM:alice`).
+    pub user: String,
+    pub password: SecretString,
+    /// When the password stops working.
+    pub expiration: SystemTime,
+    /// AWS request ids of the calls that produced this credential (CloudTrail correlation).
+    pub aws_request_ids: Vec<String>,
+}
+
+impl fmt::Debug for DbCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbCredential")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .field("aws_request_ids", &self.aws_request_ids)
+            .finish()
+    }
+}
+
+/// Why no credential could be had. Messages are safe to show to clients and operators:
+/// they never contain secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredentialError {
+    /// AWS (or the source) refused: the role may not issue this credential.
+    #[error("credentials denied: {0}")]
+    Denied(String),
+    /// AWS could not be reached or failed; retrying later may help.
+    #[error("credential service unavailable: {0}")]
+    Unavailable(String),
+    /// The request or configuration is wrong (unknown cluster, bad user name, ...).
+    #[error("invalid credential request: {0}")]
+    Invalid(String),
+}
+
+impl CredentialError {
+    /// SQLSTATE for the client: 28000 when refused, 08001 when AWS was unreachable.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            CredentialError::Denied(_) | CredentialError::Invalid(_) => "28000",
+            CredentialError::Unavailable(_) => "08001",
+        }
+    }
+}
+
+/// Issues temporary database credentials.
+#[async_trait]
+pub trait DbCredentialSource: Send + Sync + 'static {
+    /// A credential valid for at least a login's duration, from cache when possible.
+    async fn credential(
+        &self,
+        request: &DbCredentialRequest,
+    ) -> Result<DbCredential, CredentialError>;
+
+    /// The upstream refused a credential this source returned: forget it so the next
+    /// call obtains a fresh one.
+    fn invalidate(&self, request: &DbCredentialRequest);
+}

@@ -1,0 +1,13 @@
+//! Identities and credentials for `redshift-iam-proxy`.
+//!
+//! - [`identity`]: who a client is, read from its verified X.509 certificate.
+//! - [`policy`]: which target, database user, database and groups that identity may use.
+//! - [`db_credentials`]: the contract for obtaining temporary database credentials.
+//! - [`aws`]: the proxy's own AWS credentials (Roles Anywhere, profile, default chain).
+//! - [`redshift`]: Redshift credential providers and the credential cache.
+
+pub mod aws;
+pub mod db_credentials;
+pub mod identity;
+pub mod policy;
+pub mod redshift;

@@ -1,0 +1,106 @@
+//! Provisioned clusters: `GetClusterCredentials` and `GetClusterCredentialsWithIAM`.
+
+use super::aws_error::{from_sdk_error, CallFailure};
+use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
+use super::fetcher::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_redshift::config::{BehaviorVersion, Region};
+use aws_sdk_redshift::operation::RequestId;
+use aws_sdk_redshift::Client;
+use std::time::Instant;
+
+const GET_CLUSTER_CREDENTIALS: &str = "GetClusterCredentials";
+const GET_CLUSTER_CREDENTIALS_WITH_IAM: &str = "GetClusterCredentialsWithIAM";
+
+/// An SDK client for `target` signing with `provider`. The SDK signs (SigV4), retries and
+/// times out on its own.
+pub(crate) fn client(target: &ResolvedTarget, provider: SharedCredentialsProvider) -> Client {
+    let mut config = aws_sdk_redshift::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(target.region.clone()))
+        .timeout_config(timeout_config())
+        .retry_config(retry_config());
+    config.set_credentials_provider(Some(provider));
+    if let Some(url) = &target.aws_endpoint_url {
+        config = config.endpoint_url(url);
+    }
+    Client::from_conf(config.build())
+}
+
+/// One credential call for `request` against the provisioned `target`.
+pub(crate) async fn fetch(
+    client: &Client,
+    target: &ResolvedTarget,
+    request: &DbCredentialRequest,
+) -> Result<DbCredential, CredentialError> {
+    let TargetApi::Provisioned {
+        cluster,
+        with_iam,
+        auto_create,
+    } = &target.api
+    else {
+        return Err(CredentialError::Invalid(format!(
+            "target {:?} is not a provisioned cluster",
+            target.name
+        )));
+    };
+    let started = Instant::now();
+    let (api, outcome) = if *with_iam {
+        let call = client
+            .get_cluster_credentials_with_iam()
+            .db_name(&request.db_name)
+            .duration_seconds(target.duration_seconds());
+        let call = match cluster {
+            ResourceName::Identifier(id) => call.cluster_identifier(id),
+            ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
+        };
+        let api = GET_CLUSTER_CREDENTIALS_WITH_IAM;
+        let outcome = match call.send().await {
+            Ok(out) => credential_from(
+                api,
+                &target.name,
+                IssuedFields {
+                    user: out.db_user(),
+                    password: out.db_password(),
+                    expiration: out.expiration(),
+                    request_id: out.request_id(),
+                },
+            )
+            .map_err(|error| CallFailure::incomplete(error, out.request_id())),
+            Err(err) => Err(from_sdk_error(api, &target.name, &err)),
+        };
+        (api, outcome)
+    } else {
+        let call = client
+            .get_cluster_credentials()
+            .db_user(&request.db_user)
+            .db_name(&request.db_name)
+            .duration_seconds(target.duration_seconds())
+            .auto_create(*auto_create)
+            // `None` omits DbGroups entirely: an empty list is not the same request.
+            .set_db_groups((!request.db_groups.is_empty()).then(|| request.db_groups.clone()));
+        let call = match cluster {
+            ResourceName::Identifier(id) => call.cluster_identifier(id),
+            ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
+        };
+        let api = GET_CLUSTER_CREDENTIALS;
+        let outcome = match call.send().await {
+            Ok(out) => credential_from(
+                api,
+                &target.name,
+                IssuedFields {
+                    user: out.db_user(),
+                    password: out.db_password(),
+                    expiration: out.expiration(),
+                    request_id: out.request_id(),
+                },
+            )
+            .map_err(|error| CallFailure::incomplete(error, out.request_id())),
+            Err(err) => Err(from_sdk_error(api, &target.name, &err)),
+        };
+        (api, outcome)
+    };
+    log_call(api, request, started, &outcome);
+    outcome.map_err(|failure| failure.error)
+}

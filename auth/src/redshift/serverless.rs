@@ -1,0 +1,68 @@
+//! Redshift Serverless workgroups: `GetCredentials`.
+
+use super::aws_error::{from_sdk_error, CallFailure};
+use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
+use super::fetcher::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_redshiftserverless::config::{BehaviorVersion, Region};
+use aws_sdk_redshiftserverless::operation::RequestId;
+use aws_sdk_redshiftserverless::Client;
+use std::time::Instant;
+
+const GET_CREDENTIALS: &str = "GetCredentials";
+
+/// An SDK client for `target` signing with `provider`.
+pub(crate) fn client(target: &ResolvedTarget, provider: SharedCredentialsProvider) -> Client {
+    let mut config = aws_sdk_redshiftserverless::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(target.region.clone()))
+        .timeout_config(timeout_config())
+        .retry_config(retry_config());
+    config.set_credentials_provider(Some(provider));
+    if let Some(url) = &target.aws_endpoint_url {
+        config = config.endpoint_url(url);
+    }
+    Client::from_conf(config.build())
+}
+
+/// One `GetCredentials` call for `request` against the serverless `target`. The database
+/// user follows the IAM identity (`IAMR:<role>`), so `request.db_user` and the groups are
+/// not sent.
+pub(crate) async fn fetch(
+    client: &Client,
+    target: &ResolvedTarget,
+    request: &DbCredentialRequest,
+) -> Result<DbCredential, CredentialError> {
+    let TargetApi::Serverless { workgroup } = &target.api else {
+        return Err(CredentialError::Invalid(format!(
+            "target {:?} is not a serverless workgroup",
+            target.name
+        )));
+    };
+    let started = Instant::now();
+    let call = client
+        .get_credentials()
+        .db_name(&request.db_name)
+        .duration_seconds(target.duration_seconds());
+    let call = match workgroup {
+        ResourceName::Identifier(name) => call.workgroup_name(name),
+        ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
+    };
+    let outcome = match call.send().await {
+        Ok(out) => credential_from(
+            GET_CREDENTIALS,
+            &target.name,
+            IssuedFields {
+                user: out.db_user(),
+                password: out.db_password(),
+                expiration: out.expiration(),
+                request_id: out.request_id(),
+            },
+        )
+        .map_err(|error| CallFailure::incomplete(error, out.request_id())),
+        Err(err) => Err(from_sdk_error(GET_CREDENTIALS, &target.name, &err)),
+    };
+    log_call(GET_CREDENTIALS, request, started, &outcome);
+    outcome.map_err(|failure| failure.error)
+}

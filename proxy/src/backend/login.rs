@@ -1,0 +1,355 @@
+//! Logging in to the upstream: StartupMessage, authentication, and the messages up to
+//! ReadyForQuery.
+
+use super::auth::{self, AuthMethod};
+use super::endpoint::UpstreamEndpoint;
+use super::error::{Phase, UpstreamError};
+use super::transport;
+use crate::net::framing::{encode_into, read_message, Message};
+use crate::net::messages::authentication_request::AuthenticationRequest;
+use crate::net::messages::backend_key_data::BackendKeyData;
+use crate::net::messages::upstream_password as answer;
+use crate::net::messages::upstream_startup::startup_message;
+use crate::net::messages::ErrorResponse;
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// The upstream's cancel key (pid and secret key; `Debug` redacts the key).
+pub type BackendKey = BackendKeyData;
+
+/// Largest message body accepted while logging in. Covers every legitimate
+/// authentication request, ErrorResponse and ParameterStatus, and bounds SCRAM data.
+pub const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+
+/// Most bytes collected between AuthenticationOk and ReadyForQuery (ParameterStatus,
+/// notices, ...). A server that sends more is broken or hostile.
+pub const MAX_AFTER_AUTH: usize = 1024 * 1024;
+
+/// What to log in as. `Debug` redacts the password.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginRequest<'a> {
+    pub user: &'a str,
+    pub password: &'a SecretString,
+    pub database: &'a str,
+    /// Further startup parameters, sent literally after `user` and `database`.
+    pub params: &'a [(String, String)],
+}
+
+/// A logged-in upstream connection, ready for queries.
+pub struct UpstreamSession {
+    pub stream: TlsStream<TcpStream>,
+    /// The upstream's BackendKeyData, if it sent one.
+    pub backend_key: Option<BackendKey>,
+    /// Every message the server sent after AuthenticationOk up to and including
+    /// ReadyForQuery, in order and byte-exact, except BackendKeyData (the proxy
+    /// substitutes its own key).
+    pub after_auth: BytesMut,
+    pub tls_version: String,
+    pub tls_cipher: String,
+    pub auth_method: AuthMethod,
+}
+
+impl std::fmt::Debug for UpstreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSession")
+            .field("backend_key", &self.backend_key)
+            .field("after_auth_len", &self.after_auth.len())
+            .field("tls_version", &self.tls_version)
+            .field("tls_cipher", &self.tls_cipher)
+            .field("auth_method", &self.auth_method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to the upstream (within `connect_timeout`), negotiates verify-full TLS and logs
+/// in (both within `login_timeout`).
+pub async fn connect_and_login(
+    ep: &UpstreamEndpoint,
+    req: &LoginRequest<'_>,
+) -> Result<UpstreamSession, UpstreamError> {
+    // Encode first: a parameter we refuse to send should not cost a connection.
+    let startup = encode_startup(req)?;
+    let tcp = transport::dial(ep).await?;
+    let login = async {
+        let mut stream = transport::start_tls(ep, tcp).await?;
+        let (tls_version, tls_cipher) = transport::tls_details(&stream);
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.to_vec());
+        write_flush(&mut stream, &startup).await?;
+        let auth_method = authenticate(&mut stream, req, leaf.as_deref()).await?;
+        let (backend_key, after_auth) = read_until_ready(&mut stream).await?;
+        tracing::debug!(
+            host = %ep.host,
+            user = req.user,
+            %auth_method,
+            tls_version,
+            "upstream login complete"
+        );
+        Ok(UpstreamSession {
+            stream,
+            backend_key,
+            after_auth,
+            tls_version,
+            tls_cipher,
+            auth_method,
+        })
+    };
+    tokio::time::timeout(ep.login_timeout, login)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            phase: Phase::Login,
+            after: ep.login_timeout,
+        })?
+}
+
+fn encode_startup(req: &LoginRequest<'_>) -> Result<BytesMut, UpstreamError> {
+    let params = [("user", req.user), ("database", req.database)]
+        .into_iter()
+        .chain(req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Ok(startup_message(params)?)
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> Result<(), UpstreamError> {
+    s.write_all(bytes)
+        .await
+        .map_err(|e| UpstreamError::io(Phase::Login, e))?;
+    s.flush()
+        .await
+        .map_err(|e| UpstreamError::io(Phase::Login, e))
+}
+
+async fn next_message<S: AsyncRead + Unpin>(s: &mut S) -> Result<Message, UpstreamError> {
+    read_message(s, MAX_LOGIN_MESSAGE)
+        .await
+        .map_err(|e| UpstreamError::framing(Phase::Login, e))
+}
+
+fn server_error(body: &[u8]) -> UpstreamError {
+    match ErrorResponse::parse(body) {
+        Some(e) => UpstreamError::from_error_response(e),
+        None => UpstreamError::protocol(Phase::Login, "malformed ErrorResponse"),
+    }
+}
+
+/// Where the authentication exchange stands.
+enum AuthState {
+    /// Nothing sent yet but the StartupMessage.
+    Start,
+    /// A password answer was sent; only AuthenticationOk (or an error) may follow.
+    AwaitOk(AuthMethod),
+    /// SASLInitialResponse sent; waiting for the server-first-message.
+    ScramContinue(Box<ScramSha256>, AuthMethod),
+    /// SASLResponse sent; waiting for the server-final-message.
+    ScramFinal(Box<ScramSha256>, AuthMethod),
+}
+
+/// Runs the authentication exchange up to AuthenticationOk and returns the method used.
+pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    req: &LoginRequest<'_>,
+    server_leaf_cert: Option<&[u8]>,
+) -> Result<AuthMethod, UpstreamError> {
+    let password = req.password.expose_secret().as_bytes();
+    let mut state = AuthState::Start;
+    loop {
+        let msg = next_message(s).await?;
+        match msg.tag {
+            b'R' => {}
+            b'E' => return Err(server_error(&msg.body)),
+            // Notices before AuthenticationOk carry nothing the client needs.
+            b'N' => continue,
+            // We ask for 3.0 without `_pq_` options of our own; a server listing options it
+            // does not know is informational only.
+            b'v' => continue,
+            other => {
+                return Err(UpstreamError::protocol(
+                    Phase::Login,
+                    format!(
+                        "unexpected message '{}' during authentication",
+                        other as char
+                    ),
+                ))
+            }
+        }
+        let request = AuthenticationRequest::parse(&msg.body)
+            .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+        let mut out = BytesMut::new();
+        state = match (state, request) {
+            (AuthState::Start, AuthenticationRequest::Ok) => return Ok(AuthMethod::None),
+            (AuthState::AwaitOk(method), AuthenticationRequest::Ok) => return Ok(method),
+            (AuthState::Start, AuthenticationRequest::CleartextPassword) => {
+                answer::password_message(password, &mut out).map_err(|_| {
+                    UpstreamError::UnusableCredential {
+                        reason: "the password contains a NUL byte",
+                    }
+                })?;
+                AuthState::AwaitOk(AuthMethod::Cleartext)
+            }
+            (AuthState::Start, AuthenticationRequest::Md5Password { salt }) => {
+                let hash = auth::md5_password(req.user, password, salt);
+                answer::password_message(hash.as_bytes(), &mut out)
+                    .map_err(|_| UpstreamError::protocol(Phase::Login, "bad md5 hash"))?;
+                AuthState::AwaitOk(AuthMethod::Md5)
+            }
+            (
+                AuthState::Start,
+                AuthenticationRequest::Digest {
+                    algorithm,
+                    salt,
+                    server_nonce,
+                },
+            ) => {
+                if algorithm != 0 {
+                    return Err(UpstreamError::UnsupportedDigest { algorithm });
+                }
+                let client_nonce = auth::redshift_client_nonce();
+                let digest =
+                    auth::redshift_digest(password, salt, server_nonce, client_nonce.as_bytes());
+                answer::redshift_digest_response(&digest, client_nonce.as_bytes(), &mut out)
+                    .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+                AuthState::AwaitOk(AuthMethod::RedshiftDigestSha256)
+            }
+            (AuthState::Start, AuthenticationRequest::Sasl { mechanisms }) => {
+                let (mechanism, method, binding) = choose_sasl(&mechanisms, server_leaf_cert)?;
+                let scram = ScramSha256::new(password, binding);
+                answer::sasl_initial_response(mechanism, scram.message(), &mut out)
+                    .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+                AuthState::ScramContinue(Box::new(scram), method)
+            }
+            (
+                AuthState::ScramContinue(scram, method),
+                AuthenticationRequest::SaslContinue { data },
+            ) => {
+                let scram = scram_update(scram, data.to_vec()).await?;
+                answer::sasl_response(scram.message(), &mut out);
+                AuthState::ScramFinal(scram, method)
+            }
+            (
+                AuthState::ScramFinal(mut scram, method),
+                AuthenticationRequest::SaslFinal { data },
+            ) => {
+                // The server proves it knows the password (or its verifier). Without this
+                // check a man in the middle holding a valid certificate could complete the
+                // login by itself.
+                scram.finish(data).map_err(|e| UpstreamError::Scram {
+                    detail: format!("server-final-message rejected: {e}"),
+                })?;
+                AuthState::AwaitOk(method)
+            }
+            (_, AuthenticationRequest::Unsupported { code }) => {
+                return Err(UpstreamError::UnsupportedAuth { code })
+            }
+            (_, request) => {
+                return Err(UpstreamError::protocol(
+                    Phase::Login,
+                    format!("unexpected authentication request {}", request.code()),
+                ))
+            }
+        };
+        if !out.is_empty() {
+            write_flush(s, &out).await?;
+        }
+    }
+}
+
+/// Picks the SASL mechanism: SCRAM-SHA-256-PLUS with `tls-server-end-point` binding when
+/// offered and the certificate allows it, else SCRAM-SHA-256.
+fn choose_sasl(
+    mechanisms: &[&str],
+    server_leaf_cert: Option<&[u8]>,
+) -> Result<(&'static str, AuthMethod, ChannelBinding), UpstreamError> {
+    let plus_offered = mechanisms.contains(&"SCRAM-SHA-256-PLUS");
+    if plus_offered {
+        if let Some(hash) = server_leaf_cert.and_then(auth::tls_server_end_point) {
+            return Ok((
+                "SCRAM-SHA-256-PLUS",
+                AuthMethod::ScramSha256Plus,
+                ChannelBinding::tls_server_end_point(hash),
+            ));
+        }
+    }
+    if mechanisms.contains(&"SCRAM-SHA-256") {
+        // gs2 header "y" tells the server we could bind but it did not offer to, so a
+        // stripped PLUS offer is detected; "n" is honest when we cannot bind this cert.
+        let binding = if plus_offered {
+            ChannelBinding::unsupported()
+        } else {
+            ChannelBinding::unrequested()
+        };
+        return Ok(("SCRAM-SHA-256", AuthMethod::ScramSha256, binding));
+    }
+    let offered: String = mechanisms.join(", ").chars().take(200).collect();
+    Err(UpstreamError::NoSaslMechanism { offered })
+}
+
+/// Runs the PBKDF2 step (up to 100 000 iterations) off the async workers.
+async fn scram_update(
+    mut scram: Box<ScramSha256>,
+    server_first: Vec<u8>,
+) -> Result<Box<ScramSha256>, UpstreamError> {
+    tokio::task::spawn_blocking(move || scram.update(&server_first).map(|()| scram))
+        .await
+        .map_err(|e| UpstreamError::Scram {
+            detail: format!("SCRAM task failed: {e}"),
+        })?
+        .map_err(|e| UpstreamError::Scram {
+            detail: format!("server-first-message rejected: {e}"),
+        })
+}
+
+/// After AuthenticationOk: collects messages up to ReadyForQuery, taking out BackendKeyData.
+pub(crate) async fn read_until_ready<S: AsyncRead + Unpin>(
+    s: &mut S,
+) -> Result<(Option<BackendKey>, BytesMut), UpstreamError> {
+    let mut key = None;
+    let mut after_auth = BytesMut::new();
+    loop {
+        let msg = next_message(s).await?;
+        match msg.tag {
+            b'K' => {
+                if key.is_some() {
+                    return Err(UpstreamError::protocol(
+                        Phase::Login,
+                        "more than one BackendKeyData",
+                    ));
+                }
+                key = Some(BackendKeyData::parse(&msg.body).ok_or_else(|| {
+                    UpstreamError::protocol(Phase::Login, "malformed BackendKeyData")
+                })?);
+                continue;
+            }
+            b'E' => return Err(server_error(&msg.body)),
+            b'R' => {
+                return Err(UpstreamError::protocol(
+                    Phase::Login,
+                    "authentication request after AuthenticationOk",
+                ))
+            }
+            b'Z' if !matches!(&msg.body[..], [b'I' | b'T' | b'E']) => {
+                return Err(UpstreamError::protocol(
+                    Phase::Login,
+                    "malformed ReadyForQuery",
+                ))
+            }
+            _ => {}
+        }
+        if after_auth.len() + 5 + msg.body.len() > MAX_AFTER_AUTH {
+            return Err(UpstreamError::protocol(
+                Phase::Login,
+                format!("more than {MAX_AFTER_AUTH} bytes before ReadyForQuery"),
+            ));
+        }
+        encode_into(&mut after_auth, msg.tag, &msg.body);
+        if msg.tag == b'Z' {
+            return Ok((key, after_auth));
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redshift-iam-proxy",
+    version,
+    about = "PostgreSQL-wire proxy to Amazon Redshift: clients authenticate with X.509 \
+             certificates, the proxy logs in with temporary IAM database credentials.",
+    args_conflicts_with_subcommands = false
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "REDSHIFT_IAM_PROXY_CONFIG",
+        default_value = "/etc/redshift-iam-proxy/config.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format; overrides `[log] format`.
+    #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_LOG_FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// Log filter such as `info` or `debug`; overrides `[log] level`.
+    #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration and load every certificate, key and CA file it names.
+    CheckConfig,
+    /// Prove a setup step by step: AWS credentials, database credentials and, with
+    /// --connect, an upstream login running `select 1`.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Target to check (default: the first).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Database user to request credentials for.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Database name (default: `dev`).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Database groups to request.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// IAM role to act as (Roles Anywhere; default: the configured role).
+    #[arg(long)]
+    pub role_arn: Option<String>,
+    /// Also log in to the upstream over verify-full TLS and run `select 1`.
+    #[arg(long)]
+    pub connect: bool,
+}

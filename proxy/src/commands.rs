@@ -1,0 +1,346 @@
+//! The subcommands: `run`, `check-config` and `check`.
+
+use crate::backend::{self, LoginRequest, UpstreamEndpoint};
+use crate::cli::CheckArgs;
+use crate::frontend::ClientTls;
+use crate::net::framing::{encode_into, read_message};
+use crate::net::messages::ErrorResponse;
+use crate::server::Proxy;
+use bytes::BytesMut;
+use proxy_auth::aws::AwsCredentials;
+use proxy_auth::db_credentials::{DbCredentialRequest, DbCredentialSource};
+use proxy_auth::policy::Policy;
+use proxy_auth::redshift::RedshiftCredentials;
+use proxy_config::{AwsCredentialSource, Config, TargetKind};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
+use tracing::{error, info};
+
+/// The production credential chain: the proxy's AWS credentials, then Redshift.
+pub async fn credential_source(
+    config: &Config,
+) -> Result<(Arc<AwsCredentials>, Arc<RedshiftCredentials>), String> {
+    let aws = Arc::new(
+        AwsCredentials::from_config(&config.aws)
+            .await
+            .map_err(|e| format!("AWS credentials: {e}"))?,
+    );
+    let redshift = RedshiftCredentials::new(config, aws.clone())
+        .map_err(|e| format!("Redshift credentials: {e}"))?;
+    Ok((aws, Arc::new(redshift)))
+}
+
+/// `run`: serve until SIGINT or SIGTERM.
+pub async fn run(path: &Path, init_logging: impl FnOnce(Option<&Config>)) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(None);
+            error!("invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(Some(&config));
+    let credentials = match credential_source(&config).await {
+        Ok((_, redshift)) => redshift,
+        Err(e) => {
+            error!("cannot set up credentials: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let proxy = match Proxy::new(&config, credentials) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match proxy.bind().await {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "redshift-iam-proxy ready"
+    );
+    let signal = wait_for_shutdown_signal().await;
+    info!(signal, "shutting down: no longer accepting connections");
+    running.stop_accepting().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can still be killed; serve on.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// `check-config`: validate, load every file, print a summary. No network access.
+pub fn check_config(path: &Path) -> ExitCode {
+    match check_config_inner(path) {
+        Ok(summary) => {
+            print!("{summary}");
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config_inner(path: &Path) -> Result<String, String> {
+    use std::fmt::Write;
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration: {}", path.display());
+    for l in &config.listeners {
+        ClientTls::from_config(l).map_err(|e| format!("listener {}: {e}", l.display_name()))?;
+        let target = config
+            .listener_target(l)
+            .map(|t| t.name.as_str())
+            .unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "listener {}: {} -> target {target}; certificate {}, client CA {}, {} CRL file(s)",
+            l.display_name(),
+            l.bind,
+            l.tls_cert.display(),
+            l.client_ca.display(),
+            l.client_crls.len()
+        );
+    }
+    for t in &config.targets {
+        UpstreamEndpoint::from_config(t).map_err(|e| format!("target {}: {e}", t.name))?;
+        let api = match (t.kind, t.with_iam) {
+            (TargetKind::Serverless, _) => "redshift-serverless GetCredentials",
+            (TargetKind::Provisioned, true) => "GetClusterCredentialsWithIAM",
+            (TargetKind::Provisioned, false) => "GetClusterCredentials",
+        };
+        let dial = t
+            .dial
+            .as_deref()
+            .map(|d| format!(" via {d}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "target {}: {}:{}{dial} (verify-full), credentials by {api}, {}s lifetime",
+            t.name,
+            t.host,
+            t.port,
+            t.credential_duration.as_secs()
+        );
+    }
+    Policy::new(&config.policy).map_err(|e| format!("policy: {e}"))?;
+    let _ = writeln!(out, "policy: {} rule(s)", config.policy.rules.len());
+    if let Some(ra) = &config.aws.roles_anywhere {
+        proxy_auth::aws::roles_anywhere::X509Signer::from_config(ra)
+            .map_err(|e| format!("aws.roles_anywhere: {e}"))?;
+    }
+    let source = match config.aws.source {
+        AwsCredentialSource::Default => "default AWS credential chain".to_string(),
+        AwsCredentialSource::Profile => format!(
+            "AWS profile {:?}",
+            config.aws.profile.as_deref().unwrap_or_default()
+        ),
+        AwsCredentialSource::RolesAnywhere => {
+            let ra = config.aws.roles_anywhere.as_ref().expect("validated");
+            format!(
+                "IAM Roles Anywhere, role {}, certificate {}",
+                ra.role_arn,
+                ra.certificate.display()
+            )
+        }
+    };
+    let _ = writeln!(out, "aws: {source}");
+    Ok(out)
+}
+
+/// `check`: walk the credential chain step by step and report each outcome.
+pub async fn check(
+    path: &Path,
+    args: &CheckArgs,
+    init_logging: impl FnOnce(Option<&Config>),
+) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(Some(&config));
+    let ok = check_steps(&config, args).await;
+    if ok {
+        println!("all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("check failed");
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints one step of `check` and whether it passed.
+fn step(name: &str, outcome: Result<String, String>) -> bool {
+    match outcome {
+        Ok(detail) => {
+            println!("[ OK ] {name}: {detail}");
+            true
+        }
+        Err(detail) => {
+            println!("[FAIL] {name}: {detail}");
+            false
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "?".into())
+}
+
+async fn check_steps(config: &Config, args: &CheckArgs) -> bool {
+    let target = match &args.target {
+        Some(name) => config.target(name),
+        None => config.targets.first(),
+    };
+    let Some(target) = target else {
+        return step("target", Err(format!("no target named {:?}", args.target)));
+    };
+    step(
+        "target",
+        Ok(format!("{} ({}:{})", target.name, target.host, target.port)),
+    );
+
+    let (aws, redshift) = match credential_source(config).await {
+        Ok(c) => c,
+        Err(e) => return step("credential setup", Err(e)),
+    };
+    let role = args.role_arn.as_deref();
+    let summary = aws.check(role).await;
+    let aws_ok = step(
+        "AWS credentials",
+        summary.map(|s| s.to_string()).map_err(|e| e.to_string()),
+    );
+    if !aws_ok {
+        return false;
+    }
+
+    let db_user = args.user.clone().unwrap_or_else(|| "check".into());
+    let database = args.database.clone().unwrap_or_else(|| "dev".into());
+    let mut groups = args.groups.clone();
+    groups.sort();
+    groups.dedup();
+    let request = DbCredentialRequest {
+        target: target.name.clone(),
+        role_arn: args.role_arn.clone(),
+        db_user,
+        db_name: database.clone(),
+        db_groups: groups,
+    };
+    let credential = match redshift.credential(&request).await {
+        Ok(c) => {
+            step(
+                "database credentials",
+                Ok(format!(
+                    "user {:?}, expires {}, AWS request id(s) {}",
+                    c.user,
+                    rfc3339(c.expiration),
+                    c.aws_request_ids.join(", ")
+                )),
+            );
+            c
+        }
+        Err(e) => return step("database credentials", Err(e.to_string())),
+    };
+    if !args.connect {
+        return true;
+    }
+
+    let endpoint = match UpstreamEndpoint::from_config(target) {
+        Ok(e) => e,
+        Err(e) => return step("upstream", Err(e.to_string())),
+    };
+    let started = Instant::now();
+    let login = LoginRequest {
+        user: &credential.user,
+        password: &credential.password,
+        database: &database,
+        params: &[("application_name".into(), "redshift-iam-proxy check".into())],
+    };
+    let mut session = match backend::connect_and_login(&endpoint, &login).await {
+        Ok(s) => s,
+        Err(e) => return step("upstream login", Err(e.to_string())),
+    };
+    step(
+        "upstream login",
+        Ok(format!(
+            "{}:{} as {:?}, {} {} verify-full, {} authentication, {} ms",
+            endpoint.dial_host,
+            endpoint.dial_port,
+            credential.user,
+            session.tls_version,
+            session.tls_cipher,
+            session.auth_method,
+            started.elapsed().as_millis()
+        )),
+    );
+    let result = select_one(&mut session.stream).await;
+    step("select 1", result)
+}
+
+/// Runs `select 1` with the simple query protocol and checks the answer.
+async fn select_one<S>(stream: &mut S) -> Result<String, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut query = BytesMut::new();
+    encode_into(&mut query, b'Q', b"select 1\0");
+    encode_into(&mut query, b'X', b"");
+    stream
+        .write_all(&query)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    stream.flush().await.map_err(|e| format!("send: {e}"))?;
+    let mut value = None;
+    loop {
+        let m = read_message(stream, 64 * 1024)
+            .await
+            .map_err(|e| format!("receive: {e}"))?;
+        match m.tag {
+            // One column: Int16 count, Int32 length, value.
+            b'D' if m.body.len() >= 6 => {
+                value = Some(String::from_utf8_lossy(&m.body[6..]).into_owned());
+            }
+            b'E' => {
+                let e = ErrorResponse::parse(&m.body)
+                    .map(|e| format!("{} (SQLSTATE {})", e.message, e.code))
+                    .unwrap_or_else(|| "malformed error".into());
+                return Err(e);
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    match value.as_deref() {
+        Some("1") => Ok("returned 1".into()),
+        other => Err(format!("unexpected result {other:?}")),
+    }
+}

@@ -1,0 +1,362 @@
+//! Client-facing TLS: the proxy's server certificate and mutual TLS with *deferred*
+//! client-certificate verification.
+//!
+//! The handshake asks for a client certificate (sending the CA names) but never fails
+//! because of one: [`DeferredClientVerifier`] accepts any chain at handshake time while still
+//! making the client prove possession of the key (signature checks are delegated to
+//! rustls's `WebPkiClientVerifier`). Once the handshake is done, [`ClientTls::verify_peer`]
+//! checks the chain with that same verifier, so the client is told *why* it was refused with
+//! an ErrorResponse (SQLSTATE 28000) instead of an opaque TLS alert, and a CancelRequest
+//! sent inside TLS works without any certificate.
+
+use proxy_config::ListenerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// ALPN protocol name PostgreSQL 17 uses; required for direct TLS connections.
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// The listener's TLS setup could not be built. Each variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read {what} from {}: {source}", path.display())]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{} contains no {what}", path.display())]
+    Empty { what: &'static str, path: PathBuf },
+    #[error("client CA certificate in {} is not usable: {source}", path.display())]
+    BadClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("client certificate verifier (CAs {}, CRLs {crls:?}) cannot be built: {source}", client_ca.display())]
+    Verifier {
+        client_ca: PathBuf,
+        crls: Vec<PathBuf>,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("server certificate {} and key {} cannot be used together: {source}", cert.display(), key.display())]
+    CertifiedKey {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Why a client certificate was not accepted. Each maps to a clear message for the client
+/// (SQLSTATE 28000) and for the operator log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientCertError {
+    #[error("a client certificate is required")]
+    Missing,
+    #[error("the client certificate has expired")]
+    Expired,
+    #[error("the client certificate is not yet valid")]
+    NotYetValid,
+    #[error("the client certificate has been revoked")]
+    Revoked,
+    #[error("the client certificate's revocation status is unknown (no CRL from its issuer)")]
+    RevocationStatusUnknown,
+    #[error("the client certificate was not issued by a trusted certificate authority")]
+    UnknownIssuer,
+    #[error("the client certificate is not valid for client authentication (extended key usage)")]
+    WrongUsage,
+    #[error("the client certificate is malformed")]
+    BadEncoding,
+    #[error("the client certificate has an invalid or unsupported signature")]
+    BadSignature,
+    /// Anything else the verifier reported; the text is for the operator log.
+    #[error("the client certificate was rejected: {0}")]
+    Other(String),
+}
+
+impl ClientCertError {
+    // rustls still produces the deprecated context-free variants in some paths.
+    #[allow(deprecated)]
+    fn from_rustls(e: rustls::Error) -> Self {
+        use CertificateError as C;
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::Expired | C::ExpiredContext { .. } => Self::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => Self::NotYetValid,
+                C::Revoked => Self::Revoked,
+                C::UnknownRevocationStatus => Self::RevocationStatusUnknown,
+                C::UnknownIssuer => Self::UnknownIssuer,
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => Self::WrongUsage,
+                C::BadEncoding => Self::BadEncoding,
+                C::BadSignature
+                | C::UnsupportedSignatureAlgorithm
+                | C::UnsupportedSignatureAlgorithmContext { .. }
+                | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Self::BadSignature,
+                other => Self::Other(other.to_string()),
+            },
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// TLS for one listener: the acceptor and the verifier used after the handshake.
+#[derive(Clone)]
+pub struct ClientTls {
+    acceptor: TlsAcceptor,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    // The server config holds the private key; print nothing from it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Loads `tls_cert`, `tls_key`, `client_ca` and `client_crls` of a listener.
+    pub fn from_config(listener: &ListenerConfig) -> Result<ClientTls, TlsSetupError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+
+        let chain = load_all::<CertificateDer<'static>>(&listener.tls_cert, "certificates")?;
+        let key = PrivateKeyDer::from_pem_file(&listener.tls_key).map_err(|source| {
+            TlsSetupError::Pem {
+                what: "a private key",
+                path: listener.tls_key.clone(),
+                source,
+            }
+        })?;
+
+        let mut roots = RootCertStore::empty();
+        for ca in load_all::<CertificateDer<'static>>(&listener.client_ca, "certificates")? {
+            roots.add(ca).map_err(|source| TlsSetupError::BadClientCa {
+                path: listener.client_ca.clone(),
+                source,
+            })?;
+        }
+        let mut crls = Vec::new();
+        for path in &listener.client_crls {
+            crls.extend(load_all::<CertificateRevocationListDer<'static>>(
+                path, "CRLs",
+            )?);
+        }
+
+        // Defaults kept on purpose: revocation is checked for the whole chain and an
+        // unknown status is a refusal once CRLs are configured (PostgreSQL's
+        // `ssl_crl_file` behaves the same way with OpenSSL's CRL_CHECK_ALL).
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .with_crls(crls)
+                .build()
+                .map_err(|source| TlsSetupError::Verifier {
+                    client_ca: listener.client_ca.clone(),
+                    crls: listener.client_crls.clone(),
+                    source,
+                })?;
+
+        let config = server_config(provider, verifier.clone(), chain, key).map_err(|source| {
+            TlsSetupError::CertifiedKey {
+                cert: listener.tls_cert.clone(),
+                key: listener.tls_key.clone(),
+                source,
+            }
+        })?;
+        Ok(ClientTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            verifier,
+        })
+    }
+
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// Verifies the chain a client presented during the handshake (leaf first), against
+    /// the client CAs and CRLs, for client authentication, at the current time.
+    pub fn verify_peer(&self, chain: Option<&[CertificateDer<'_>]>) -> Result<(), ClientCertError> {
+        let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) else {
+            return Err(ClientCertError::Missing);
+        };
+        self.verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(ClientCertError::from_rustls)
+    }
+}
+
+fn server_config(
+    provider: Arc<CryptoProvider>,
+    inner: Arc<dyn ClientCertVerifier>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(Arc::new(DeferredClientVerifier { inner }))
+        .with_single_cert(chain, key)?;
+    // Offered so PostgreSQL 17 direct-TLS clients can connect; clients that send no ALPN
+    // (the classic SSLRequest path) are unaffected, and rustls refuses a client that
+    // offers only other protocols, as PostgreSQL does.
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(config)
+}
+
+fn load_all<T: PemObject>(path: &Path, what: &'static str) -> Result<Vec<T>, TlsSetupError> {
+    let pem_err = |source| TlsSetupError::Pem {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let items = T::pem_file_iter(path)
+        .map_err(pem_err)?
+        .collect::<Result<Vec<T>, _>>()
+        .map_err(pem_err)?;
+    if items.is_empty() {
+        return Err(TlsSetupError::Empty {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(items)
+}
+
+/// Requests a client certificate without letting the handshake depend on its validity.
+///
+/// Chain validation is deferred to [`ClientTls::verify_peer`]; handshake signatures are
+/// still checked by the inner verifier, so a client cannot present someone else's
+/// certificate without its private key.
+#[derive(Debug)]
+struct DeferredClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for DeferredClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        // A missing certificate is reported after the handshake (and is fine for cancels).
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Deferred: see the type's documentation.
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::test_support::TestPki;
+
+    fn write(pki: &TestPki, name: &str, contents: &str) -> PathBuf {
+        let path = pki.listener.tls_cert.with_file_name(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn loads_the_listener_files() {
+        let pki = TestPki::new();
+        ClientTls::from_config(&pki.listener).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let pki = TestPki::new();
+        let mut listener = pki.listener.clone();
+        listener.tls_key = listener.tls_key.with_file_name("absent.key");
+        let err = ClientTls::from_config(&listener).unwrap_err().to_string();
+        assert!(err.contains("absent.key"), "{err}");
+        assert!(err.contains("private key"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_the_expected_items_is_named() {
+        let pki = TestPki::new();
+        let mut listener = pki.listener.clone();
+        listener.client_ca = write(&pki, "empty-ca.pem", "not a certificate\n");
+        let err = ClientTls::from_config(&listener).unwrap_err();
+        assert!(matches!(err, TlsSetupError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("empty-ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_the_certificate_is_refused() {
+        let pki = TestPki::new();
+        let mut listener = pki.listener.clone();
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        listener.tls_key = write(&pki, "other.key", &other);
+        let err = ClientTls::from_config(&listener).unwrap_err();
+        assert!(matches!(err, TlsSetupError::CertifiedKey { .. }), "{err}");
+        assert!(err.to_string().contains("other.key"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_crl_is_refused() {
+        let pki = TestPki::new();
+        let mut listener = pki.listener.clone();
+        listener.client_crls = vec![write(
+            &pki,
+            "bad.crl",
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        )];
+        let err = ClientTls::from_config(&listener).unwrap_err();
+        assert!(matches!(err, TlsSetupError::Verifier { .. }), "{err}");
+        assert!(err.to_string().contains("bad.crl"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_reveals_nothing_of_the_key() {
+        let pki = TestPki::new();
+        let tls = ClientTls::from_config(&pki.listener).unwrap();
+        assert_eq!(format!("{tls:?}"), "ClientTls { .. }");
+    }
+}

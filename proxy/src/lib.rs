@@ -1,0 +1,19 @@
+//! `redshift-iam-proxy`: a PostgreSQL-wire proxy that authenticates clients by X.509
+//! certificate and logs them in to Amazon Redshift with temporary IAM credentials.
+//!
+//! - [`frontend`]: listeners' client side: negotiation, client TLS and certificates.
+//! - [`backend`]: the upstream side: verify-full TLS, login, cancel forwarding.
+//! - [`session`]: one connection from accept to close; [`relay`] splices it after login.
+//! - [`cancel`]: routing CancelRequests to the right upstream backend.
+//! - [`server`]: state built from the configuration, and the accept loops.
+
+pub mod backend;
+pub mod cancel;
+pub mod cli;
+pub mod commands;
+pub mod frontend;
+pub mod logging;
+pub mod net;
+pub mod relay;
+pub mod server;
+pub mod session;

@@ -1,0 +1,5 @@
+//! PostgreSQL wire basics shared by the client side (`frontend`) and the upstream side
+//! (`backend`): message framing and one file per protocol message under [`messages`].
+
+pub mod framing;
+pub mod messages;

@@ -1,0 +1,121 @@
+//! The command line as an operator meets it: `--help`, `check-config`, and `run` with a
+//! broken configuration.
+
+use std::path::Path;
+use std::process::Command;
+
+fn proxy() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_redshift-iam-proxy"))
+}
+
+/// A self-signed CA and a server certificate signed by it, written as PEM files.
+fn write_pki(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "CLI Test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+const CONFIG: &str = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+tls_cert = "server.pem"
+tls_key = "server.key"
+client_ca = "ca.pem"
+
+[[target]]
+name = "prod"
+kind = "provisioned"
+host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
+ca_bundle = "ca.pem"
+
+[[policy.rule]]
+name = "everyone"
+match = { cn = "*" }
+targets = ["*"]
+users = ["{cn}"]
+databases = ["dev"]
+"#;
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = proxy().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["run", "check-config", "check", "--config", "--log-format"] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn check_config_loads_every_file_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = proxy()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("target prod: examplecluster"), "{stdout}");
+    assert!(stdout.contains("GetClusterCredentials"), "{stdout}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+}
+
+#[test]
+fn check_config_names_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    std::fs::remove_file(dir.path().join("server.key")).unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let out = proxy()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.key"), "{stderr}");
+}
+
+#[test]
+fn invalid_configuration_names_file_and_key_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, CONFIG.replace("127.0.0.1:0", "nowhere")).unwrap();
+    for command in ["check-config", "run"] {
+        let out = proxy()
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("proxy.toml"), "{command}: {all}");
+        assert!(all.contains("listener[0].bind"), "{command}: {all}");
+    }
+}

@@ -1,0 +1,342 @@
+//! An in-process proxy for end-to-end tests of the session path.
+//!
+//! The proxy runs inside the test process with a [`TestCredentials`] source: database
+//! logins for PostgreSQL users the test created itself (the product ships no such source;
+//! Redshift credentials are tested against the AWS emulator). Everything else is real: the
+//! proxy's listeners, client TLS with certificates from a per-run CA, verify-full TLS to a
+//! real PostgreSQL server, and real clients (psql, tokio-postgres).
+
+use crate::pg::PgServer;
+use crate::pki::{ClientCert, ClientCertSpec, TestPki};
+use async_trait::async_trait;
+use proxy_auth::db_credentials::{
+    CredentialError, DbCredential, DbCredentialRequest, DbCredentialSource,
+};
+use redshift_iam_proxy::server::{Proxy, RunningProxy};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::SecretString;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Database logins the test provisioned, served by granted database user.
+#[derive(Default)]
+pub struct TestCredentials {
+    logins: Mutex<HashMap<String, (String, VecDeque<String>)>>,
+    calls: AtomicUsize,
+    invalidations: AtomicUsize,
+}
+
+impl TestCredentials {
+    /// Grants named `db_user` log in upstream as `pg_user` with `password`.
+    pub fn set(&self, db_user: &str, pg_user: &str, password: &str) {
+        self.logins.lock().unwrap().insert(
+            db_user.to_string(),
+            (pg_user.to_string(), VecDeque::from([password.to_string()])),
+        );
+    }
+
+    /// The next credential for `db_user` carries `stale`; after the proxy invalidates it,
+    /// the real password is served again (a rotated password behind a cache).
+    pub fn serve_stale_once(&self, db_user: &str, stale: &str) {
+        if let Some((_, passwords)) = self.logins.lock().unwrap().get_mut(db_user) {
+            passwords.push_front(stale.to_string());
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn invalidations(&self) -> usize {
+        self.invalidations.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl DbCredentialSource for TestCredentials {
+    async fn credential(
+        &self,
+        request: &DbCredentialRequest,
+    ) -> Result<DbCredential, CredentialError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let logins = self.logins.lock().unwrap();
+        let (user, passwords) = logins.get(&request.db_user).ok_or_else(|| {
+            CredentialError::Denied(format!("no test login for {:?}", request.db_user))
+        })?;
+        Ok(DbCredential {
+            user: user.clone(),
+            password: SecretString::from(passwords.front().cloned().unwrap_or_default()),
+            expiration: SystemTime::now() + Duration::from_secs(900),
+            aws_request_ids: vec!["test-request".into()],
+        })
+    }
+
+    fn invalidate(&self, request: &DbCredentialRequest) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        if let Some((_, passwords)) = self.logins.lock().unwrap().get_mut(&request.db_user) {
+            if passwords.len() > 1 {
+                passwords.pop_front();
+            }
+        }
+    }
+}
+
+/// The client certificates every harness issues before the proxy loads its CRL.
+pub struct Clients {
+    pub alice: ClientCert,
+    pub bob: ClientCert,
+    pub expired: ClientCert,
+    pub not_yet_valid: ClientCert,
+    pub revoked: ClientCert,
+    pub server_auth_only: ClientCert,
+    pub other_ca: ClientCert,
+}
+
+/// Default policy: `alice*` may be `{cn}` or `reporting` on any database; `bob` only `bob`
+/// on `analytics`.
+pub const DEFAULT_RULES: &str = r#"
+[[policy.rule]]
+name = "analysts"
+match = { cn = "alice*" }
+targets = ["*"]
+users = ["{cn}", "reporting"]
+default_user = "{cn}"
+databases = ["*"]
+groups = ["analysts"]
+
+[[policy.rule]]
+name = "bob"
+match = { cn = "bob" }
+targets = ["pg"]
+users = ["bob"]
+databases = ["analytics"]
+"#;
+
+/// What to vary between harnesses.
+pub struct HarnessOptions {
+    /// `[[policy.rule]]` tables.
+    pub rules: String,
+    /// Extra keys appended to the `[[target]]` table.
+    pub target_extra: String,
+    /// Upstream CA bundle; default: the PostgreSQL server's CA.
+    pub upstream_ca: Option<PathBuf>,
+    /// Host name the upstream certificate is verified against.
+    pub upstream_host: String,
+    pub login_timeout: Duration,
+}
+
+impl Default for HarnessOptions {
+    fn default() -> Self {
+        HarnessOptions {
+            rules: DEFAULT_RULES.to_string(),
+            target_extra: String::new(),
+            upstream_ca: None,
+            upstream_host: "localhost".into(),
+            login_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running in-process proxy in front of the shared PostgreSQL server.
+pub struct ProxyHarness {
+    pub pg: &'static PgServer,
+    pub pki: TestPki,
+    pub clients: Clients,
+    pub credentials: Arc<TestCredentials>,
+    pub running: RunningProxy,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyHarness {
+    pub async fn start() -> ProxyHarness {
+        Self::start_with(HarnessOptions::default()).await
+    }
+
+    pub async fn start_with(options: HarnessOptions) -> ProxyHarness {
+        let pg = PgServer::shared();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = TestPki::new(dir.path().join("pki")).expect("test PKI");
+        let server = pki
+            .server_cert(&["localhost", "127.0.0.1"])
+            .expect("proxy server certificate");
+        let other = pki
+            .new_root_ca("Other Client CA", Default::default())
+            .expect("other CA");
+        let clients = Clients {
+            alice: pki
+                .client_cert(
+                    ClientCertSpec::new("alice")
+                        .uri("spiffe://corp.example/ns/bi/sa/alice")
+                        .email("alice@corp.example"),
+                )
+                .unwrap(),
+            bob: pki.client_cert(ClientCertSpec::new("bob")).unwrap(),
+            expired: pki
+                .client_cert(ClientCertSpec::new("alice-expired").expired())
+                .unwrap(),
+            not_yet_valid: pki
+                .client_cert(ClientCertSpec::new("alice-early").not_yet_valid())
+                .unwrap(),
+            revoked: pki
+                .client_cert(ClientCertSpec::new("alice-revoked").revoked())
+                .unwrap(),
+            server_auth_only: pki
+                .client_cert(ClientCertSpec::new("alice-server").server_auth_only())
+                .unwrap(),
+            other_ca: other
+                .client_cert(ClientCertSpec::new("alice-other"))
+                .unwrap(),
+        };
+        let crl = pki.root().crl_pem().expect("CRL");
+        let upstream_ca = options
+            .upstream_ca
+            .clone()
+            .unwrap_or_else(|| pg.ca_cert_path().to_path_buf());
+        let config = format!(
+            r#"
+[log]
+level = "debug"
+
+[[listener]]
+name = "test"
+bind = "127.0.0.1:0"
+tls_cert = {chain:?}
+tls_key = {key:?}
+client_ca = {ca:?}
+client_crls = [{crl:?}]
+login_timeout = "{login_timeout}ms"
+
+[[target]]
+name = "pg"
+kind = "provisioned"
+host = {host:?}
+port = {port}
+dial = "127.0.0.1"
+ca_bundle = {upstream_ca:?}
+cluster_identifier = "test-cluster"
+region = "us-east-1"
+connect_timeout = "3s"
+login_timeout = "5s"
+{target_extra}
+
+{rules}
+"#,
+            chain = server.chain_pem,
+            key = server.key_pem,
+            ca = pki.ca_cert_path(),
+            login_timeout = options.login_timeout.as_millis(),
+            host = options.upstream_host,
+            port = pg.port(),
+            target_extra = options.target_extra,
+            rules = options.rules,
+        );
+        let config_path = dir.path().join("proxy.toml");
+        std::fs::write(&config_path, &config).unwrap();
+        let parsed = proxy_config::Config::load(&config_path).expect("valid test config");
+        let credentials = Arc::new(TestCredentials::default());
+        let proxy = Proxy::new(&parsed, credentials.clone()).expect("proxy setup");
+        let running = proxy.bind().await.expect("proxy binds");
+        ProxyHarness {
+            pg,
+            pki,
+            clients,
+            credentials,
+            running,
+            config_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+
+    /// Creates a SCRAM user in PostgreSQL and lets the proxy use it for `db_user`.
+    pub async fn provision(&self, db_user: &str) -> String {
+        let pg_user = PgServer::unique_name(db_user);
+        let password = PgServer::unique_name("pw");
+        self.pg
+            .create_scram_user(&pg_user, &password)
+            .await
+            .expect("create user");
+        self.credentials.set(db_user, &pg_user, &password);
+        pg_user
+    }
+
+    /// psql pointed at the proxy with `cert` (verify-full against the proxy's CA).
+    pub fn psql(&self, cert: &ClientCert) -> crate::psql::Psql {
+        crate::psql::Psql::new("localhost", self.addr().port())
+            .hostaddr("127.0.0.1")
+            .root_cert(self.pki.ca_cert_path())
+            .client(cert)
+    }
+
+    /// tokio-postgres through the proxy; `cert = None` presents no client certificate.
+    pub async fn connect(
+        &self,
+        cert: Option<&ClientCert>,
+        user: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("localhost")
+            .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
+            .port(self.addr().port())
+            .user(user)
+            .dbname(database)
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .connect_timeout(Duration::from_secs(10));
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+            self.pki.ca_cert_path(),
+            cert,
+        ));
+        let (client, connection) = config.connect(tls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// The TLS connector clients use, for cancel tokens.
+    pub fn tls_connector(
+        &self,
+        cert: Option<&ClientCert>,
+    ) -> tokio_postgres_rustls::MakeRustlsConnect {
+        tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(self.pki.ca_cert_path(), cert))
+    }
+}
+
+/// A rustls client configuration trusting `ca`, presenting `cert` if given.
+pub fn client_tls(ca: &Path, cert: Option<&ClientCert>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(c.expect("CA certificate")).expect("add CA");
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    match cert {
+        Some(cert) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(&cert.chain_pem)
+                    .expect("client chain")
+                    .collect::<Result<_, _>>()
+                    .expect("client chain");
+            let key = PrivateKeyDer::from_pem_file(&cert.key_pem).expect("client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    }
+}
+
+/// The SQLSTATE of a failed connection or query, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_string())
+}

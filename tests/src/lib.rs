@@ -1,0 +1,12 @@
+//! Test kit of `redshift-iam-proxy`: a real PostgreSQL launcher ([`pg`]), per-run test PKI
+//! ([`pki`]), the proxy process launcher ([`proxy`]), a `psql` runner ([`psql`]), and the
+//! local AWS emulator ([`emulator`]).
+
+pub mod emulator;
+pub mod harness;
+pub mod pg;
+pub mod pki;
+pub mod ports;
+pub mod process;
+pub mod proxy;
+pub mod psql;
