@@ -10,3 +10,4 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod psql;
+pub mod stack;

@@ -1,0 +1,327 @@
+//! The whole credential chain end to end, through the real binary: a client certificate →
+//! the proxy → IAM Roles Anywhere (CreateSession, signed with the proxy's certificate) →
+//! Redshift GetClusterCredentials / GetClusterCredentialsWithIAM / serverless GetCredentials
+//! (SigV4 with the issued session) → a PostgreSQL role with a `VALID UNTIL` password → a
+//! verify-full login as that temporary user. The emulator checks every signature for real.
+
+use proxy_testkit::emulator::Api;
+use proxy_testkit::harness::{client_tls, sqlstate};
+use proxy_testkit::pki::{ClientCert, ClientCertSpec};
+use proxy_testkit::stack::{Stack, DATABASE};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+async fn current_user(stack: &Stack, port: u16, cert: &ClientCert, user: &str) -> String {
+    let out = stack
+        .psql(port, cert)
+        .user(user)
+        .run("select current_user")
+        .await
+        .unwrap();
+    assert!(
+        out.success(),
+        "{out:?}\nproxy logs:\n{}",
+        stack.proxy.logs()
+    );
+    out.value().to_string()
+}
+
+async fn connect(
+    stack: &Stack,
+    port: u16,
+    cert: &ClientCert,
+    user: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("localhost")
+        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .port(port)
+        .user(user)
+        .dbname(DATABASE)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(20));
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+        stack.layout.pki.ca_cert_path(),
+        Some(cert),
+    ));
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioned_login_runs_as_the_auto_created_iam_user_in_its_groups() {
+    let stack = Stack::start().await.unwrap();
+    let l = &stack.layout;
+    assert_eq!(
+        current_user(&stack, l.ports.cluster, &l.alice, "alice").await,
+        "IAMA:alice"
+    );
+    let out = stack
+        .psql(l.ports.cluster, &l.alice)
+        .user("alice")
+        .run("select pg_has_role(current_user, 'analysts', 'member')")
+        .await
+        .unwrap();
+    assert_eq!(out.value(), "t", "{out:?}");
+    assert_eq!(stack.emulator.calls(Api::CreateSession), 1);
+    assert_eq!(stack.emulator.calls(Api::GetClusterCredentials), 1);
+
+    // A second login is served from both caches.
+    current_user(&stack, l.ports.cluster, &l.alice, "iam").await;
+    assert_eq!(stack.emulator.calls(Api::CreateSession), 1);
+    assert_eq!(stack.emulator.calls(Api::GetClusterCredentials), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_auto_create_only_existing_users_can_log_in() {
+    let stack = Stack::start_with(|c| *c = c.replace("auto_create = true", "auto_create = false"))
+        .await
+        .unwrap();
+    let l = &stack.layout;
+    let user = format!("carol{}", std::process::id());
+    let carol = l
+        .pki
+        .client_cert(ClientCertSpec::new(format!("alice-{user}")))
+        .unwrap();
+    let db_user = format!("alice-{user}");
+    // GetClusterCredentials succeeds, but the user does not exist: the login fails.
+    let err = connect(&stack, l.ports.cluster, &carol, &db_user)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+
+    // Once the user exists, the same login works as IAM:<user>.
+    let admin = stack.pg.admin().await.unwrap();
+    admin
+        .batch_execute(&format!("create role \"IAM:{db_user}\" login"))
+        .await
+        .unwrap();
+    let client = connect(&stack, l.ports.cluster, &carol, &db_user)
+        .await
+        .unwrap();
+    let who: String = client
+        .query_one("select current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, format!("IAM:{db_user}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_iam_and_serverless_log_in_as_the_role_of_each_rule() {
+    let stack = Stack::start().await.unwrap();
+    let l = &stack.layout;
+    assert_eq!(
+        current_user(&stack, l.ports.cluster_iam, &l.alice, "alice").await,
+        "IAMR:RedshiftAccess"
+    );
+    // bob's rule names its own role: a second Roles Anywhere session.
+    assert_eq!(
+        current_user(&stack, l.ports.cluster_iam, &l.bob, "bob").await,
+        "IAMR:RedshiftBiReader"
+    );
+    assert_eq!(
+        current_user(&stack, l.ports.serverless, &l.alice, "alice").await,
+        "IAMR:RedshiftAccess"
+    );
+    assert_eq!(
+        current_user(&stack, l.ports.serverless, &l.bob, "iam").await,
+        "IAMR:RedshiftBiReader"
+    );
+    assert_eq!(
+        stack.emulator.calls(Api::CreateSession),
+        2,
+        "one session per role"
+    );
+    assert!(stack.emulator.calls(Api::GetClusterCredentialsWithIam) >= 2);
+    assert!(stack.emulator.calls(Api::GetCredentials) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_logins_of_ten_identities_make_one_session_and_ten_credential_calls() {
+    let stack = Stack::start().await.unwrap();
+    let l = &stack.layout;
+    let certs: Vec<ClientCert> = (0..10)
+        .map(|i| {
+            l.pki
+                .client_cert(ClientCertSpec::new(format!("alice{i}")))
+                .unwrap()
+        })
+        .collect();
+    let stack = std::sync::Arc::new(stack);
+    let certs = std::sync::Arc::new(certs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200usize {
+        let stack = stack.clone();
+        let certs = certs.clone();
+        tasks.spawn(async move {
+            let cert = &certs[n % 10];
+            let client = connect(&stack, stack.layout.ports.cluster, cert, "iam")
+                .await
+                .map_err(|e| format!("login {n}: {e}"))?;
+            let who: String = client
+                .query_one("select current_user", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            if who != format!("IAMA:{}", cert.common_name) {
+                return Err(format!("login {n} ran as {who}"));
+            }
+            Ok::<_, String>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    assert_eq!(stack.emulator.calls(Api::CreateSession), 1);
+    let credential_calls = stack.emulator.calls(Api::GetClusterCredentials);
+    assert!(
+        (1..=10).contains(&credential_calls),
+        "{credential_calls} credential calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_latency_and_throttling_do_not_delay_cached_logins() {
+    let stack = Stack::start().await.unwrap();
+    let l = &stack.layout;
+    current_user(&stack, l.ports.cluster, &l.alice, "alice").await;
+    let calls_before = stack.emulator.calls(Api::GetClusterCredentials);
+
+    stack.emulator.faults().set_latency(Duration::from_secs(3));
+    stack.emulator.faults().throttle_next(None, 1000);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let client = connect(&stack, l.ports.cluster, &l.alice, "alice")
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stack.proxy.logs()));
+        client.simple_query("select 1").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a cached login waited on AWS: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        stack.emulator.calls(Api::GetClusterCredentials),
+        calls_before
+    );
+    stack.emulator.faults().clear();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_failures_reach_the_client_as_clean_errors() {
+    let stack = Stack::start().await.unwrap();
+    let l = &stack.layout;
+    // The credential API throttles every call (and the SDK's retries): the client is told
+    // AWS is unavailable (08001), the proxy keeps serving.
+    stack
+        .emulator
+        .faults()
+        .throttle_next(Some(Api::GetClusterCredentials), 1000);
+    let err = connect(&stack, l.ports.cluster, &l.alice, "alice")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err}");
+    stack.emulator.faults().clear();
+    current_user(&stack, l.ports.cluster, &l.alice, "alice").await;
+
+    // A user name Redshift refuses (InvalidParameterValue) is a denied login (28000).
+    let hostile = l
+        .pki
+        .client_cert(ClientCertSpec::new(
+            "alice-9000000000000000000000000000000000000000000000000000000000",
+        ))
+        .unwrap();
+    let err = connect(&stack, l.ports.cluster, &hostile, "iam")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_roles_anywhere_certificate_is_refused_by_the_emulator() {
+    // The proxy's own certificate comes from a CA the trust anchor does not know.
+    let dir = tempfile::tempdir().unwrap();
+    let rogue_pki = proxy_testkit::pki::TestPki::new(dir.path()).unwrap();
+    let rogue = rogue_pki
+        .client_cert(ClientCertSpec::new("redshift-iam-proxy"))
+        .unwrap();
+    let stack = Stack::start_with(|c| {
+        let start = c.find("certificate = ").unwrap();
+        let end = c[start..].find("trust_anchor_arn").unwrap() + start;
+        c.replace_range(
+            start..end,
+            &format!(
+                "certificate = {:?}\nprivate_key = {:?}\n",
+                rogue.cert_pem, rogue.key_pem
+            ),
+        );
+    })
+    .await
+    .unwrap();
+    let l = &stack.layout;
+    let err = connect(&stack, l.ports.cluster, &l.alice, "alice")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+    assert!(
+        stack.proxy.logs().contains("AccessDenied"),
+        "{}",
+        stack.proxy.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_command_proves_each_step_without_printing_secrets() {
+    let stack = Stack::start().await.unwrap();
+    for target in ["cluster", "cluster-iam", "serverless"] {
+        let out = Command::new(proxy_testkit::proxy::proxy_binary())
+            .args(["check", "--config"])
+            .arg(stack.proxy.config_path())
+            .args([
+                "--target",
+                target,
+                "--user",
+                "alice",
+                "--database",
+                DATABASE,
+                "--connect",
+            ])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{target}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for step in [
+            "AWS credentials",
+            "database credentials",
+            "upstream login",
+            "select 1",
+        ] {
+            assert!(
+                stdout.contains(&format!("[ OK ] {step}")),
+                "{target}: {step}\n{stdout}"
+            );
+        }
+        assert!(stdout.contains("request id"), "{stdout}");
+        assert!(!stdout.to_lowercase().contains("password"), "{stdout}");
+    }
+    // A failing step fails the command.
+    let out = Command::new(proxy_testkit::proxy::proxy_binary())
+        .args(["check", "--config"])
+        .arg(stack.proxy.config_path())
+        .args(["--target", "cluster", "--user", "not:valid", "--connect"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] database credentials"));
+}
