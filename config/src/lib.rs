@@ -6,6 +6,7 @@
 //! the file: it names files and environment variables that hold them.
 
 mod error;
+pub mod keyfile;
 mod schema;
 mod validate;
 
@@ -15,26 +16,60 @@ pub use validate::TEMPLATE_PLACEHOLDERS;
 
 use std::path::{Path, PathBuf};
 
+/// Values given on the command line or in `REDSHIFT_IAM_PROXY_*` environment variables that
+/// replace keys of the file. Applied before validation, and again on every reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `[admin] bind`.
+    pub admin_bind: Option<String>,
+    /// `[audit] path` (relative paths resolve against the working directory).
+    pub audit_path: Option<PathBuf>,
+}
+
 impl Config {
     /// Reads, parses and validates the configuration file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load_with_overrides(path, &Overrides::default())
+    }
+
+    /// [`Config::load`] with `overrides` applied before validation.
+    pub fn load_with_overrides(
+        path: impl AsRef<Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             file: path.to_path_buf(),
             reason: e.to_string(),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::from_toml(&text, path, &base)
+        Config::from_toml_with_overrides(&text, path, &base, overrides)
     }
 
     /// Parses and validates configuration text. `file` is only used in error messages;
     /// relative paths in the text are resolved against `base_dir`.
     pub fn from_toml(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::from_toml_with_overrides(text, file, base_dir, &Overrides::default())
+    }
+
+    /// [`Config::from_toml`] with `overrides` applied before validation.
+    pub fn from_toml_with_overrides(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_path_buf(),
             reason: e.to_string(),
         })?;
         config.resolve_paths(base_dir);
+        if let Some(bind) = &overrides.admin_bind {
+            config.admin.bind = Some(bind.clone());
+        }
+        if let Some(path) = &overrides.audit_path {
+            config.audit.path = Some(path.clone());
+        }
         validate::validate(&config).map_err(|(key, problem)| ConfigError::Invalid {
             file: file.to_path_buf(),
             key,
@@ -59,6 +94,9 @@ impl Config {
             if let Some(p) = &mut t.ca_bundle {
                 fix(p);
             }
+        }
+        if let Some(p) = &mut self.audit.path {
+            fix(p);
         }
         if let Some(ra) = &mut self.aws.roles_anywhere {
             fix(&mut ra.certificate);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -25,6 +25,18 @@ pub struct Config {
     /// `[db_credentials]`: caching of temporary database credentials.
     #[serde(default)]
     pub db_credentials: DbCredentialsConfig,
+    /// `[admin]`: the HTTP listener for metrics, health and reload (off by default).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// `[audit]`: one JSON line per session.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// `[limits]`: connection limits, timeouts and TCP keepalive.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[shutdown]`: graceful shutdown on SIGTERM/SIGINT.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -35,7 +47,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(default)]
@@ -59,7 +71,7 @@ fn default_log_level() -> String {
 }
 
 /// A TCP listener for PostgreSQL clients. TLS with a client certificate is mandatory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Name used in logs; defaults to the bind address.
@@ -107,7 +119,7 @@ pub enum TargetKind {
 }
 
 /// An upstream Redshift endpoint and how to get database credentials for it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub name: String,
@@ -170,7 +182,7 @@ fn default_db_credential_duration() -> Duration {
     Duration::from_secs(3600)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Startup `user` values that mean "no particular user": the matched rule's
@@ -196,7 +208,7 @@ fn default_placeholder_users() -> Vec<String> {
 }
 
 /// One policy rule: which identities it matches and what it grants.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
@@ -222,7 +234,7 @@ pub struct RuleConfig {
 }
 
 /// Glob patterns (`*`, `?`, `[...]`) over certificate fields.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Subject common name.
@@ -264,7 +276,7 @@ pub enum AwsCredentialSource {
     RolesAnywhere,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     #[serde(default)]
@@ -288,7 +300,7 @@ impl AwsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolesAnywhereConfig {
     /// PEM end-entity certificate of the proxy.
@@ -323,7 +335,7 @@ fn default_session_duration() -> Duration {
     Duration::from_secs(3600)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbCredentialsConfig {
     /// Refresh cached database credentials this long before they expire.
@@ -341,4 +353,150 @@ impl Default for DbCredentialsConfig {
 
 fn default_db_refresh_before() -> Duration {
     Duration::from_secs(300)
+}
+
+/// The admin HTTP listener: `/metrics`, `/livez`, `/readyz`, `/startupz`, `POST /reload`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` to bind, e.g. `127.0.0.1:9187`. Absent: no admin listener.
+    #[serde(default)]
+    pub bind: Option<String>,
+    /// Permit a non-loopback `bind`. The endpoints are unauthenticated and `POST /reload`
+    /// changes state, so exposing them beyond the host is an explicit decision.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Write audit records at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// JSON-lines file, opened for append (and reopened on reload, for log rotation).
+    /// Absent: standard output.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Records queued for the writer before new ones are dropped (and counted).
+    #[serde(default = "default_audit_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            path: None,
+            queue_capacity: default_audit_queue(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_audit_queue() -> usize {
+    8192
+}
+
+/// Connection limits, session timeouts and TCP keepalive.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most client connections the proxy holds at once, over all listeners.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Option<usize>,
+    /// Most client connections each listener holds at once.
+    #[serde(default)]
+    pub max_connections_per_listener: Option<usize>,
+    /// Most sessions one client identity (certificate issuer + subject) holds at once.
+    #[serde(default)]
+    pub max_connections_per_identity: Option<usize>,
+    /// Most connections in the pre-authentication phase (TLS handshake up to a verified
+    /// startup message) at once; further connections wait their turn within the login
+    /// timeout.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Close a session with no traffic in either direction for this long (default: off).
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Close a session this long after login (default: off).
+    #[serde(default, with = "humantime_serde")]
+    pub max_session_lifetime: Option<Duration>,
+    /// Also close a session when its client certificate expires.
+    #[serde(default)]
+    pub session_lifetime_within_certificate: bool,
+    /// Idle time before TCP keepalive probes, on client and upstream sockets (`0s`: off).
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
+    #[serde(default = "default_keepalive_interval", with = "humantime_serde")]
+    pub tcp_keepalive_interval: Duration,
+    #[serde(default = "default_keepalive_retries")]
+    pub tcp_keepalive_retries: u32,
+    /// TCP_USER_TIMEOUT on client and upstream sockets: unacknowledged data for this long
+    /// kills the connection (default: the OS default).
+    #[serde(default, with = "humantime_serde")]
+    pub tcp_user_timeout: Option<Duration>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: default_max_connections(),
+            max_connections_per_listener: None,
+            max_connections_per_identity: None,
+            max_handshakes: default_max_handshakes(),
+            idle_timeout: None,
+            max_session_lifetime: None,
+            session_lifetime_within_certificate: false,
+            tcp_keepalive: default_keepalive(),
+            tcp_keepalive_interval: default_keepalive_interval(),
+            tcp_keepalive_retries: default_keepalive_retries(),
+            tcp_user_timeout: None,
+        }
+    }
+}
+
+fn default_max_connections() -> Option<usize> {
+    Some(10_000)
+}
+fn default_max_handshakes() -> usize {
+    256
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_keepalive_retries() -> u32 {
+    6
+}
+
+/// Graceful shutdown on SIGTERM/SIGINT.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time between turning unready and closing the listeners, so load balancers stop
+    /// sending new connections first (default 0s).
+    #[serde(default, with = "humantime_serde")]
+    pub listener_close_delay: Duration,
+    /// Time established sessions get to finish before they are closed with SQLSTATE 57P01.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            listener_close_delay: Duration::ZERO,
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
 }

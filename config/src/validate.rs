@@ -212,7 +212,95 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
         }
     }
 
-    validate_aws(&c.aws)
+    validate_aws(&c.aws)?;
+    validate_operations(c)
+}
+
+fn validate_operations(c: &Config) -> Result<(), Problem> {
+    if let Some(bind) = &c.admin.bind {
+        let addr: SocketAddr = bind.parse().map_err(|_| {
+            problem(
+                "admin.bind",
+                format!("{bind:?} is not an address such as 127.0.0.1:9187"),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !c.admin.allow_remote {
+            return Err(problem(
+                "admin.bind",
+                format!(
+                    "{bind:?} is not a loopback address; the admin endpoints are \
+                     unauthenticated, set admin.allow_remote = true to expose them"
+                ),
+            ));
+        }
+        // Port 0 (any free port, tests) never collides.
+        if addr.port() != 0 && c.listeners.iter().any(|l| &l.bind == bind) {
+            return Err(problem(
+                "admin.bind",
+                format!("{bind:?} is bound by a [[listener]]"),
+            ));
+        }
+    } else if c.admin.allow_remote {
+        return Err(problem("admin.allow_remote", "only used with admin.bind"));
+    }
+    if c.audit.queue_capacity == 0 {
+        return Err(problem("audit.queue_capacity", "must be greater than 0"));
+    }
+    if c.audit.path.is_some() && !c.audit.enabled {
+        return Err(problem("audit.path", "set, but audit.enabled = false"));
+    }
+    let l = &c.limits;
+    for (key, v) in [
+        ("limits.max_connections", l.max_connections),
+        (
+            "limits.max_connections_per_listener",
+            l.max_connections_per_listener,
+        ),
+        (
+            "limits.max_connections_per_identity",
+            l.max_connections_per_identity,
+        ),
+    ] {
+        if v == Some(0) {
+            return Err(problem(
+                key,
+                "must be greater than 0 (omit it for no limit)",
+            ));
+        }
+    }
+    if l.max_handshakes == 0 {
+        return Err(problem("limits.max_handshakes", "must be greater than 0"));
+    }
+    for (key, v) in [
+        ("limits.idle_timeout", l.idle_timeout),
+        ("limits.max_session_lifetime", l.max_session_lifetime),
+        ("limits.tcp_user_timeout", l.tcp_user_timeout),
+    ] {
+        if v.is_some_and(|d| d.is_zero()) {
+            return Err(problem(
+                key,
+                "must be greater than 0 (omit it to turn it off)",
+            ));
+        }
+    }
+    if !l.tcp_keepalive.is_zero() {
+        if l.tcp_keepalive_interval.is_zero() {
+            return Err(problem(
+                "limits.tcp_keepalive_interval",
+                "must be greater than 0",
+            ));
+        }
+        if l.tcp_keepalive_retries == 0 {
+            return Err(problem(
+                "limits.tcp_keepalive_retries",
+                "must be greater than 0",
+            ));
+        }
+    }
+    if c.shutdown.drain_timeout.is_zero() {
+        return Err(problem("shutdown.drain_timeout", "must be greater than 0"));
+    }
+    Ok(())
 }
 
 fn validate_aws(aws: &AwsConfig) -> Result<(), Problem> {

@@ -176,3 +176,66 @@ fn unreadable_file_names_the_path() {
         "{e}"
     );
 }
+
+#[test]
+fn operations_tables_have_safe_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.admin.bind, None, "no admin listener unless asked for");
+    assert!(c.audit.enabled);
+    assert_eq!(c.audit.path, None, "audit goes to stdout by default");
+    assert_eq!(c.limits.max_connections, Some(10_000));
+    assert_eq!(
+        c.limits.idle_timeout, None,
+        "idle timeout is off by default"
+    );
+    assert_eq!(c.limits.tcp_keepalive, Duration::from_secs(60));
+    assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.shutdown.listener_close_delay, Duration::ZERO);
+}
+
+#[test]
+fn a_remote_admin_listener_needs_allow_remote() {
+    let (key, problem) = invalid(&format!("{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9187\"\n"));
+    assert_eq!(key, "admin.bind");
+    assert!(problem.contains("allow_remote"), "{problem}");
+    let c = parse(&format!(
+        "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9187\"\nallow_remote = true\n"
+    ))
+    .unwrap();
+    assert_eq!(c.admin.bind.as_deref(), Some("0.0.0.0:9187"));
+}
+
+#[test]
+fn zero_limits_are_refused_and_overrides_are_validated_too() {
+    let (key, _) = invalid(&format!(
+        "{MINIMAL}\n[limits]\nmax_connections_per_identity = 0\n"
+    ));
+    assert_eq!(key, "limits.max_connections_per_identity");
+    let (key, _) = invalid(&format!("{MINIMAL}\n[shutdown]\ndrain_timeout = \"0s\"\n"));
+    assert_eq!(key, "shutdown.drain_timeout");
+
+    let overrides = proxy_config::Overrides {
+        admin_bind: Some("10.0.0.1:9187".into()),
+        audit_path: Some("audit.jsonl".into()),
+    };
+    let err = Config::from_toml_with_overrides(
+        MINIMAL,
+        Path::new("/etc/proxy.toml"),
+        Path::new("/etc"),
+        &overrides,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("admin.bind"), "{err}");
+    let overrides = proxy_config::Overrides {
+        admin_bind: Some("127.0.0.1:9187".into()),
+        ..overrides
+    };
+    let c = Config::from_toml_with_overrides(
+        MINIMAL,
+        Path::new("/etc/proxy.toml"),
+        Path::new("/etc"),
+        &overrides,
+    )
+    .unwrap();
+    assert_eq!(c.audit.path.as_deref(), Some(Path::new("audit.jsonl")));
+}

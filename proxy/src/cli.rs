@@ -35,6 +35,25 @@ pub struct GlobalArgs {
     /// Log filter such as `info` or `debug`; overrides `[log] level`.
     #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Only log warnings and errors (overrides `--log-level` and `[log] level`).
+    #[arg(long, short = 'q', global = true, env = "REDSHIFT_IAM_PROXY_QUIET")]
+    pub quiet: bool,
+    /// Admin listener address; overrides `[admin] bind`.
+    #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_ADMIN_BIND")]
+    pub admin_bind: Option<String>,
+    /// Audit file; overrides `[audit] path`.
+    #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_AUDIT_PATH")]
+    pub audit_path: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The configuration keys given on the command line or in the environment.
+    pub fn overrides(&self) -> proxy_config::Overrides {
+        proxy_config::Overrides {
+            admin_bind: self.admin_bind.clone(),
+            audit_path: self.audit_path.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

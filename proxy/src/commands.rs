@@ -5,19 +5,19 @@ use crate::cli::CheckArgs;
 use crate::frontend::ClientTls;
 use crate::net::framing::{encode_into, read_message};
 use crate::net::messages::ErrorResponse;
-use crate::server::Proxy;
+use crate::server::{Proxy, RunningProxy};
 use bytes::BytesMut;
 use proxy_auth::aws::AwsCredentials;
 use proxy_auth::db_credentials::{DbCredentialRequest, DbCredentialSource};
 use proxy_auth::policy::Policy;
 use proxy_auth::redshift::RedshiftCredentials;
-use proxy_config::{AwsCredentialSource, Config, TargetKind};
+use proxy_config::{AwsCredentialSource, Config, Overrides, TargetKind};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// The production credential chain: the proxy's AWS credentials, then Redshift.
 pub async fn credential_source(
@@ -33,9 +33,13 @@ pub async fn credential_source(
     Ok((aws, Arc::new(redshift)))
 }
 
-/// `run`: serve until SIGINT or SIGTERM.
-pub async fn run(path: &Path, init_logging: impl FnOnce(Option<&Config>)) -> ExitCode {
-    let config = match Config::load(path) {
+/// `run`: serve until SIGINT or SIGTERM; SIGHUP reloads.
+pub async fn run(
+    path: &Path,
+    overrides: &Overrides,
+    init_logging: impl FnOnce(Option<&Config>),
+) -> ExitCode {
+    let config = match Config::load_with_overrides(path, overrides) {
         Ok(c) => c,
         Err(e) => {
             init_logging(None);
@@ -51,8 +55,10 @@ pub async fn run(path: &Path, init_logging: impl FnOnce(Option<&Config>)) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    let proxy = match Proxy::new(&config, credentials) {
-        Ok(p) => p,
+    let proxy = match Proxy::new(&config, credentials.clone()) {
+        Ok(p) => p
+            .with_config_path(path, overrides.clone())
+            .with_credential_stats(credentials),
         Err(e) => {
             error!("cannot start: {e}");
             return ExitCode::FAILURE;
@@ -69,24 +75,53 @@ pub async fn run(path: &Path, init_logging: impl FnOnce(Option<&Config>)) -> Exi
         version = env!("CARGO_PKG_VERSION"),
         "redshift-iam-proxy ready"
     );
-    let signal = wait_for_shutdown_signal().await;
-    info!(signal, "shutting down: no longer accepting connections");
-    running.stop_accepting().await;
-    ExitCode::SUCCESS
+    serve_until_signalled(running).await
 }
 
-async fn wait_for_shutdown_signal() -> &'static str {
+/// Reloads on SIGHUP; on SIGTERM/SIGINT drains gracefully and exits 0, unless a second
+/// SIGTERM/SIGINT arrives first, which exits at once.
+pub async fn serve_until_signalled(running: RunningProxy) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
-        // Without signal handlers the process can still be killed; serve on.
-        return std::future::pending().await;
+        error!("cannot install signal handlers");
+        running.shutdown().await;
+        return ExitCode::FAILURE;
     };
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                // Failures are logged and counted by reload itself.
+                let _ = running.reload().await;
+            }
+        }
+    };
+    info!(
+        signal = name,
+        "shutting down gracefully; send it again to exit at once"
+    );
+    let shutdown = running.shutdown();
+    tokio::pin!(shutdown);
     tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        report = &mut shutdown => {
+            info!(terminated = report.terminated, "exiting");
+            ExitCode::SUCCESS
+        }
+        s = async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        } => {
+            warn!(signal = s, "second signal: exiting without waiting for sessions");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -5,14 +5,20 @@
 //! - [`backend`]: the upstream side: verify-full TLS, login, cancel forwarding.
 //! - [`session`]: one connection from accept to close; [`relay`] splices it after login.
 //! - [`cancel`]: routing CancelRequests to the right upstream backend.
-//! - [`server`]: state built from the configuration, and the accept loops.
+//! - [`server`]: reloadable state built from the configuration, the accept loops, limits,
+//!   reload and graceful shutdown.
+//! - [`audit`]: one JSON-lines record per connection; [`metrics`] and [`admin`]: Prometheus
+//!   metrics and health endpoints on the admin listener.
 
+pub mod admin;
+pub mod audit;
 pub mod backend;
 pub mod cancel;
 pub mod cli;
 pub mod commands;
 pub mod frontend;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod relay;
 pub mod server;

@@ -26,17 +26,22 @@ fn main() -> ExitCode {
         let format = format_override
             .or(config.map(|c| c.log.format))
             .unwrap_or_default();
-        let level = cli
-            .global
-            .log_level
-            .clone()
-            .or(config.map(|c| c.log.level.clone()))
-            .unwrap_or_else(|| "info".into());
+        let level = if cli.global.quiet {
+            "warn".to_string()
+        } else {
+            cli.global
+                .log_level
+                .clone()
+                .or(config.map(|c| c.log.level.clone()))
+                .unwrap_or_else(|| "info".into())
+        };
         logging::init(format, &level);
     };
     runtime.block_on(async {
         match command {
-            Command::Run => commands::run(&cli.global.config, init_logging).await,
+            Command::Run => {
+                commands::run(&cli.global.config, &cli.global.overrides(), init_logging).await
+            }
             Command::CheckConfig => commands::check_config(&cli.global.config),
             Command::Check(args) => commands::check(&cli.global.config, &args, init_logging).await,
         }

@@ -29,6 +29,18 @@ pub struct TestCredentials {
     logins: Mutex<HashMap<String, (String, VecDeque<String>)>>,
     calls: AtomicUsize,
     invalidations: AtomicUsize,
+    /// Injected failures and delays by database user (fault injection for the
+    /// adversarial suite: what a real source reports when AWS throttles, fails or hangs).
+    faults: Mutex<HashMap<String, CredentialFault>>,
+}
+
+/// A fault [`TestCredentials`] injects for one database user.
+#[derive(Debug, Clone)]
+pub enum CredentialFault {
+    /// Every request fails with this error.
+    Fail(CredentialError),
+    /// Every request waits this long before being answered normally.
+    Delay(Duration),
 }
 
 impl TestCredentials {
@@ -48,6 +60,18 @@ impl TestCredentials {
         }
     }
 
+    /// Injects `fault` for every later request for `db_user` (until [`Self::clear_fault`]).
+    pub fn inject(&self, db_user: &str, fault: CredentialFault) {
+        self.faults
+            .lock()
+            .unwrap()
+            .insert(db_user.to_string(), fault);
+    }
+
+    pub fn clear_fault(&self, db_user: &str) {
+        self.faults.lock().unwrap().remove(db_user);
+    }
+
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
@@ -64,6 +88,12 @@ impl DbCredentialSource for TestCredentials {
         request: &DbCredentialRequest,
     ) -> Result<DbCredential, CredentialError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let fault = self.faults.lock().unwrap().get(&request.db_user).cloned();
+        match fault {
+            Some(CredentialFault::Fail(e)) => return Err(e),
+            Some(CredentialFault::Delay(d)) => tokio::time::sleep(d).await,
+            None => {}
+        }
         let logins = self.logins.lock().unwrap();
         let (user, passwords) = logins.get(&request.db_user).ok_or_else(|| {
             CredentialError::Denied(format!("no test login for {:?}", request.db_user))
@@ -128,6 +158,15 @@ pub struct HarnessOptions {
     /// Host name the upstream certificate is verified against.
     pub upstream_host: String,
     pub login_timeout: Duration,
+    /// Upstream PostgreSQL server; default: the shared one. Tests that stop or restart
+    /// their upstream need a dedicated server of their own.
+    pub pg: Option<&'static PgServer>,
+    /// Port the proxy dials instead of the PostgreSQL server's: a scripted fake upstream
+    /// on 127.0.0.1 (pair with `upstream_ca`).
+    pub upstream_port: Option<u16>,
+    /// Extra top-level tables (`[limits]`, `[admin]`, `[shutdown]`, `[audit]`). Without an
+    /// `[audit]` table, audit records go to [`ProxyHarness::audit_path`].
+    pub extra_config: String,
 }
 
 impl Default for HarnessOptions {
@@ -138,6 +177,9 @@ impl Default for HarnessOptions {
             upstream_ca: None,
             upstream_host: "localhost".into(),
             login_timeout: Duration::from_secs(5),
+            pg: None,
+            upstream_port: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -150,6 +192,10 @@ pub struct ProxyHarness {
     pub credentials: Arc<TestCredentials>,
     pub running: RunningProxy,
     pub config_path: PathBuf,
+    /// Where the audit records go unless `extra_config` has its own `[audit]` table.
+    pub audit_path: PathBuf,
+    /// The proxy's server certificate and key (rewrite them, then reload).
+    pub server_cert: crate::pki::ServerCert,
     _dir: tempfile::TempDir,
 }
 
@@ -159,7 +205,7 @@ impl ProxyHarness {
     }
 
     pub async fn start_with(options: HarnessOptions) -> ProxyHarness {
-        let pg = PgServer::shared();
+        let pg = options.pg.unwrap_or_else(PgServer::shared);
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = TestPki::new(dir.path().join("pki")).expect("test PKI");
         let server = pki
@@ -198,10 +244,19 @@ impl ProxyHarness {
             .upstream_ca
             .clone()
             .unwrap_or_else(|| pg.ca_cert_path().to_path_buf());
+        let audit_path = dir.path().join("audit.jsonl");
+        let audit = if options.extra_config.contains("[audit]") {
+            String::new()
+        } else {
+            format!("[audit]\npath = {audit_path:?}\n")
+        };
         let config = format!(
             r#"
 [log]
 level = "debug"
+
+{audit}
+{extra_config}
 
 [[listener]]
 name = "test"
@@ -232,15 +287,18 @@ login_timeout = "5s"
             ca = pki.ca_cert_path(),
             login_timeout = options.login_timeout.as_millis(),
             host = options.upstream_host,
-            port = pg.port(),
+            port = options.upstream_port.unwrap_or_else(|| pg.port()),
             target_extra = options.target_extra,
             rules = options.rules,
+            extra_config = options.extra_config,
         );
         let config_path = dir.path().join("proxy.toml");
         std::fs::write(&config_path, &config).unwrap();
         let parsed = proxy_config::Config::load(&config_path).expect("valid test config");
         let credentials = Arc::new(TestCredentials::default());
-        let proxy = Proxy::new(&parsed, credentials.clone()).expect("proxy setup");
+        let proxy = Proxy::new(&parsed, credentials.clone())
+            .expect("proxy setup")
+            .with_config_path(&config_path, Default::default());
         let running = proxy.bind().await.expect("proxy binds");
         ProxyHarness {
             pg,
@@ -249,6 +307,8 @@ login_timeout = "5s"
             credentials,
             running,
             config_path,
+            audit_path,
+            server_cert: server,
             _dir: dir,
         }
     }

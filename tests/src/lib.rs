@@ -2,6 +2,7 @@
 //! ([`pki`]), the proxy process launcher ([`proxy`]), a `psql` runner ([`psql`]), and the
 //! local AWS emulator ([`emulator`]).
 
+pub mod adversary;
 pub mod emulator;
 pub mod harness;
 pub mod pg;

@@ -172,6 +172,17 @@ impl PgServer {
 
     /// Starts a new private server (prefer [`PgServer::shared`]; this costs seconds).
     pub fn start(options: PgOptions) -> Result<PgServer, PgError> {
+        Self::start_impl(options, false)
+    }
+
+    /// Like [`PgServer::start`], with the server in its own process group, so a terminal's
+    /// Ctrl-C reaches only the supervising process (the sandbox), which then stops the
+    /// server itself in order.
+    pub fn start_in_own_process_group(options: PgOptions) -> Result<PgServer, PgError> {
+        Self::start_impl(options, true)
+    }
+
+    fn start_impl(options: PgOptions, own_process_group: bool) -> Result<PgServer, PgError> {
         let bindir = find_bindir()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             Some(postgres_os_user()?)
@@ -218,7 +229,14 @@ impl PgServer {
             .map_err(io_err("cannot write pg_hba.conf"))?;
 
         let log_path = data_dir.join("postgres.log");
-        let (child, port) = spawn_until_ready(&bindir, &data_dir, &log_path, run_as, &options)?;
+        let (child, port) = spawn_until_ready(
+            &bindir,
+            &data_dir,
+            &log_path,
+            run_as,
+            &options,
+            own_process_group,
+        )?;
         let server = PgServer {
             bindir,
             root,
@@ -263,6 +281,107 @@ impl PgServer {
             .take()
         {
             let _ = dir.close();
+        }
+    }
+
+    /// Stops the server process (fast shutdown: sessions are cut) but keeps its data
+    /// directory, so [`PgServer::start_again`] brings it back with users and data intact.
+    /// For "upstream restart" tests; use a dedicated server, never the shared one.
+    pub fn shutdown(&self) {
+        if let Some(mut child) = self
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = process::terminate(&mut child, Signal::SIGINT, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the server again after [`PgServer::shutdown`], on the same port and data
+    /// directory, and waits until it accepts logins. A no-op while it is running.
+    pub fn start_again(&self) -> Result<(), PgError> {
+        let mut slot = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Ok(());
+        }
+        let run_as = if nix::unistd::geteuid().is_root() {
+            Some(postgres_os_user()?)
+        } else {
+            None
+        };
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log_path)
+            .map_err(io_err("cannot open the server log"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_err("cannot duplicate the log handle"))?;
+        let mut command = Command::new(self.bindir.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .current_dir(&self.data_dir)
+            .env_remove("PGDATA")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        apply_run_as(&mut command, run_as);
+        let mut child = process::spawn_tied_to_test(command, Signal::SIGINT).map_err(io_err(
+            format!("cannot run {}", self.bindir.join("postgres").display()),
+        ))?;
+        let timeout = PgOptions::default().startup_timeout;
+        match wait_ready(&mut child, &self.data_dir, self.port, timeout) {
+            Ok(()) => {
+                *slot = Some(child);
+                Ok(())
+            }
+            Err(Readiness::Exited(status)) => Err(PgError::Exited {
+                status,
+                log: read_lossy(&self.log_path),
+            }),
+            Err(Readiness::TimedOut) => {
+                let _ = process::terminate(&mut child, Signal::SIGQUIT, Duration::from_secs(5));
+                Err(PgError::StartTimeout {
+                    timeout,
+                    log: read_lossy(&self.log_path),
+                })
+            }
+            Err(Readiness::Io(source)) => {
+                let _ = process::terminate(&mut child, Signal::SIGQUIT, Duration::from_secs(5));
+                Err(PgError::Io {
+                    context: "cannot poll the postgres process".into(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Process id of the postmaster, while it runs (the sandbox reports it and its tests
+    /// check that it is gone after shutdown).
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(Child::id)
+    }
+
+    /// The postmaster's exit status if it has exited on its own (a crash, or a signal from
+    /// outside); `None` while it runs or after [`PgServer::stop`]. Lets a supervisor notice
+    /// that the server is gone.
+    pub fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
+        match self
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            Some(child) => child.try_wait(),
+            None => Ok(None),
         }
     }
 
@@ -499,6 +618,7 @@ fn spawn_until_ready(
     log_path: &Path,
     run_as: Option<RunAs>,
     options: &PgOptions,
+    own_process_group: bool,
 ) -> Result<(Child, u16), PgError> {
     const ATTEMPTS: usize = 3;
     let mut attempt = 0;
@@ -521,6 +641,10 @@ fn spawn_until_ready(
             .stdout(log)
             .stderr(log_err);
         apply_run_as(&mut command, run_as);
+        if own_process_group {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
         let mut child = process::spawn_tied_to_test(command, Signal::SIGINT).map_err(io_err(
             format!("cannot run {}", bindir.join("postgres").display()),
         ))?;

@@ -157,33 +157,7 @@ level = "info"
 # --- Where clients connect -------------------------------------------------------------
 # One listener per target: clients pick a target by port. Each requires TLS and a client
 # certificate issued by `client_ca` (and not revoked in `client_crls`).
-[[listener]]
-name = "cluster"
-bind = "127.0.0.1:{p_cluster}"
-target = "cluster"
-tls_cert = {server_chain:?}
-tls_key = {server_key:?}
-client_ca = {client_ca:?}
-client_crls = [{crl:?}]
-
-[[listener]]
-name = "cluster-iam"
-bind = "127.0.0.1:{p_iam}"
-target = "cluster-iam"
-tls_cert = {server_chain:?}
-tls_key = {server_key:?}
-client_ca = {client_ca:?}
-client_crls = [{crl:?}]
-
-[[listener]]
-name = "serverless"
-bind = "127.0.0.1:{p_serverless}"
-target = "serverless"
-tls_cert = {server_chain:?}
-tls_key = {server_key:?}
-client_ca = {client_ca:?}
-client_crls = [{crl:?}]
-
+{listeners}
 # --- Upstreams ---------------------------------------------------------------------------
 # The PostgreSQL stand-in plays both a provisioned cluster and a serverless workgroup. Its
 # certificate names `localhost`: the proxy dials 127.0.0.1 and verifies `host` (verify-full).
@@ -255,12 +229,21 @@ profile_arn = "{profile}"
 role_arn = "{role}"
 endpoint_url = "{emulator_url}"
 "#,
-            p_cluster = ports.cluster,
-            p_iam = ports.cluster_iam,
-            p_serverless = ports.serverless,
-            server_chain = server.chain_pem,
-            server_key = server.key_pem,
-            client_ca = pki.ca_cert_path(),
+            listeners = [
+                ("cluster", ports.cluster),
+                ("cluster-iam", ports.cluster_iam),
+                ("serverless", ports.serverless),
+            ]
+            .iter()
+            .map(|(target, port)| format!(
+                "[[listener]]\nname = {target:?}\nbind = \"127.0.0.1:{port}\"\ntarget = {target:?}\n\
+                 tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_crls = [{crl:?}]\n",
+                server.chain_pem,
+                server.key_pem,
+                pki.ca_cert_path(),
+            ))
+            .collect::<Vec<_>>()
+            .join("\n"),
             pg_port = pg.port,
             pg_ca = pg.ca_cert,
             bi_role = bi_role_arn(),

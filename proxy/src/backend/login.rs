@@ -51,6 +51,10 @@ pub struct UpstreamSession {
     pub tls_version: String,
     pub tls_cipher: String,
     pub auth_method: AuthMethod,
+    /// TCP connect plus the verify-full TLS handshake.
+    pub connect_time: std::time::Duration,
+    /// StartupMessage to ReadyForQuery.
+    pub auth_time: std::time::Duration,
 }
 
 impl std::fmt::Debug for UpstreamSession {
@@ -73,10 +77,12 @@ pub async fn connect_and_login(
 ) -> Result<UpstreamSession, UpstreamError> {
     // Encode first: a parameter we refuse to send should not cost a connection.
     let startup = encode_startup(req)?;
+    let started = std::time::Instant::now();
     let tcp = transport::dial(ep).await?;
     let login = async {
         let mut stream = transport::start_tls(ep, tcp).await?;
-        let (tls_version, tls_cipher) = transport::tls_details(&stream);
+        let connect_time = started.elapsed();
+        let (tls_version, tls_cipher) = crate::net::tls_names(stream.get_ref().1);
         let leaf = stream
             .get_ref()
             .1
@@ -100,6 +106,8 @@ pub async fn connect_and_login(
             tls_version,
             tls_cipher,
             auth_method,
+            connect_time,
+            auth_time: started.elapsed().saturating_sub(connect_time),
         })
     };
     tokio::time::timeout(ep.login_timeout, login)

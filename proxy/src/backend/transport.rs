@@ -83,22 +83,3 @@ fn ensure_nothing_buffered(tcp: &TcpStream) -> Result<(), UpstreamError> {
         Err(e) => Err(UpstreamError::io(Phase::Tls, e)),
     }
 }
-
-/// TLS version and cipher suite names for logs.
-pub(crate) fn tls_details(tls: &TlsStream<TcpStream>) -> (String, String) {
-    let conn = tls.get_ref().1;
-    let version = conn
-        .protocol_version()
-        .map(|v| match v {
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
-            other => format!("{other:?}"),
-        })
-        .unwrap_or_default();
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str())
-        .unwrap_or("unknown")
-        .to_string();
-    (version, cipher)
-}

@@ -8,8 +8,8 @@ pub mod tls;
 mod test_support;
 
 pub use negotiate::{
-    negotiate, CancelTarget, ClientSession, FrontendError, FrontendErrorKind, FrontendSettings,
-    Negotiated,
+    negotiate, negotiate_gated, CancelTarget, ClientSession, FrontendError, FrontendErrorKind,
+    FrontendSettings, Negotiated,
 };
 pub use params::{ClientStartup, StartupRefusal};
 pub use tls::{ClientCertError, ClientTls, TlsSetupError};

@@ -22,7 +22,7 @@ use crate::frontend::params::{classify, ClientStartup, StartupRefusal};
 use crate::frontend::tls::{ClientCertError, ClientTls, ALPN_POSTGRESQL};
 use crate::net::messages::negotiate_protocol_version::NegotiateProtocolVersion;
 use crate::net::messages::startup::{
-    read_startup_packet, CancelRequest, StartupError, StartupMessage, StartupPacket,
+    read_startup_packet, CancelRequest, StartupError, StartupMessage, StartupPacket, PROTOCOL_MAJOR,
 };
 use crate::net::messages::ErrorResponse;
 use proxy_auth::identity::{ClientIdentity, IdentityError};
@@ -38,6 +38,12 @@ use tokio_rustls::server::TlsStream;
 /// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17
 /// `sslnegotiation=direct`). A StartupMessage length never starts with it (max 10000).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The version a NegotiateProtocolVersion offers: the full protocol number 3.0
+/// (`major << 16 | minor`), as PostgreSQL sends it (`PG_PROTOCOL_LATEST`) and libpq reads
+/// it. A bare minor (0) reads as protocol 0.0, which libpq 18 rejects as a "downgrade to
+/// pre-3.0 protocol version".
+const NEGOTIATED_PROTOCOL_VERSION: i32 = (PROTOCOL_MAJOR as i32) << 16;
 
 /// Time allowed to deliver a final ErrorResponse and close, once negotiation has failed
 /// (the login timeout may already be spent).
@@ -260,6 +266,20 @@ pub async fn negotiate(
     tcp: TcpStream,
     settings: &FrontendSettings,
 ) -> Result<Negotiated, FrontendError> {
+    negotiate_gated(tcp, settings, None).await
+}
+
+/// [`negotiate`], with the TLS handshake run only while holding a permit of `handshakes`.
+///
+/// The permit bounds the CPU spent on handshakes at once. It is taken only after the
+/// client's plaintext request has fully arrived, so connections that stall before TLS
+/// (slowloris) wait out their login timeout without holding one; waiting for a permit
+/// counts against the login timeout.
+pub async fn negotiate_gated(
+    tcp: TcpStream,
+    settings: &FrontendSettings,
+    handshakes: Option<&tokio::sync::Semaphore>,
+) -> Result<Negotiated, FrontendError> {
     let deadline = Instant::now() + settings.login_timeout;
     let mut tcp = tcp;
 
@@ -269,34 +289,25 @@ pub async fn negotiate(
         Err(kind) => return Err(fail(&mut tcp, kind).await),
     };
 
+    let permit = match handshakes {
+        Some(gate) => match timeout_at(deadline, gate.acquire()).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => return Err(FrontendError::silent(FrontendErrorKind::LoginTimeout)),
+        },
+        None => None,
+    };
     // During the handshake there is no channel the client could read an error from.
     let mut tls = match timeout_at(deadline, settings.tls.acceptor().accept(tcp)).await {
         Err(_) => return Err(FrontendError::silent(FrontendErrorKind::LoginTimeout)),
         Ok(Err(e)) => return Err(FrontendError::silent(FrontendErrorKind::TlsHandshake(e))),
         Ok(Ok(tls)) => tls,
     };
+    drop(permit);
 
     match tls_phase(&mut tls, settings, deadline, direct).await {
         Ok(TlsOutcome::Cancel(c)) => Ok(Negotiated::Cancel(c)),
         Ok(TlsOutcome::Session { identity, startup }) => {
-            let conn = tls.get_ref().1;
-            let tls_version = conn
-                .protocol_version()
-                .map(|v| match v {
-                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
-                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
-            let tls_cipher = conn
-                .negotiated_cipher_suite()
-                .map(|s| {
-                    let suite = s.suite();
-                    suite
-                        .as_str()
-                        .map_or_else(|| format!("{suite:?}"), str::to_string)
-                })
-                .unwrap_or_default();
+            let (tls_version, tls_cipher) = crate::net::tls_names(tls.get_ref().1);
             Ok(Negotiated::Session(Box::new(ClientSession {
                 stream: tls,
                 identity,
@@ -402,7 +413,7 @@ async fn tls_phase(
     // on a NegotiateProtocolVersion it does not expect.
     if msg.minor > 0 {
         let v = NegotiateProtocolVersion {
-            newest_minor: 0,
+            newest_minor: NEGOTIATED_PROTOCOL_VERSION,
             unsupported_options: classified.protocol_options.clone(),
         };
         within(deadline, async {
@@ -618,7 +629,7 @@ mod tests {
             assert_eq!(
                 NegotiateProtocolVersion::parse(&m.body).unwrap(),
                 NegotiateProtocolVersion {
-                    newest_minor: 0,
+                    newest_minor: NEGOTIATED_PROTOCOL_VERSION,
                     unsupported_options: vec!["_pq_.test_protocol_negotiation".into()],
                 }
             );

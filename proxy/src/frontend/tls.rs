@@ -141,6 +141,12 @@ impl ClientTls {
             }
         })?;
 
+        // Loaded either way: a readable key is pointed out, not refused (see
+        // `proxy_config::keyfile` for why).
+        if let Ok(Some(warning)) = proxy_config::keyfile::check_permissions(&listener.tls_key) {
+            tracing::warn!(listener = %listener.display_name(), "{warning}");
+        }
+
         let mut roots = RootCertStore::empty();
         for ca in load_all::<CertificateDer<'static>>(&listener.client_ca, "certificates")? {
             roots.add(ca).map_err(|source| TlsSetupError::BadClientCa {

@@ -3,3 +3,6 @@
 
 pub mod framing;
 pub mod messages;
+pub mod tls_names;
+
+pub use tls_names::tls_names;

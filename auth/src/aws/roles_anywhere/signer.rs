@@ -285,6 +285,11 @@ impl X509Signer {
         };
         let certificate = read("certificate", &config.certificate)?;
         let private_key = read("private key", &config.private_key)?;
+        // Loaded either way: a readable key is pointed out, not refused (see
+        // `proxy_config::keyfile` for why).
+        if let Ok(Some(warning)) = proxy_config::keyfile::check_permissions(&config.private_key) {
+            tracing::warn!("Roles Anywhere {warning}");
+        }
         let chain = config
             .chain
             .as_deref()

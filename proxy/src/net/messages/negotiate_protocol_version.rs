@@ -9,7 +9,8 @@ const MAX_OPTIONS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NegotiateProtocolVersion {
-    /// Newest minor version supported for the requested major version.
+    /// Newest version supported for the requested major version, as the full protocol
+    /// number (`major << 16 | minor`, e.g. 196608 for 3.0) as PostgreSQL and libpq use it.
     pub newest_minor: i32,
     /// Protocol options (`_pq_.*`) the server did not recognise.
     pub unsupported_options: Vec<String>,

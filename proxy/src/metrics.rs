@@ -1,0 +1,430 @@
+//! Prometheus metrics (`prometheus-client`), served as text at the admin listener's
+//! `/metrics`.
+//!
+//! Counters and histograms are updated on the session path (an atomic add each); values
+//! that live elsewhere (the credential cache, certificate expiry, the audit queue) are read
+//! at scrape time by [`ScrapeTimeCollector`], so they are always current and cost nothing
+//! between scrapes. Every name starts with `redshift_iam_proxy_`; the list is in
+//! `docs/operations.md`.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use proxy_auth::redshift::{CacheStats, RedshiftCredentials};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Common prefix of every metric name.
+pub const PREFIX: &str = "redshift_iam_proxy";
+
+/// Label sets: a few fixed keys with small, bounded value sets (listener and target names,
+/// stable reason strings). Never a user, a certificate subject or an address.
+pub type Labels = Vec<(&'static str, String)>;
+
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~33 s: handshakes and logins are milliseconds; AWS calls under throttling and
+    // timeouts reach tens of seconds.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Read at scrape time: the credential cache's counters. Implemented for the production
+/// cache; tests that use their own credential source may implement it or leave it out.
+pub trait CredentialStats: Send + Sync + 'static {
+    fn stats(&self) -> CacheStats;
+}
+
+impl CredentialStats for RedshiftCredentials {
+    fn stats(&self) -> CacheStats {
+        RedshiftCredentials::stats(self)
+    }
+}
+
+/// A certificate whose expiry is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// `server`, `client_ca` or `roles_anywhere`.
+    pub kind: &'static str,
+    /// The listener it belongs to (empty for the Roles Anywhere certificate).
+    pub listener: String,
+    /// The certificate's subject, so several CAs in one bundle stay apart.
+    pub subject: String,
+    /// notAfter, seconds since the Unix epoch.
+    pub not_after_unix: i64,
+}
+
+/// Values read at scrape time, supplied by the server.
+pub trait ScrapeSource: Send + Sync + 'static {
+    fn certificates(&self) -> Vec<CertificateExpiry>;
+    fn audit_counts(&self) -> AuditCounts;
+    fn credential_stats(&self) -> Option<CacheStats>;
+}
+
+/// Audit writer counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditCounts {
+    pub written: u64,
+    pub dropped: u64,
+    pub write_errors: u64,
+}
+
+/// Every metric the proxy updates as it runs.
+pub struct Metrics {
+    registry: Registry,
+    pub connections_accepted: Family<Labels, Counter>,
+    pub connections_active: Family<Labels, Gauge>,
+    pub connections_refused: Family<Labels, Counter>,
+    pub handshakes_active: Gauge,
+    pub sessions_active: Family<Labels, Gauge>,
+    pub sessions_closed: Family<Labels, Counter>,
+    pub logins: Family<Labels, Counter>,
+    pub client_handshake_seconds: HistogramFamily,
+    pub credential_fetch_seconds: HistogramFamily,
+    pub upstream_connect_seconds: HistogramFamily,
+    pub upstream_auth_seconds: HistogramFamily,
+    pub bytes_from_clients: Counter<u64, AtomicU64>,
+    pub bytes_to_clients: Counter<u64, AtomicU64>,
+    pub cancels: Family<Labels, Counter>,
+    pub reloads: Family<Labels, Counter>,
+    pub last_reload_success: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(scrape: Arc<dyn ScrapeSource>) -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let m = Metrics {
+            registry: Registry::default(),
+            connections_accepted: Family::default(),
+            connections_active: Family::default(),
+            connections_refused: Family::default(),
+            handshakes_active: Gauge::default(),
+            sessions_active: Family::default(),
+            sessions_closed: Family::default(),
+            logins: Family::default(),
+            client_handshake_seconds: Family::new_with_constructor(latency_histogram),
+            credential_fetch_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_connect_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_auth_seconds: Family::new_with_constructor(latency_histogram),
+            bytes_from_clients: Counter::default(),
+            bytes_to_clients: Counter::default(),
+            cancels: Family::default(),
+            reloads: Family::default(),
+            last_reload_success: Gauge::default(),
+        };
+        registry.register(
+            "connections_accepted",
+            "TCP connections accepted, by listener",
+            m.connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Client connections currently open (any phase), by listener",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused, by listener and reason (see the audit refusal reasons)",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "handshakes_active",
+            "Connections in the pre-authentication phase (TLS handshake to startup message)",
+            m.handshakes_active.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Established (logged-in) sessions, by listener and target",
+            m.sessions_active.clone(),
+        );
+        registry.register(
+            "sessions_closed",
+            "Established sessions that ended, by close reason",
+            m.sessions_closed.clone(),
+        );
+        registry.register(
+            "logins",
+            "Login attempts that passed client authentication, by target and outcome",
+            m.logins.clone(),
+        );
+        registry.register(
+            "client_handshake_seconds",
+            "TCP accept to a verified startup message (client TLS handshake, certificate \
+             verification, startup packet), by listener",
+            m.client_handshake_seconds.clone(),
+        );
+        registry.register(
+            "credential_fetch_seconds",
+            "Time to obtain a database credential (cache hit or AWS call), by target",
+            m.credential_fetch_seconds.clone(),
+        );
+        registry.register(
+            "upstream_connect_seconds",
+            "Upstream TCP connect and verify-full TLS handshake, by target",
+            m.upstream_connect_seconds.clone(),
+        );
+        registry.register(
+            "upstream_auth_seconds",
+            "Upstream authentication up to ReadyForQuery, by target",
+            m.upstream_auth_seconds.clone(),
+        );
+        registry.register(
+            "client_bytes_received",
+            "Bytes relayed from clients to the upstream",
+            m.bytes_from_clients.clone(),
+        );
+        registry.register(
+            "client_bytes_sent",
+            "Bytes relayed from the upstream to clients",
+            m.bytes_to_clients.clone(),
+        );
+        registry.register(
+            "cancel_requests",
+            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed)",
+            m.cancels.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads, by outcome (success, failure)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "last_reload_success_timestamp_seconds",
+            "When the running state was last loaded successfully (start or reload)",
+            m.last_reload_success.clone(),
+        );
+        registry.register_collector(Box::new(ScrapeTimeCollector { source: scrape }));
+        Metrics { registry, ..m }
+    }
+
+    /// The whole registry in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail for well-formed metrics.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn refused(&self, listener: &str, reason: &str) {
+        self.connections_refused
+            .get_or_create(&labels(&[("listener", listener), ("reason", reason)]))
+            .inc();
+    }
+
+    pub fn login(&self, target: &str, outcome: &str) {
+        self.logins
+            .get_or_create(&labels(&[("target", target), ("outcome", outcome)]))
+            .inc();
+    }
+
+    pub fn observe(family: &HistogramFamily, key: &'static str, value: &str, elapsed: Duration) {
+        family
+            .get_or_create(&labels(&[(key, value)]))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Builds a label set.
+pub fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+}
+
+/// Metrics computed from other components' state on each scrape.
+struct ScrapeTimeCollector {
+    source: Arc<dyn ScrapeSource>,
+}
+
+impl std::fmt::Debug for ScrapeTimeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeTimeCollector")
+            .finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    let e = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(e)
+}
+
+fn gauge<N>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error>
+where
+    N: prometheus_client::encoding::EncodeGaugeValue,
+{
+    let g = ConstGauge::new(value);
+    let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(e)
+}
+
+impl Collector for ScrapeTimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let audit = self.source.audit_counts();
+        counter(
+            &mut encoder,
+            "audit_records_written",
+            "Audit records written",
+            audit.written,
+        )?;
+        counter(
+            &mut encoder,
+            "audit_records_dropped",
+            "Audit records dropped because the writer could not keep up",
+            audit.dropped,
+        )?;
+        counter(
+            &mut encoder,
+            "audit_write_errors",
+            "Audit records the writer failed to write",
+            audit.write_errors,
+        )?;
+
+        if let Some(s) = self.source.credential_stats() {
+            counter(
+                &mut encoder,
+                "db_credential_cache_hits",
+                "Database credential requests served from the cache",
+                s.hits,
+            )?;
+            counter(
+                &mut encoder,
+                "db_credential_cache_misses",
+                "Database credential requests that waited for an AWS call",
+                s.misses,
+            )?;
+            counter(
+                &mut encoder,
+                "db_credential_cache_refreshes",
+                "Background refreshes of cached database credentials ahead of expiry",
+                s.refreshes,
+            )?;
+            counter(
+                &mut encoder,
+                "db_credential_fetches",
+                "AWS calls for database credentials (foreground and background)",
+                s.fetches,
+            )?;
+            counter(
+                &mut encoder,
+                "db_credential_fetch_errors",
+                "AWS calls for database credentials that failed",
+                s.fetch_errors,
+            )?;
+            gauge(
+                &mut encoder,
+                "db_credential_cache_entries",
+                "Database credentials currently cached",
+                s.entries as i64,
+            )?;
+            if let Some(expiry) = s.earliest_expiry {
+                let left = match expiry.duration_since(SystemTime::now()) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                gauge(
+                    &mut encoder,
+                    "db_credential_earliest_expiry_seconds",
+                    "Seconds until the earliest cached database credential expires",
+                    left,
+                )?;
+            }
+        }
+
+        let certs = self.source.certificates();
+        if !certs.is_empty() {
+            let g = ConstGauge::new(0i64);
+            let mut e = encoder.encode_descriptor(
+                "certificate_expiry_timestamp_seconds",
+                "notAfter of the certificates the proxy uses (server, client_ca, roles_anywhere)",
+                None,
+                g.metric_type(),
+            )?;
+            for c in certs {
+                let set = labels(&[
+                    ("kind", c.kind),
+                    ("listener", &c.listener),
+                    ("subject", &c.subject),
+                ]);
+                ConstGauge::new(c.not_after_unix).encode(e.encode_family(&set)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl ScrapeSource for Fixed {
+        fn certificates(&self) -> Vec<CertificateExpiry> {
+            vec![CertificateExpiry {
+                kind: "server",
+                listener: "main".into(),
+                subject: "CN=proxy".into(),
+                not_after_unix: 2_000_000_000,
+            }]
+        }
+        fn audit_counts(&self) -> AuditCounts {
+            AuditCounts {
+                written: 3,
+                dropped: 1,
+                write_errors: 0,
+            }
+        }
+        fn credential_stats(&self) -> Option<CacheStats> {
+            Some(CacheStats {
+                hits: 5,
+                misses: 2,
+                earliest_expiry: Some(SystemTime::now() + Duration::from_secs(600)),
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn text_exposition_has_the_documented_names() {
+        let m = Metrics::new(Arc::new(Fixed));
+        m.refused("main", "policy");
+        m.login("pg", "success");
+        Metrics::observe(
+            &m.credential_fetch_seconds,
+            "target",
+            "pg",
+            Duration::from_millis(3),
+        );
+        let text = m.encode();
+        for needle in [
+            "redshift_iam_proxy_connections_refused_total{listener=\"main\",reason=\"policy\"} 1",
+            "redshift_iam_proxy_logins_total{target=\"pg\",outcome=\"success\"} 1",
+            "redshift_iam_proxy_credential_fetch_seconds_count{target=\"pg\"} 1",
+            "redshift_iam_proxy_audit_records_dropped_total 1",
+            "redshift_iam_proxy_db_credential_cache_hits_total 5",
+            "redshift_iam_proxy_certificate_expiry_timestamp_seconds{kind=\"server\",listener=\"main\",subject=\"CN=proxy\"} 2000000000",
+            "# TYPE redshift_iam_proxy_db_credential_earliest_expiry_seconds gauge",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The benchmark's own stack: PostgreSQL with TLS, the AWS emulator in this process, the
+//! proxy (release build) with the test kit's generated configuration, and PgBouncer.
+
+use crate::bench::endpoint::{Endpoint, Target};
+use crate::bench::pgbouncer::{PgBouncer, PgBouncerSpec};
+use anyhow::Context as _;
+use proxy_testkit::emulator::AwsEmulator;
+use proxy_testkit::pg::{PgOptions, PgServer};
+use proxy_testkit::pki::{ClientCert, ClientCertSpec};
+use proxy_testkit::ports::free_port;
+use proxy_testkit::proxy::ProxyProcess;
+use proxy_testkit::stack::{create_dev_database, ListenerPorts, PgEndpoint, StackLayout, DATABASE};
+use secrecy::SecretString;
+use std::time::Duration;
+
+/// Database user of the direct and PgBouncer paths.
+pub const STATIC_USER: &str = "bench";
+/// Identities `alice0` .. `alice9` (policy rule `analysts`: database user = CN).
+pub const IDENTITIES: usize = 10;
+
+/// How big the stack must be.
+pub struct StackOptions {
+    /// PostgreSQL `max_connections` (idle-session scale runs need thousands).
+    pub max_connections: u32,
+}
+
+pub struct BenchStack {
+    pub pg: PgServer,
+    pub emulator: AwsEmulator,
+    pub layout: StackLayout,
+    proxy: Option<ProxyProcess>,
+    pub pgbouncer: PgBouncer,
+    /// `alice0` .. `alice9`.
+    pub identities: Vec<ClientCert>,
+    password: SecretString,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchStack {
+    pub async fn start(options: &StackOptions) -> anyhow::Result<BenchStack> {
+        let pg = PgServer::start(PgOptions {
+            max_connections: options.max_connections,
+            startup_timeout: Duration::from_secs(120),
+            extra_config: Vec::new(),
+        })
+        .context("starting PostgreSQL")?;
+        create_dev_database(&pg).await?;
+        prepare_database(&pg).await?;
+        let password = random_password();
+        pg.create_md5_user(STATIC_USER, secrecy::ExposeSecret::expose_secret(&password))
+            .await?;
+        let md5_secret: String = pg
+            .admin()
+            .await?
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&STATIC_USER],
+            )
+            .await?
+            .get(0);
+
+        let dir = tempfile::Builder::new().prefix("proxy-bench-").tempdir()?;
+        let emulator_port = free_port();
+        let url = format!("http://127.0.0.1:{emulator_port}");
+        let layout = StackLayout::generate(
+            &dir.path().join("stack"),
+            &PgEndpoint::of(&pg),
+            &url,
+            ListenerPorts::free(),
+        )?;
+        let emulator = AwsEmulator::start_on(
+            layout.emulator.clone(),
+            ([127, 0, 0, 1], emulator_port).into(),
+        )
+        .await?;
+        let identities = (0..IDENTITIES)
+            .map(|i| {
+                layout
+                    .pki
+                    .client_cert(ClientCertSpec::new(format!("alice{i}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let bouncer_cert = layout.pki.server_cert(&["localhost", "127.0.0.1"])?;
+        let pgbouncer = PgBouncer::start(&PgBouncerSpec {
+            dir: &dir.path().join("pgbouncer"),
+            pg_port: pg.port(),
+            pg_ca: pg.ca_cert_path(),
+            server_cert_chain: &bouncer_cert.chain_pem,
+            server_key: &bouncer_cert.key_pem,
+            client_ca: layout.pki.ca_cert_path(),
+            database: DATABASE,
+            user: STATIC_USER,
+            md5_secret: &md5_secret,
+            max_client_conn: 500,
+            pool_size: 32,
+        })?;
+
+        let mut stack = BenchStack {
+            pg,
+            emulator,
+            layout,
+            proxy: None,
+            pgbouncer,
+            identities,
+            password,
+            _dir: dir,
+        };
+        stack.restart_proxy().await?;
+        Ok(stack)
+    }
+
+    /// Stops the proxy if it runs and starts a fresh one (empty credential caches).
+    pub async fn restart_proxy(&mut self) -> anyhow::Result<()> {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop()?;
+        }
+        let proxy = ProxyProcess::builder(self.layout.proxy_config.clone(), &self.layout.dir)
+            .wait_for_port(self.layout.ports.cluster)
+            .startup_timeout(Duration::from_secs(30))
+            .start()
+            .await?;
+        self.proxy = Some(proxy);
+        Ok(())
+    }
+
+    pub fn proxy_pid(&self) -> anyhow::Result<u32> {
+        self.proxy
+            .as_ref()
+            .map(ProxyProcess::pid)
+            .context("the proxy is not running")
+    }
+
+    pub fn proxy_logs(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map(ProxyProcess::logs)
+            .unwrap_or_default()
+    }
+
+    /// The process doing the work between client and PostgreSQL, if any.
+    pub fn middle_pid(&self, target: Target) -> anyhow::Result<Option<u32>> {
+        match target {
+            Target::Direct => Ok(None),
+            Target::Proxy => self.proxy_pid().map(Some),
+            Target::Pgbouncer => Ok(self.pgbouncer.pid()),
+        }
+    }
+
+    /// How a client reaches PostgreSQL through `target`; proxy and PgBouncer clients
+    /// present `alice0`'s certificate.
+    pub fn endpoint(&self, target: Target) -> Endpoint {
+        let alice = &self.identities[0];
+        let cert = Some((alice.chain_pem.clone(), alice.key_pem.clone()));
+        match target {
+            Target::Direct => Endpoint {
+                target,
+                port: self.pg.port(),
+                user: STATIC_USER.into(),
+                database: DATABASE.into(),
+                root_cert: self.pg.ca_cert_path().to_path_buf(),
+                client_cert: None,
+                password: Some(self.password.clone()),
+            },
+            Target::Proxy => Endpoint {
+                target,
+                port: self.layout.ports.cluster,
+                user: alice.common_name.clone(),
+                database: DATABASE.into(),
+                root_cert: self.layout.pki.ca_cert_path().to_path_buf(),
+                client_cert: cert,
+                password: None,
+            },
+            Target::Pgbouncer => Endpoint {
+                target,
+                port: self.pgbouncer.port,
+                user: STATIC_USER.into(),
+                database: DATABASE.into(),
+                root_cert: self.layout.pki.ca_cert_path().to_path_buf(),
+                client_cert: cert,
+                password: Some(self.password.clone()),
+            },
+        }
+    }
+
+    /// The proxy endpoint as identity `i` (`alice<i>`).
+    pub fn proxy_endpoint_as(&self, i: usize) -> Endpoint {
+        let cert = &self.identities[i % self.identities.len()];
+        self.endpoint(Target::Proxy).as_identity(
+            &cert.common_name,
+            (cert.chain_pem.clone(), cert.key_pem.clone()),
+        )
+    }
+}
+
+/// pgbench's tables (scale 1) in `dev`, readable by everyone: the proxy's database users
+/// are created by the emulator on first login.
+async fn prepare_database(pg: &PgServer) -> anyhow::Result<()> {
+    let bindir = pg.bindir();
+    let output = tokio::process::Command::new(bindir.join("pgbench"))
+        .args(["-i", "-s", "1", "-q", "-h"])
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", pg.superuser(), DATABASE])
+        .env("PGPASSFILE", "/dev/null")
+        .output()
+        .await
+        .context("running pgbench -i")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The superuser over the unix socket, in `dev` (PgServer::admin is in `postgres`).
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(pg.socket_dir())
+        .port(pg.port())
+        .user(pg.superuser())
+        .dbname(DATABASE)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to dev as the superuser")?;
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC")
+        .await?;
+    // Its own statement: VACUUM cannot run in the implicit transaction of a batch.
+    client.batch_execute("VACUUM ANALYZE").await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+fn random_password() -> SecretString {
+    let bytes: [u8; 18] = rand::random();
+    SecretString::from(hex::encode(bytes))
+}
