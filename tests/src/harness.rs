@@ -344,24 +344,14 @@ login_timeout = "5s"
         user: &str,
         database: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("localhost")
-            .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
-            .port(self.addr().port())
-            .user(user)
-            .dbname(database)
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(Duration::from_secs(10));
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+        connect_through_proxy(
+            self.addr().port(),
             self.pki.ca_cert_path(),
             cert,
-        ));
-        let (client, connection) = config.connect(tls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+            user,
+            database,
+        )
+        .await
     }
 
     /// The TLS connector clients use, for cancel tokens.
@@ -371,6 +361,33 @@ login_timeout = "5s"
     ) -> tokio_postgres_rustls::MakeRustlsConnect {
         tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(self.pki.ca_cert_path(), cert))
     }
+}
+
+/// tokio-postgres to a proxy listener on 127.0.0.1:`port`, verifying the proxy's
+/// certificate for `localhost` against `ca`; `cert = None` presents no client certificate.
+/// The connection task is spawned on the current runtime.
+pub async fn connect_through_proxy(
+    port: u16,
+    ca: &Path,
+    cert: Option<&ClientCert>,
+    user: &str,
+    database: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("localhost")
+        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .port(port)
+        .user(user)
+        .dbname(database)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(20));
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(ca, cert));
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 /// A rustls client configuration trusting `ca`, presenting `cert` if given.

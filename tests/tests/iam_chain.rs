@@ -5,7 +5,7 @@
 //! verify-full login as that temporary user. The emulator checks every signature for real.
 
 use proxy_testkit::emulator::Api;
-use proxy_testkit::harness::{client_tls, sqlstate};
+use proxy_testkit::harness::{connect_through_proxy, sqlstate};
 use proxy_testkit::pki::{ClientCert, ClientCertSpec};
 use proxy_testkit::stack::{Stack, DATABASE};
 use std::process::Command;
@@ -32,24 +32,14 @@ async fn connect(
     cert: &ClientCert,
     user: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("localhost")
-        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
-        .port(port)
-        .user(user)
-        .dbname(DATABASE)
-        .ssl_mode(tokio_postgres::config::SslMode::Require)
-        .connect_timeout(Duration::from_secs(20));
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+    connect_through_proxy(
+        port,
         stack.layout.pki.ca_cert_path(),
         Some(cert),
-    ));
-    let (client, connection) = config.connect(tls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+        user,
+        DATABASE,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
