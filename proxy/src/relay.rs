@@ -14,11 +14,9 @@
 use crate::net::messages::ErrorResponse;
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -301,9 +299,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; RELAY_BUFFER];
-    let mut deferred = None;
     loop {
-        let n = match read_available(from, &mut buf, &mut deferred).await {
+        let n = match from.read(&mut buf).await {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             // A peer that vanishes without close_notify is an ordinary disconnect for us.
@@ -337,7 +334,6 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; RELAY_BUFFER];
-    let mut deferred = None;
     let mut tracker = BoundaryTracker::default();
     let mut stopping: Option<(StopReason, Instant)> = None;
     tokio::pin!(stop);
@@ -356,7 +352,7 @@ where
                 let reason = stopping.map_or(StopReason::Shutdown, |(r, _)| r);
                 return Ok(Some(Ended::Stopped { reason, notified: false }));
             }
-            r = read_available(from, &mut buf, &mut deferred) => r,
+            r = from.read(&mut buf) => r,
         };
         let n = match read {
             Ok(0) => return Ok(None),
@@ -387,47 +383,6 @@ where
             }
         }
     }
-}
-
-/// Waits for the first bytes, then also takes whatever else is readable right now (more
-/// TLS records already received) up to the buffer size, without waiting. Forwarding that
-/// in one write lets the other side's TLS layer send full 16 KiB records in one syscall
-/// instead of one small record and one syscall per record received: on bulk results this
-/// halves the proxy's CPU per byte. Small request/response traffic is not delayed: the
-/// first read that would wait ends the batch.
-///
-/// An error after some bytes were read is kept in `deferred` and returned by the next
-/// call, so the bytes before it are still forwarded. Cancel-safe: nothing is consumed
-/// unless the future completes.
-async fn read_available<R: AsyncRead + Unpin>(
-    from: &mut R,
-    buf: &mut [u8],
-    deferred: &mut Option<std::io::Error>,
-) -> std::io::Result<usize> {
-    if let Some(e) = deferred.take() {
-        return Err(e);
-    }
-    std::future::poll_fn(|cx| {
-        let mut read = ReadBuf::new(&mut *buf);
-        loop {
-            let before = read.filled().len();
-            match Pin::new(&mut *from).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) if read.filled().len() > before && read.remaining() > 0 => {
-                    continue;
-                }
-                // End of stream (after what was read so far), or the buffer is full.
-                Poll::Ready(Ok(())) => return Poll::Ready(Ok(read.filled().len())),
-                Poll::Ready(Err(e)) if before == 0 => return Poll::Ready(Err(e)),
-                Poll::Ready(Err(e)) => {
-                    *deferred = Some(e);
-                    return Poll::Ready(Ok(before));
-                }
-                Poll::Pending if before == 0 => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(Ok(before)),
-            }
-        }
-    })
-    .await
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -524,79 +479,6 @@ mod tests {
     use super::*;
     use crate::net::framing::encode_into;
     use bytes::BytesMut;
-    use futures::FutureExt as _;
-    use std::collections::VecDeque;
-    use tokio::io::AsyncReadExt;
-
-    /// A stream that yields one scripted result per read, then has nothing (yet). An
-    /// empty chunk is end of stream, which stays.
-    struct Scripted(VecDeque<std::io::Result<&'static [u8]>>);
-
-    impl AsyncRead for Scripted {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            if matches!(self.0.front(), Some(Ok(b""))) {
-                return Poll::Ready(Ok(()));
-            }
-            match self.0.pop_front() {
-                Some(Ok(bytes)) => {
-                    buf.put_slice(bytes);
-                    Poll::Ready(Ok(()))
-                }
-                Some(Err(e)) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            }
-        }
-    }
-
-    fn scripted(items: Vec<std::io::Result<&'static [u8]>>) -> Scripted {
-        Scripted(items.into())
-    }
-
-    #[tokio::test]
-    async fn one_read_takes_every_record_already_received() {
-        let mut from = scripted(vec![Ok(b"ab"), Ok(b"cd"), Ok(b"ef")]);
-        let mut buf = [0u8; 16];
-        let mut deferred = None;
-        let n = read_available(&mut from, &mut buf, &mut deferred)
-            .await
-            .unwrap();
-        assert_eq!(&buf[..n], b"abcdef");
-        // Nothing more is readable: the next read waits.
-        assert!(read_available(&mut from, &mut buf, &mut deferred)
-            .now_or_never()
-            .is_none());
-    }
-
-    #[tokio::test]
-    async fn a_read_stops_at_a_full_buffer_and_at_end_of_stream() {
-        let mut from = scripted(vec![Ok(b"ab"), Ok(b"cd"), Ok(b"ef"), Ok(b"")]);
-        let mut buf = [0u8; 4];
-        let mut deferred = None;
-        let mut next = || read_available(&mut from, &mut buf, &mut deferred).now_or_never();
-        assert_eq!(next().unwrap().unwrap(), 4);
-        assert_eq!(next().unwrap().unwrap(), 2);
-        assert_eq!(next().unwrap().unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn an_error_after_data_comes_with_the_next_read() {
-        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        let mut from = scripted(vec![Ok(b"ab"), Err(reset)]);
-        let mut buf = [0u8; 16];
-        let mut deferred = None;
-        let n = read_available(&mut from, &mut buf, &mut deferred)
-            .await
-            .unwrap();
-        assert_eq!(&buf[..n], b"ab");
-        let e = read_available(&mut from, &mut buf, &mut deferred)
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
-    }
 
     #[tokio::test]
     async fn relays_both_ways_and_closes_upstream_when_client_leaves() {

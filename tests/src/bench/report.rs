@@ -128,6 +128,10 @@ pub struct CredentialRun {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub over_100ms: usize,
+    /// Slowest first login of an identity (cold cache: the AWS calls happen here).
+    pub first_login_max_ms: f64,
+    /// p99 of the logins after each identity's first (warm cache).
+    pub later_p99_ms: f64,
 }
 
 impl CredentialRun {
@@ -318,15 +322,18 @@ impl Report {
             let _ = writeln!(out, "\nCredential economy (fresh proxy per run):\n");
             let _ = writeln!(
                 out,
-                "| AWS latency | logins | identities | CreateSession | GetClusterCredentials | other credential calls | login p50 | login p99 | max | > 100 ms |"
+                "| AWS latency | logins | identities | CreateSession | GetClusterCredentials | other credential calls | login p50 | login p99 | max | > 100 ms | first login per identity, max | later logins p99 |"
             );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                out,
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
             for r in &self.credentials {
                 let get = |api: &str| r.calls.get(api).copied().unwrap_or(0);
                 let other = r.credential_calls() - get("GetClusterCredentials");
                 let _ = writeln!(
                     out,
-                    "| {} ms | {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {} |",
+                    "| {} ms | {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {:.1} ms | {:.2} ms |",
                     r.aws_latency_ms,
                     r.logins,
                     r.identities,
@@ -336,7 +343,9 @@ impl Report {
                     r.p50_ms,
                     r.p99_ms,
                     r.max_ms,
-                    r.over_100ms
+                    r.over_100ms,
+                    r.first_login_max_ms,
+                    r.later_p99_ms
                 );
             }
         }
