@@ -82,7 +82,8 @@ pub trait DbCredentialSource: Send + Sync + 'static {
         request: &DbCredentialRequest,
     ) -> Result<DbCredential, CredentialError>;
 
-    /// The upstream refused a credential this source returned: forget it so the next
-    /// call obtains a fresh one.
-    fn invalidate(&self, request: &DbCredentialRequest);
+    /// The upstream refused `refused`, a credential this source returned for `request`:
+    /// forget it so the next call obtains a fresh one. Sessions refused at the same time
+    /// all report the same credential; only it is forgotten, never a newer one.
+    fn invalidate(&self, request: &DbCredentialRequest, refused: &DbCredential);
 }

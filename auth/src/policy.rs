@@ -6,8 +6,12 @@
 //!
 //! # Semantics
 //!
-//! **Matching.** A rule *matches* a [`ClientIdentity`] when every `match` field the rule
-//! gives matches (fields it omits are ignored; a rule with no fields matches nothing):
+//! **Matching.** A rule *matches* a client certificate ([`ClientIdentity`]) when every
+//! certificate `match` field the rule gives matches (fields it omits are ignored; a rule with
+//! no certificate fields matches no certificate). It matches a local user of a `password` or
+//! `trust` listener ([`LocalUser`]) when its `local_user` glob matches the user name; a rule
+//! without `local_user` matches no local user. A rule with both kinds of field matches
+//! nobody (configuration validation refuses it):
 //!
 //! | key         | compared with                                   | case        |
 //! |-------------|-------------------------------------------------|-------------|
@@ -16,6 +20,7 @@
 //! | `san_dns`   | *any* DNS SAN                                   | insensitive |
 //! | `san_email` | *any* email SAN                                 | sensitive   |
 //! | `issuer`    | the issuer DN in RFC 4514 form, e.g. `CN=Corp Client CA,O=Corp` (see [`crate::identity`]) | sensitive |
+//! | `local_user`| the local user name (never a certificate)       | sensitive   |
 //!
 //! Patterns are globs over the whole value: `*` is any run of characters *including* `/`
 //! (so `spiffe://corp.example/ns/bi/*` matches `spiffe://corp.example/ns/bi/sa/reporting`),
@@ -38,10 +43,11 @@
 //! [`DenialReason::UserNotGranted`].
 //!
 //! **Templates.** `users` and `default_user` may contain `{cn}` (subject CN), `{email_local}`
-//! (part before the last `@` of the first email SAN), `{san_dns}` (first DNS SAN) and
-//! `{san_uri_path}` (last non-empty path segment of the first URI SAN, taken literally).
-//! A template whose placeholder the certificate cannot fill (missing or empty value) grants
-//! nothing. An expansion must be a valid user name ([`check_name`]: 1–64 characters, first an
+//! (part before the last `@` of the first email SAN), `{san_dns}` (first DNS SAN),
+//! `{san_uri_path}` (last non-empty path segment of the first URI SAN, taken literally) and
+//! `{local_user}` (the local user name). A template whose placeholder the client cannot fill
+//! (missing or empty value; certificate fields for a local user, `{local_user}` for a
+//! certificate) grants nothing. An expansion must be a valid user name ([`check_name`]: 1–64 characters, first an
 //! ASCII letter or `_`, then ASCII letters, digits, `_`, `$`, `.`, `-`, `@`; never `public`),
 //! otherwise it grants nothing: certificates are attacker-influenced, so a CN such as `a:b`
 //! or `x/../y` never becomes a user.
@@ -70,6 +76,7 @@ pub use names::{check_name, InvalidName, MAX_NAME_LEN};
 
 use crate::db_credentials::DbCredentialRequest;
 use crate::identity::ClientIdentity;
+use crate::principal::{LocalUser, PrincipalRef};
 use globset::{GlobBuilder, GlobMatcher};
 use template::{Template, TemplateSyntaxError};
 
@@ -88,6 +95,7 @@ struct Rule {
     san_dns: Option<GlobMatcher>,
     san_email: Option<GlobMatcher>,
     issuer: Option<GlobMatcher>,
+    local_user: Option<GlobMatcher>,
     /// `None`: `"*"` was listed, every target is granted.
     targets: Option<Vec<String>>,
     users: Vec<Template>,
@@ -166,16 +174,22 @@ impl Policy {
         })
     }
 
-    /// Decides whether `identity` may log in to `target` as `requested_user` on
-    /// `requested_database`. See the [module documentation](self) for the rules.
-    pub fn authorize(
+    /// Decides whether the client (a certificate identity or a local user) may log in to
+    /// `target` as `requested_user` on `requested_database`. See the
+    /// [module documentation](self) for the rules.
+    pub fn authorize<'p>(
         &self,
-        identity: &ClientIdentity,
+        principal: impl Into<PrincipalRef<'p>>,
         target: &str,
         requested_user: &str,
         requested_database: &str,
     ) -> Result<Grant, Denial> {
+        let identity = principal.into();
         let mut denial = DenialDetails {
+            subject: match identity {
+                PrincipalRef::Certificate(_) => "certificate",
+                PrincipalRef::LocalUser(_) => "local user",
+            },
             reason: DenialReason::NoMatchingRule,
             target: target.to_owned(),
             requested_user: requested_user.to_owned(),
@@ -303,6 +317,7 @@ impl Rule {
             san_dns: glob("match.san_dns", &c.matches.san_dns, true)?,
             san_email: glob("match.san_email", &c.matches.san_email, false)?,
             issuer: glob("match.issuer", &c.matches.issuer, false)?,
+            local_user: glob("match.local_user", &c.matches.local_user, false)?,
             targets: if c.targets.iter().any(|t| t == "*") {
                 None
             } else {
@@ -328,7 +343,27 @@ impl Rule {
         })
     }
 
-    fn matches(&self, id: &ClientIdentity) -> bool {
+    fn matches(&self, principal: PrincipalRef<'_>) -> bool {
+        match principal {
+            PrincipalRef::Certificate(id) => self.local_user.is_none() && self.matches_cert(id),
+            PrincipalRef::LocalUser(u) => self.matches_local(u),
+        }
+    }
+
+    fn matches_local(&self, user: &LocalUser) -> bool {
+        let has_cert_criterion = self.cn.is_some()
+            || self.san_uri.is_some()
+            || self.san_dns.is_some()
+            || self.san_email.is_some()
+            || self.issuer.is_some();
+        !has_cert_criterion
+            && self
+                .local_user
+                .as_ref()
+                .is_some_and(|g| g.is_match(&user.name))
+    }
+
+    fn matches_cert(&self, id: &ClientIdentity) -> bool {
         let any = |glob: &GlobMatcher, values: &[String]| values.iter().any(|v| glob.is_match(v));
         let has_criterion = self.cn.is_some()
             || self.san_uri.is_some()

@@ -1,3 +1,4 @@
+use crate::keyfile::KeyPermissionWarning;
 use std::path::PathBuf;
 
 /// Why a configuration could not be loaded. Each variant names the file, and where it
@@ -13,5 +14,15 @@ pub enum ConfigError {
         file: PathBuf,
         key: String,
         problem: String,
+    },
+    /// `[security] strict_key_permissions` and a private-key file group or others can read.
+    #[error(
+        "{}: {key}: {readable} (refused: [security] strict_key_permissions = true)",
+        file.display()
+    )]
+    KeyPermissions {
+        file: PathBuf,
+        key: String,
+        readable: KeyPermissionWarning,
     },
 }

@@ -1,12 +1,14 @@
-//! Permission check for private-key files the proxy loads (the listener's TLS key, the
+//! Permission check for private-key files the proxy loads (the listeners' TLS keys, the
 //! Roles Anywhere signing key).
 //!
 //! A key readable by group or others can be copied by any local account or service in that
 //! group, and with it the proxy's identity. Like libpq and PostgreSQL, the proxy points
 //! this out; unlike them it only warns by default, because keys mounted from secret stores
 //! (Kubernetes secrets, systemd credentials) often arrive with group-readable modes an
-//! operator cannot change.
+//! operator cannot change. `[security] strict_key_permissions = true` makes loading the
+//! configuration fail instead ([`first_readable_key`]).
 
+use crate::Config;
 use std::path::{Path, PathBuf};
 
 /// Permission bits that make a key file readable by someone other than its owner.
@@ -46,6 +48,38 @@ pub fn check_permissions(path: &Path) -> std::io::Result<Option<KeyPermissionWar
         let _ = (path, GROUP_OR_OTHER_READ);
         Ok(None)
     }
+}
+
+/// Every private-key file `config` names, with its configuration key.
+pub fn private_key_files(config: &Config) -> Vec<(String, &Path)> {
+    let mut keys = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(key) = &l.tls_key {
+            keys.push((format!("listener[{i}].tls_key"), key.as_path()));
+        }
+        for (j, c) in l.certificates.iter().enumerate() {
+            keys.push((
+                format!("listener[{i}].certificates[{j}].tls_key"),
+                c.tls_key.as_path(),
+            ));
+        }
+    }
+    if let Some(ra) = &config.aws.roles_anywhere {
+        keys.push((
+            "aws.roles_anywhere.private_key".to_string(),
+            ra.private_key.as_path(),
+        ));
+    }
+    keys
+}
+
+/// The first private-key file of `config` that group or others can read, with its
+/// configuration key. Files that cannot be examined are left to the loader, which reports
+/// a missing or unreadable key with more context.
+pub fn first_readable_key(config: &Config) -> Option<(String, KeyPermissionWarning)> {
+    private_key_files(config)
+        .into_iter()
+        .find_map(|(key, path)| Some((key, check_permissions(path).ok().flatten()?)))
 }
 
 #[cfg(all(test, unix))]

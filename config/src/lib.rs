@@ -9,10 +9,15 @@ mod error;
 pub mod keyfile;
 mod schema;
 mod validate;
+mod verifier;
 
 pub use error::ConfigError;
 pub use schema::*;
 pub use validate::TEMPLATE_PLACEHOLDERS;
+pub use verifier::{
+    ScramVerifier, ScramVerifierError, ScramVerifierText, MAX_SCRAM_ITERATIONS,
+    MIN_SCRAM_ITERATIONS,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +48,18 @@ impl Config {
             reason: e.to_string(),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::from_toml_with_overrides(&text, path, &base, overrides)
+        let config = Config::from_toml_with_overrides(&text, path, &base, overrides)?;
+        // Here rather than in `validate`: parsing text never touches the file system.
+        if config.security.strict_key_permissions {
+            if let Some((key, readable)) = keyfile::first_readable_key(&config) {
+                return Err(ConfigError::KeyPermissions {
+                    file: path.to_path_buf(),
+                    key,
+                    readable,
+                });
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates configuration text. `file` is only used in error messages;
@@ -85,10 +101,17 @@ impl Config {
             }
         };
         for l in &mut self.listeners {
-            fix(&mut l.tls_cert);
-            fix(&mut l.tls_key);
-            fix(&mut l.client_ca);
+            for p in [&mut l.tls_cert, &mut l.tls_key, &mut l.client_ca]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
             l.client_crls.iter_mut().for_each(fix);
+            for c in &mut l.certificates {
+                fix(&mut c.tls_cert);
+                fix(&mut c.tls_key);
+            }
         }
         for t in &mut self.targets {
             if let Some(p) = &mut t.ca_bundle {

@@ -1,5 +1,6 @@
 //! The TOML schema. Field docs are the reference; `docs/configuration.md` mirrors them.
 
+use crate::verifier::ScramVerifierText;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +38,21 @@ pub struct Config {
     /// `[shutdown]`: graceful shutdown on SIGTERM/SIGINT.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// `[security]`: process-wide hardening switches.
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Refuse to load the configuration when a private-key file it names (a listener's
+    /// `tls_key`, a `certificates` entry's `tls_key`, `[aws.roles_anywhere] private_key`) is
+    /// readable by group or others, instead of logging a warning (default `false`). Checked
+    /// whenever the file is loaded: at startup, on reload and by `check-config`.
+    #[serde(default)]
+    pub strict_key_permissions: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -70,24 +86,31 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-/// A TCP listener for PostgreSQL clients. TLS with a client certificate is mandatory.
+/// A listener for PostgreSQL clients: TCP, or a Unix-domain socket. By default clients
+/// authenticate with TLS and a client certificate (`client_auth`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Name used in logs; defaults to the bind address.
     #[serde(default)]
     pub name: Option<String>,
-    /// `host:port` to bind, e.g. `127.0.0.1:5439` or `[::]:5439`.
+    /// `host:port` to bind, e.g. `127.0.0.1:5439` or `[::]:5439`; or `unix:/absolute/path`
+    /// for a Unix-domain socket (libpq clients name the directory as `host` and find
+    /// `.s.PGSQL.<port>` in it).
     pub bind: String,
     /// Target this listener routes to. May be omitted when exactly one target exists.
     #[serde(default)]
     pub target: Option<String>,
-    /// PEM certificate chain the proxy presents to clients (leaf first).
-    pub tls_cert: PathBuf,
+    /// PEM certificate chain the proxy presents to clients (leaf first). Required for
+    /// `client_auth = "certificate"`; for `password` and `trust` it turns TLS on.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
-    pub tls_key: PathBuf,
-    /// PEM bundle of CAs that issue client certificates.
-    pub client_ca: PathBuf,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs that issue client certificates (`client_auth = "certificate"`).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
     /// PEM CRL files checked against client certificates.
     #[serde(default)]
     pub client_crls: Vec<PathBuf>,
@@ -97,11 +120,148 @@ pub struct ListenerConfig {
     /// Forward the client's `options` startup parameter (untrusted input; off by default).
     #[serde(default)]
     pub allow_options: bool,
+    /// Open connections this listener accepts at once (any phase); overrides
+    /// `[limits] max_connections_per_listener` for this listener.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// `[[listener.certificates]]`: more server certificates, chosen by the server name
+    /// (SNI) the client asks for. `tls_cert`/`tls_key` stay the default certificate.
+    #[serde(default)]
+    pub certificates: Vec<ListenerCertificateConfig>,
+    /// Refuse clients whose server name matches no `certificates` entry, or that send none,
+    /// instead of serving them the default certificate and the listener's target.
+    #[serde(default)]
+    pub strict_sni: bool,
+    /// How clients authenticate: `certificate` (default), `password` (SCRAM-SHA-256 against
+    /// `users`) or `trust` (loopback and Unix sockets only: everyone is `trust_user`).
+    #[serde(default)]
+    pub client_auth: ClientAuthMode,
+    /// `password`/`trust`: also accept clients that do not use TLS. Only on loopback
+    /// addresses and Unix sockets.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// `[[listener.users]]`: the local users of a `password` listener.
+    #[serde(default)]
+    pub users: Vec<LocalUserConfig>,
+    /// `trust`: the local user every client of this listener is.
+    #[serde(default)]
+    pub trust_user: Option<String>,
+    /// Permission bits of a Unix socket (default `0o660`: owner and group may connect).
+    #[serde(default)]
+    pub unix_socket_mode: Option<u32>,
+}
+
+/// How the clients of a listener authenticate to the proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// TLS with a client certificate verified against `client_ca`.
+    #[default]
+    Certificate,
+    /// SCRAM-SHA-256 against the verifiers in `[[listener.users]]`.
+    Password,
+    /// No authentication: every client is `trust_user`.
+    Trust,
+}
+
+impl ClientAuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuthMode::Certificate => "certificate",
+            ClientAuthMode::Password => "password",
+            ClientAuthMode::Trust => "trust",
+        }
+    }
+}
+
+/// A local user of a `password` listener. Only the SCRAM verifier is stored, never the
+/// password (`redshift-iam-proxy hash-password` makes one).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUserConfig {
+    /// The user name clients log in with (their startup `user`).
+    pub name: String,
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, PostgreSQL's format
+    /// (checked by validation).
+    pub scram_verifier: ScramVerifierText,
+}
+
+impl std::fmt::Debug for LocalUserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalUserConfig")
+            .field("name", &self.name)
+            .field("scram_verifier", &self.scram_verifier)
+            .finish()
+    }
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Default permission bits of a Unix-socket listener.
+pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o660;
+
+/// A server certificate presented to clients that ask for one of `server_names`, and
+/// optionally the target those clients are routed to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerCertificateConfig {
+    /// DNS names matched case-insensitively against the client's SNI: exact names, or
+    /// `*.domain` for any single label under `domain`. Each must be covered by the
+    /// certificate's subject alternative names.
+    pub server_names: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub tls_cert: PathBuf,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: PathBuf,
+    /// Target for clients that asked for one of these names (default: the listener's).
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 impl ListenerConfig {
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.bind)
+    }
+
+    /// The parsed `bind`; `None` when it is neither `host:port` nor `unix:/path` (a loaded
+    /// configuration has been validated, so it is always `Some` there).
+    pub fn address(&self) -> Option<ListenAddress> {
+        match self.bind.strip_prefix("unix:") {
+            Some(path) => Some(ListenAddress::Unix(PathBuf::from(path))),
+            None => self.bind.parse().ok().map(ListenAddress::Tcp),
+        }
+    }
+
+    /// A Unix socket, or a TCP address on the loopback interface: only local processes
+    /// can connect.
+    pub fn is_local_only(&self) -> bool {
+        match self.address() {
+            Some(ListenAddress::Unix(_)) => true,
+            Some(ListenAddress::Tcp(addr)) => addr.ip().is_loopback(),
+            None => false,
+        }
+    }
+
+    /// The permission bits of a Unix-socket listener.
+    pub fn unix_socket_mode(&self) -> u32 {
+        self.unix_socket_mode.unwrap_or(DEFAULT_UNIX_SOCKET_MODE)
+    }
+
+    /// Whether clients may connect without TLS: a Unix socket (which never carries TLS,
+    /// and for `password` needs `allow_plaintext`), or `allow_plaintext`.
+    pub fn accepts_plaintext(&self) -> bool {
+        match self.client_auth {
+            ClientAuthMode::Certificate => false,
+            ClientAuthMode::Password => self.allow_plaintext,
+            ClientAuthMode::Trust => {
+                self.allow_plaintext || matches!(self.address(), Some(ListenAddress::Unix(_)))
+            }
+        }
     }
 }
 
@@ -233,7 +393,7 @@ pub struct RuleConfig {
     pub role_arn: Option<String>,
 }
 
-/// Glob patterns (`*`, `?`, `[...]`) over certificate fields.
+/// Glob patterns (`*`, `?`, `[...]`) over certificate fields, or over a local user name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
@@ -252,15 +412,23 @@ pub struct MatchConfig {
     /// Issuer distinguished name as RFC 4514 text, e.g. `CN=Corp Client CA,O=Corp`.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// A local user of a `password` or `trust` listener (never a certificate).
+    #[serde(default)]
+    pub local_user: Option<String>,
 }
 
 impl MatchConfig {
     pub fn is_empty(&self) -> bool {
-        self.cn.is_none()
-            && self.san_uri.is_none()
-            && self.san_dns.is_none()
-            && self.san_email.is_none()
-            && self.issuer.is_none()
+        !self.has_certificate_fields() && self.local_user.is_none()
+    }
+
+    /// Whether any field that matches client certificates is given.
+    pub fn has_certificate_fields(&self) -> bool {
+        self.cn.is_some()
+            || self.san_uri.is_some()
+            || self.san_dns.is_some()
+            || self.san_email.is_some()
+            || self.issuer.is_some()
     }
 }
 
@@ -411,7 +579,8 @@ pub struct LimitsConfig {
     /// Most client connections each listener holds at once.
     #[serde(default)]
     pub max_connections_per_listener: Option<usize>,
-    /// Most sessions one client identity (certificate issuer + subject) holds at once.
+    /// Most sessions one client identity (certificate issuer + subject, or local user)
+    /// holds at once.
     #[serde(default)]
     pub max_connections_per_identity: Option<usize>,
     /// Most connections in the pre-authentication phase (TLS handshake up to a verified

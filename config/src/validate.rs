@@ -2,7 +2,7 @@
 //! adds the file name.
 
 use crate::schema::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -91,11 +91,12 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
     let mut binds = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {
         let key = |k: &str| format!("listener[{i}].{k}");
-        if l.bind.parse::<SocketAddr>().is_err() {
+        if l.address().is_none() {
             return Err(problem(
                 key("bind"),
                 format!(
-                    "{:?} is not an address such as 127.0.0.1:5439 or [::]:5439",
+                    "{:?} is not an address such as 127.0.0.1:5439, [::]:5439 or \
+                     unix:/run/redshift-iam-proxy/.s.PGSQL.5439",
                     l.bind
                 ),
             ));
@@ -109,7 +110,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
                 format!("duplicate listener {:?}", l.display_name()),
             ));
         }
-        if !binds.insert(l.bind.as_str()) {
+        // Port 0 (any free port, tests) never collides.
+        let any_port = matches!(l.address(), Some(ListenAddress::Tcp(a)) if a.port() == 0);
+        if !any_port && !binds.insert(l.bind.as_str()) {
             return Err(problem(
                 key("bind"),
                 format!("{:?} is bound by another listener", l.bind),
@@ -127,9 +130,17 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
             }
             _ => {}
         }
+        if l.max_connections == Some(0) {
+            return Err(problem(
+                key("max_connections"),
+                "must be greater than 0 (omit it to use [limits] max_connections_per_listener)",
+            ));
+        }
         if l.login_timeout.is_zero() {
             return Err(problem(key("login_timeout"), "must be greater than 0"));
         }
+        validate_listener_certificates(i, l, &target_names)?;
+        validate_listener_auth(i, l)?;
     }
 
     if c.policy.placeholder_users.iter().any(String::is_empty) {
@@ -163,7 +174,15 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
         if r.matches.is_empty() {
             return Err(problem(
                 key("match"),
-                "needs at least one of cn, san_uri, san_dns, san_email, issuer",
+                "needs at least one of cn, san_uri, san_dns, san_email, issuer, local_user",
+            ));
+        }
+        if r.matches.local_user.is_some() && r.matches.has_certificate_fields() {
+            return Err(problem(
+                key("match"),
+                "local_user cannot be combined with certificate fields (cn, san_uri, san_dns, \
+                 san_email, issuer): a client is either a certificate or a local user, so such \
+                 a rule would match nobody; write two rules",
             ));
         }
         if r.targets.is_empty() {
@@ -214,6 +233,86 @@ pub(crate) fn validate(c: &Config) -> Result<(), Problem> {
 
     validate_aws(&c.aws)?;
     validate_operations(c)
+}
+
+/// `[[listener.certificates]]`: names must be usable as SNI patterns and unambiguous, and
+/// targets must exist. Whether each certificate covers its names is checked when the
+/// certificate files are loaded.
+fn validate_listener_certificates(
+    i: usize,
+    l: &ListenerConfig,
+    target_names: &HashSet<&str>,
+) -> Result<(), Problem> {
+    if l.strict_sni && l.certificates.is_empty() {
+        return Err(problem(
+            format!("listener[{i}].strict_sni"),
+            "needs at least one [[listener.certificates]] entry (otherwise every client is refused)",
+        ));
+    }
+    // Unix sockets, which carry no TLS at all, are refused with their own message.
+    let unix = matches!(l.address(), Some(ListenAddress::Unix(_)));
+    if !l.certificates.is_empty() && l.tls_cert.is_none() && !unix {
+        return Err(problem(
+            format!("listener[{i}].tls_cert"),
+            "required with [[listener.certificates]]: tls_cert and tls_key are the default \
+             certificate, for clients that send no server name or one no entry serves",
+        ));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (j, cert) in l.certificates.iter().enumerate() {
+        let key = |k: &str| format!("listener[{i}].certificates[{j}].{k}");
+        if cert.server_names.is_empty() {
+            return Err(problem(
+                key("server_names"),
+                "must list at least one DNS name",
+            ));
+        }
+        for name in &cert.server_names {
+            check_server_name(name).map_err(|e| problem(key("server_names"), e))?;
+            if let Some(other) = seen.insert(name.to_ascii_lowercase(), j) {
+                return Err(problem(
+                    key("server_names"),
+                    format!("{name:?} is also listed in listener[{i}].certificates[{other}]"),
+                ));
+            }
+        }
+        if let Some(t) = &cert.target {
+            if !target_names.contains(t.as_str()) {
+                return Err(problem(key("target"), format!("no [[target]] named {t:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A DNS name, or `*.` followed by one (a wildcard for exactly one leading label).
+fn check_server_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "{name:?} is an IP address; clients never send one as a server name (SNI), so \
+             clients connecting by address get the listener's default certificate"
+        ));
+    }
+    let base = name.strip_prefix("*.").unwrap_or(name);
+    if base.contains('*') {
+        return Err(format!(
+            "{name:?}: only a whole leading label may be a wildcard, as in \"*.corp.example\""
+        ));
+    }
+    let labels_ok = !base.is_empty()
+        && base.len() <= 253
+        && base.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !labels_ok {
+        return Err(format!("{name:?} is not a DNS name"));
+    }
+    Ok(())
 }
 
 fn validate_operations(c: &Config) -> Result<(), Problem> {
@@ -376,6 +475,229 @@ fn validate_aws(aws: &AwsConfig) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Longest Unix socket path: `sun_path` is 108 bytes on Linux, including the NUL.
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+/// `client_auth` and what goes with it: the TLS files each mode needs, local users, the
+/// trust identity, and where plaintext and `trust` are allowed (loopback and Unix sockets
+/// only, because anyone who can reach the socket gets in or sees the exchange).
+fn validate_listener_auth(i: usize, l: &ListenerConfig) -> Result<(), Problem> {
+    let key = |k: &str| format!("listener[{i}].{k}");
+    let name = l.display_name();
+    let mode = l.client_auth;
+    let quoted_mode = format!("client_auth = {:?}", mode.as_str());
+    let unix = match l.address() {
+        Some(ListenAddress::Unix(path)) => {
+            let text = path.to_string_lossy();
+            if !path.is_absolute() || path.file_name().is_none() {
+                return Err(problem(
+                    key("bind"),
+                    format!(
+                        "{:?}: a Unix socket path must be absolute and end in a file name",
+                        l.bind
+                    ),
+                ));
+            }
+            if text.len() > MAX_UNIX_SOCKET_PATH {
+                return Err(problem(
+                    key("bind"),
+                    format!(
+                        "the Unix socket path is {} bytes long; the system limit is {MAX_UNIX_SOCKET_PATH}",
+                        text.len()
+                    ),
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
+    if let Some(m) = l.unix_socket_mode {
+        if !unix {
+            return Err(problem(
+                key("unix_socket_mode"),
+                "only applies to Unix-socket listeners (bind = \"unix:/path\")",
+            ));
+        }
+        if m > 0o777 {
+            return Err(problem(
+                key("unix_socket_mode"),
+                format!("{m:#o} is not a permission mode (0o000 to 0o777)"),
+            ));
+        }
+    }
+    let only_for = |field: &str, modes: &str| {
+        problem(
+            key(field),
+            format!("only used with {modes}; listener {name:?} has {quoted_mode}"),
+        )
+    };
+    if mode != ClientAuthMode::Certificate {
+        if l.client_ca.is_some() {
+            return Err(only_for(
+                "client_ca",
+                "client_auth = \"certificate\" (password and trust listeners request no client certificate)",
+            ));
+        }
+        if !l.client_crls.is_empty() {
+            return Err(only_for("client_crls", "client_auth = \"certificate\""));
+        }
+    }
+    if mode != ClientAuthMode::Password && !l.users.is_empty() {
+        return Err(only_for("users", "client_auth = \"password\""));
+    }
+    if mode != ClientAuthMode::Trust && l.trust_user.is_some() {
+        return Err(only_for("trust_user", "client_auth = \"trust\""));
+    }
+    if l.tls_cert.is_some() != l.tls_key.is_some() {
+        let missing = if l.tls_cert.is_some() {
+            "tls_key"
+        } else {
+            "tls_cert"
+        };
+        return Err(problem(
+            key(missing),
+            "tls_cert and tls_key go together: give both or neither",
+        ));
+    }
+    let has_tls = l.tls_cert.is_some();
+    if unix && (has_tls || !l.certificates.is_empty()) {
+        return Err(problem(
+            key(if has_tls { "tls_cert" } else { "certificates" }),
+            format!(
+                "listener {name:?} is a Unix socket, which never carries TLS (libpq does not \
+                 use TLS over Unix sockets); remove its TLS certificates"
+            ),
+        ));
+    }
+
+    match mode {
+        ClientAuthMode::Certificate => {
+            if unix {
+                return Err(problem(
+                    key("client_auth"),
+                    format!(
+                        "listener {name:?} is a Unix socket, which cannot carry TLS, so client \
+                         certificates cannot be used there; use client_auth = \"password\" (with \
+                         allow_plaintext = true) or client_auth = \"trust\""
+                    ),
+                ));
+            }
+            for (field, given) in [
+                ("tls_cert", l.tls_cert.is_some()),
+                ("tls_key", l.tls_key.is_some()),
+                ("client_ca", l.client_ca.is_some()),
+            ] {
+                if !given {
+                    return Err(problem(
+                        key(field),
+                        "required for client_auth = \"certificate\" (the default)",
+                    ));
+                }
+            }
+            if l.allow_plaintext {
+                return Err(problem(
+                    key("allow_plaintext"),
+                    "certificate authentication needs TLS; allow_plaintext only applies to \
+                     client_auth = \"password\" or \"trust\"",
+                ));
+            }
+        }
+        ClientAuthMode::Password => {
+            if l.users.is_empty() {
+                return Err(problem(
+                    key("users"),
+                    "client_auth = \"password\" needs at least one [[listener.users]] entry",
+                ));
+            }
+            let mut seen = HashSet::new();
+            for (j, u) in l.users.iter().enumerate() {
+                check_local_user_name(&u.name)
+                    .map_err(|e| problem(format!("listener[{i}].users[{j}].name"), e))?;
+                u.scram_verifier.parse().map_err(|e| {
+                    problem(
+                        format!("listener[{i}].users[{j}].scram_verifier"),
+                        e.to_string(),
+                    )
+                })?;
+                if !seen.insert(u.name.as_str()) {
+                    return Err(problem(
+                        format!("listener[{i}].users[{j}].name"),
+                        format!("duplicate user {:?}", u.name),
+                    ));
+                }
+            }
+        }
+        ClientAuthMode::Trust => {
+            if !l.is_local_only() {
+                return Err(problem(
+                    key("client_auth"),
+                    format!(
+                        "client_auth = \"trust\" lets in anyone who can connect, without \
+                         authentication; listener {name:?} binds {:?}, which is neither a loopback \
+                         address nor a Unix socket",
+                        l.bind
+                    ),
+                ));
+            }
+            let user = l.trust_user.as_deref().ok_or_else(|| {
+                problem(
+                    key("trust_user"),
+                    "required for client_auth = \"trust\": the local user every client of \
+                     this listener is, for the policy's match.local_user",
+                )
+            })?;
+            check_local_user_name(user).map_err(|e| problem(key("trust_user"), e))?;
+        }
+    }
+
+    if mode != ClientAuthMode::Certificate {
+        if l.allow_plaintext && !l.is_local_only() {
+            return Err(problem(
+                key("allow_plaintext"),
+                format!(
+                    "plaintext is only allowed on loopback addresses and Unix sockets; listener \
+                     {name:?} binds {:?}",
+                    l.bind
+                ),
+            ));
+        }
+        if unix && mode == ClientAuthMode::Password && !l.allow_plaintext {
+            return Err(problem(
+                key("allow_plaintext"),
+                format!(
+                    "listener {name:?} is a Unix socket, which never carries TLS: set \
+                     allow_plaintext = true to accept password logins over it"
+                ),
+            ));
+        }
+        if !unix && !has_tls && !l.allow_plaintext {
+            return Err(problem(
+                key("tls_cert"),
+                format!(
+                    "required for {quoted_mode} unless allow_plaintext = true (loopback only): \
+                     clients must use TLS"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Local user names (`[[listener.users]] name`, `trust_user`): what a startup `user` can
+/// carry (PostgreSQL's 63-byte limit), printable, so that logs and audit stay readable.
+fn check_local_user_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("{name:?} is longer than 63 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{name:?} contains control characters"));
+    }
+    Ok(())
+}
+
 /// `arn:aws:<service>:<region>:<account>:<resource>`; IAM ARNs have an empty region.
 fn check_arn(arn: &str, service: &str, resource_prefix: &str) -> Result<(), String> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
@@ -406,8 +728,10 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Placeholders a user template may contain; the policy fills them from the certificate.
-pub const TEMPLATE_PLACEHOLDERS: &[&str] = &["cn", "email_local", "san_dns", "san_uri_path"];
+/// Placeholders a user template may contain; the policy fills them from the certificate
+/// (or, for `local_user`, from the local user of a `password` or `trust` listener).
+pub const TEMPLATE_PLACEHOLDERS: &[&str] =
+    &["cn", "email_local", "san_dns", "san_uri_path", "local_user"];
 
 fn check_template(t: &str) -> Result<(), String> {
     if t.is_empty() {

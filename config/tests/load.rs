@@ -60,8 +60,14 @@ fn minimal_file_gets_documented_defaults() {
 #[test]
 fn relative_paths_resolve_against_the_config_directory() {
     let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.listeners[0].tls_cert, Path::new("/etc/certs/server.pem"));
-    assert_eq!(c.listeners[0].client_ca, Path::new("/etc/pki/clients.pem"));
+    assert_eq!(
+        c.listeners[0].tls_cert.as_deref(),
+        Some(Path::new("/etc/certs/server.pem"))
+    );
+    assert_eq!(
+        c.listeners[0].client_ca.as_deref(),
+        Some(Path::new("/etc/pki/clients.pem"))
+    );
 }
 
 #[test]
@@ -185,6 +191,10 @@ fn operations_tables_have_safe_defaults() {
     assert_eq!(c.audit.path, None, "audit goes to stdout by default");
     assert_eq!(c.limits.max_connections, Some(10_000));
     assert_eq!(
+        c.listeners[0].max_connections, None,
+        "listeners share [limits] max_connections_per_listener unless they set their own"
+    );
+    assert_eq!(
         c.limits.idle_timeout, None,
         "idle timeout is off by default"
     );
@@ -211,6 +221,11 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
         "{MINIMAL}\n[limits]\nmax_connections_per_identity = 0\n"
     ));
     assert_eq!(key, "limits.max_connections_per_identity");
+    let (key, _) = invalid(&MINIMAL.replace(
+        "client_ca = \"/etc/pki/clients.pem\"",
+        "client_ca = \"/etc/pki/clients.pem\"\nmax_connections = 0",
+    ));
+    assert_eq!(key, "listener[0].max_connections");
     let (key, _) = invalid(&format!("{MINIMAL}\n[shutdown]\ndrain_timeout = \"0s\"\n"));
     assert_eq!(key, "shutdown.drain_timeout");
 

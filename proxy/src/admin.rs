@@ -6,9 +6,13 @@
 //!
 //! - `/livez`: the process serves HTTP, so its runtime is not wedged. Always 200.
 //! - `/startupz`: 200 once every listener is bound.
-//! - `/readyz`: 200 while listeners are bound and no shutdown has begun; 503 from the
-//!   first moment of a shutdown, so load balancers stop sending connections before the
-//!   listeners close.
+//! - `/readyz`: 200 while listeners are bound, no shutdown has begun and the proxy's own
+//!   AWS credentials are usable or refreshable; 503 with the reason otherwise. It turns 503
+//!   from the first moment of a shutdown, so load balancers stop sending connections before
+//!   the listeners close. The credential check reads the last refresh outcome and the cached
+//!   expiry: a proxy is unready only when every set of AWS credentials it has used is
+//!   expired or missing *and* its last refresh failed (the background refresher keeps
+//!   retrying, so it turns ready again by itself once AWS or its certificate is fixed).
 
 use crate::server::Shared;
 use axum::extract::State;
@@ -58,13 +62,10 @@ async fn livez() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if shared.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else if shared.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    match shared.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
     }
 }
 

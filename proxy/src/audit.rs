@@ -65,6 +65,12 @@ pub enum RefusalReason {
     ClientCertificate,
     /// Startup parameters the proxy does not accept.
     StartupParameters,
+    /// Password authentication failed: unknown local user or wrong password (the record
+    /// does not say which; the operational log does).
+    PasswordAuthentication,
+    /// The client asked for a server name (SNI) the listener does not serve, or sent none,
+    /// on a listener with `strict_sni`.
+    ServerName,
     /// No policy rule grants the requested user, database and target.
     Policy,
     /// Database credentials could not be obtained.
@@ -73,7 +79,7 @@ pub enum RefusalReason {
     Upstream,
     /// `[limits] max_connections`.
     MaxConnections,
-    /// `[limits] max_connections_per_listener`.
+    /// `[[listener]] max_connections`, or `[limits] max_connections_per_listener`.
     MaxConnectionsPerListener,
     /// `[limits] max_connections_per_identity`.
     MaxConnectionsPerIdentity,
@@ -92,6 +98,8 @@ impl RefusalReason {
             R::TlsHandshake => "tls_handshake",
             R::ClientCertificate => "client_certificate",
             R::StartupParameters => "startup_parameters",
+            R::PasswordAuthentication => "password_authentication",
+            R::ServerName => "server_name",
             R::Policy => "policy",
             R::Credentials => "credentials",
             R::Upstream => "upstream",
@@ -168,13 +176,30 @@ pub struct AuditRecord {
     pub kind: ConnectionKind,
     pub outcome: Outcome,
     pub listener: String,
+    /// `host:port`, or `unix:<socket path>` for a Unix-socket client.
     pub client_addr: String,
+    /// A Unix-socket client's user and process id (`SO_PEERCRED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_pid: Option<i32>,
+    /// How the client authenticated (or had to): `certificate`, `password` or `trust`
+    /// (the listener's `client_auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
+    /// The local user of a `password` or `trust` login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<CertificateRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_tls: Option<TlsRecord>,
+    /// The server name (SNI) the client asked for in its TLS handshake; it selects the
+    /// certificate and may select the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// What the client asked for in its startup message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_user: Option<String>,
@@ -220,9 +245,14 @@ impl AuditRecord {
             outcome: Outcome::Refused,
             listener: listener.to_string(),
             client_addr,
+            client_uid: None,
+            client_pid: None,
+            auth_method: None,
+            local_user: None,
             refusal: None,
             client_certificate: None,
             client_tls: None,
+            server_name: None,
             requested_user: None,
             requested_database: None,
             rule: None,

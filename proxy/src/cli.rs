@@ -71,6 +71,26 @@ pub enum Command {
     /// Prove a setup step by step: AWS credentials, database credentials and, with
     /// --connect, an upstream login running `select 1`.
     Check(CheckArgs),
+    /// Print a SCRAM-SHA-256 verifier for `[[listener.users]] scram_verifier`. The password
+    /// is typed at the terminal (not echoed, asked twice), or read from standard input with
+    /// --stdin.
+    HashPassword(HashPasswordArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HashPasswordArgs {
+    /// Read the password from the first line of standard input (for scripts).
+    #[arg(long)]
+    pub stdin: bool,
+    /// PBKDF2 iterations (4096 to 100000; clients refuse more).
+    #[arg(
+        long,
+        default_value_t = proxy_auth::scram::DEFAULT_ITERATIONS,
+        value_parser = clap::value_parser!(u32).range(
+            proxy_config::MIN_SCRAM_ITERATIONS as i64..=proxy_config::MAX_SCRAM_ITERATIONS as i64
+        )
+    )]
+    pub iterations: u32,
 }
 
 #[derive(Debug, Clone, Args)]

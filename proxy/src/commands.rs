@@ -3,15 +3,16 @@
 use crate::backend::{self, LoginRequest, UpstreamEndpoint};
 use crate::cli::CheckArgs;
 use crate::frontend::ClientTls;
+use crate::metrics::AwsCallMetrics;
 use crate::net::framing::{encode_into, read_message};
 use crate::net::messages::ErrorResponse;
 use crate::server::{Proxy, RunningProxy};
 use bytes::BytesMut;
-use proxy_auth::aws::AwsCredentials;
+use proxy_auth::aws::{AwsCallObserver, AwsCredentials};
 use proxy_auth::db_credentials::{DbCredentialRequest, DbCredentialSource};
 use proxy_auth::policy::Policy;
 use proxy_auth::redshift::RedshiftCredentials;
-use proxy_config::{AwsCredentialSource, Config, Overrides, TargetKind};
+use proxy_config::{AwsCredentialSource, ClientAuthMode, Config, Overrides, TargetKind};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,12 +24,20 @@ use tracing::{error, info, warn};
 pub async fn credential_source(
     config: &Config,
 ) -> Result<(Arc<AwsCredentials>, Arc<RedshiftCredentials>), String> {
+    credential_source_observed(config, proxy_auth::aws::observe::no_observer()).await
+}
+
+/// [`credential_source`], reporting every AWS call to `observer`.
+pub async fn credential_source_observed(
+    config: &Config,
+    observer: Arc<dyn AwsCallObserver>,
+) -> Result<(Arc<AwsCredentials>, Arc<RedshiftCredentials>), String> {
     let aws = Arc::new(
-        AwsCredentials::from_config(&config.aws)
+        AwsCredentials::from_config_observed(&config.aws, observer.clone())
             .await
             .map_err(|e| format!("AWS credentials: {e}"))?,
     );
-    let redshift = RedshiftCredentials::new(config, aws.clone())
+    let redshift = RedshiftCredentials::new_observed(config, aws.clone(), observer)
         .map_err(|e| format!("Redshift credentials: {e}"))?;
     Ok((aws, Arc::new(redshift)))
 }
@@ -48,17 +57,21 @@ pub async fn run(
         }
     };
     init_logging(Some(&config));
-    let credentials = match credential_source(&config).await {
-        Ok((_, redshift)) => redshift,
-        Err(e) => {
-            error!("cannot set up credentials: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let aws_calls = AwsCallMetrics::default();
+    let (aws, credentials) =
+        match credential_source_observed(&config, Arc::new(aws_calls.clone())).await {
+            Ok(chain) => chain,
+            Err(e) => {
+                error!("cannot set up credentials: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let proxy = match Proxy::new(&config, credentials.clone()) {
         Ok(p) => p
             .with_config_path(path, overrides.clone())
-            .with_credential_stats(credentials),
+            .with_credential_stats(credentials)
+            .with_aws_credentials(aws)
+            .with_aws_call_metrics(aws_calls),
         Err(e) => {
             error!("cannot start: {e}");
             return ExitCode::FAILURE;
@@ -146,20 +159,54 @@ fn check_config_inner(path: &Path) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(out, "configuration: {}", path.display());
     for l in &config.listeners {
-        ClientTls::from_config(l).map_err(|e| format!("listener {}: {e}", l.display_name()))?;
+        if l.tls_cert.is_some() {
+            ClientTls::from_config(l).map_err(|e| format!("listener {}: {e}", l.display_name()))?;
+        }
         let target = config
             .listener_target(l)
             .map(|t| t.name.as_str())
             .unwrap_or("?");
+        let tls = match &l.tls_cert {
+            Some(cert) => format!("TLS certificate {}", cert.display()),
+            None => "no TLS".to_string(),
+        };
+        let auth = match l.client_auth {
+            ClientAuthMode::Certificate => format!(
+                "client certificates from {}, {} CRL file(s)",
+                l.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
+                l.client_crls.len()
+            ),
+            ClientAuthMode::Password => {
+                format!("password (SCRAM-SHA-256), {} user(s)", l.users.len())
+            }
+            ClientAuthMode::Trust => format!(
+                "trust as local user {:?}",
+                l.trust_user.as_deref().unwrap_or_default()
+            ),
+        };
+        let plaintext = if l.accepts_plaintext() {
+            ", plaintext accepted"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "listener {}: {} -> target {target}; certificate {}, client CA {}, {} CRL file(s)",
+            "listener {}: {} -> target {target}; {tls}; {auth}{plaintext}",
             l.display_name(),
             l.bind,
-            l.tls_cert.display(),
-            l.client_ca.display(),
-            l.client_crls.len()
         );
+        for c in &l.certificates {
+            let _ = writeln!(
+                out,
+                "  server name(s) {} -> target {}; certificate {}",
+                c.server_names.join(", "),
+                c.target.as_deref().unwrap_or(target),
+                c.tls_cert.display()
+            );
+        }
+        if l.strict_sni {
+            let _ = writeln!(out, "  strict_sni: other server names are refused");
+        }
     }
     for t in &config.targets {
         UpstreamEndpoint::from_config(t).map_err(|e| format!("target {}: {e}", t.name))?;

@@ -15,8 +15,12 @@ pub mod audit;
 pub mod backend;
 pub mod cancel;
 pub mod cli;
+/// The subcommands need the production credential chain, i.e. the AWS SDK.
+#[cfg(feature = "aws-sdk")]
 pub mod commands;
 pub mod frontend;
+pub mod hash_password;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod net;

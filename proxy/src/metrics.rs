@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use proxy_auth::aws::{AwsApi, AwsCallObserver, AwsCallOutcome};
 use proxy_auth::redshift::{CacheStats, RedshiftCredentials};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -32,6 +33,43 @@ fn latency_histogram() -> Histogram {
     // 1 ms .. ~33 s: handshakes and logins are milliseconds; AWS calls under throttling and
     // timeouts reach tens of seconds.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// AWS calls by API and outcome, and their latency: every HTTP request the proxy sends to
+/// AWS (each retry attempt counts), reported by the credential chain through
+/// [`AwsCallObserver`]. Created before the credential chain, which is built before the
+/// listeners; clones share the same series.
+#[derive(Clone)]
+pub struct AwsCallMetrics {
+    calls: Family<Labels, Counter>,
+    duration: HistogramFamily,
+}
+
+impl Default for AwsCallMetrics {
+    fn default() -> Self {
+        AwsCallMetrics {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl std::fmt::Debug for AwsCallMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCallMetrics").finish_non_exhaustive()
+    }
+}
+
+impl AwsCallObserver for AwsCallMetrics {
+    fn aws_call(&self, api: AwsApi, outcome: AwsCallOutcome, elapsed: Duration) {
+        self.calls
+            .get_or_create(&labels(&[
+                ("api", api.as_str()),
+                ("outcome", outcome.as_str()),
+            ]))
+            .inc();
+        Metrics::observe(&self.duration, "api", api.as_str(), elapsed);
+    }
 }
 
 /// Read at scrape time: the credential cache's counters. Implemented for the production
@@ -103,6 +141,11 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new(scrape: Arc<dyn ScrapeSource>) -> Metrics {
+        Self::with_aws_calls(scrape, AwsCallMetrics::default())
+    }
+
+    /// All metrics, with `aws_calls` (shared with the credential chain) among them.
+    pub fn with_aws_calls(scrape: Arc<dyn ScrapeSource>, aws_calls: AwsCallMetrics) -> Metrics {
         let mut registry = Registry::with_prefix(PREFIX);
         let m = Metrics {
             registry: Registry::default(),
@@ -203,6 +246,17 @@ impl Metrics {
             "last_reload_success_timestamp_seconds",
             "When the running state was last loaded successfully (start or reload)",
             m.last_reload_success.clone(),
+        );
+        registry.register(
+            "aws_calls",
+            "Requests sent to AWS (every attempt, retries included), by API and outcome \
+             (success, throttled, client_error, server_error, timeout, transport)",
+            aws_calls.calls.clone(),
+        );
+        registry.register(
+            "aws_call_duration_seconds",
+            "Latency of each request sent to AWS, by API",
+            aws_calls.duration.clone(),
         );
         registry.register_collector(Box::new(ScrapeTimeCollector { source: scrape }));
         Metrics { registry, ..m }
@@ -405,7 +459,13 @@ mod tests {
 
     #[test]
     fn text_exposition_has_the_documented_names() {
-        let m = Metrics::new(Arc::new(Fixed));
+        let aws = AwsCallMetrics::default();
+        let m = Metrics::with_aws_calls(Arc::new(Fixed), aws.clone());
+        aws.aws_call(
+            AwsApi::GetClusterCredentialsWithIam,
+            AwsCallOutcome::Throttled,
+            Duration::from_millis(40),
+        );
         m.refused("main", "policy");
         m.login("pg", "success");
         Metrics::observe(
@@ -423,6 +483,8 @@ mod tests {
             "redshift_iam_proxy_db_credential_cache_hits_total 5",
             "redshift_iam_proxy_certificate_expiry_timestamp_seconds{kind=\"server\",listener=\"main\",subject=\"CN=proxy\"} 2000000000",
             "# TYPE redshift_iam_proxy_db_credential_earliest_expiry_seconds gauge",
+            "redshift_iam_proxy_aws_calls_total{api=\"GetClusterCredentialsWithIAM\",outcome=\"throttled\"} 1",
+            "redshift_iam_proxy_aws_call_duration_seconds_count{api=\"GetClusterCredentialsWithIAM\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

@@ -12,11 +12,13 @@ use crate::admin;
 use crate::audit::{AuditLog, AuditOpenError, RefusalReason};
 use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
 use crate::cancel::CancelRegistry;
-use crate::frontend::{ClientTls, FrontendSettings, TlsSetupError};
+use crate::frontend::{ClientSocket, FrontendSettings, ServerNameRefusal, TlsSetupError};
+use crate::listen::{BoundListener, LocalAddress};
 use crate::metrics::{
-    labels, AuditCounts, CertificateExpiry, CredentialStats, Metrics, ScrapeSource,
+    labels, AuditCounts, AwsCallMetrics, CertificateExpiry, CredentialStats, Metrics, ScrapeSource,
 };
 use arc_swap::ArcSwap;
+use proxy_auth::aws::AwsCredentials;
 use proxy_auth::db_credentials::DbCredentialSource;
 use proxy_auth::policy::{Policy, PolicyError};
 use proxy_config::{Config, ConfigError, LimitsConfig, Overrides, ShutdownConfig, TargetConfig};
@@ -50,6 +52,12 @@ pub enum SetupError {
     Policy(#[from] PolicyError),
     #[error("listener {listener}: no target to route to")]
     NoTarget { listener: String },
+    #[error("listener {listener}: certificates[{index}]: no target named {target:?}")]
+    NoSniTarget {
+        listener: String,
+        index: usize,
+        target: String,
+    },
     #[error("listener {listener}: cannot bind {bind}: {source}")]
     Bind {
         listener: String,
@@ -97,7 +105,40 @@ pub struct ListenerContext {
     pub name: String,
     pub bind: String,
     pub frontend: FrontendSettings,
+    /// Where clients go unless their server name selects a `certificates` entry with a
+    /// target of its own.
     pub target: Arc<TargetContext>,
+    /// Target of each `[[listener.certificates]]` entry, by index (the listener's target
+    /// where the entry names none).
+    pub sni_targets: Vec<Arc<TargetContext>>,
+    pub strict_sni: bool,
+    /// Connections this listener holds at once: its own `max_connections`, else
+    /// `[limits] max_connections_per_listener`.
+    pub max_connections: Option<usize>,
+}
+
+impl ListenerContext {
+    /// The target for a client that asked for `server_name` (SNI): the target of the
+    /// `certificates` entry that served the name, else the listener's target, or a refusal
+    /// when the listener has `strict_sni` and no entry served the name.
+    pub fn route(
+        &self,
+        server_name: Option<&str>,
+    ) -> Result<&Arc<TargetContext>, ServerNameRefusal> {
+        let entry = self
+            .frontend
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.sni().lookup(server_name));
+        match entry {
+            Some(i) => Ok(&self.sni_targets[i]),
+            None if !self.strict_sni => Ok(&self.target),
+            None => Err(match server_name {
+                None => ServerNameRefusal::Missing,
+                Some(name) => ServerNameRefusal::Unknown(name.to_string()),
+            }),
+        }
+    }
 }
 
 /// Everything loaded from one configuration: replaced as a whole on reload.
@@ -140,10 +181,11 @@ impl State {
         let mut certificates = Vec::new();
         for l in &config.listeners {
             let name = l.display_name().to_string();
-            let tls = ClientTls::from_config(l).map_err(|source| SetupError::ClientTls {
-                listener: name.clone(),
-                source: Box::new(source),
-            })?;
+            let frontend =
+                FrontendSettings::from_listener(l).map_err(|source| SetupError::ClientTls {
+                    listener: name.clone(),
+                    source: Box::new(source),
+                })?;
             let target = config
                 .listener_target(l)
                 .and_then(|t| targets.get(&t.name))
@@ -151,24 +193,39 @@ impl State {
                 .ok_or_else(|| SetupError::NoTarget {
                     listener: name.clone(),
                 })?;
-            certificates.extend(certificate_expiries(&l.tls_cert, "server", &name, true));
-            certificates.extend(certificate_expiries(
-                &l.client_ca,
-                "client_ca",
-                &name,
-                false,
-            ));
+            if let Some(tls_cert) = &l.tls_cert {
+                certificates.extend(certificate_expiries(tls_cert, "server", &name, true));
+            }
+            let mut sni_targets = Vec::with_capacity(l.certificates.len());
+            for (index, entry) in l.certificates.iter().enumerate() {
+                certificates.extend(certificate_expiries(&entry.tls_cert, "server", &name, true));
+                sni_targets.push(match &entry.target {
+                    None => target.clone(),
+                    Some(t) => targets
+                        .get(t)
+                        .cloned()
+                        .ok_or_else(|| SetupError::NoSniTarget {
+                            listener: name.clone(),
+                            index,
+                            target: t.clone(),
+                        })?,
+                });
+            }
+            if let Some(client_ca) = &l.client_ca {
+                certificates.extend(certificate_expiries(client_ca, "client_ca", &name, false));
+            }
             listeners.insert(
                 name.clone(),
                 Arc::new(ListenerContext {
                     name,
                     bind: l.bind.clone(),
-                    frontend: FrontendSettings {
-                        tls: Arc::new(tls),
-                        login_timeout: l.login_timeout,
-                        allow_options: l.allow_options,
-                    },
+                    frontend,
                     target,
+                    sni_targets,
+                    strict_sni: l.strict_sni,
+                    max_connections: l
+                        .max_connections
+                        .or(config.limits.max_connections_per_listener),
                 }),
             );
         }
@@ -239,15 +296,22 @@ fn certificate_expiries(
 
 /// Refuses reloads that would need new sockets or a new AWS credential chain.
 fn check_reloadable(old: &Config, new: &Config) -> Result<(), ReloadError> {
-    let listeners = |c: &Config| -> Vec<(String, String)> {
+    // A Unix socket's mode is set when it is created.
+    let listeners = |c: &Config| -> Vec<(String, String, Option<u32>)> {
         c.listeners
             .iter()
-            .map(|l| (l.display_name().to_string(), l.bind.clone()))
+            .map(|l| {
+                (
+                    l.display_name().to_string(),
+                    l.bind.clone(),
+                    l.unix_socket_mode,
+                )
+            })
             .collect()
     };
     if listeners(old) != listeners(new) {
         return Err(ReloadError::RestartRequired(
-            "the set of listeners or their bind addresses changed".into(),
+            "the set of listeners, their bind addresses or Unix socket modes changed".into(),
         ));
     }
     // What the credential fetcher resolved at start: AWS-facing target settings.
@@ -281,6 +345,19 @@ fn check_reloadable(old: &Config, new: &Config) -> Result<(), ReloadError> {
     Ok(())
 }
 
+/// Why `/readyz` answers 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("starting")]
+    Starting,
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Every set of AWS credentials the proxy has used is expired or missing and its last
+    /// refresh failed; the reasons say why (no secrets: AWS error codes and messages).
+    #[error("no usable AWS credentials: {0}")]
+    AwsCredentials(String),
+}
+
 /// Open connections, in total, per listener and per client identity.
 struct ConnectionCounts {
     total: AtomicUsize,
@@ -304,6 +381,9 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     pub metrics: Metrics,
     pub audit: Arc<AuditLog>,
+    /// The proxy's own AWS credentials, whose health readiness reflects (absent when
+    /// database credentials come from elsewhere, as in tests).
+    aws: Option<Arc<AwsCredentials>>,
     counts: ConnectionCounts,
     lifecycle: Lifecycle,
     config_path: Option<PathBuf>,
@@ -319,8 +399,22 @@ impl Shared {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.lifecycle.started.load(Ordering::SeqCst)
-            && !self.lifecycle.shutting_down.load(Ordering::SeqCst)
+        self.readiness().is_ok()
+    }
+
+    /// Ready: listeners bound, no shutdown begun, and the proxy's AWS credentials usable
+    /// or refreshable. Judged from local state only; never calls Redshift or AWS.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if self.is_shutting_down() {
+            return Err(NotReady::ShuttingDown);
+        }
+        if !self.is_started() {
+            return Err(NotReady::Starting);
+        }
+        if let Some(aws) = &self.aws {
+            aws.health().readiness().map_err(NotReady::AwsCredentials)?;
+        }
+        Ok(())
     }
 
     pub fn is_started(&self) -> bool {
@@ -345,9 +439,10 @@ impl Shared {
     /// The connection counts against the limits until the guard is dropped either way.
     pub fn admit(
         self: &Arc<Self>,
-        listener: &str,
+        listener_context: &ListenerContext,
         limits: &LimitsConfig,
     ) -> (ConnectionGuard, Option<RefusalReason>) {
+        let listener = listener_context.name.as_str();
         let total = self.counts.total.fetch_add(1, Ordering::SeqCst) + 1;
         let on_listener = self
             .counts
@@ -365,8 +460,8 @@ impl Shared {
         };
         let refusal = if limits.max_connections.is_some_and(|max| total > max) {
             Some(RefusalReason::MaxConnections)
-        } else if limits
-            .max_connections_per_listener
+        } else if listener_context
+            .max_connections
             .is_some_and(|max| on_listener > max)
         {
             Some(RefusalReason::MaxConnectionsPerListener)
@@ -541,6 +636,8 @@ pub struct Proxy {
     credentials: Arc<dyn DbCredentialSource>,
     audit: Arc<AuditLog>,
     stats: Option<Arc<dyn CredentialStats>>,
+    aws: Option<Arc<AwsCredentials>>,
+    aws_calls: AwsCallMetrics,
     config_path: Option<PathBuf>,
     overrides: Overrides,
 }
@@ -557,6 +654,8 @@ impl Proxy {
             credentials,
             audit: Arc::new(AuditLog::from_config(&config.audit)?),
             stats: None,
+            aws: None,
+            aws_calls: AwsCallMetrics::default(),
             config_path: None,
             overrides: Overrides::default(),
         })
@@ -575,25 +674,33 @@ impl Proxy {
         self
     }
 
+    /// The proxy's AWS credentials: `/readyz` reports their health.
+    pub fn with_aws_credentials(mut self, aws: Arc<AwsCredentials>) -> Self {
+        self.aws = Some(aws);
+        self
+    }
+
+    /// Where the credential chain reports its AWS calls (the same series `/metrics`
+    /// exports).
+    pub fn with_aws_call_metrics(mut self, aws_calls: AwsCallMetrics) -> Self {
+        self.aws_calls = aws_calls;
+        self
+    }
+
     /// Binds every listener (and the admin listener) and starts accepting connections.
     pub async fn bind(self) -> Result<RunningProxy, SetupError> {
         let config = self.state.config().clone();
         let mut bound = Vec::new();
         for l in &config.listeners {
             let name = l.display_name().to_string();
-            let socket = TcpListener::bind(&l.bind)
-                .await
-                .map_err(|source| SetupError::Bind {
-                    listener: name.clone(),
-                    bind: l.bind.clone(),
-                    source,
-                })?;
-            let addr = socket.local_addr().map_err(|source| SetupError::Bind {
+            let bind_error = |source| SetupError::Bind {
                 listener: name.clone(),
                 bind: l.bind.clone(),
                 source,
-            })?;
-            info!(listener = %name, address = %addr, "listening");
+            };
+            let socket = BoundListener::bind(l).await.map_err(bind_error)?;
+            let addr = socket.local_address().map_err(bind_error)?;
+            info!(listener = %name, address = %addr, client_auth = l.client_auth.as_str(), "listening");
             bound.push((name, socket, addr));
         }
         let admin_socket = match &config.admin.bind {
@@ -611,11 +718,14 @@ impl Proxy {
         };
 
         let state = Arc::new(ArcSwap::from_pointee(self.state));
-        let metrics = Metrics::new(Arc::new(Scrape {
-            state: state.clone(),
-            audit: self.audit.clone(),
-            stats: self.stats,
-        }));
+        let metrics = Metrics::with_aws_calls(
+            Arc::new(Scrape {
+                state: state.clone(),
+                audit: self.audit.clone(),
+                stats: self.stats,
+            }),
+            self.aws_calls,
+        );
         metrics.last_reload_success.set(unix_now());
         let (terminate, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -624,6 +734,7 @@ impl Proxy {
             cancels: Arc::new(CancelRegistry::new()),
             metrics,
             audit: self.audit,
+            aws: self.aws,
             counts: ConnectionCounts {
                 total: AtomicUsize::new(0),
                 per_listener: bound
@@ -645,9 +756,13 @@ impl Proxy {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut addrs = Vec::new();
+        let mut unix_paths = Vec::new();
         let mut tasks = Vec::new();
         for (name, socket, addr) in bound {
-            addrs.push((name.clone(), addr));
+            match addr {
+                LocalAddress::Tcp(addr) => addrs.push((name.clone(), addr)),
+                LocalAddress::Unix(path) => unix_paths.push((name.clone(), path)),
+            }
             tasks.push(tokio::spawn(accept_loop(
                 socket,
                 name,
@@ -673,6 +788,7 @@ impl Proxy {
         shared.lifecycle.started.store(true, Ordering::SeqCst);
         Ok(RunningProxy {
             addrs,
+            unix_paths,
             admin_addr,
             stop: stop_tx,
             tasks,
@@ -686,6 +802,7 @@ impl Proxy {
 /// A proxy with bound listeners.
 pub struct RunningProxy {
     addrs: Vec<(String, SocketAddr)>,
+    unix_paths: Vec<(String, PathBuf)>,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -704,14 +821,19 @@ pub struct ShutdownReport {
 }
 
 impl RunningProxy {
-    /// Listener names and the addresses they are bound to (useful with port 0).
+    /// TCP listener names and the addresses they are bound to (useful with port 0).
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
     }
 
-    /// The first listener's address.
+    /// The first TCP listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addrs[0].1
+    }
+
+    /// Unix-socket listener names and their socket paths.
+    pub fn unix_paths(&self) -> &[(String, PathBuf)] {
+        &self.unix_paths
     }
 
     /// The admin listener's address, when `[admin] bind` is set.
@@ -813,7 +935,7 @@ async fn wait_for_zero(shared: &Shared, timeout: Duration) -> bool {
 }
 
 async fn accept_loop(
-    socket: TcpListener,
+    socket: BoundListener,
     listener: String,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -829,12 +951,14 @@ async fn accept_loop(
             r = socket.accept() => r,
         };
         match accepted {
-            Ok((tcp, peer)) => {
+            Ok((client, peer)) => {
                 accepted_metric.inc();
                 let state = shared.state();
-                set_socket_options(&tcp, &state.limits);
+                if let ClientSocket::Tcp(tcp) = &client {
+                    set_socket_options(tcp, &state.limits);
+                }
                 tokio::spawn(crate::session::serve_connection(
-                    tcp,
+                    client,
                     peer,
                     listener.clone(),
                     state,

@@ -7,21 +7,22 @@ use crate::audit::{
 };
 use crate::backend::{self, LoginRequest, UpstreamError, UpstreamSession};
 use crate::cancel::ProxyKey;
-use crate::frontend::{negotiate_gated, ClientSession, FrontendErrorKind, Negotiated};
+use crate::frontend::password::PasswordAuthError;
+use crate::frontend::{
+    negotiate_gated, ClientPeer, ClientSession, ClientSocket, FrontendErrorKind, Negotiated,
+};
 use crate::metrics::{labels, Metrics};
 use crate::net::framing::encode_into;
 use crate::net::messages::ErrorResponse;
 use crate::relay::{relay, Ended, RelayControl, Side, StopReason};
-use crate::server::{set_socket_options, ListenerContext, Shared, State};
+use crate::server::{set_socket_options, ListenerContext, Shared, State, TargetContext};
 use bytes::{BufMut, BytesMut};
 use prometheus_client::metrics::gauge::Gauge;
 use proxy_auth::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use proxy_auth::policy::Grant;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -63,7 +64,8 @@ impl Trail<'_> {
             .refused(&self.record.listener, reason.as_str());
         info!(
             session_id = %self.record.session_id, listener = %self.record.listener,
-            peer = %self.record.client_addr, reason = reason.as_str(), sqlstate = ?sqlstate,
+            peer = %self.record.client_addr, server_name = ?self.record.server_name,
+            target = ?self.record.target, reason = reason.as_str(), sqlstate = ?sqlstate,
             detail = %detail, outcome = "refused",
             "connection refused"
         );
@@ -96,6 +98,17 @@ fn refusal_reason(kind: &FrontendErrorKind) -> RefusalReason {
         K::TlsRequired => RefusalReason::TlsRequired,
         K::TlsHandshake(_) => RefusalReason::TlsHandshake,
         K::ClientCert(_) | K::Identity(_) => RefusalReason::ClientCertificate,
+        K::PlaintextNotAllowed => RefusalReason::TlsRequired,
+        K::Password { error, .. } if error.is_authentication_failure() => {
+            RefusalReason::PasswordAuthentication
+        }
+        K::Password { error, .. } => match error {
+            PasswordAuthError::Disconnected | PasswordAuthError::Io(_) => {
+                RefusalReason::ClientDisconnected
+            }
+            PasswordAuthError::Timeout => RefusalReason::LoginTimeout,
+            _ => RefusalReason::Protocol,
+        },
         K::Refused(_) => RefusalReason::StartupParameters,
         K::Startup(_)
         | K::PipelinedAfterSslRequest
@@ -106,29 +119,34 @@ fn refusal_reason(kind: &FrontendErrorKind) -> RefusalReason {
     }
 }
 
-/// Serves one accepted TCP connection to completion. Never panics on client input; every
-/// refusal is an ErrorResponse to the client (where one can be sent), one log line for the
-/// operator, one audit record and a metric.
+/// Serves one accepted connection (TCP or Unix socket) to completion. Never panics on
+/// client input; every refusal is an ErrorResponse to the client (where one can be sent),
+/// one log line for the operator, one audit record and a metric.
 pub async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
+    socket: ClientSocket,
+    peer: ClientPeer,
     listener_name: String,
     state: Arc<State>,
     shared: Arc<Shared>,
 ) {
     let accepted = Instant::now();
-    let _ = tcp.set_nodelay(true);
+    if let ClientSocket::Tcp(tcp) = &socket {
+        let _ = tcp.set_nodelay(true);
+    }
     let Some(listener) = state.listeners.get(&listener_name).cloned() else {
         // The listener set never changes while running (reloads that change it are
         // refused), so every accepted connection finds its listener.
         return;
     };
-    let (_connection, over_limit) = shared.admit(&listener.name, &state.limits);
-    let trail = Trail {
+    let (_connection, over_limit) = shared.admit(&listener, &state.limits);
+    let mut trail = Trail {
         record: AuditRecord::new(new_session_id(), &listener.name, peer.to_string()),
         accepted,
         shared: &shared,
     };
+    trail.record.client_uid = peer.uid();
+    trail.record.client_pid = peer.pid();
+    trail.record.auth_method = Some(listener.frontend.auth.as_str().to_string());
     let mut terminate = shared.terminate_signal();
 
     // Handshakes cost CPU: `negotiate_gated` runs the TLS handshake holding one of a
@@ -136,7 +154,7 @@ pub async fn serve_connection(
     let negotiated = {
         let _active = GaugeGuard::new(shared.metrics.handshakes_active.clone());
         tokio::select! {
-            r = negotiate_gated(tcp, &listener.frontend, Some(&state.handshakes)) => Some(r),
+            r = negotiate_gated(socket, &listener.frontend, Some(&state.handshakes)) => Some(r),
             _ = terminated(&mut terminate) => None,
         }
     };
@@ -149,12 +167,27 @@ pub async fn serve_connection(
         ),
         Some(Err(e)) => {
             let reason = refusal_reason(&e.kind);
+            let mut trail = trail;
+            // Who tried, even when their certificate was the reason for the refusal.
+            if let Some(refused) = &e.peer {
+                trail.record.client_certificate =
+                    refused.certificate.as_ref().map(CertificateRecord::from);
+                trail.record.client_tls = Some(TlsRecord {
+                    version: refused.tls_version.clone(),
+                    cipher: refused.tls_cipher.clone(),
+                });
+                trail.record.server_name = refused.server_name.clone();
+            }
+            // The startup user a password login was attempted for (never the password).
+            if let FrontendErrorKind::Password { user, .. } = &e.kind {
+                trail.record.requested_user = Some(user.clone());
+            }
             trail.refuse(reason, e.sqlstate(), e.to_string());
         }
         Some(Ok(Negotiated::Cancel(target))) => {
             let outcome = shared
                 .cancels
-                .cancel(peer.ip(), target.pid, &target.key)
+                .cancel(peer.rate_limit_key(), target.pid, &target.key)
                 .await;
             shared
                 .metrics
@@ -179,14 +212,17 @@ pub async fn serve_connection(
             );
             let mut trail = trail;
             let c = &client;
-            trail.record.client_certificate = Some(CertificateRecord::from(&c.identity));
-            trail.record.client_tls = Some(TlsRecord {
-                version: c.tls_version.clone(),
-                cipher: c.tls_cipher.clone(),
+            trail.record.client_certificate = c.identity().map(CertificateRecord::from);
+            trail.record.local_user = c.principal.local_user().map(|u| u.name.clone());
+            trail.record.client_tls = c.tls.as_ref().map(|t| TlsRecord {
+                version: t.version.clone(),
+                cipher: t.cipher.clone(),
             });
             trail.record.requested_user = Some(c.startup.user.clone());
             trail.record.requested_database = Some(c.startup.database.clone());
-            trail.record.target = Some(listener.target.name.clone());
+            trail.record.server_name = c.server_name.clone();
+            let route = listener.route(c.server_name.as_deref()).cloned();
+            trail.record.target = route.as_ref().ok().map(|t| t.name.clone());
             if let Some(reason) = over_limit {
                 let mut client = *client;
                 let response = ErrorResponse::fatal("53300", "sorry, too many clients already");
@@ -198,7 +234,25 @@ pub async fn serve_connection(
                 );
                 return;
             }
-            run_session(*client, &listener, &state, &shared, trail, terminate).await;
+            let target = match route {
+                Ok(target) => target,
+                Err(refusal) => {
+                    let mut client = *client;
+                    let response = ErrorResponse::fatal(refusal.sqlstate(), refusal.to_string())
+                        .with_hint(refusal.hint());
+                    send_and_close(&mut client, &response).await;
+                    trail.refuse(
+                        RefusalReason::ServerName,
+                        Some(refusal.sqlstate()),
+                        refusal.to_string(),
+                    );
+                    return;
+                }
+            };
+            run_session(
+                *client, &listener, &target, &state, &shared, trail, terminate,
+            )
+            .await;
         }
     }
 }
@@ -237,22 +291,19 @@ impl LoginFailure {
 async fn run_session(
     mut client: ClientSession,
     listener: &ListenerContext,
+    target: &Arc<TargetContext>,
     state: &State,
     shared: &Arc<Shared>,
     mut trail: Trail<'_>,
     mut terminate: watch::Receiver<bool>,
 ) {
-    let identity = &client.identity;
-    let who = identity
-        .common_name
-        .clone()
-        .unwrap_or_else(|| identity.subject.clone());
-    let target = &listener.target;
+    let principal = client.principal.clone();
+    let who = principal.short_name().to_string();
     let session_id = trail.record.session_id.clone();
 
-    // Per-identity limit: the issuer and subject name the identity, whatever certificate
-    // (renewed, re-issued) carries it.
-    let identity_key = format!("{}\n{}", identity.issuer, identity.subject);
+    // Per-identity limit: a certificate identity is its issuer and subject, whatever
+    // certificate (renewed, re-issued) carries them; a local user is its name.
+    let identity_key = principal.limit_key();
     let Some(_identity_slot) = shared.admit_identity(&identity_key, &state.limits) else {
         let response =
             ErrorResponse::fatal("53300", "too many connections for this client identity");
@@ -266,7 +317,7 @@ async fn run_session(
     };
 
     let grant = match state.policy().authorize(
-        identity,
+        &principal,
         &target.name,
         &client.startup.user,
         &client.startup.database,
@@ -300,7 +351,7 @@ async fn run_session(
     }
 
     let login = tokio::select! {
-        r = login_upstream(&client, &grant, listener, shared) => Some(r),
+        r = login_upstream(&client, &grant, target, shared) => Some(r),
         _ = terminated(&mut terminate) => None,
     };
     let (upstream, credential) = match login {
@@ -328,7 +379,7 @@ async fn run_session(
             return;
         }
     };
-    set_socket_options(upstream.stream.get_ref().0, &state.limits);
+    set_socket_options(upstream.stream.get_ref().0.get_ref(), &state.limits);
 
     let UpstreamSession {
         stream: upstream_stream,
@@ -377,10 +428,13 @@ async fn run_session(
 
     info!(
         session_id = %session_id, listener = %listener.name, peer = %trail.record.client_addr,
-        identity = %who, fingerprint = %identity.fingerprint_sha256, rule = %grant.rule,
-        target = %target.name, db_user = %credential.user, database = %grant.database,
+        identity = %who, auth_method = principal.auth_method(),
+        fingerprint = ?principal.certificate().map(|c| &c.fingerprint_sha256), rule = %grant.rule,
+        server_name = ?client.server_name, target = %target.name, db_user = %credential.user,
+        database = %grant.database,
         groups = ?grant.db_groups, aws_request_ids = ?credential.aws_request_ids,
-        client_tls = %client.tls_version, upstream_tls = %upstream_tls,
+        client_tls = %client.tls.as_ref().map_or("none", |t| t.version.as_str()),
+        upstream_tls = %upstream_tls,
         login_ms = millis(trail.accepted.elapsed()), outcome = "open",
         "session opened"
     );
@@ -398,7 +452,10 @@ async fn run_session(
     let control = RelayControl {
         shutdown: Some(terminate),
         idle_timeout: state.limits.idle_timeout,
-        deadline: session_deadline(&state.limits, identity.not_after_unix),
+        deadline: session_deadline(
+            &state.limits,
+            principal.certificate().map(|c| c.not_after_unix),
+        ),
         bytes_from_client: Some(shared.metrics.bytes_from_clients.clone()),
         bytes_to_client: Some(shared.metrics.bytes_to_clients.clone()),
     };
@@ -447,13 +504,16 @@ async fn run_session(
 /// notAfter when sessions are bound to it, whichever comes first.
 fn session_deadline(
     limits: &proxy_config::LimitsConfig,
-    not_after_unix: i64,
+    certificate_not_after_unix: Option<i64>,
 ) -> Option<(tokio::time::Instant, StopReason)> {
     let now = tokio::time::Instant::now();
     let lifetime = limits
         .max_session_lifetime
         .map(|d| (now + d, StopReason::Lifetime));
-    let certificate = limits.session_lifetime_within_certificate.then(|| {
+    // Local users have no certificate to outlive.
+    let not_after =
+        certificate_not_after_unix.filter(|_| limits.session_lifetime_within_certificate);
+    let certificate = not_after.map(|not_after_unix| {
         let now_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -473,7 +533,7 @@ fn session_deadline(
 async fn login_upstream(
     client: &ClientSession,
     grant: &Grant,
-    listener: &ListenerContext,
+    target: &TargetContext,
     shared: &Shared,
 ) -> Result<(UpstreamSession, DbCredential), (LoginFailure, Vec<String>)> {
     let request = DbCredentialRequest {
@@ -483,8 +543,8 @@ async fn login_upstream(
         db_name: grant.database.clone(),
         db_groups: grant.db_groups.clone(),
     };
-    let endpoint = &listener.target.endpoint;
-    let target = listener.target.name.as_str();
+    let endpoint = &target.endpoint;
+    let target = target.name.as_str();
     let metrics = &shared.metrics;
     let mut retried = false;
     loop {
@@ -524,7 +584,7 @@ async fn login_upstream(
                     target = %grant.target, db_user = %credential.user, error = %e,
                     "upstream refused a cached credential; retrying once with a fresh one"
                 );
-                shared.credentials.invalidate(&request);
+                shared.credentials.invalidate(&request, &credential);
                 retried = true;
             }
             Err(e) => {

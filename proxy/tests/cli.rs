@@ -119,3 +119,61 @@ fn invalid_configuration_names_file_and_key_and_exits_1() {
         assert!(all.contains("listener[0].bind"), "{command}: {all}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn strict_key_permissions_refuse_a_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    let key = dir.path().join("server.key");
+    let chmod = |mode| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let run = |command: &str, config: &str| {
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = proxy()
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), all)
+    };
+    let strict = format!("[security]\nstrict_key_permissions = true\n{CONFIG}");
+    chmod(0o644);
+
+    // By default a readable key is loaded (the proxy warns when it loads it).
+    let (code, all) = run("check-config", CONFIG);
+    assert_eq!(code, Some(0), "{all}");
+
+    // Strict: refused before anything is bound, naming the file and its mode only.
+    let pem = std::fs::read_to_string(&key).unwrap();
+    for command in ["check-config", "run"] {
+        let (code, all) = run(command, &strict);
+        assert_eq!(code, Some(1), "{command}: {all}");
+        for part in [
+            "listener[0].tls_key",
+            &key.display().to_string(),
+            "mode 0644",
+            "strict_key_permissions",
+        ] {
+            assert!(
+                all.contains(part),
+                "{command}: {part:?} missing from: {all}"
+            );
+        }
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!all.contains(line), "{command}: key material in: {all}");
+        }
+    }
+
+    chmod(0o600);
+    let (code, all) = run("check-config", &strict);
+    assert_eq!(code, Some(0), "{all}");
+}

@@ -106,7 +106,7 @@ impl DbCredentialSource for TestCredentials {
         })
     }
 
-    fn invalidate(&self, request: &DbCredentialRequest) {
+    fn invalidate(&self, request: &DbCredentialRequest, _refused: &DbCredential) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         if let Some((_, passwords)) = self.logins.lock().unwrap().get_mut(&request.db_user) {
             if passwords.len() > 1 {
@@ -167,6 +167,14 @@ pub struct HarnessOptions {
     /// Extra top-level tables (`[limits]`, `[admin]`, `[shutdown]`, `[audit]`). Without an
     /// `[audit]` table, audit records go to [`ProxyHarness::audit_path`].
     pub extra_config: String,
+    /// Extra keys and sub-tables (`[[listener.certificates]]`) appended to the `[[listener]]`.
+    pub listener_extra: String,
+    /// More `[[listener]]` tables after the `test` listener. `{tls_cert}` and `{tls_key}`
+    /// in the text become the (quoted) paths of the proxy's server certificate and key.
+    pub extra_listeners: String,
+    /// The proxy's database credential source instead of [`ProxyHarness::credentials`]
+    /// (e.g. the Redshift credential cache against the AWS emulator).
+    pub credentials: Option<Arc<dyn DbCredentialSource>>,
 }
 
 impl Default for HarnessOptions {
@@ -180,6 +188,9 @@ impl Default for HarnessOptions {
             pg: None,
             upstream_port: None,
             extra_config: String::new(),
+            listener_extra: String::new(),
+            extra_listeners: String::new(),
+            credentials: None,
         }
     }
 }
@@ -266,6 +277,9 @@ tls_key = {key:?}
 client_ca = {ca:?}
 client_crls = [{crl:?}]
 login_timeout = "{login_timeout}ms"
+{listener_extra}
+
+{extra_listeners}
 
 [[target]]
 name = "pg"
@@ -291,12 +305,21 @@ login_timeout = "5s"
             target_extra = options.target_extra,
             rules = options.rules,
             extra_config = options.extra_config,
+            listener_extra = options.listener_extra,
+            extra_listeners = options
+                .extra_listeners
+                .replace("{tls_cert}", &format!("{:?}", server.chain_pem))
+                .replace("{tls_key}", &format!("{:?}", server.key_pem)),
         );
         let config_path = dir.path().join("proxy.toml");
         std::fs::write(&config_path, &config).unwrap();
         let parsed = proxy_config::Config::load(&config_path).expect("valid test config");
         let credentials = Arc::new(TestCredentials::default());
-        let proxy = Proxy::new(&parsed, credentials.clone())
+        let source = options
+            .credentials
+            .clone()
+            .unwrap_or_else(|| credentials.clone());
+        let proxy = Proxy::new(&parsed, source)
             .expect("proxy setup")
             .with_config_path(&config_path, Default::default());
         let running = proxy.bind().await.expect("proxy binds");
@@ -315,6 +338,16 @@ login_timeout = "5s"
 
     pub fn addr(&self) -> SocketAddr {
         self.running.local_addr()
+    }
+
+    /// The address of the TCP listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        self.running
+            .local_addrs()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no TCP listener named {name:?}"))
     }
 
     /// Creates a SCRAM user in PostgreSQL and lets the proxy use it for `db_user`.

@@ -727,3 +727,288 @@ databases = ["*"]
     assert_eq!(status.code(), Some(0), "{}", proxy.logs());
     assert!(!proxy.logs().contains("not-a-real-secret"));
 }
+
+/// The audit record of a refused certificate still says who tried: the presented
+/// certificate's fields, as parsed from the certificate, next to the refusal reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_certificates_are_audited_with_the_presented_fields() {
+    use sha2::{Digest, Sha256};
+    let h = ProxyHarness::start().await;
+    let c = &h.clients;
+    for cert in [&c.expired, &c.revoked] {
+        let err = h
+            .connect(Some(cert), "alice", "postgres")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+    }
+
+    let records = audit_records(&h, 2).await;
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for (cert, detail) in [(&c.expired, "expired"), (&c.revoked, "revoked")] {
+        let record = records
+            .iter()
+            .find(|r| {
+                r["client_certificate"]["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("CN={},", cert.common_name)))
+            })
+            .unwrap_or_else(|| panic!("no record for {}: {records:#?}", cert.common_name));
+        assert_eq!(record["outcome"], "refused");
+        assert_eq!(record["refusal"]["reason"], "client_certificate");
+        assert_eq!(record["refusal"]["sqlstate"], "28000");
+        assert!(
+            record["refusal"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains(detail),
+            "{record:#}"
+        );
+        let presented = &record["client_certificate"];
+        assert_eq!(presented["issuer"], h.pki.root().subject_dn());
+        assert_eq!(presented["serial"], cert.serial.to_hex());
+        assert_eq!(
+            presented["fingerprint_sha256"],
+            hex::encode(Sha256::digest(&cert.cert_der))
+        );
+        let not_after = time::OffsetDateTime::parse(
+            presented["not_after"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(
+            not_after.unix_timestamp(),
+            cert.not_after.unix_timestamp(),
+            "{record:#}"
+        );
+        assert_eq!(record["client_tls"]["version"], "TLSv1.3");
+        assert!(record.get("rule").is_none() && record.get("db_user").is_none());
+    }
+    // No login was attempted for them.
+    assert_eq!(h.credentials.calls(), 0);
+}
+
+/// `[[listener]] max_connections` replaces `[limits] max_connections_per_listener` for its
+/// listener (here: allows more), and refuses beyond it with 53300 like the other limits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_max_connections_overrides_the_shared_per_listener_limit() {
+    let h = ProxyHarness::start_with(HarnessOptions {
+        extra_config:
+            "[limits]\nmax_connections_per_listener = 1\n[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        listener_extra: "max_connections = 2\n".into(),
+        ..Default::default()
+    })
+    .await;
+    h.provision("alice").await;
+    let c = &h.clients;
+    let first = h
+        .connect(Some(&c.alice), "alice", "postgres")
+        .await
+        .unwrap();
+    let second = h
+        .connect(Some(&c.alice), "alice", "postgres")
+        .await
+        .unwrap();
+    let err = h
+        .connect(Some(&c.alice), "alice", "postgres")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    second.simple_query("select 1").await.unwrap();
+    drop(first);
+    // The slot is free again once the first connection is gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        match h.connect(Some(&c.alice), "alice", "postgres").await {
+            Ok(client) => break client,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the freed slot was not reused: {e}"),
+        }
+    };
+    third.simple_query("select 1").await.unwrap();
+
+    let records = audit_records(&h, 3).await;
+    let refusal = records
+        .iter()
+        .find(|r| r["refusal"]["reason"] == "max_connections_per_listener")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(refusal["refusal"]["sqlstate"], "53300");
+    assert_eq!(refusal["listener"], "test");
+    let (_, m) = http(h.running.admin_addr().unwrap(), "GET", "/metrics").await;
+    assert!(
+        sample(
+            &m,
+            "redshift_iam_proxy_connections_refused_total{listener=\"test\",reason=\"max_connections_per_listener\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
+
+/// A stack (the proxy binary, the AWS emulator, PostgreSQL) with the admin listener on a
+/// free port, and that port.
+async fn stack_with_admin() -> (proxy_testkit::stack::Stack, std::net::SocketAddr) {
+    let admin_port = proxy_testkit::proxy::free_port();
+    let stack = proxy_testkit::stack::Stack::start_with(|c| {
+        c.push_str(&format!("\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n"));
+    })
+    .await
+    .unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    // The admin listener binds just after the client listeners the stack waited for.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(Instant::now() < deadline, "admin listener never came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (stack, admin)
+}
+
+/// `aws_calls_total{api,outcome}` and the latency histogram count every request the proxy
+/// sends to AWS, retries included: per API, exactly what the emulator received.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_calls_are_counted_by_api_and_outcome_as_the_emulator_saw_them() {
+    use proxy_testkit::emulator::Api;
+    use proxy_testkit::harness::connect_through_proxy;
+    use proxy_testkit::stack::DATABASE;
+    let (stack, admin) = stack_with_admin().await;
+    let l = &stack.layout;
+    let login = |port: u16, cert: &ClientCert, user: &str| {
+        let (ca, cert, user) = (l.pki.ca_cert_path(), cert.clone(), user.to_string());
+        async move {
+            let client = connect_through_proxy(port, ca, Some(&cert), &user, DATABASE)
+                .await
+                .unwrap_or_else(|e| panic!("{user} on {port}: {e}"));
+            client.simple_query("select 1").await.unwrap();
+        }
+    };
+    let (alice, bob) = (&l.alice, &l.bob);
+
+    // One call of each API (alice's role session is shared by the three targets).
+    login(l.ports.cluster, alice, "alice").await;
+    login(l.ports.cluster_iam, alice, "alice").await;
+    login(l.ports.serverless, alice, "alice").await;
+    // Failures the SDK retries: a throttled GetClusterCredentials and a GetCredentials
+    // whose connection breaks without an answer.
+    let faults = stack.emulator.faults();
+    faults.throttle_next(Some(Api::GetClusterCredentials), 1);
+    faults.drop_next(Some(Api::GetCredentials), 1);
+    login(l.ports.cluster, bob, "bi_reader").await;
+    login(l.ports.serverless, bob, "bi_reader").await;
+
+    let (status, m) = http(admin, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let calls = |api: &str, outcome: &str| {
+        sample(
+            &m,
+            &format!("redshift_iam_proxy_aws_calls_total{{api=\"{api}\",outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0) as u64
+    };
+    let outcomes = [
+        "success",
+        "throttled",
+        "client_error",
+        "server_error",
+        "timeout",
+        "transport",
+    ];
+    for api in Api::ALL {
+        let name = api.name();
+        let counted: u64 = outcomes.iter().map(|o| calls(name, o)).sum();
+        assert_eq!(
+            counted,
+            stack.emulator.calls(api),
+            "{name}: the proxy counted {counted}, the emulator received {}\n{m}",
+            stack.emulator.calls(api)
+        );
+        let timed = sample(
+            &m,
+            &format!("redshift_iam_proxy_aws_call_duration_seconds_count{{api=\"{name}\"}}"),
+        )
+        .unwrap_or(0.0) as u64;
+        assert_eq!(timed, counted, "{name}: one latency sample per call\n{m}");
+    }
+    assert_eq!(calls("CreateSession", "success"), 2, "one session per role");
+    assert_eq!(calls("GetClusterCredentials", "throttled"), 1, "{m}");
+    assert_eq!(calls("GetClusterCredentials", "success"), 2, "{m}");
+    assert_eq!(calls("GetClusterCredentialsWithIAM", "success"), 1, "{m}");
+    assert_eq!(calls("GetCredentials", "transport"), 1, "{m}");
+    assert_eq!(calls("GetCredentials", "success"), 2, "{m}");
+}
+
+/// `/readyz` reflects the proxy's own AWS credentials without calling AWS: once
+/// CreateSession is refused and no credentials are held it turns 503 with the reason, and
+/// 200 again when the cause is fixed; `/livez` stays 200 throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_the_proxys_aws_credentials() {
+    use proxy_testkit::harness::connect_through_proxy;
+    use proxy_testkit::stack::{access_role_arn, DATABASE};
+    let (stack, admin) = stack_with_admin().await;
+    let l = &stack.layout;
+    let login = || {
+        connect_through_proxy(
+            l.ports.cluster,
+            l.pki.ca_cert_path(),
+            Some(&l.alice),
+            "alice",
+            DATABASE,
+        )
+    };
+    let (status, body) = http(admin, "GET", "/readyz").await;
+    assert_eq!(
+        status, 200,
+        "no credentials fetched yet is not a failure: {body}"
+    );
+
+    // The proxy's Roles Anywhere certificate is replaced by one from a CA the trust anchor
+    // does not know (a renewal gone wrong): CreateSession is refused.
+    let identity = &l.proxy_identity;
+    let good_cert = std::fs::read(&identity.cert_pem).unwrap();
+    let good_key = std::fs::read(&identity.key_pem).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rogue = proxy_testkit::pki::TestPki::new(dir.path())
+        .unwrap()
+        .client_cert(ClientCertSpec::new("redshift-iam-proxy"))
+        .unwrap();
+    std::fs::copy(&rogue.cert_pem, &identity.cert_pem).unwrap();
+    std::fs::copy(&rogue.key_pem, &identity.key_pem).unwrap();
+    let err = login().await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+
+    let (status, body) = http(admin, "GET", "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("AWS credentials")
+            && body.contains(&access_role_arn())
+            && body.contains("AccessDenied"),
+        "{body}"
+    );
+    assert_eq!(http(admin, "GET", "/livez").await.0, 200);
+    assert_eq!(http(admin, "GET", "/startupz").await.0, 200);
+    let (_, m) = http(admin, "GET", "/metrics").await;
+    assert!(
+        sample(
+            &m,
+            "redshift_iam_proxy_aws_calls_total{api=\"CreateSession\",outcome=\"client_error\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+
+    // The right certificate is back: the next CreateSession succeeds and so does readiness.
+    std::fs::write(&identity.cert_pem, good_cert).unwrap();
+    std::fs::write(&identity.key_pem, good_key).unwrap();
+    let client = login()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.proxy.logs()));
+    client.simple_query("select 1").await.unwrap();
+    let (status, body) = http(admin, "GET", "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "ready\n");
+}

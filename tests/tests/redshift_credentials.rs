@@ -246,7 +246,7 @@ async fn invalidate_replaces_a_credential_the_database_refuses() {
         .await
         .is_err());
 
-    fx.source.invalidate(&req);
+    fx.source.invalidate(&req, &first);
     let fresh = fx.source.credential(&req).await.unwrap();
     pg.connect_tls(&fresh.user, fresh.password.expose_secret(), "postgres")
         .await

@@ -6,7 +6,7 @@
 
 use futures::{SinkExt, StreamExt};
 use proxy_auth::db_credentials::CredentialError;
-use proxy_testkit::harness::{CredentialFault, ProxyHarness};
+use proxy_testkit::harness::{CredentialFault, HarnessOptions, ProxyHarness};
 use proxy_testkit::pg::PgServer;
 use std::io::Write;
 use std::path::Path;
@@ -190,4 +190,43 @@ async fn no_password_or_private_key_reaches_logs_or_errors() {
             );
         }
     }
+}
+
+/// `[security] strict_key_permissions`: a key that becomes readable by others is refused
+/// on reload, by file and mode, and the proxy keeps serving with what it loaded before.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_key_permissions_refuse_a_readable_key_on_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = ProxyHarness::start_with(HarnessOptions {
+        extra_config: "[security]\nstrict_key_permissions = true\n".into(),
+        ..HarnessOptions::default()
+    })
+    .await;
+    h.provision("alice").await;
+    let key = h.server_cert.key_pem.as_path();
+    let chmod = |mode| std::fs::set_permissions(key, std::fs::Permissions::from_mode(mode));
+
+    chmod(0o640).unwrap();
+    let err = h.running.reload().await.unwrap_err().to_string();
+    for part in [
+        "listener[0].tls_key",
+        &key.display().to_string(),
+        "mode 0640",
+        "strict_key_permissions",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    for line in pem_body_lines(key) {
+        assert!(!err.contains(&line), "key material in: {err}");
+    }
+    h.connect(Some(&h.clients.alice), "alice", "postgres")
+        .await
+        .expect("the running configuration still serves");
+
+    chmod(0o600).unwrap();
+    h.running.reload().await.expect("an owner-only key reloads");
+    h.connect(Some(&h.clients.alice), "alice", "postgres")
+        .await
+        .unwrap();
 }

@@ -1,6 +1,11 @@
 //! [`AwsCredentials`]: the proxy's AWS credentials as configured in `[aws]`.
 
+use super::observe::{
+    no_observer, AwsApi, AwsCallObserver, CredentialHealth, CredentialState, ObservedProvider,
+    RefreshRecord,
+};
 use super::roles_anywhere::{RolesAnywhere, RolesAnywhereProvider};
+use super::sdk_sources;
 use super::AwsCredentialsForRole;
 use crate::db_credentials::CredentialError;
 use aws_credential_types::provider::error::CredentialsError;
@@ -70,6 +75,8 @@ enum Source {
     Single {
         source: AwsCredentialSource,
         provider: SharedCredentialsProvider,
+        /// Refreshes seen through `provider` (absent for providers given by tests).
+        refresh: Option<Arc<RefreshRecord>>,
     },
 }
 
@@ -103,6 +110,16 @@ impl AwsCredentials {
     /// Builds the configured source. Roles Anywhere loads (and checks) its certificate and
     /// key here, so configuration mistakes surface at startup; no AWS call is made.
     pub async fn from_config(config: &AwsConfig) -> Result<Self, CredentialError> {
+        Self::from_config_observed(config, no_observer()).await
+    }
+
+    /// [`from_config`](Self::from_config), reporting every call made for the proxy's own
+    /// credentials (CreateSession attempts, profile or default-chain refreshes) to
+    /// `observer`.
+    pub async fn from_config_observed(
+        config: &AwsConfig,
+        observer: Arc<dyn AwsCallObserver>,
+    ) -> Result<Self, CredentialError> {
         match config.source {
             AwsCredentialSource::RolesAnywhere => {
                 let ra = config.roles_anywhere.as_ref().ok_or_else(|| {
@@ -111,33 +128,25 @@ impl AwsCredentials {
                             .into(),
                     )
                 })?;
-                let shared = RolesAnywhere::from_config(ra, config.refresh_before())?;
+                let shared = RolesAnywhere::from_config(ra, config.refresh_before())?
+                    .with_observer(observer);
                 Ok(AwsCredentials::from_roles_anywhere(
                     Arc::new(shared),
                     ra.role_arn.clone(),
                 ))
             }
-            AwsCredentialSource::Profile => {
-                let mut builder = aws_config::profile::ProfileFileCredentialsProvider::builder();
-                if let Some(profile) = &config.profile {
-                    builder = builder.profile_name(profile);
-                }
-                Ok(AwsCredentials::from_provider(
-                    AwsCredentialSource::Profile,
-                    SharedCredentialsProvider::new(builder.build()),
-                ))
-            }
-            AwsCredentialSource::Default => {
-                let mut builder =
-                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
-                if let Some(region) = &config.region {
-                    builder = builder.region(aws_types::region::Region::new(region.clone()));
-                }
-                Ok(AwsCredentials::from_provider(
-                    AwsCredentialSource::Default,
-                    SharedCredentialsProvider::new(builder.build().await),
-                ))
-            }
+            AwsCredentialSource::Profile => Ok(AwsCredentials::observed(
+                AwsCredentialSource::Profile,
+                sdk_sources::profile(config)?,
+                AwsApi::ProfileCredentials,
+                observer,
+            )),
+            AwsCredentialSource::Default => Ok(AwsCredentials::observed(
+                AwsCredentialSource::Default,
+                sdk_sources::default_chain(config).await?,
+                AwsApi::DefaultChainCredentials,
+                observer,
+            )),
         }
     }
 
@@ -158,8 +167,57 @@ impl AwsCredentials {
     /// A single-identity source (`Profile` or `Default`, or any provider in tests).
     pub fn from_provider(source: AwsCredentialSource, provider: SharedCredentialsProvider) -> Self {
         AwsCredentials {
-            source: Source::Single { source, provider },
+            source: Source::Single {
+                source,
+                provider,
+                refresh: None,
+            },
         }
+    }
+
+    fn observed(
+        source: AwsCredentialSource,
+        provider: SharedCredentialsProvider,
+        api: AwsApi,
+        observer: Arc<dyn AwsCallObserver>,
+    ) -> Self {
+        let observed = ObservedProvider::new(provider, api, observer);
+        let refresh = observed.record.clone();
+        AwsCredentials {
+            source: Source::Single {
+                source,
+                provider: SharedCredentialsProvider::new(observed),
+                refresh: Some(refresh),
+            },
+        }
+    }
+
+    /// The state of every set of credentials used so far (one per Roles Anywhere role, or
+    /// the profile / default chain), judged from their last refresh: no call to AWS.
+    pub fn health(&self) -> CredentialHealth {
+        let identities = match &self.source {
+            Source::RolesAnywhere { providers, .. } => {
+                let providers = providers.lock().unwrap_or_else(|e| e.into_inner());
+                let mut identities: Vec<(String, CredentialState)> = providers
+                    .iter()
+                    .map(|(role, provider)| (role.clone(), provider.state()))
+                    .collect();
+                identities.sort_by(|a, b| a.0.cmp(&b.0));
+                identities
+            }
+            Source::Single {
+                source, refresh, ..
+            } => refresh
+                .iter()
+                .map(|r| {
+                    (
+                        format!("{} credentials", source_name(*source)),
+                        r.state(SystemTime::now()),
+                    )
+                })
+                .collect(),
+        };
+        CredentialHealth { identities }
     }
 
     pub fn source(&self) -> AwsCredentialSource {
@@ -213,7 +271,9 @@ impl AwsCredentials {
                     certificate_not_after: Some(signer.not_after()),
                 })
             }
-            Source::Single { source, provider } => {
+            Source::Single {
+                source, provider, ..
+            } => {
                 refuse_role(*source, role_arn)?;
                 let credentials = provider
                     .provide_credentials()
@@ -270,7 +330,9 @@ impl AwsCredentialsForRole for AwsCredentials {
                 .roles_anywhere_provider(role_arn)?
                 .map(SharedCredentialsProvider::new)
                 .ok_or_else(|| CredentialError::Invalid("no Roles Anywhere provider".into())),
-            Source::Single { source, provider } => {
+            Source::Single {
+                source, provider, ..
+            } => {
                 refuse_role(*source, role_arn)?;
                 Ok(provider.clone())
             }

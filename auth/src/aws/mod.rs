@@ -22,8 +22,15 @@ pub trait AwsCredentialsForRole: Send + Sync + 'static {
 pub mod arn;
 pub mod clock;
 mod credentials;
+// Its SDK interceptor serves the Redshift clients, which only `aws-sdk` builds have.
+#[cfg_attr(not(feature = "aws-sdk"), allow(dead_code))]
+pub mod observe;
 pub mod roles_anywhere;
+mod sdk_sources;
 
 pub use arn::{region_from_trust_anchor_arn, role_name_from_arn};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{AwsCredentials, CredentialSummary};
+pub use observe::{
+    AwsApi, AwsCallObserver, AwsCallOutcome, CredentialHealth, CredentialState, NoObserver,
+};

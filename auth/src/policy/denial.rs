@@ -51,6 +51,8 @@ pub struct Denial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DenialDetails {
     pub(super) reason: DenialReason,
+    /// What kind of client was refused, for messages: `certificate` or `local user`.
+    pub(super) subject: &'static str,
     pub(super) target: String,
     pub(super) requested_user: String,
     /// The database that was checked (the requested one, or the user name when none was
@@ -93,31 +95,42 @@ impl Denial {
     pub fn client_message(&self) -> String {
         match self.details.reason {
             DenialReason::NoMatchingRule | DenialReason::TargetNotGranted => {
-                "this certificate is not permitted to connect to this target".into()
+                format!(
+                    "this {} is not permitted to connect to this target",
+                    self.details.subject
+                )
             }
             DenialReason::UserNotGranted => format!(
-                "database user {} is not permitted for this certificate",
-                quote(&self.details.requested_user)
+                "database user {} is not permitted for this {}",
+                quote(&self.details.requested_user),
+                self.details.subject
             ),
             DenialReason::NoDefaultUser => {
                 if self.details.requested_user.is_empty() {
-                    "no database user was given and this certificate has no default user".into()
+                    format!(
+                        "no database user was given and this {} has no default user",
+                        self.details.subject
+                    )
                 } else {
                     format!(
-                        "database user {} names no particular user and this certificate has no default user",
-                        quote(&self.details.requested_user)
+                        "database user {} names no particular user and this {} has no default user",
+                        quote(&self.details.requested_user),
+                        self.details.subject
                     )
                 }
             }
             DenialReason::DatabaseNotGranted => {
                 if self.details.database_defaulted {
                     // The defaulted database is the granted user name; do not echo it.
-                    "no database was given and the default database is not permitted for this certificate"
-                        .into()
+                    format!(
+                        "no database was given and the default database is not permitted for this {}",
+                        self.details.subject
+                    )
                 } else {
                     format!(
-                        "database {} is not permitted for this certificate",
-                        quote(&self.details.database)
+                        "database {} is not permitted for this {}",
+                        quote(&self.details.database),
+                        self.details.subject
                     )
                 }
             }
@@ -129,11 +142,15 @@ impl Denial {
     pub fn log_detail(&self) -> String {
         let mut out = format!("{}: ", self.details.reason);
         match self.details.reason {
-            DenialReason::NoMatchingRule => out.push_str("no policy rule matches the certificate"),
+            DenialReason::NoMatchingRule => out.push_str(&format!(
+                "no policy rule matches the {}",
+                self.details.subject
+            )),
             DenialReason::TargetNotGranted => {
                 out.push_str(&format!(
-                    "target {} is granted by none of the rules matching the certificate ({})",
+                    "target {} is granted by none of the rules matching the {} ({})",
                     quote(&self.details.target),
+                    self.details.subject,
                     list(&self.details.matching_rules)
                 ));
             }

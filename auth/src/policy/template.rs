@@ -1,7 +1,7 @@
 //! User-name templates such as `{cn}` or `svc_{email_local}`.
 
 use super::names::{check_name, InvalidName};
-use crate::identity::ClientIdentity;
+use crate::principal::PrincipalRef;
 use std::fmt;
 
 /// A certificate field a template can refer to.
@@ -15,6 +15,8 @@ pub(crate) enum Placeholder {
     SanDns,
     /// `{san_uri_path}`: last non-empty path segment of the first URI SAN.
     SanUriPath,
+    /// `{local_user}`: the local user name (`password` and `trust` listeners).
+    LocalUser,
 }
 
 impl Placeholder {
@@ -24,6 +26,7 @@ impl Placeholder {
             "email_local" => Placeholder::EmailLocal,
             "san_dns" => Placeholder::SanDns,
             "san_uri_path" => Placeholder::SanUriPath,
+            "local_user" => Placeholder::LocalUser,
             _ => return None,
         })
     }
@@ -34,16 +37,21 @@ impl Placeholder {
             Placeholder::EmailLocal => "email_local",
             Placeholder::SanDns => "san_dns",
             Placeholder::SanUriPath => "san_uri_path",
+            Placeholder::LocalUser => "local_user",
         }
     }
 
-    /// The value for `identity`; empty values count as absent.
-    fn value(self, identity: &ClientIdentity) -> Option<&str> {
-        let v = match self {
-            Placeholder::Cn => identity.common_name.as_deref(),
-            Placeholder::EmailLocal => identity.email_local(),
-            Placeholder::SanDns => identity.first_dns(),
-            Placeholder::SanUriPath => identity.uri_path_last_segment(),
+    /// The value for `principal`; empty values count as absent, and a placeholder of the
+    /// other kind of client (certificate or local user) is absent.
+    fn value<'a>(self, principal: PrincipalRef<'a>) -> Option<&'a str> {
+        let v = match (self, principal) {
+            (Placeholder::LocalUser, PrincipalRef::LocalUser(u)) => Some(u.name.as_str()),
+            (Placeholder::LocalUser, PrincipalRef::Certificate(_))
+            | (_, PrincipalRef::LocalUser(_)) => None,
+            (Placeholder::Cn, PrincipalRef::Certificate(id)) => id.common_name.as_deref(),
+            (Placeholder::EmailLocal, PrincipalRef::Certificate(id)) => id.email_local(),
+            (Placeholder::SanDns, PrincipalRef::Certificate(id)) => id.first_dns(),
+            (Placeholder::SanUriPath, PrincipalRef::Certificate(id)) => id.uri_path_last_segment(),
         };
         v.filter(|v| !v.is_empty())
     }
@@ -54,7 +62,23 @@ impl Placeholder {
             Placeholder::EmailLocal => "the certificate has no email SAN with a local part",
             Placeholder::SanDns => "the certificate has no DNS SAN",
             Placeholder::SanUriPath => "the certificate has no URI SAN with a path segment",
+            Placeholder::LocalUser => "the local user has no name",
         }
+    }
+
+    /// Whether `principal` is the kind of client this placeholder describes.
+    fn applies_to(self, principal: PrincipalRef<'_>) -> bool {
+        matches!(
+            (self, principal),
+            (Placeholder::LocalUser, PrincipalRef::LocalUser(_))
+                | (
+                    Placeholder::Cn
+                        | Placeholder::EmailLocal
+                        | Placeholder::SanDns
+                        | Placeholder::SanUriPath,
+                    PrincipalRef::Certificate(_)
+                )
+        )
     }
 }
 
@@ -84,7 +108,7 @@ pub(crate) enum TemplateSyntaxError {
     Unclosed,
     #[error("unmatched '}}'")]
     Unmatched,
-    #[error("unknown placeholder {{{0}}}; known: {{cn}}, {{email_local}}, {{san_dns}}, {{san_uri_path}}")]
+    #[error("unknown placeholder {{{0}}}; known: {{cn}}, {{email_local}}, {{san_dns}}, {{san_uri_path}}, {{local_user}}")]
     Unknown(String),
     #[error("can never expand to a valid user name: it {0}")]
     NeverValid(InvalidName),
@@ -95,6 +119,9 @@ pub(crate) enum TemplateSyntaxError {
 pub(crate) enum ExpandError {
     /// The certificate lacks the field a placeholder needs.
     Unfillable(Placeholder),
+    /// The placeholder describes the other kind of client (a certificate field for a local
+    /// user, `{local_user}` for a certificate).
+    WrongKind(Placeholder),
     /// The expansion is not an acceptable user name. Holds the (attacker-influenced)
     /// expansion, for operator logs only.
     InvalidName {
@@ -107,6 +134,15 @@ impl fmt::Display for ExpandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExpandError::Unfillable(p) => write!(f, "{p} cannot be filled: {}", p.missing()),
+            ExpandError::WrongKind(Placeholder::LocalUser) => {
+                write!(
+                    f,
+                    "{{local_user}} cannot be filled: the client is not a local user"
+                )
+            }
+            ExpandError::WrongKind(p) => {
+                write!(f, "{p} cannot be filled: a local user has no certificate")
+            }
             ExpandError::InvalidName { expanded, reason } => write!(
                 f,
                 "expansion {} is not a valid user name: it {reason}",
@@ -155,8 +191,15 @@ impl Template {
         &self.source
     }
 
-    /// The user name this template yields for `identity`.
-    pub(crate) fn expand(&self, identity: &ClientIdentity) -> Result<String, ExpandError> {
+    /// The user name this template yields for the client.
+    pub(crate) fn expand<'p>(
+        &self,
+        identity: impl Into<PrincipalRef<'p>>,
+    ) -> Result<String, ExpandError> {
+        let identity = identity.into();
+        if let Some(p) = self.placeholders().find(|p| !p.applies_to(identity)) {
+            return Err(ExpandError::WrongKind(p));
+        }
         if let Some(p) = self.placeholders().find(|p| p.value(identity).is_none()) {
             return Err(ExpandError::Unfillable(p));
         }
@@ -189,6 +232,8 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::ClientIdentity;
+    use crate::principal::{LocalAuthMethod, LocalUser};
 
     fn identity() -> ClientIdentity {
         ClientIdentity {
@@ -240,6 +285,31 @@ mod tests {
             expand("{cn}"),
             Err(ExpandError::Unfillable(Placeholder::Cn))
         );
+    }
+
+    #[test]
+    fn local_user_fills_only_local_user() {
+        let etl = LocalUser {
+            name: "etl".into(),
+            method: LocalAuthMethod::Password,
+        };
+        let expand = |t: &str| Template::parse(t).expect("parse").expand(&etl);
+        assert_eq!(expand("svc_{local_user}"), Ok("svc_etl".into()));
+        assert_eq!(expand("{cn}"), Err(ExpandError::WrongKind(Placeholder::Cn)));
+        let id = identity();
+        assert_eq!(
+            Template::parse("{local_user}").expect("parse").expand(&id),
+            Err(ExpandError::WrongKind(Placeholder::LocalUser))
+        );
+        // A local user name is still held to the user-name rules.
+        let odd = LocalUser {
+            name: "a b".into(),
+            method: LocalAuthMethod::Trust,
+        };
+        assert!(matches!(
+            Template::parse("{local_user}").expect("parse").expand(&odd),
+            Err(ExpandError::InvalidName { .. })
+        ));
     }
 
     #[test]

@@ -554,7 +554,9 @@ fn works_on_identities_read_from_real_certificates() {
 #[test]
 fn documented_example_behaves_as_described() {
     let doc = include_str!("../../../docs/configuration.md");
-    let start = doc.find("```toml\n").expect("example") + "```toml\n".len();
+    // The complete example, not the smaller snippets of single sections before it.
+    let example = doc.find("## Complete example").expect("complete example");
+    let start = example + doc[example..].find("```toml\n").expect("example") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("example end");
     let config = proxy_config::Config::from_toml(
         &doc[start..end],
@@ -590,5 +592,100 @@ fn documented_example_behaves_as_described() {
     assert_eq!(
         d.client_message(),
         "database user \"admin\" is not permitted for this certificate"
+    );
+}
+
+fn local(name: &str, method: crate::principal::LocalAuthMethod) -> crate::principal::LocalUser {
+    crate::principal::LocalUser {
+        name: name.into(),
+        method,
+    }
+}
+
+fn local_user(pattern: &str) -> MatchConfig {
+    MatchConfig {
+        local_user: Some(pattern.into()),
+        ..MatchConfig::default()
+    }
+}
+
+#[test]
+fn local_users_match_local_user_rules_and_fill_their_template() {
+    use crate::principal::LocalAuthMethod::{Password, Trust};
+    let mut etl = rule("etl", local_user("etl*"));
+    etl.users = vec!["{local_user}".into(), "svc_{local_user}".into()];
+    etl.default_user = Some("svc_{local_user}".into());
+    let p = policy(vec![etl]);
+    let user = local("etl_nightly", Password);
+    let grant = p.authorize(&user, "main", "etl_nightly", "dev").unwrap();
+    assert_eq!(
+        (grant.rule.as_str(), grant.db_user.as_str()),
+        ("etl", "etl_nightly")
+    );
+    let grant = p.authorize(&user, "main", "iam", "dev").unwrap();
+    assert_eq!(grant.db_user, "svc_etl_nightly");
+    // The method does not matter to the rule; the name does.
+    assert!(p
+        .authorize(&local("etl_x", Trust), "main", "etl_x", "dev")
+        .is_ok());
+    let denial = p
+        .authorize(&local("bi", Password), "main", "bi", "dev")
+        .unwrap_err();
+    assert_eq!(denial.reason(), DenialReason::NoMatchingRule);
+    assert_eq!(
+        denial.client_message(),
+        "this local user is not permitted to connect to this target"
+    );
+}
+
+#[test]
+fn certificate_rules_never_match_local_users_and_local_rules_never_match_certificates() {
+    use crate::principal::LocalAuthMethod::Password;
+    // A local user named like a certificate CN gets nothing from a cn rule...
+    let p = policy(vec![rule("any_cert", cn("*"))]);
+    assert_eq!(
+        p.authorize(&local("alice", Password), "main", "alice", "dev")
+            .unwrap_err()
+            .reason(),
+        DenialReason::NoMatchingRule
+    );
+    // ...and a certificate gets nothing from a local_user rule, even `*`.
+    let mut any_local = rule("any_local", local_user("*"));
+    any_local.users = vec!["alice".into()];
+    let p = policy(vec![any_local]);
+    assert_eq!(
+        granted_rule(&p, &alice(), "alice"),
+        Err(DenialReason::NoMatchingRule)
+    );
+    // A rule mixing both kinds (refused by validation) matches neither.
+    let mut mixed = rule("mixed", cn("*"));
+    mixed.matches.local_user = Some("*".into());
+    mixed.users = vec!["alice".into()];
+    let p = policy(vec![mixed]);
+    assert_eq!(
+        granted_rule(&p, &alice(), "alice"),
+        Err(DenialReason::NoMatchingRule)
+    );
+    assert!(p
+        .authorize(&local("alice", Password), "main", "alice", "dev")
+        .is_err());
+}
+
+#[test]
+fn a_local_user_cannot_fill_certificate_templates() {
+    use crate::principal::LocalAuthMethod::Trust;
+    let mut r = rule("sidecar", local_user("sidecar"));
+    r.users = vec!["{cn}".into()];
+    let p = policy(vec![r]);
+    let denial = p
+        .authorize(&local("sidecar", Trust), "main", "sidecar", "dev")
+        .unwrap_err();
+    assert_eq!(denial.reason(), DenialReason::UserNotGranted);
+    assert!(
+        denial
+            .log_detail()
+            .contains("a local user has no certificate"),
+        "{}",
+        denial.log_detail()
     );
 }

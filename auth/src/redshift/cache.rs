@@ -27,18 +27,25 @@
 //! *background* refresh is only retried after [`REFRESH_RETRY_BACKOFF`], while the cached
 //! credential keeps being served until its hard deadline.
 
-use super::fetcher::{AwsCredentialFetcher, FetchDbCredential};
-use crate::aws::clock::{Clock, SystemClock};
-use crate::aws::AwsCredentialsForRole;
+use crate::aws::clock::Clock;
 use crate::db_credentials::{
     CredentialError, DbCredential, DbCredentialRequest, DbCredentialSource,
 };
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
+
+/// Obtains a fresh database credential for a request: one AWS call, no caching. The seam
+/// between the cache and AWS: [`AwsCredentialFetcher`](super::AwsCredentialFetcher) calls
+/// Redshift through the AWS SDK, tests plug in fakes.
+#[async_trait]
+pub trait FetchDbCredential: Send + Sync + 'static {
+    async fn fetch(&self, request: &DbCredentialRequest) -> Result<DbCredential, CredentialError>;
+}
 
 /// After a failed background refresh, wait this long before the next background attempt.
 pub const REFRESH_RETRY_BACKOFF: Duration = Duration::from_secs(10);
@@ -155,22 +162,8 @@ pub struct RedshiftCredentials {
 }
 
 impl RedshiftCredentials {
-    /// The production source: calls Redshift / Redshift Serverless with the AWS credentials
-    /// `aws` hands out per role. Resolves every target (region, cluster or workgroup) now,
-    /// so configuration mistakes fail start-up.
-    pub fn new(
-        config: &proxy_config::Config,
-        aws: Arc<dyn AwsCredentialsForRole>,
-    ) -> Result<Self, CredentialError> {
-        let fetcher = AwsCredentialFetcher::new(config, aws)?;
-        Ok(Self::with_fetcher(
-            Arc::new(fetcher),
-            Arc::new(SystemClock),
-            config.db_credentials.refresh_before,
-        ))
-    }
-
-    /// A cache over any fetcher and clock (tests, alternative sources).
+    /// A cache over any fetcher and clock. The production one, over the AWS SDK, is
+    /// [`RedshiftCredentials::new`] (feature `aws-sdk`).
     pub fn with_fetcher(
         fetcher: Arc<dyn FetchDbCredential>,
         clock: Arc<dyn Clock>,
@@ -307,10 +300,13 @@ impl Inner {
     ) {
         let now = self.clock.now();
         let mut state = entry.lock();
-        if state.inflight.as_ref().is_some_and(|f| f.id == id) {
+        let detached = state.inflight.as_ref().is_none_or(|f| f.id != id);
+        if !detached {
             state.inflight = None;
         }
         match result {
+            // Detached by `invalidate`: it may carry the refused credential.
+            Ok(_) if detached => {}
             Ok(credential) => {
                 let deadlines = Deadlines::new(now, credential.expiration, self.refresh_before);
                 if now >= deadlines.hard {
@@ -399,18 +395,32 @@ impl DbCredentialSource for RedshiftCredentials {
         flight.await
     }
 
-    fn invalidate(&self, request: &DbCredentialRequest) {
+    fn invalidate(&self, request: &DbCredentialRequest, refused: &DbCredential) {
         let key = normalized(request);
-        // Dropping the whole entry means the next caller starts a new fetch even if one is
-        // in flight; that flight still completes for its own waiters.
-        if self.inner.lock_entries().map.remove(&key).is_some() {
-            tracing::info!(
-                target = %key.target,
-                db_user = %key.db_user,
-                db_name = %key.db_name,
-                "database credential invalidated"
-            );
+        let Some(entry) = self.inner.lock_entries().map.get(&key).cloned() else {
+            return;
+        };
+        let mut state = entry.lock();
+        // Every session refused with this credential reports it. Only the first report may
+        // drop it: dropping what replaced it would send each of them to AWS on its own.
+        let cached_is_refused = state.current.as_ref().is_some_and(|c| {
+            c.credential.user == refused.user
+                && c.credential.password.expose_secret() == refused.password.expose_secret()
+        });
+        if !cached_is_refused {
+            return;
         }
+        state.current = None;
+        // A refresh in flight started before the refusal and may bring the same credential
+        // back: detach it (its waiters still get its result), so the next caller starts a
+        // fetch of its own, which the other refused sessions then share.
+        state.inflight = None;
+        tracing::info!(
+            target = %key.target,
+            db_user = %key.db_user,
+            db_name = %key.db_name,
+            "database credential invalidated"
+        );
     }
 }
 
@@ -418,7 +428,7 @@ impl DbCredentialSource for RedshiftCredentials {
 mod tests {
     use super::*;
     use crate::aws::clock::ManualClock;
-    use secrecy::{ExposeSecret, SecretString};
+    use secrecy::SecretString;
     use std::collections::VecDeque;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Semaphore;
@@ -438,6 +448,8 @@ mod tests {
         clock: Arc<ManualClock>,
         lifetime: Duration,
         calls: AtomicUsize,
+        /// Calls that have returned their result.
+        answered: AtomicUsize,
         gated_user: Mutex<Option<String>>,
         gate: Semaphore,
         errors: Mutex<VecDeque<CredentialError>>,
@@ -449,6 +461,7 @@ mod tests {
                 clock: Arc::clone(clock),
                 lifetime,
                 calls: AtomicUsize::new(0),
+                answered: AtomicUsize::new(0),
                 gated_user: Mutex::new(None),
                 gate: Semaphore::new(0),
                 errors: Mutex::new(VecDeque::new()),
@@ -457,8 +470,15 @@ mod tests {
         fn calls(&self) -> usize {
             self.calls.load(Ordering::SeqCst)
         }
+        fn answered(&self) -> usize {
+            self.answered.load(Ordering::SeqCst)
+        }
         fn hold(&self, user: &str) {
             *self.gated_user.lock().unwrap() = Some(user.to_owned());
+        }
+        /// Later calls pass the gate; calls already waiting stay until [`Self::release`].
+        fn stop_holding(&self) {
+            *self.gated_user.lock().unwrap() = None;
         }
         fn release(&self) {
             self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
@@ -476,6 +496,9 @@ mod tests {
             if gated {
                 self.gate.acquire().await.expect("gate open").forget();
             }
+            // The cache handles the result before its task next yields, so a test that
+            // sees the call answered sees the cache updated.
+            self.answered.fetch_add(1, Ordering::SeqCst);
             if let Some(error) = self.errors.lock().unwrap().pop_front() {
                 return Err(error);
             }
@@ -713,10 +736,59 @@ mod tests {
         let source = cache(&fetcher, &clock);
         assert_eq!(password(&source, "alice").await, "pw-1");
         assert_eq!(password(&source, "bob").await, "pw-2");
-        source.invalidate(&request("alice"));
+        let refused = source.credential(&request("alice")).await.unwrap();
+        source.invalidate(&request("alice"), &refused);
         assert_eq!(password(&source, "alice").await, "pw-3");
         // Other keys are untouched.
         assert_eq!(password(&source, "bob").await, "pw-2");
+        assert_eq!(fetcher.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn sessions_refused_with_one_credential_share_one_fetch() {
+        let clock = clock();
+        let fetcher = FakeFetcher::new(&clock, HOUR);
+        let source = cache(&fetcher, &clock);
+        let refused = source.credential(&request("alice")).await.unwrap();
+        // Ten sessions got pw-1 and are refused together; each reports it, then retries.
+        let retries: Vec<_> = (0..10)
+            .map(|_| {
+                let (source, refused) = (source.clone(), refused.clone());
+                tokio::spawn(async move {
+                    source.invalidate(&request("alice"), &refused);
+                    password(&source, "alice").await
+                })
+            })
+            .collect();
+        for retry in retries {
+            assert_eq!(retry.await.unwrap(), "pw-2");
+        }
+        assert_eq!(fetcher.calls(), 2);
+        // A late report of pw-1 leaves its replacement alone.
+        source.invalidate(&request("alice"), &refused);
+        assert_eq!(password(&source, "alice").await, "pw-2");
+        assert_eq!(fetcher.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_started_before_a_refusal_is_not_cached() {
+        let clock = clock();
+        let fetcher = FakeFetcher::new(&clock, HOUR);
+        let source = cache(&fetcher, &clock);
+        let refused = source.credential(&request("alice")).await.unwrap();
+        // Past the soft deadline: this use starts a background refresh, held at AWS.
+        clock.advance(HOUR - 2 * FIVE_MIN + Duration::from_secs(1));
+        fetcher.hold("alice");
+        assert_eq!(password(&source, "alice").await, "pw-1");
+        eventually("the refresh to start", || fetcher.calls() == 2).await;
+        fetcher.stop_holding();
+        // The upstream refuses pw-1: the retry does not wait for the refresh...
+        source.invalidate(&request("alice"), &refused);
+        assert_eq!(password(&source, "alice").await, "pw-3");
+        // ...and the refresh's late answer does not replace what the retry fetched.
+        fetcher.release();
+        eventually("the refresh to answer", || fetcher.answered() == 3).await;
+        assert_eq!(password(&source, "alice").await, "pw-3");
         assert_eq!(fetcher.calls(), 3);
     }
 

@@ -1,10 +1,12 @@
-//! Obtaining one database credential from AWS, without caching.
-//!
-//! [`FetchDbCredential`] is the seam between the cache and AWS: [`AwsCredentialFetcher`]
-//! calls Redshift through the AWS SDK, tests plug in fakes.
+//! The AWS SDK side of the credential cache: [`AwsCredentialFetcher`] obtains one database
+//! credential from Redshift, without caching, and [`RedshiftCredentials::new`] puts the
+//! cache in front of it. Built with the `aws-sdk` feature only.
 
+use super::cache::{FetchDbCredential, RedshiftCredentials};
 use super::endpoint::{ResolvedTarget, TargetApi};
 use super::{provisioned, serverless};
+use crate::aws::clock::SystemClock;
+use crate::aws::observe::{no_observer, AwsCallObserver};
 use crate::aws::AwsCredentialsForRole;
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use async_trait::async_trait;
@@ -17,12 +19,6 @@ use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
-
-/// Obtains a fresh database credential for a request: one AWS call, no caching.
-#[async_trait]
-pub trait FetchDbCredential: Send + Sync + 'static {
-    async fn fetch(&self, request: &DbCredentialRequest) -> Result<DbCredential, CredentialError>;
-}
 
 /// Time to open a TCP+TLS connection to the Redshift API.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -57,6 +53,32 @@ enum ApiClient {
     Serverless(aws_sdk_redshiftserverless::Client),
 }
 
+impl RedshiftCredentials {
+    /// The production source: calls Redshift / Redshift Serverless with the AWS credentials
+    /// `aws` hands out per role. Resolves every target (region, cluster or workgroup) now,
+    /// so configuration mistakes fail start-up.
+    pub fn new(
+        config: &proxy_config::Config,
+        aws: Arc<dyn AwsCredentialsForRole>,
+    ) -> Result<Self, CredentialError> {
+        Self::new_observed(config, aws, no_observer())
+    }
+
+    /// [`new`](Self::new), reporting every credential API call to `observer`.
+    pub fn new_observed(
+        config: &proxy_config::Config,
+        aws: Arc<dyn AwsCredentialsForRole>,
+        observer: Arc<dyn AwsCallObserver>,
+    ) -> Result<Self, CredentialError> {
+        let fetcher = AwsCredentialFetcher::new(config, aws)?.with_observer(observer);
+        Ok(Self::with_fetcher(
+            Arc::new(fetcher),
+            Arc::new(SystemClock),
+            config.db_credentials.refresh_before,
+        ))
+    }
+}
+
 /// Fetches credentials from Redshift / Redshift Serverless with the AWS SDK, acting as the
 /// IAM role of each request.
 pub struct AwsCredentialFetcher {
@@ -65,6 +87,8 @@ pub struct AwsCredentialFetcher {
     /// SDK clients by (target, role), built on first use. A client holds its credentials
     /// provider and connection pool, so it is reused for every call of that pair.
     clients: Mutex<HashMap<(String, Option<String>), ApiClient>>,
+    /// Told of every credential API call (each SDK attempt).
+    observer: Arc<dyn AwsCallObserver>,
 }
 
 impl AwsCredentialFetcher {
@@ -92,7 +116,14 @@ impl AwsCredentialFetcher {
             targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
             aws,
             clients: Mutex::new(HashMap::new()),
+            observer: no_observer(),
         }
+    }
+
+    /// Reports every credential API call (each attempt, retries included) to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn AwsCallObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The resolved target named `name`.
@@ -115,10 +146,10 @@ impl AwsCredentialFetcher {
         let provider: SharedCredentialsProvider = self.aws.provider(role_arn)?;
         let client = match target.api {
             TargetApi::Provisioned { .. } => {
-                ApiClient::Provisioned(provisioned::client(target, provider))
+                ApiClient::Provisioned(provisioned::client(target, provider, &self.observer))
             }
             TargetApi::Serverless { .. } => {
-                ApiClient::Serverless(serverless::client(target, provider))
+                ApiClient::Serverless(serverless::client(target, provider, &self.observer))
             }
         };
         clients.insert(key, client.clone());

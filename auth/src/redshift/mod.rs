@@ -6,16 +6,23 @@
 //!   `GetClusterCredentialsWithIAM` or serverless `GetCredentials` through the AWS SDK.
 //! - [`endpoint`]: region and cluster / workgroup of each `[[target]]`.
 
-mod aws_error;
 pub mod cache;
 pub mod endpoint;
+
+pub use cache::{CacheStats, FetchDbCredential, RedshiftCredentials};
+pub use endpoint::{ResolvedTarget, ResourceName, TargetApi};
+
+// The AWS SDK calls: everything above builds without them (feature `aws-sdk`).
+#[cfg(feature = "aws-sdk")]
+mod aws_error;
+#[cfg(feature = "aws-sdk")]
 pub mod fetcher;
+#[cfg(feature = "aws-sdk")]
 mod provisioned;
+#[cfg(all(test, feature = "aws-sdk"))]
+mod sdk_tests;
+#[cfg(feature = "aws-sdk")]
 mod serverless;
 
-pub use cache::{CacheStats, RedshiftCredentials};
-pub use endpoint::{ResolvedTarget, ResourceName, TargetApi};
-pub use fetcher::{AwsCredentialFetcher, FetchDbCredential};
-
-#[cfg(test)]
-mod sdk_tests;
+#[cfg(feature = "aws-sdk")]
+pub use fetcher::AwsCredentialFetcher;

@@ -3,11 +3,16 @@
 use super::aws_error::{from_sdk_error, CallFailure};
 use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
 use super::fetcher::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use crate::aws::observe::{code_of, AwsApi, AwsCallObserver, SdkCallInterceptor};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_redshift::config::{BehaviorVersion, Region};
+use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
+use aws_sdk_redshift::operation::get_cluster_credentials_with_iam::GetClusterCredentialsWithIAMError;
 use aws_sdk_redshift::operation::RequestId;
 use aws_sdk_redshift::Client;
+use aws_smithy_runtime_api::client::interceptors::context::Error;
+use std::sync::Arc;
 use std::time::Instant;
 
 const GET_CLUSTER_CREDENTIALS: &str = "GetClusterCredentials";
@@ -15,17 +20,32 @@ const GET_CLUSTER_CREDENTIALS_WITH_IAM: &str = "GetClusterCredentialsWithIAM";
 
 /// An SDK client for `target` signing with `provider`. The SDK signs (SigV4), retries and
 /// times out on its own.
-pub(crate) fn client(target: &ResolvedTarget, provider: SharedCredentialsProvider) -> Client {
+pub(crate) fn client(
+    target: &ResolvedTarget,
+    provider: SharedCredentialsProvider,
+    observer: &Arc<dyn AwsCallObserver>,
+) -> Client {
+    let api = match target.api {
+        TargetApi::Provisioned { with_iam: true, .. } => AwsApi::GetClusterCredentialsWithIam,
+        _ => AwsApi::GetClusterCredentials,
+    };
     let mut config = aws_sdk_redshift::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(target.region.clone()))
         .timeout_config(timeout_config())
-        .retry_config(retry_config());
+        .retry_config(retry_config())
+        .interceptor(SdkCallInterceptor::new(api, observer.clone(), error_code));
     config.set_credentials_provider(Some(provider));
     if let Some(url) = &target.aws_endpoint_url {
         config = config.endpoint_url(url);
     }
     Client::from_conf(config.build())
+}
+
+/// The AWS error code of a failed provisioned credential call.
+fn error_code(error: &Error) -> Option<String> {
+    code_of::<GetClusterCredentialsError>(error)
+        .or_else(|| code_of::<GetClusterCredentialsWithIAMError>(error))
 }
 
 /// One credential call for `request` against the provisioned `target`.

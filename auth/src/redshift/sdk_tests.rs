@@ -2,8 +2,8 @@
 //! responses become credentials and how failures are classified.
 
 use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
-use super::fetcher::{AwsCredentialFetcher, FetchDbCredential};
-use crate::aws::AwsCredentialsForRole;
+use super::{AwsCredentialFetcher, FetchDbCredential};
+use crate::aws::{AwsApi, AwsCallObserver, AwsCallOutcome, AwsCredentialsForRole};
 use crate::db_credentials::{CredentialError, DbCredentialRequest};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
@@ -570,4 +570,77 @@ async fn unknown_target_is_invalid() {
     let fetcher = AwsCredentialFetcher::with_targets([], Arc::new(StaticAws::default()));
     let err = fetcher.fetch(&request(&[])).await.expect_err("unknown");
     assert!(matches!(err, CredentialError::Invalid(_)), "{err}");
+}
+
+/// The AWS calls an observer was told of.
+#[derive(Default)]
+struct Seen(Mutex<Vec<(AwsApi, AwsCallOutcome)>>);
+
+impl AwsCallObserver for Seen {
+    fn aws_call(&self, api: AwsApi, outcome: AwsCallOutcome, _elapsed: Duration) {
+        self.0.lock().unwrap().push((api, outcome));
+    }
+}
+
+#[tokio::test]
+async fn each_sdk_attempt_is_reported_with_its_api_and_outcome() {
+    // Redshift's query protocol throttles with HTTP 400: only the error code says so.
+    let endpoint = CannedEndpoint::start(
+        400,
+        &[("x-amzn-RequestId", "rid-429")],
+        &redshift_error_xml("Throttling", "Rate exceeded"),
+    )
+    .await;
+    let target = provisioned(
+        &endpoint.url,
+        ResourceName::Identifier("c1".into()),
+        false,
+        false,
+    );
+    let seen = Arc::new(Seen::default());
+    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()))
+        .with_observer(seen.clone());
+    fetcher.fetch(&request(&[])).await.expect_err("throttled");
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![(AwsApi::GetClusterCredentials, AwsCallOutcome::Throttled); 3],
+        "one report per attempt: {:?}",
+        endpoint.requests()
+    );
+
+    let endpoint = CannedEndpoint::start(
+        200,
+        &[("x-amzn-RequestId", "rid-2")],
+        &cluster_credentials_xml("GetClusterCredentialsWithIAM", "IAMR:bi"),
+    )
+    .await;
+    let target = provisioned(
+        &endpoint.url,
+        ResourceName::Identifier("c1".into()),
+        true,
+        false,
+    );
+    let seen = Arc::new(Seen::default());
+    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()))
+        .with_observer(seen.clone());
+    fetcher.fetch(&request(&[])).await.expect("credential");
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![(
+            AwsApi::GetClusterCredentialsWithIam,
+            AwsCallOutcome::Success
+        )]
+    );
+}
+
+#[tokio::test]
+async fn calls_abandoned_before_sending_are_not_reported() {
+    let endpoint = CannedEndpoint::start(200, &[], "").await;
+    let target = serverless(&endpoint.url, ResourceName::Identifier("wg".into()));
+    let seen = Arc::new(Seen::default());
+    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(RefusingAws))
+        .with_observer(seen.clone());
+    fetcher.fetch(&request(&[])).await.expect_err("refused");
+    assert!(endpoint.requests().is_empty());
+    assert!(seen.0.lock().unwrap().is_empty(), "{:?}", seen.0);
 }

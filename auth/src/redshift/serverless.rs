@@ -3,22 +3,34 @@
 use super::aws_error::{from_sdk_error, CallFailure};
 use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
 use super::fetcher::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use crate::aws::observe::{code_of, AwsApi, AwsCallObserver, SdkCallInterceptor};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_redshiftserverless::config::{BehaviorVersion, Region};
+use aws_sdk_redshiftserverless::operation::get_credentials::GetCredentialsError;
 use aws_sdk_redshiftserverless::operation::RequestId;
 use aws_sdk_redshiftserverless::Client;
+use std::sync::Arc;
 use std::time::Instant;
 
 const GET_CREDENTIALS: &str = "GetCredentials";
 
 /// An SDK client for `target` signing with `provider`.
-pub(crate) fn client(target: &ResolvedTarget, provider: SharedCredentialsProvider) -> Client {
+pub(crate) fn client(
+    target: &ResolvedTarget,
+    provider: SharedCredentialsProvider,
+    observer: &Arc<dyn AwsCallObserver>,
+) -> Client {
     let mut config = aws_sdk_redshiftserverless::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(target.region.clone()))
         .timeout_config(timeout_config())
-        .retry_config(retry_config());
+        .retry_config(retry_config())
+        .interceptor(SdkCallInterceptor::new(
+            AwsApi::GetCredentials,
+            observer.clone(),
+            code_of::<GetCredentialsError>,
+        ));
     config.set_credentials_provider(Some(provider));
     if let Some(url) = &target.aws_endpoint_url {
         config = config.endpoint_url(url);

@@ -1,5 +1,6 @@
 //! [`UpstreamEndpoint`]: everything needed to reach one `[[target]]`, built once at startup.
 
+use super::scram::SaltedPasswordCache;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::RootCertStore;
@@ -20,6 +21,9 @@ pub struct UpstreamEndpoint {
     pub login_timeout: Duration,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// SCRAM salted passwords of the credentials used with this upstream (shared by
+    /// clones; a reload builds a new endpoint and starts empty).
+    pub(crate) scram_cache: Arc<SaltedPasswordCache>,
 }
 
 impl std::fmt::Debug for UpstreamEndpoint {
@@ -108,6 +112,7 @@ impl UpstreamEndpoint {
             login_timeout: target.login_timeout,
             server_name,
             tls: Arc::new(tls),
+            scram_cache: Arc::default(),
         })
     }
 }

@@ -4,7 +4,8 @@
 use super::auth::{self, AuthMethod};
 use super::endpoint::UpstreamEndpoint;
 use super::error::{Phase, UpstreamError};
-use super::transport;
+use super::scram::{self, ChannelBinding, SaltedPasswordCache, ScramClient, ScramError};
+use super::transport::{self, UpstreamStream};
 use crate::net::framing::{encode_into, read_message, Message};
 use crate::net::messages::authentication_request::AuthenticationRequest;
 use crate::net::messages::backend_key_data::BackendKeyData;
@@ -12,11 +13,9 @@ use crate::net::messages::upstream_password as answer;
 use crate::net::messages::upstream_startup::startup_message;
 use crate::net::messages::ErrorResponse;
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use zeroize::Zeroizing;
 
 /// The upstream's cancel key (pid and secret key; `Debug` redacts the key).
 pub type BackendKey = BackendKeyData;
@@ -41,7 +40,7 @@ pub struct LoginRequest<'a> {
 
 /// A logged-in upstream connection, ready for queries.
 pub struct UpstreamSession {
-    pub stream: TlsStream<TcpStream>,
+    pub stream: UpstreamStream,
     /// The upstream's BackendKeyData, if it sent one.
     pub backend_key: Option<BackendKey>,
     /// Every message the server sent after AuthenticationOk up to and including
@@ -90,7 +89,7 @@ pub async fn connect_and_login(
             .and_then(|chain| chain.first())
             .map(|c| c.to_vec());
         write_flush(&mut stream, &startup).await?;
-        let auth_method = authenticate(&mut stream, req, leaf.as_deref()).await?;
+        let auth_method = authenticate(&mut stream, req, leaf.as_deref(), &ep.scram_cache).await?;
         let (backend_key, after_auth) = read_until_ready(&mut stream).await?;
         tracing::debug!(
             host = %ep.host,
@@ -154,9 +153,9 @@ enum AuthState {
     /// A password answer was sent; only AuthenticationOk (or an error) may follow.
     AwaitOk(AuthMethod),
     /// SASLInitialResponse sent; waiting for the server-first-message.
-    ScramContinue(Box<ScramSha256>, AuthMethod),
+    ScramContinue(Box<ScramClient>, AuthMethod),
     /// SASLResponse sent; waiting for the server-final-message.
-    ScramFinal(Box<ScramSha256>, AuthMethod),
+    ScramFinal(Box<scram::ClientFinal>, AuthMethod),
 }
 
 /// Runs the authentication exchange up to AuthenticationOk and returns the method used.
@@ -164,6 +163,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     req: &LoginRequest<'_>,
     server_leaf_cert: Option<&[u8]>,
+    scram_cache: &SaltedPasswordCache,
 ) -> Result<AuthMethod, UpstreamError> {
     let password = req.password.expose_secret().as_bytes();
     let mut state = AuthState::Start;
@@ -227,8 +227,8 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
             (AuthState::Start, AuthenticationRequest::Sasl { mechanisms }) => {
                 let (mechanism, method, binding) = choose_sasl(&mechanisms, server_leaf_cert)?;
-                let scram = ScramSha256::new(password, binding);
-                answer::sasl_initial_response(mechanism, scram.message(), &mut out)
+                let scram = ScramClient::new(password, binding);
+                answer::sasl_initial_response(mechanism, scram.client_first().as_bytes(), &mut out)
                     .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
                 AuthState::ScramContinue(Box::new(scram), method)
             }
@@ -236,20 +236,17 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 AuthState::ScramContinue(scram, method),
                 AuthenticationRequest::SaslContinue { data },
             ) => {
-                let scram = scram_update(scram, data.to_vec()).await?;
-                answer::sasl_response(scram.message(), &mut out);
-                AuthState::ScramFinal(scram, method)
+                let first = scram.server_first(data).map_err(scram_failure)?;
+                let salted = salted_password(scram_cache, &scram, &first).await?;
+                let last = scram.client_final(&first, &salted);
+                answer::sasl_response(last.message.as_bytes(), &mut out);
+                AuthState::ScramFinal(Box::new(last), method)
             }
-            (
-                AuthState::ScramFinal(mut scram, method),
-                AuthenticationRequest::SaslFinal { data },
-            ) => {
+            (AuthState::ScramFinal(last, method), AuthenticationRequest::SaslFinal { data }) => {
                 // The server proves it knows the password (or its verifier). Without this
                 // check a man in the middle holding a valid certificate could complete the
                 // login by itself.
-                scram.finish(data).map_err(|e| UpstreamError::Scram {
-                    detail: format!("server-final-message rejected: {e}"),
-                })?;
+                last.verify(data).map_err(scram_failure)?;
                 AuthState::AwaitOk(method)
             }
             (_, AuthenticationRequest::Unsupported { code }) => {
@@ -280,7 +277,7 @@ fn choose_sasl(
             return Ok((
                 "SCRAM-SHA-256-PLUS",
                 AuthMethod::ScramSha256Plus,
-                ChannelBinding::tls_server_end_point(hash),
+                ChannelBinding::TlsServerEndPoint(hash),
             ));
         }
     }
@@ -288,9 +285,9 @@ fn choose_sasl(
         // gs2 header "y" tells the server we could bind but it did not offer to, so a
         // stripped PLUS offer is detected; "n" is honest when we cannot bind this cert.
         let binding = if plus_offered {
-            ChannelBinding::unsupported()
+            ChannelBinding::Unsupported
         } else {
-            ChannelBinding::unrequested()
+            ChannelBinding::NotOffered
         };
         return Ok(("SCRAM-SHA-256", AuthMethod::ScramSha256, binding));
     }
@@ -298,19 +295,33 @@ fn choose_sasl(
     Err(UpstreamError::NoSaslMechanism { offered })
 }
 
-/// Runs the PBKDF2 step (up to 100 000 iterations) off the async workers.
-async fn scram_update(
-    mut scram: Box<ScramSha256>,
-    server_first: Vec<u8>,
-) -> Result<Box<ScramSha256>, UpstreamError> {
-    tokio::task::spawn_blocking(move || scram.update(&server_first).map(|()| scram))
+fn scram_failure(e: ScramError) -> UpstreamError {
+    UpstreamError::Scram {
+        detail: e.to_string(),
+    }
+}
+
+/// The salted password for this exchange: from the endpoint's cache when this credential
+/// already logged in with this salt, else PBKDF2 (up to 100,000 rounds) off the async
+/// workers, then cached.
+async fn salted_password(
+    cache: &SaltedPasswordCache,
+    scram: &ScramClient,
+    first: &scram::ServerFirst,
+) -> Result<Zeroizing<[u8; 32]>, UpstreamError> {
+    let key = cache.key(scram.password(), &first.salt, first.iterations);
+    if let Some(salted) = cache.get(&key) {
+        return Ok(salted);
+    }
+    let password = Zeroizing::new(scram.password().to_vec());
+    let (salt, iterations) = (first.salt.clone(), first.iterations);
+    let salted = tokio::task::spawn_blocking(move || scram::hi(&password, &salt, iterations))
         .await
         .map_err(|e| UpstreamError::Scram {
             detail: format!("SCRAM task failed: {e}"),
-        })?
-        .map_err(|e| UpstreamError::Scram {
-            detail: format!("server-first-message rejected: {e}"),
-        })
+        })?;
+    cache.insert(key, &salted);
+    Ok(salted)
 }
 
 /// After AuthenticationOk: collects messages up to ReadyForQuery, taking out BackendKeyData.

@@ -9,6 +9,7 @@ mod cancel;
 mod endpoint;
 mod error;
 mod login;
+mod scram;
 mod transport;
 
 #[cfg(test)]
@@ -21,3 +22,4 @@ pub use error::{Phase, TlsFailure, UpstreamError};
 pub use login::{
     connect_and_login, BackendKey, LoginRequest, UpstreamSession, MAX_AFTER_AUTH, MAX_LOGIN_MESSAGE,
 };
+pub use transport::UpstreamStream;

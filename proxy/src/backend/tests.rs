@@ -553,6 +553,35 @@ async fn a_wrong_scram_server_signature_fails_the_login() {
 }
 
 #[tokio::test]
+async fn a_second_scram_login_with_the_same_credential_skips_pbkdf2() {
+    let pki = pki_for(&["localhost"]);
+    let cfg = pki.server.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The same salt on every login, as PostgreSQL and Redshift keep one per password.
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = accept_tls(tcp, cfg.clone()).await;
+            read_startup(&mut s).await;
+            scram_server(&mut s, &["SCRAM-SHA-256"], false).await;
+            let _ = s.read_u8().await;
+        }
+    });
+    let ep = endpoint(&pki, port);
+    let pw = password();
+    for _ in 0..2 {
+        let session = connect_and_login(&ep, &request(&pw, &[])).await.unwrap();
+        assert_eq!(session.auth_method, AuthMethod::ScramSha256);
+    }
+    // The first login derived the salted password, the second (its proof still checked
+    // by the server, the server's signature still checked by us) took it from the cache.
+    assert_eq!(ep.scram_cache.stats(), (1, 1));
+    assert_eq!(ep.scram_cache.len(), 1);
+    server.await.unwrap();
+}
+
+#[tokio::test]
 async fn authentication_ok_without_the_scram_final_message_is_refused() {
     let pki = pki_for(&["localhost"]);
     let cfg = pki.server.clone();

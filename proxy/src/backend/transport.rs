@@ -2,11 +2,16 @@
 
 use super::endpoint::UpstreamEndpoint;
 use super::error::{Phase, TlsFailure, UpstreamError};
+use crate::net::buffered::ReadBuffered;
 use crate::net::messages::upstream_startup::ssl_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+/// The upstream connection once TLS is up. The read buffer under TLS saves most of the
+/// `recvfrom` calls rustls would otherwise make (see [`ReadBuffered`]).
+pub type UpstreamStream = TlsStream<ReadBuffered<TcpStream>>;
 
 /// Connects to `dial_host:dial_port` within `connect_timeout`, with TCP_NODELAY on (login
 /// is a ping-pong of small messages; Nagle would add round trips).
@@ -33,7 +38,7 @@ pub(crate) async fn dial(ep: &UpstreamEndpoint) -> Result<TcpStream, UpstreamErr
 pub(crate) async fn start_tls(
     ep: &UpstreamEndpoint,
     mut tcp: TcpStream,
-) -> Result<TlsStream<TcpStream>, UpstreamError> {
+) -> Result<UpstreamStream, UpstreamError> {
     let phase = Phase::Tls;
     tcp.write_all(&ssl_request())
         .await
@@ -58,8 +63,9 @@ pub(crate) async fn start_tls(
     }
     ensure_nothing_buffered(&tcp)?;
     let connector = TlsConnector::from(ep.tls.clone());
+    // Buffered only from here on: everything the server sends now is TLS.
     connector
-        .connect(ep.server_name.clone(), tcp)
+        .connect(ep.server_name.clone(), ReadBuffered::new(tcp))
         .await
         .map_err(|source| UpstreamError::Tls {
             host: ep.host.clone(),

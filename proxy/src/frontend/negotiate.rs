@@ -1,6 +1,13 @@
 //! The pre-authentication state machine: from TCP accept to a complete StartupMessage
 //! inside TLS with a verified client certificate (or to a CancelRequest).
 //!
+//! That is the default, `client_auth = "certificate"`. On `password` listeners no client
+//! certificate is requested and the startup message is followed by a SCRAM-SHA-256
+//! exchange ([`crate::frontend::password`]); on `trust` listeners the client is the
+//! configured local user. Either may accept a plaintext StartupMessage (`allow_plaintext`,
+//! loopback only; Unix sockets, which never carry TLS): SSLRequest is then answered `N`
+//! when the listener has no certificate.
+//!
 //! ```text
 //! plaintext ──GSSENCRequest──▶ 'N' (once) ──▶ plaintext
 //!     │  ├──CancelRequest──▶ Cancel (no reply)
@@ -19,21 +26,31 @@
 //! the listener's login timeout.
 
 use crate::frontend::params::{classify, ClientStartup, StartupRefusal};
+use crate::frontend::password::{authenticate, PasswordAuthError};
 use crate::frontend::tls::{ClientCertError, ClientTls, ALPN_POSTGRESQL};
+use crate::frontend::transport::{ClientSocket, SessionStream};
+use crate::net::buffered::ReadBuffered;
 use crate::net::messages::negotiate_protocol_version::NegotiateProtocolVersion;
 use crate::net::messages::startup::{
     read_startup_packet, CancelRequest, StartupError, StartupMessage, StartupPacket, PROTOCOL_MAJOR,
 };
 use crate::net::messages::ErrorResponse;
 use proxy_auth::identity::{ClientIdentity, IdentityError};
+use proxy_auth::principal::{ClientPrincipal, LocalAuthMethod, LocalUser};
+use proxy_auth::scram::LocalUsers;
+use proxy_config::ClientAuthMode;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
+
+/// The client connection once TLS is up, with a read buffer under TLS (see
+/// [`ReadBuffered`]).
+pub type ClientStream = TlsStream<ReadBuffered<TcpStream>>;
 
 /// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17
 /// `sslnegotiation=direct`). A StartupMessage length never starts with it (max 10000).
@@ -56,22 +73,68 @@ const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// What the client side needs from a listener's configuration.
 #[derive(Debug, Clone)]
 pub struct FrontendSettings {
-    pub tls: Arc<ClientTls>,
+    /// `None`: the listener has no certificate and answers SSLRequest with `N` (only
+    /// `password`/`trust` listeners that accept plaintext, and Unix sockets).
+    pub tls: Option<Arc<ClientTls>>,
     /// Time from TCP accept to a complete StartupMessage.
     pub login_timeout: Duration,
     /// Forward the client's `options` startup parameter.
     pub allow_options: bool,
+    /// How clients authenticate.
+    pub auth: ClientAuth,
+    /// Accept a StartupMessage outside TLS.
+    pub accepts_plaintext: bool,
+}
+
+/// How a listener's clients authenticate (`client_auth`).
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// A client certificate verified against the listener's CAs.
+    Certificate,
+    /// SCRAM-SHA-256 against these local users.
+    Password(Arc<LocalUsers>),
+    /// Every client is this local user.
+    Trust(String),
+}
+
+impl ClientAuth {
+    pub fn from_listener(listener: &proxy_config::ListenerConfig) -> ClientAuth {
+        match listener.client_auth {
+            ClientAuthMode::Certificate => ClientAuth::Certificate,
+            ClientAuthMode::Password => {
+                ClientAuth::Password(Arc::new(LocalUsers::from_listener(listener)))
+            }
+            ClientAuthMode::Trust => {
+                ClientAuth::Trust(listener.trust_user.clone().unwrap_or_default())
+            }
+        }
+    }
+
+    /// `certificate`, `password` or `trust`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClientAuth::Certificate => "certificate",
+            ClientAuth::Password(_) => "password",
+            ClientAuth::Trust(_) => "trust",
+        }
+    }
 }
 
 impl FrontendSettings {
-    /// Loads the listener's TLS files and takes its login settings.
+    /// Loads the listener's TLS files (when it has any) and takes its login settings.
     pub fn from_listener(
         listener: &proxy_config::ListenerConfig,
     ) -> Result<FrontendSettings, crate::frontend::tls::TlsSetupError> {
+        let tls = match listener.tls_cert {
+            Some(_) => Some(Arc::new(ClientTls::from_config(listener)?)),
+            None => None,
+        };
         Ok(FrontendSettings {
-            tls: Arc::new(ClientTls::from_config(listener)?),
+            tls,
             login_timeout: listener.login_timeout,
             allow_options: listener.allow_options,
+            auth: ClientAuth::from_listener(listener),
+            accepts_plaintext: listener.accepts_plaintext(),
         })
     }
 }
@@ -114,22 +177,39 @@ impl From<CancelRequest> for CancelTarget {
 
 /// An authenticated client, ready for policy, credentials and the upstream login.
 pub struct ClientSession {
-    pub stream: TlsStream<TcpStream>,
-    pub identity: ClientIdentity,
+    pub stream: SessionStream,
+    /// Who the client is: its certificate identity, or a local user.
+    pub principal: ClientPrincipal,
     pub startup: ClientStartup,
+    /// `None` for a plaintext connection.
+    pub tls: Option<ClientTlsInfo>,
+    /// The server name (SNI) the client asked for, lowercase; `None` when it sent none.
+    pub server_name: Option<String>,
+}
+
+/// The TLS session a client negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsInfo {
     /// e.g. `TLSv1.3`
-    pub tls_version: String,
+    pub version: String,
     /// e.g. `TLS13_AES_256_GCM_SHA384`
-    pub tls_cipher: String,
+    pub cipher: String,
+}
+
+impl ClientSession {
+    /// The client certificate's identity (`client_auth = "certificate"`).
+    pub fn identity(&self) -> Option<&ClientIdentity> {
+        self.principal.certificate()
+    }
 }
 
 impl std::fmt::Debug for ClientSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientSession")
-            .field("identity", &self.identity)
+            .field("principal", &self.principal)
             .field("startup", &self.startup)
-            .field("tls_version", &self.tls_version)
-            .field("tls_cipher", &self.tls_cipher)
+            .field("tls", &self.tls)
+            .field("server_name", &self.server_name)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +241,17 @@ pub enum FrontendErrorKind {
     Identity(#[from] IdentityError),
     #[error("{0}")]
     Refused(#[from] StartupRefusal),
+    /// A plaintext StartupMessage on a `password`/`trust` listener that requires TLS.
+    #[error("client sent a plaintext startup message; TLS is required")]
+    PlaintextNotAllowed,
+    /// A direct TLS handshake on a listener that has no certificate.
+    #[error("client started TLS directly, but this listener has no TLS certificate")]
+    TlsNotConfigured,
+    #[error("password authentication of user {user:?} failed: {error}")]
+    Password {
+        user: String,
+        error: PasswordAuthError,
+    },
 }
 
 impl FrontendErrorKind {
@@ -176,7 +267,20 @@ impl FrontendErrorKind {
         const PROTOCOL: &str = "08P01";
         const AUTH: &str = "28000";
         let (code, e) = match self {
-            K::Disconnected | K::Io(_) | K::TlsHandshake(_) => return None,
+            K::Disconnected | K::Io(_) | K::TlsHandshake(_) | K::TlsNotConfigured => return None,
+            K::Password { user, error } => {
+                let (code, message, detail) = error.client_error(user)?;
+                let mut response = ErrorResponse::fatal(code, message);
+                if let Some(detail) = detail {
+                    response = response.with_detail(detail);
+                }
+                return Some((code, response));
+            }
+            K::PlaintextNotAllowed => (
+                AUTH,
+                ErrorResponse::fatal(AUTH, "this proxy requires TLS")
+                    .with_hint("Connect with sslmode=require (or verify-ca / verify-full)."),
+            ),
             // A malformed cancel gets no reply, like any cancel.
             K::Startup(StartupError::BadCancelRequest { .. }) => return None,
             K::LoginTimeout => (
@@ -242,6 +346,39 @@ pub struct FrontendError {
     pub kind: FrontendErrorKind,
     /// An ErrorResponse describing `kind` was written to the client.
     pub client_notified: bool,
+    /// What was known of the client when it was refused inside TLS (for the audit).
+    pub peer: Option<Box<RefusedPeer>>,
+}
+
+/// A client refused after its TLS handshake: its TLS session and the certificate it
+/// presented, parsed whether or not it was accepted (an expired, revoked or foreign
+/// certificate still names who tried). The client proved it holds the certificate's key
+/// during the handshake; the rest of its content is only as trustworthy as the refusal
+/// reason says.
+#[derive(Debug, Clone)]
+pub struct RefusedPeer {
+    pub tls_version: String,
+    pub tls_cipher: String,
+    /// `None` when no certificate was presented or its leaf could not be parsed.
+    pub certificate: Option<ClientIdentity>,
+    /// The server name (SNI) the client asked for.
+    pub server_name: Option<String>,
+}
+
+impl RefusedPeer {
+    fn of(connection: &rustls::ServerConnection) -> Self {
+        let (tls_version, tls_cipher) = crate::net::tls_names(connection);
+        let certificate = connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| ClientIdentity::from_der(leaf).ok());
+        RefusedPeer {
+            tls_version,
+            tls_cipher,
+            certificate,
+            server_name: connection.server_name().map(str::to_owned),
+        }
+    }
 }
 
 impl FrontendError {
@@ -257,16 +394,17 @@ impl FrontendError {
         FrontendError {
             kind,
             client_notified: false,
+            peer: None,
         }
     }
 }
 
 /// Runs the pre-authentication phase on a freshly accepted socket.
 pub async fn negotiate(
-    tcp: TcpStream,
+    socket: impl Into<ClientSocket>,
     settings: &FrontendSettings,
 ) -> Result<Negotiated, FrontendError> {
-    negotiate_gated(tcp, settings, None).await
+    negotiate_gated(socket, settings, None).await
 }
 
 /// [`negotiate`], with the TLS handshake run only while holding a permit of `handshakes`.
@@ -276,17 +414,38 @@ pub async fn negotiate(
 /// (slowloris) wait out their login timeout without holding one; waiting for a permit
 /// counts against the login timeout.
 pub async fn negotiate_gated(
-    tcp: TcpStream,
+    socket: impl Into<ClientSocket>,
     settings: &FrontendSettings,
     handshakes: Option<&tokio::sync::Semaphore>,
 ) -> Result<Negotiated, FrontendError> {
     let deadline = Instant::now() + settings.login_timeout;
-    let mut tcp = tcp;
+    let mut tcp = match socket.into() {
+        ClientSocket::Tcp(tcp) => tcp,
+        ClientSocket::Unix(unix) => return negotiate_unix(unix, settings, deadline).await,
+    };
 
-    let direct = match plaintext_phase(&mut tcp, deadline).await {
-        Ok(PlainOutcome::Cancel(c)) => return Ok(Negotiated::Cancel(c)),
-        Ok(PlainOutcome::StartTls { direct }) => direct,
+    let direct = match direct_tls(&tcp, settings, deadline).await {
+        Ok(true) => true,
+        Ok(false) => match plaintext_phase(&mut tcp, settings, deadline).await {
+            Ok(PlainOutcome::Cancel(c)) => return Ok(Negotiated::Cancel(c)),
+            Ok(PlainOutcome::StartTls) => false,
+            Ok(PlainOutcome::Startup(msg)) => {
+                return match startup_phase(&mut tcp, settings, &msg, None, deadline).await {
+                    Ok((principal, startup)) => Ok(plaintext_session(
+                        SessionStream::Tcp(tcp),
+                        principal,
+                        startup,
+                    )),
+                    Err(kind) => Err(fail(&mut tcp, kind).await),
+                }
+            }
+            Err(kind) => return Err(fail(&mut tcp, kind).await),
+        },
         Err(kind) => return Err(fail(&mut tcp, kind).await),
+    };
+    let Some(tls_settings) = &settings.tls else {
+        // `direct_tls` and `plaintext_phase` only start TLS on listeners that have it.
+        return Err(FrontendError::silent(FrontendErrorKind::TlsNotConfigured));
     };
 
     let permit = match handshakes {
@@ -297,7 +456,9 @@ pub async fn negotiate_gated(
         None => None,
     };
     // During the handshake there is no channel the client could read an error from.
-    let mut tls = match timeout_at(deadline, settings.tls.acceptor().accept(tcp)).await {
+    // Buffered only from here on: everything the client sends now is TLS.
+    let accept = tls_settings.acceptor().accept(ReadBuffered::new(tcp));
+    let mut tls = match timeout_at(deadline, accept).await {
         Err(_) => return Err(FrontendError::silent(FrontendErrorKind::LoginTimeout)),
         Ok(Err(e)) => return Err(FrontendError::silent(FrontendErrorKind::TlsHandshake(e))),
         Ok(Ok(tls)) => tls,
@@ -306,40 +467,128 @@ pub async fn negotiate_gated(
 
     match tls_phase(&mut tls, settings, deadline, direct).await {
         Ok(TlsOutcome::Cancel(c)) => Ok(Negotiated::Cancel(c)),
-        Ok(TlsOutcome::Session { identity, startup }) => {
-            let (tls_version, tls_cipher) = crate::net::tls_names(tls.get_ref().1);
+        Ok(TlsOutcome::Session { principal, startup }) => {
+            let (version, cipher) = crate::net::tls_names(tls.get_ref().1);
+            let server_name = tls.get_ref().1.server_name().map(str::to_owned);
             Ok(Negotiated::Session(Box::new(ClientSession {
-                stream: tls,
-                identity,
+                stream: SessionStream::Tls(Box::new(tls)),
+                principal,
                 startup,
-                tls_version,
-                tls_cipher,
+                tls: Some(ClientTlsInfo { version, cipher }),
+                server_name,
             })))
         }
-        Err(kind) => Err(fail(&mut tls, kind).await),
+        Err(kind) => {
+            let peer = RefusedPeer::of(tls.get_ref().1);
+            let mut error = fail(&mut tls, kind).await;
+            error.peer = Some(Box::new(peer));
+            Err(error)
+        }
+    }
+}
+
+/// A Unix-socket client: never TLS (libpq does not use it over Unix sockets).
+async fn negotiate_unix(
+    mut unix: UnixStream,
+    settings: &FrontendSettings,
+    deadline: Instant,
+) -> Result<Negotiated, FrontendError> {
+    match plaintext_phase(&mut unix, settings, deadline).await {
+        Ok(PlainOutcome::Cancel(c)) => Ok(Negotiated::Cancel(c)),
+        Ok(PlainOutcome::Startup(msg)) => {
+            match startup_phase(&mut unix, settings, &msg, None, deadline).await {
+                Ok((principal, startup)) => Ok(plaintext_session(
+                    SessionStream::Unix(unix),
+                    principal,
+                    startup,
+                )),
+                Err(kind) => Err(fail(&mut unix, kind).await),
+            }
+        }
+        // A Unix-socket listener has no TLS, so its SSLRequests were answered `N`.
+        Ok(PlainOutcome::StartTls) => {
+            Err(FrontendError::silent(FrontendErrorKind::TlsNotConfigured))
+        }
+        Err(kind) => Err(fail(&mut unix, kind).await),
+    }
+}
+
+fn plaintext_session(
+    stream: SessionStream,
+    principal: ClientPrincipal,
+    startup: ClientStartup,
+) -> Negotiated {
+    Negotiated::Session(Box::new(ClientSession {
+        stream,
+        principal,
+        startup,
+        tls: None,
+        server_name: None,
+    }))
+}
+
+/// Whether the client starts with a TLS handshake right away (PostgreSQL 17
+/// `sslnegotiation=direct`), which only a listener with a certificate can answer.
+async fn direct_tls(
+    tcp: &TcpStream,
+    settings: &FrontendSettings,
+    deadline: Instant,
+) -> Result<bool, FrontendErrorKind> {
+    let mut first = [0u8; 1];
+    if within(deadline, tcp.peek(&mut first)).await? == 0 {
+        return Err(FrontendErrorKind::Disconnected);
+    }
+    match (first[0] == TLS_HANDSHAKE_RECORD, settings.tls.is_some()) {
+        (true, true) => Ok(true),
+        // The client waits for a ServerHello and could not read an ErrorResponse.
+        (true, false) => Err(FrontendErrorKind::TlsNotConfigured),
+        (false, _) => Ok(false),
     }
 }
 
 enum PlainOutcome {
     Cancel(CancelTarget),
-    StartTls { direct: bool },
+    /// `S` was sent: the TLS handshake comes next.
+    StartTls,
+    /// A StartupMessage outside TLS, on a listener that accepts one.
+    Startup(StartupMessage),
 }
 
-async fn plaintext_phase(
-    tcp: &mut TcpStream,
+/// Sockets whose unread bytes can be probed without blocking.
+trait TryRead {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl TryRead for TcpStream {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+}
+
+impl TryRead for UnixStream {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        UnixStream::try_read(self, buf)
+    }
+}
+
+async fn plaintext_phase<S: AsyncRead + AsyncWrite + TryRead + Unpin>(
+    tcp: &mut S,
+    settings: &FrontendSettings,
     deadline: Instant,
 ) -> Result<PlainOutcome, FrontendErrorKind> {
-    let mut first = [0u8; 1];
-    if within(deadline, tcp.peek(&mut first)).await? == 0 {
-        return Err(FrontendErrorKind::Disconnected);
-    }
-    if first[0] == TLS_HANDSHAKE_RECORD {
-        return Ok(PlainOutcome::StartTls { direct: true });
-    }
-
     let mut gss_answered = false;
+    let mut ssl_declined = false;
     loop {
         match read_packet(tcp, deadline).await? {
+            StartupPacket::SslRequest if settings.tls.is_none() => {
+                if ssl_declined {
+                    return Err(FrontendErrorKind::UnexpectedNegotiation(
+                        "duplicate SSL negotiation request",
+                    ));
+                }
+                ssl_declined = true;
+                within(deadline, tcp.write_all(b"N")).await?;
+            }
             StartupPacket::SslRequest => {
                 // Anything after the SSLRequest was sent before our answer, in plaintext,
                 // and would otherwise be taken as coming from inside TLS
@@ -348,7 +597,7 @@ async fn plaintext_phase(
                     return Err(FrontendErrorKind::PipelinedAfterSslRequest);
                 }
                 within(deadline, tcp.write_all(b"S")).await?;
-                return Ok(PlainOutcome::StartTls { direct: false });
+                return Ok(PlainOutcome::StartTls);
             }
             StartupPacket::GssEncRequest => {
                 if gss_answered {
@@ -360,7 +609,15 @@ async fn plaintext_phase(
                 within(deadline, tcp.write_all(b"N")).await?;
             }
             StartupPacket::CancelRequest(c) => return Ok(PlainOutcome::Cancel(c.into())),
-            StartupPacket::Startup(_) => return Err(FrontendErrorKind::TlsRequired),
+            StartupPacket::Startup(msg) if settings.accepts_plaintext => {
+                return Ok(PlainOutcome::Startup(msg))
+            }
+            StartupPacket::Startup(_) => {
+                return Err(match settings.auth {
+                    ClientAuth::Certificate => FrontendErrorKind::TlsRequired,
+                    _ => FrontendErrorKind::PlaintextNotAllowed,
+                })
+            }
         }
     }
 }
@@ -370,13 +627,13 @@ async fn plaintext_phase(
 enum TlsOutcome {
     Cancel(CancelTarget),
     Session {
-        identity: ClientIdentity,
+        principal: ClientPrincipal,
         startup: ClientStartup,
     },
 }
 
 async fn tls_phase(
-    tls: &mut TlsStream<TcpStream>,
+    tls: &mut ClientStream,
     settings: &FrontendSettings,
     deadline: Instant,
     direct: bool,
@@ -399,14 +656,33 @@ async fn tls_phase(
         StartupPacket::Startup(msg) => msg,
     };
 
-    let chain = tls.get_ref().1.peer_certificates();
-    settings.tls.verify_peer(chain)?;
-    let leaf = chain
-        .and_then(|c| c.first())
-        .ok_or(ClientCertError::Missing)?;
-    let identity = ClientIdentity::from_der(leaf)?;
+    let certificate = match (&settings.auth, &settings.tls) {
+        (ClientAuth::Certificate, Some(client_tls)) => {
+            let chain = tls.get_ref().1.peer_certificates();
+            client_tls.verify_peer(chain)?;
+            let leaf = chain
+                .and_then(|c| c.first())
+                .ok_or(ClientCertError::Missing)?;
+            Some(ClientIdentity::from_der(leaf)?)
+        }
+        // `password` listeners request no certificate; `trust` ignores any.
+        _ => None,
+    };
+    let (principal, startup) = startup_phase(tls, settings, &msg, certificate, deadline).await?;
+    Ok(TlsOutcome::Session { principal, startup })
+}
 
-    let classified = classify(&msg, settings.allow_options)?;
+/// After the StartupMessage, wherever it arrived: checks its parameters, negotiates the
+/// protocol version, and authenticates the client per `client_auth` (`certificate`: the
+/// identity verified by the caller; `password`: SCRAM; `trust`: the listener's user).
+async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    settings: &FrontendSettings,
+    msg: &StartupMessage,
+    certificate: Option<ClientIdentity>,
+    deadline: Instant,
+) -> Result<(ClientPrincipal, ClientStartup), FrontendErrorKind> {
+    let classified = classify(msg, settings.allow_options)?;
 
     // Newer minors (3.2, greased 3.9999) continue at 3.0. Protocol options alone at 3.0 are
     // dropped silently: the Redshift JDBC driver sends `_pq_.compression` at 3.0 and fails
@@ -417,16 +693,32 @@ async fn tls_phase(
             unsupported_options: classified.protocol_options.clone(),
         };
         within(deadline, async {
-            tls.write_all(&v.encode()).await?;
-            tls.flush().await
+            stream.write_all(&v.encode()).await?;
+            stream.flush().await
         })
         .await?;
     }
 
-    Ok(TlsOutcome::Session {
-        identity,
-        startup: classified.startup,
-    })
+    let principal = match (&settings.auth, certificate) {
+        (ClientAuth::Certificate, Some(identity)) => ClientPrincipal::Certificate(identity),
+        // Certificate listeners always have TLS and verify before getting here.
+        (ClientAuth::Certificate, None) => return Err(ClientCertError::Missing.into()),
+        (ClientAuth::Password(users), _) => {
+            let user = &classified.startup.user;
+            let local = authenticate(stream, users, user, deadline)
+                .await
+                .map_err(|error| FrontendErrorKind::Password {
+                    user: user.clone(),
+                    error,
+                })?;
+            ClientPrincipal::LocalUser(local)
+        }
+        (ClientAuth::Trust(name), _) => ClientPrincipal::LocalUser(LocalUser {
+            name: name.clone(),
+            method: LocalAuthMethod::Trust,
+        }),
+    };
+    Ok((principal, classified.startup))
 }
 
 async fn read_packet<R: AsyncRead + Unpin>(
@@ -440,7 +732,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
 }
 
 /// Whether the client already sent bytes we have not read (non-blocking).
-fn bytes_already_sent(tcp: &TcpStream) -> Result<bool, FrontendErrorKind> {
+fn bytes_already_sent<S: TryRead>(tcp: &S) -> Result<bool, FrontendErrorKind> {
     // The packet reader has no buffer of its own, so the kernel's socket buffer is the
     // only place pipelined bytes can be. The previous read left the socket marked
     // readable, so `try_read` really asks the kernel.
@@ -489,6 +781,7 @@ async fn fail<S: AsyncRead + AsyncWrite + Unpin>(
     FrontendError {
         kind,
         client_notified: sent,
+        peer: None,
     }
 }
 
@@ -574,7 +867,7 @@ mod tests {
         );
         let (_client, result) = tls_login(&pki, ClientCert::Valid, &msg).await;
         let s = session(result.unwrap());
-        assert_eq!(s.identity.common_name.as_deref(), Some("alice"));
+        assert_eq!(s.identity().unwrap().common_name.as_deref(), Some("alice"));
         assert_eq!(s.startup.user, "a&user=b");
         assert_eq!(s.startup.database, "dev");
         assert_eq!(
@@ -582,8 +875,9 @@ mod tests {
             [("application_name".to_string(), "psql".to_string())]
         );
         assert_eq!(s.startup.dropped_params, ["driver_version"]);
-        assert_eq!(s.tls_version, "TLSv1.3");
-        assert!(s.tls_cipher.starts_with("TLS13_"), "{}", s.tls_cipher);
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.version, "TLSv1.3");
+        assert!(tls.cipher.starts_with("TLS13_"), "{}", tls.cipher);
     }
 
     #[tokio::test]
@@ -596,7 +890,7 @@ mod tests {
             .unwrap();
         tls.write_all(&startup(0, &[("user", "u")])).await.unwrap();
         let s = session(outcome(task).await.unwrap());
-        assert_eq!(s.tls_version, "TLSv1.2");
+        assert_eq!(s.tls.as_ref().unwrap().version, "TLSv1.2");
         assert_eq!(
             s.startup.database, "",
             "no database: the policy defaults it"

@@ -9,6 +9,7 @@
 //! an ErrorResponse (SQLSTATE 28000) instead of an opaque TLS alert, and a CancelRequest
 //! sent inside TLS works without any certificate.
 
+use crate::frontend::sni::{covered_by, SniCertificates, SniEntry};
 use proxy_config::ListenerConfig;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -16,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -30,6 +32,8 @@ pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 /// The listener's TLS setup could not be built. Each variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
+    #[error("no server certificate configured (tls_cert and tls_key)")]
+    NoServerCertificate,
     #[error("cannot read {what} from {}: {source}", path.display())]
     Pem {
         what: &'static str,
@@ -59,6 +63,20 @@ pub enum TlsSetupError {
         #[source]
         source: rustls::Error,
     },
+    #[error("server certificate {} cannot be parsed: {reason}", cert.display())]
+    BadServerCert { cert: PathBuf, reason: String },
+    #[error(
+        "server certificate {} does not cover server name {name:?} (its DNS names: {sans:?}); \
+         issue it with that name as a subject alternative name, or remove the name",
+        cert.display()
+    )]
+    NameNotCovered {
+        cert: PathBuf,
+        name: String,
+        sans: Vec<String>,
+    },
+    #[error("TLS server configuration cannot be built: {0}")]
+    ServerConfig(#[source] rustls::Error),
 }
 
 /// Why a client certificate was not accepted. Each maps to a clear message for the client
@@ -113,11 +131,14 @@ impl ClientCertError {
     }
 }
 
-/// TLS for one listener: the acceptor and the verifier used after the handshake.
+/// TLS for one listener: the acceptor, the verifier used after the handshake, and the
+/// server certificates by server name.
 #[derive(Clone)]
 pub struct ClientTls {
     acceptor: TlsAcceptor,
-    verifier: Arc<dyn ClientCertVerifier>,
+    /// `None`: the listener requests no client certificate (`client_auth = "password"`).
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    sni: Arc<SniCertificates>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -128,67 +149,52 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// Loads `tls_cert`, `tls_key`, `client_ca` and `client_crls` of a listener.
+    /// Loads `tls_cert`, `tls_key`, `client_ca`, `client_crls` and the `certificates`
+    /// entries of a listener, and checks that each entry's certificate covers its names.
     pub fn from_config(listener: &ListenerConfig) -> Result<ClientTls, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 
-        let chain = load_all::<CertificateDer<'static>>(&listener.tls_cert, "certificates")?;
-        let key = PrivateKeyDer::from_pem_file(&listener.tls_key).map_err(|source| {
-            TlsSetupError::Pem {
-                what: "a private key",
-                path: listener.tls_key.clone(),
-                source,
-            }
-        })?;
-
-        // Loaded either way: a readable key is pointed out, not refused (see
-        // `proxy_config::keyfile` for why).
-        if let Ok(Some(warning)) = proxy_config::keyfile::check_permissions(&listener.tls_key) {
-            tracing::warn!(listener = %listener.display_name(), "{warning}");
+        // Validation guarantees both for listeners that use TLS; `password`/`trust`
+        // listeners without them never build a `ClientTls`.
+        let (Some(tls_cert), Some(tls_key)) = (&listener.tls_cert, &listener.tls_key) else {
+            return Err(TlsSetupError::NoServerCertificate);
+        };
+        let default = load_certified_key(&provider, listener, tls_cert, tls_key)?;
+        let mut entries = Vec::with_capacity(listener.certificates.len());
+        for entry in &listener.certificates {
+            let key = load_certified_key(&provider, listener, &entry.tls_cert, &entry.tls_key)?;
+            let names: Vec<String> = entry
+                .server_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            check_names_covered(&entry.tls_cert, &key, &names)?;
+            entries.push(SniEntry { names, key });
         }
+        let sni = Arc::new(SniCertificates::new(default, entries));
 
-        let mut roots = RootCertStore::empty();
-        for ca in load_all::<CertificateDer<'static>>(&listener.client_ca, "certificates")? {
-            roots.add(ca).map_err(|source| TlsSetupError::BadClientCa {
-                path: listener.client_ca.clone(),
-                source,
-            })?;
-        }
-        let mut crls = Vec::new();
-        for path in &listener.client_crls {
-            crls.extend(load_all::<CertificateRevocationListDer<'static>>(
-                path, "CRLs",
-            )?);
-        }
+        // No `client_ca` (`password` listeners): no client certificate is requested.
+        let verifier = match &listener.client_ca {
+            Some(client_ca) => Some(client_verifier(&provider, listener, client_ca)?),
+            None => None,
+        };
 
-        // Defaults kept on purpose: revocation is checked for the whole chain and an
-        // unknown status is a refusal once CRLs are configured (PostgreSQL's
-        // `ssl_crl_file` behaves the same way with OpenSSL's CRL_CHECK_ALL).
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls)
-                .build()
-                .map_err(|source| TlsSetupError::Verifier {
-                    client_ca: listener.client_ca.clone(),
-                    crls: listener.client_crls.clone(),
-                    source,
-                })?;
-
-        let config = server_config(provider, verifier.clone(), chain, key).map_err(|source| {
-            TlsSetupError::CertifiedKey {
-                cert: listener.tls_cert.clone(),
-                key: listener.tls_key.clone(),
-                source,
-            }
-        })?;
+        let config = server_config(provider, verifier.clone(), sni.clone())
+            .map_err(TlsSetupError::ServerConfig)?;
         Ok(ClientTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             verifier,
+            sni,
         })
     }
-
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
+    }
+
+    /// The server certificates by name; `lookup` gives the `certificates` entry a client's
+    /// server name selected.
+    pub fn sni(&self) -> &SniCertificates {
+        &self.sni
     }
 
     /// Verifies the chain a client presented during the handshake (leaf first), against
@@ -197,23 +203,133 @@ impl ClientTls {
         let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) else {
             return Err(ClientCertError::Missing);
         };
-        self.verifier
+        let Some(verifier) = &self.verifier else {
+            return Err(ClientCertError::Other(
+                "this listener does not verify client certificates".into(),
+            ));
+        };
+        verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .map(|_| ())
             .map_err(ClientCertError::from_rustls)
     }
 }
 
+/// The verifier for client certificates issued by `client_ca`, with the listener's CRLs.
+fn client_verifier(
+    provider: &Arc<CryptoProvider>,
+    listener: &ListenerConfig,
+    client_ca: &Path,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    for ca in load_all::<CertificateDer<'static>>(client_ca, "certificates")? {
+        roots.add(ca).map_err(|source| TlsSetupError::BadClientCa {
+            path: client_ca.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut crls = Vec::new();
+    for path in &listener.client_crls {
+        crls.extend(load_all::<CertificateRevocationListDer<'static>>(
+            path, "CRLs",
+        )?);
+    }
+
+    // Defaults kept on purpose: revocation is checked for the whole chain and an
+    // unknown status is a refusal once CRLs are configured (PostgreSQL's
+    // `ssl_crl_file` behaves the same way with OpenSSL's CRL_CHECK_ALL).
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .build()
+        .map_err(|source| TlsSetupError::Verifier {
+            client_ca: client_ca.to_path_buf(),
+            crls: listener.client_crls.clone(),
+            source,
+        })
+}
+
+/// A certificate chain and its private key, checked to belong together.
+fn load_certified_key(
+    provider: &CryptoProvider,
+    listener: &ListenerConfig,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, TlsSetupError> {
+    let chain = load_all::<CertificateDer<'static>>(cert, "certificates")?;
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsSetupError::Pem {
+        what: "a private key",
+        path: key.to_path_buf(),
+        source,
+    })?;
+    // Loaded either way: a readable key is pointed out, not refused (see
+    // `proxy_config::keyfile` for why).
+    if let Ok(Some(warning)) = proxy_config::keyfile::check_permissions(key) {
+        tracing::warn!(listener = %listener.display_name(), "{warning}");
+    }
+    CertifiedKey::from_der(chain, der, provider)
+        .map(Arc::new)
+        .map_err(|source| TlsSetupError::CertifiedKey {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        })
+}
+
+/// Every configured server name must be one the certificate is valid for: otherwise
+/// clients verifying the name (verify-full) would fail, long after the configuration was
+/// accepted.
+fn check_names_covered(
+    cert: &Path,
+    key: &CertifiedKey,
+    names: &[String],
+) -> Result<(), TlsSetupError> {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::FromDer;
+    let bad = |reason: String| TlsSetupError::BadServerCert {
+        cert: cert.to_path_buf(),
+        reason,
+    };
+    let leaf = key.end_entity_cert().map_err(|e| bad(e.to_string()))?;
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(leaf)
+        .map_err(|e| bad(e.to_string()))?;
+    let sans: Vec<String> = parsed
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match names.iter().find(|name| !covered_by(name, &sans)) {
+        Some(name) => Err(TlsSetupError::NameNotCovered {
+            cert: cert.to_path_buf(),
+            name: name.clone(),
+            sans,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn server_config(
     provider: Arc<CryptoProvider>,
-    inner: Arc<dyn ClientCertVerifier>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    inner: Option<Arc<dyn ClientCertVerifier>>,
+    certificates: Arc<SniCertificates>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(Arc::new(DeferredClientVerifier { inner }))
-        .with_single_cert(chain, key)?;
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match inner {
+        Some(inner) => {
+            builder.with_client_cert_verifier(Arc::new(DeferredClientVerifier { inner }))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certificates);
     // Offered so PostgreSQL 17 direct-TLS clients can connect; clients that send no ALPN
     // (the classic SSLRequest path) are unaffected, and rustls refuses a client that
     // offers only other protocols, as PostgreSQL does.
@@ -303,7 +419,7 @@ mod tests {
     use crate::frontend::test_support::TestPki;
 
     fn write(pki: &TestPki, name: &str, contents: &str) -> PathBuf {
-        let path = pki.listener.tls_cert.with_file_name(name);
+        let path = pki.listener.tls_cert.as_ref().unwrap().with_file_name(name);
         std::fs::write(&path, contents).unwrap();
         path
     }
@@ -318,7 +434,13 @@ mod tests {
     fn a_missing_file_is_named() {
         let pki = TestPki::new();
         let mut listener = pki.listener.clone();
-        listener.tls_key = listener.tls_key.with_file_name("absent.key");
+        listener.tls_key = Some(
+            pki.listener
+                .tls_key
+                .as_ref()
+                .unwrap()
+                .with_file_name("absent.key"),
+        );
         let err = ClientTls::from_config(&listener).unwrap_err().to_string();
         assert!(err.contains("absent.key"), "{err}");
         assert!(err.contains("private key"), "{err}");
@@ -328,7 +450,7 @@ mod tests {
     fn a_file_without_the_expected_items_is_named() {
         let pki = TestPki::new();
         let mut listener = pki.listener.clone();
-        listener.client_ca = write(&pki, "empty-ca.pem", "not a certificate\n");
+        listener.client_ca = Some(write(&pki, "empty-ca.pem", "not a certificate\n"));
         let err = ClientTls::from_config(&listener).unwrap_err();
         assert!(matches!(err, TlsSetupError::Empty { .. }), "{err}");
         assert!(err.to_string().contains("empty-ca.pem"), "{err}");
@@ -339,7 +461,7 @@ mod tests {
         let pki = TestPki::new();
         let mut listener = pki.listener.clone();
         let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        listener.tls_key = write(&pki, "other.key", &other);
+        listener.tls_key = Some(write(&pki, "other.key", &other));
         let err = ClientTls::from_config(&listener).unwrap_err();
         assert!(matches!(err, TlsSetupError::CertifiedKey { .. }), "{err}");
         assert!(err.to_string().contains("other.key"), "{err}");
@@ -364,5 +486,49 @@ mod tests {
         let pki = TestPki::new();
         let tls = ClientTls::from_config(&pki.listener).unwrap();
         assert_eq!(format!("{tls:?}"), "ClientTls { .. }");
+    }
+
+    /// The test server certificate (SAN `localhost`) as a `certificates` entry for `names`.
+    fn with_entry(pki: &TestPki, names: &[&str]) -> ListenerConfig {
+        let mut listener = pki.listener.clone();
+        listener.certificates = vec![proxy_config::ListenerCertificateConfig {
+            server_names: names.iter().map(|n| n.to_string()).collect(),
+            tls_cert: listener.tls_cert.clone().unwrap(),
+            tls_key: listener.tls_key.clone().unwrap(),
+            target: None,
+        }];
+        listener
+    }
+
+    #[test]
+    fn an_entry_loads_when_its_certificate_covers_its_names() {
+        let pki = TestPki::new();
+        let tls = ClientTls::from_config(&with_entry(&pki, &["LocalHost"])).unwrap();
+        assert_eq!(tls.sni().lookup(Some("localhost")), Some(0));
+        assert_eq!(tls.sni().lookup(Some("elsewhere")), None);
+    }
+
+    #[test]
+    fn a_name_the_certificate_does_not_cover_is_refused_naming_file_name_and_sans() {
+        let pki = TestPki::new();
+        for name in ["db.corp.example", "*.localhost"] {
+            let err = ClientTls::from_config(&with_entry(&pki, &["localhost", name])).unwrap_err();
+            assert!(matches!(err, TlsSetupError::NameNotCovered { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("server.pem"), "{text}");
+            assert!(text.contains(&format!("{name:?}")), "{text}");
+            assert!(text.contains("[\"localhost\"]"), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_entry_with_a_mismatched_key_is_refused() {
+        let pki = TestPki::new();
+        let mut listener = with_entry(&pki, &["localhost"]);
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        listener.certificates[0].tls_key = write(&pki, "entry.key", &other);
+        let err = ClientTls::from_config(&listener).unwrap_err();
+        assert!(matches!(err, TlsSetupError::CertifiedKey { .. }), "{err}");
+        assert!(err.to_string().contains("entry.key"), "{err}");
     }
 }

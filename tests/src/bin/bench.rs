@@ -67,6 +67,17 @@ struct Args {
     /// The proxy binary to measure (default: build and use target/release/redshift-iam-proxy).
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
+    /// How the proxy's temporary credentials authenticate to PostgreSQL: md5, as Redshift
+    /// (default), or scram, to measure the proxy's SCRAM cost per login. The direct and
+    /// PgBouncer paths use md5 either way.
+    #[arg(long, value_enum, default_value_t = UpstreamAuth::Md5)]
+    upstream_auth: UpstreamAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UpstreamAuth {
+    Md5,
+    Scram,
 }
 
 fn main() -> ExitCode {
@@ -147,6 +158,7 @@ async fn run(args: &Args, plan: Plan, proxy: &Path) -> anyhow::Result<Report> {
         } else {
             300
         },
+        upstream_scram: args.upstream_auth == UpstreamAuth::Scram,
     })
     .await?;
     let bindir = stack.pg.bindir().to_path_buf();
@@ -240,7 +252,9 @@ fn proxy_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
             "--proxy-bin {} is not an executable file",
             path.display()
         );
-        return Ok(path.to_path_buf());
+        // The proxy runs in its own directory: a relative path would not find it there.
+        return std::path::absolute(path)
+            .with_context(|| format!("resolving --proxy-bin {}", path.display()));
     }
     let exe = std::env::current_exe().context("locating the bench executable")?;
     // target/<profile>/bench -> target/release/redshift-iam-proxy

@@ -32,7 +32,7 @@ use anyhow::Context as _;
 use redshift::Target;
 use rustls_pki_types::TrustAnchor;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -48,6 +48,9 @@ pub(crate) struct EmulatorState {
     pub(crate) workgroups: Vec<Target>,
     pub(crate) counters: faults::CallCounters,
     pub(crate) faults: Faults,
+    /// Lifetime of issued database credentials instead of the requested `DurationSeconds`
+    /// (see [`AwsEmulator::set_db_credential_lifetime`]).
+    db_credential_lifetime: Mutex<Option<Duration>>,
 }
 
 impl EmulatorState {
@@ -116,7 +119,25 @@ impl EmulatorState {
             workgroups,
             counters: faults::CallCounters::default(),
             faults: Faults::default(),
+            db_credential_lifetime: Mutex::new(None),
         })
+    }
+
+    /// When a database credential issued at `now` for `duration_secs` expires (whole
+    /// seconds, like AWS and PostgreSQL's `VALID UNTIL`).
+    pub(crate) fn db_credential_expiration(
+        &self,
+        now: OffsetDateTime,
+        duration_secs: i64,
+    ) -> OffsetDateTime {
+        let lifetime = self
+            .db_credential_lifetime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(time::Duration::seconds(duration_secs), |d| {
+                time::Duration::seconds(d.as_secs().try_into().unwrap_or(i64::MAX))
+            });
+        redshift::truncate(now) + lifetime
     }
 
     async fn expire_db_credentials(&self) -> anyhow::Result<()> {
@@ -179,6 +200,17 @@ impl AwsEmulator {
     /// them fail with `ExpiredToken`.
     pub fn expire_sessions(&self) {
         self.state.sessions.expire_all(OffsetDateTime::now_utc());
+    }
+
+    /// Database credentials issued from now on expire `lifetime` (whole seconds) after they
+    /// are issued, whatever `DurationSeconds` asked for (AWS allows 15–60 minutes): expiry
+    /// within a test's run time. `None` restores the requested durations.
+    pub fn set_db_credential_lifetime(&self, lifetime: Option<Duration>) {
+        *self
+            .state
+            .db_credential_lifetime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = lifetime;
     }
 
     /// Makes all database passwords issued so far expire now (in PostgreSQL too); the next

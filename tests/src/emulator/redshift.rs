@@ -141,7 +141,7 @@ pub(crate) async fn get_cluster_credentials(
         source_identity = caller.source_identity.as_deref().unwrap_or(""),
         "issuing cluster credentials"
     );
-    let expiration = truncate(now) + time::Duration::seconds(duration);
+    let expiration = state.db_credential_expiration(now, duration);
     let password = target
         .db
         .issue_password(&user, creation, &groups, expiration)
@@ -235,7 +235,7 @@ pub(crate) async fn get_credentials(
         source_identity = caller.source_identity.as_deref().unwrap_or(""),
         "issuing serverless credentials"
     );
-    let expiration = truncate(now) + time::Duration::seconds(duration);
+    let expiration = state.db_credential_expiration(now, duration);
     let password: SecretString = target
         .db
         .issue_password(&user, Creation::AutoCreate, &[], expiration)
@@ -358,7 +358,7 @@ fn valid_workgroup_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn truncate(now: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn truncate(now: OffsetDateTime) -> OffsetDateTime {
     now.replace_nanosecond(0).unwrap_or(now)
 }
 

@@ -13,6 +13,9 @@
 use super::session::{SessionClient, SessionCredentials, SessionError, SessionRequest};
 use super::signer::X509Signer;
 use crate::aws::clock::{Clock, SystemClock};
+use crate::aws::observe::{
+    no_observer, AwsApi, AwsCallObserver, AwsCallOutcome, CredentialState, RefreshRecord,
+};
 use crate::db_credentials::CredentialError;
 use aws_credential_types::provider::{self, error::CredentialsError, ProvideCredentials};
 use aws_credential_types::Credentials;
@@ -58,6 +61,21 @@ fn jittered(delay: Duration) -> Duration {
     let half = delay / 2;
     let extra_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
     half + Duration::from_millis(rand::rng().random_range(0..=extra_ms))
+}
+
+/// How one CreateSession call ended, for [`AwsCallObserver`]; `None` when no request was
+/// sent (it could not be built or signed).
+fn call_outcome(result: &Result<SessionCredentials, SessionError>) -> Option<AwsCallOutcome> {
+    match result {
+        // A success status with an unusable body still reached AWS and succeeded there.
+        Ok(_) | Err(SessionError::MalformedResponse { .. }) => Some(AwsCallOutcome::Success),
+        Err(SessionError::Service { status, code, .. }) => {
+            Some(AwsCallOutcome::from_status(*status, code.as_deref()))
+        }
+        Err(SessionError::Transport { .. }) => Some(AwsCallOutcome::Transport),
+        Err(SessionError::Timeout { .. }) => Some(AwsCallOutcome::Timeout),
+        Err(SessionError::Request(_)) => None,
+    }
 }
 
 /// Where the signer comes from: fixed (tests) or the configured files, re-read before each
@@ -126,6 +144,7 @@ pub struct RolesAnywhere {
     /// Longest background sleep: the wall clock is re-read at least this often, so a
     /// machine waking from sleep refreshes promptly.
     poll_interval: Duration,
+    observer: Arc<dyn AwsCallObserver>,
 }
 
 impl fmt::Debug for RolesAnywhere {
@@ -187,6 +206,7 @@ impl RolesAnywhere {
             retry: RetryPolicy::default(),
             clock: Arc::new(SystemClock),
             poll_interval: Duration::from_secs(60),
+            observer: no_observer(),
         })
     }
 
@@ -210,6 +230,7 @@ impl RolesAnywhere {
             retry: RetryPolicy::default(),
             clock: Arc::new(SystemClock),
             poll_interval: Duration::from_secs(60),
+            observer: no_observer(),
         }
     }
 
@@ -220,6 +241,12 @@ impl RolesAnywhere {
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Where each CreateSession call (every attempt) is reported.
+    pub fn with_observer(mut self, observer: Arc<dyn AwsCallObserver>) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -253,6 +280,7 @@ impl RolesAnywhere {
                 fetch: tokio::sync::Mutex::new(()),
                 refresher: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
+                refresh: RefreshRecord::default(),
             }),
         }
     }
@@ -277,6 +305,8 @@ struct ProviderInner {
     refresher: Mutex<Option<tokio::task::AbortHandle>>,
     /// Wakes the refresher early (stale credentials seen by a caller).
     wake: Arc<Notify>,
+    /// The outcome of the last CreateSession round, for readiness.
+    refresh: RefreshRecord,
 }
 
 impl Drop for ProviderInner {
@@ -374,6 +404,12 @@ impl RolesAnywhereProvider {
         })
     }
 
+    /// Whether this role's credentials are usable, failing or not fetched yet, judged on
+    /// the wall clock now (no call to AWS).
+    pub fn state(&self) -> CredentialState {
+        self.inner.refresh.state(self.now())
+    }
+
     /// The cached session, if any (no call to AWS).
     pub fn current_session(&self) -> Option<SessionSummary> {
         self.cached().map(|c| SessionSummary {
@@ -399,8 +435,21 @@ impl RolesAnywhereProvider {
         loop {
             let signer = shared.signer.current().await;
             let now = self.now();
-            let error = match shared.client.create_session(&signer, &request, now).await {
-                Ok(session) => return self.store(session, now),
+            let started = std::time::Instant::now();
+            let result = shared.client.create_session(&signer, &request, now).await;
+            if let Some(outcome) = call_outcome(&result) {
+                shared
+                    .observer
+                    .aws_call(AwsApi::CreateSession, outcome, started.elapsed());
+            }
+            let error = match result {
+                Ok(session) => {
+                    let stored = self.store(session, now);
+                    if let Err(error) = &stored {
+                        self.failed(error);
+                    }
+                    return stored;
+                }
                 Err(error) => error,
             };
             if error.is_retryable() && attempt < shared.retry.max_attempts {
@@ -425,8 +474,18 @@ impl RolesAnywhereProvider {
                 %error,
                 "Roles Anywhere CreateSession failed"
             );
-            return Err(error.to_credential_error(&self.inner.role_arn));
+            let error = error.to_credential_error(&self.inner.role_arn);
+            self.failed(&error);
+            return Err(error);
         }
+    }
+
+    /// Records a failed round and makes sure the refresher keeps trying in the background:
+    /// a proxy without AWS credentials reports itself unready, gets no traffic, and must
+    /// still recover on its own once AWS (or its certificate) is fixed.
+    fn failed(&self, error: &CredentialError) {
+        self.inner.refresh.failed(error.to_string());
+        self.ensure_refresher();
     }
 
     fn store(
@@ -478,6 +537,7 @@ impl RolesAnywhereProvider {
             request_id: session.request_id,
         };
         *self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cached.clone());
+        self.inner.refresh.succeeded(Some(cached.expiration));
         self.ensure_refresher();
         Ok(cached)
     }
@@ -508,6 +568,8 @@ impl RolesAnywhereProvider {
 /// reference between rounds so it never keeps a provider alive.
 async fn refresh_loop(provider: Weak<ProviderInner>, wake: Arc<Notify>) {
     let mut failures: u32 = 0;
+    // Set once this task has waited out a caller's failed round.
+    let mut waited_after_failure = false;
     loop {
         // `(how long to sleep, whether a stale-credentials signal may cut the sleep short)`.
         let (wait, wakeable) = {
@@ -516,11 +578,21 @@ async fn refresh_loop(provider: Weak<ProviderInner>, wake: Arc<Notify>) {
             };
             let provider = RolesAnywhereProvider { inner };
             let shared = provider.inner.shared.clone();
-            let Some(cached) = provider.cached() else {
-                return;
-            };
+            let cached = provider.cached();
+            if cached.is_none() && failures == 0 && !waited_after_failure {
+                // No credentials yet because a caller's round just failed: wait before
+                // retrying, so that failure is not repeated at once.
+                if !matches!(provider.state(), CredentialState::Failing { .. }) {
+                    return;
+                }
+                waited_after_failure = true;
+                let wait = shared.retry.max_backoff.min(shared.poll_interval);
+                drop(provider);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             let now = provider.now();
-            if now < cached.refresh_at {
+            if let Some(cached) = cached.filter(|c| now < c.refresh_at) {
                 failures = 0;
                 let until_due = cached.refresh_at.duration_since(now).unwrap_or_default();
                 (until_due.min(shared.poll_interval), true)
@@ -536,6 +608,7 @@ async fn refresh_loop(provider: Weak<ProviderInner>, wake: Arc<Notify>) {
                 match provider.fetch_with_retries().await {
                     Ok(_) => {
                         failures = 0;
+                        waited_after_failure = false;
                         continue;
                     }
                     Err(error) => {

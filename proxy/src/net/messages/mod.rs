@@ -2,6 +2,7 @@
 
 pub mod authentication_request;
 pub mod backend_key_data;
+pub mod client_sasl;
 pub mod error_response;
 pub mod upstream_password;
 pub mod upstream_startup;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::aws::clock::ManualClock;
+use crate::aws::observe::{AwsApi, AwsCallObserver, AwsCallOutcome, CredentialState};
 use crate::aws::roles_anywhere::signer::SignerPem;
 use crate::aws::roles_anywhere::test_support::{FakeRolesAnywhere, Reply, TestIdentity};
 use rcgen::PKCS_ECDSA_P256_SHA256;
@@ -22,6 +23,10 @@ fn quick_retries() -> RetryPolicy {
 }
 
 fn roles_anywhere(server: &FakeRolesAnywhere, clock: &ManualClock) -> Arc<RolesAnywhere> {
+    Arc::new(unshared(server, clock))
+}
+
+fn unshared(server: &FakeRolesAnywhere, clock: &ManualClock) -> RolesAnywhere {
     let identity = TestIdentity::self_signed(&PKCS_ECDSA_P256_SHA256, None);
     let signer = X509Signer::from_pem(SignerPem {
         certificate: identity.cert_pem.as_bytes(),
@@ -31,19 +36,17 @@ fn roles_anywhere(server: &FakeRolesAnywhere, clock: &ManualClock) -> Arc<RolesA
     .unwrap();
     let client =
         SessionClient::new("eu-west-1", Some(&server.endpoint), Duration::from_secs(5)).unwrap();
-    Arc::new(
-        RolesAnywhere::new(
-            client,
-            signer,
-            "arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p",
-            "arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/t",
-            HOUR,
-            REFRESH_BEFORE,
-        )
-        .with_clock(Arc::new(clock.clone()))
-        .with_retry_policy(quick_retries())
-        .with_poll_interval(Duration::from_millis(20)),
+    RolesAnywhere::new(
+        client,
+        signer,
+        "arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p",
+        "arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/t",
+        HOUR,
+        REFRESH_BEFORE,
     )
+    .with_clock(Arc::new(clock.clone()))
+    .with_retry_policy(quick_retries())
+    .with_poll_interval(Duration::from_millis(20))
 }
 
 /// Every session lasts one hour from the manual clock's start, plus `n` hours for the n-th.
@@ -314,4 +317,100 @@ async fn dropping_the_provider_stops_its_refresher() {
     clock.set(t0() + HOUR - Duration::from_secs(120));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(server.calls(), 1);
+}
+
+/// The calls an observer was told of.
+#[derive(Default)]
+struct Seen(Mutex<Vec<(AwsApi, AwsCallOutcome)>>);
+
+impl AwsCallObserver for Seen {
+    fn aws_call(&self, api: AwsApi, outcome: AwsCallOutcome, _elapsed: Duration) {
+        self.0.lock().unwrap().push((api, outcome));
+    }
+}
+
+fn denied() -> Reply {
+    Reply::Error {
+        status: 403,
+        code: "AccessDeniedException",
+        message: "Untrusted certificate",
+    }
+}
+
+#[tokio::test]
+async fn every_attempt_is_reported_to_the_observer_with_its_outcome() {
+    let server = FakeRolesAnywhere::start(|n| match n {
+        0 => Reply::Error {
+            status: 429,
+            code: "ThrottlingException",
+            message: "Rate exceeded",
+        },
+        1 => Reply::Error {
+            status: 503,
+            code: "ServiceUnavailable",
+            message: "busy",
+        },
+        _ => hourly(0),
+    })
+    .await;
+    let clock = ManualClock::new(t0());
+    let seen = Arc::new(Seen::default());
+    let ra = Arc::new(unshared(&server, &clock).with_observer(seen.clone()));
+    ra.provider(ROLE).credentials().await.unwrap();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![
+            (AwsApi::CreateSession, AwsCallOutcome::Throttled),
+            (AwsApi::CreateSession, AwsCallOutcome::ServerError),
+            (AwsApi::CreateSession, AwsCallOutcome::Success),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn credentials_fail_readiness_only_once_expired_after_a_failed_refresh() {
+    let server = FakeRolesAnywhere::start(|n| if n == 0 { hourly(0) } else { denied() }).await;
+    let clock = ManualClock::new(t0());
+    let provider = roles_anywhere(&server, &clock).provider(ROLE);
+    assert_eq!(provider.state(), CredentialState::Unknown);
+    provider.credentials().await.unwrap();
+    assert_eq!(
+        provider.state(),
+        CredentialState::Usable {
+            expiration: Some(t0() + HOUR)
+        }
+    );
+    // The background refresh is refused, but the session it would replace still works.
+    clock.set(t0() + HOUR - Duration::from_secs(240));
+    wait_for_calls(&server, 2).await;
+    assert!(matches!(provider.state(), CredentialState::Usable { .. }));
+    // Expired and not refreshed: failing, with AWS's reason.
+    clock.set(t0() + HOUR + Duration::from_secs(1));
+    match provider.state() {
+        CredentialState::Failing { reason } => {
+            assert!(
+                reason.contains("AccessDeniedException") && reason.contains(ROLE),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_first_session_is_retried_in_the_background_until_it_works() {
+    let server = FakeRolesAnywhere::start(|n| if n == 0 { denied() } else { hourly(0) }).await;
+    let clock = ManualClock::new(t0());
+    let provider = roles_anywhere(&server, &clock).provider(ROLE);
+    provider.credentials().await.unwrap_err();
+    assert!(matches!(provider.state(), CredentialState::Failing { .. }));
+    // Nobody asks again (an unready proxy gets no logins), yet the role recovers.
+    wait_for_calls(&server, 2).await;
+    for _ in 0..300 {
+        if matches!(provider.state(), CredentialState::Usable { .. }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("still {:?}", provider.state());
 }

@@ -1,0 +1,432 @@
+//! SCRAM-SHA-256 for clients of `password` listeners: the server side of RFC 5802 / RFC 7677
+//! as PostgreSQL runs it (`SCRAM-SHA-256` in AuthenticationSASL), and the verifiers
+//! `redshift-iam-proxy hash-password` writes.
+//!
+//! The exchange is pure computation; the wire messages around it are the frontend's. What it
+//! holds to:
+//!
+//! - **No channel binding.** Only `SCRAM-SHA-256` is offered, never `-PLUS`, so a client
+//!   that demands channel binding (`p=` flag) is refused rather than silently downgraded.
+//!   A `y` flag ("I could bind, but the server cannot") is accepted because it is true here
+//!   (RFC 5802 §6 makes it an error only for servers that support channel binding). The
+//!   `c=` attribute of the final message must repeat the GS2 header exactly.
+//! - **Unknown users look like wrong passwords.** An unknown user runs the whole exchange
+//!   against a mock verifier whose salt is derived from the user name with a key made from
+//!   the listener's verifiers (stable across restarts, unpredictable to clients, the same
+//!   iteration count as a real user), and fails at the proof like a wrong password.
+//!   Malformed messages are refused the same way whether or not the user exists.
+//! - **Constant-time comparison** of the recomputed StoredKey.
+//! - Passwords are SASLprep-normalised when hashed, as PostgreSQL and libpq do (falling
+//!   back to the raw bytes when SASLprep refuses the string).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use proxy_config::{ListenerConfig, ScramVerifier};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use subtle::ConstantTimeEq;
+
+/// The only SASL mechanism offered.
+pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// PostgreSQL's default iteration count, and `hash-password`'s.
+pub const DEFAULT_ITERATIONS: u32 = 4096;
+/// Salt length of new verifiers (PostgreSQL's).
+const SALT_LEN: usize = 16;
+/// Random bytes in the server's nonce part (PostgreSQL's `SCRAM_RAW_NONCE_LEN`).
+const SERVER_NONCE_LEN: usize = 18;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// A new verifier for `password` with a random salt.
+pub fn hash_password(password: &str, iterations: u32) -> ScramVerifier {
+    hash_password_with_salt(password, &rand::random::<[u8; SALT_LEN]>(), iterations)
+}
+
+fn hash_password_with_salt(password: &str, salt: &[u8], iterations: u32) -> ScramVerifier {
+    // As PostgreSQL's pg_be_scram_build_secret and libpq do: SASLprep when it applies,
+    // the raw bytes when the string has prohibited characters.
+    let prepared = match stringprep::saslprep(password) {
+        Ok(p) => p.into_owned(),
+        Err(_) => password.to_owned(),
+    };
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut salted);
+    let client_key = hmac(&salted, b"Client Key");
+    ScramVerifier {
+        iterations,
+        salt: salt.to_vec(),
+        stored_key: Sha256::digest(client_key).into(),
+        server_key: hmac(&salted, b"Server Key"),
+    }
+}
+
+/// The local users of one `password` listener and their verifiers.
+pub struct LocalUsers {
+    users: HashMap<String, ScramVerifier>,
+    /// Key for the salts of users that do not exist.
+    mock_key: [u8; 32],
+    mock_iterations: u32,
+}
+
+impl fmt::Debug for LocalUsers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalUsers")
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalUsers {
+    /// The `[[listener.users]]` of `listener` (validated, so names are unique).
+    pub fn from_listener(listener: &ListenerConfig) -> LocalUsers {
+        // Validation parsed every verifier; one that does not parse lets nobody in.
+        LocalUsers::new(
+            listener
+                .users
+                .iter()
+                .filter_map(|u| u.scram_verifier.parse().ok().map(|v| (u.name.clone(), v))),
+        )
+    }
+
+    pub fn new(users: impl IntoIterator<Item = (String, ScramVerifier)>) -> LocalUsers {
+        let users: Vec<(String, ScramVerifier)> = users.into_iter().collect();
+        let mock_iterations = users
+            .first()
+            .map(|(_, v)| v.iterations)
+            .unwrap_or(DEFAULT_ITERATIONS);
+        // Derived from secrets only the configuration holds, so mock salts stay the same
+        // across restarts (a salt that changed would mark the user as unknown) and cannot
+        // be predicted by a client.
+        let mut sorted: Vec<&(String, ScramVerifier)> = users.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut h = Sha256::new();
+        h.update(b"redshift-iam-proxy SCRAM mock salt\0");
+        for (name, v) in &sorted {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(v.stored_key);
+            h.update(v.server_key);
+        }
+        if sorted.is_empty() {
+            h.update(rand::random::<[u8; 32]>());
+        }
+        LocalUsers {
+            mock_key: h.finalize().into(),
+            mock_iterations,
+            users: users.into_iter().collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Starts an exchange for the startup `user`, known or not.
+    pub fn begin(&self, user: &str) -> ScramExchange {
+        let (verifier, known) = match self.users.get(user) {
+            Some(v) => (v.clone(), true),
+            None => (
+                ScramVerifier {
+                    iterations: self.mock_iterations,
+                    salt: hmac(&self.mock_key, user.as_bytes())[..SALT_LEN].to_vec(),
+                    stored_key: rand::random(),
+                    server_key: rand::random(),
+                },
+                false,
+            ),
+        };
+        ScramExchange {
+            verifier,
+            known,
+            stage: Stage::AwaitingClientFirst,
+        }
+    }
+}
+
+/// Why an exchange failed. [`ScramError::sqlstate`] and [`ScramError::client_message`]
+/// give what the client is told, in PostgreSQL's words; `Display` is for the operator and
+/// tells an unknown user from a wrong password, which the client never learns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    #[error("malformed SCRAM message: {0}")]
+    Malformed(&'static str),
+    /// The client demands channel binding (`p=`), which was not offered.
+    #[error("the client requires channel binding, which the proxy does not offer")]
+    ChannelBindingNotOffered,
+    #[error("the client uses an authorization identity, which is not supported")]
+    AuthorizationIdentity,
+    /// `c=` of the final message does not repeat the first message's GS2 header.
+    #[error("SCRAM channel binding check failed")]
+    ChannelBindingMismatch,
+    #[error("SCRAM nonce does not match")]
+    NonceMismatch,
+    #[error("SCRAM message out of order")]
+    OutOfOrder,
+    #[error("no such local user")]
+    UnknownUser,
+    #[error("wrong password")]
+    WrongPassword,
+}
+
+impl ScramError {
+    /// 28P01 for failed authentication, 0A000 for an authorization identity, 08P01 for
+    /// protocol violations.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ScramError::UnknownUser | ScramError::WrongPassword => "28P01",
+            ScramError::AuthorizationIdentity => "0A000",
+            _ => "08P01",
+        }
+    }
+
+    /// Whether the client simply failed to prove the password (as opposed to breaking the
+    /// protocol).
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(self, ScramError::UnknownUser | ScramError::WrongPassword)
+    }
+
+    /// The client's ErrorResponse message and detail. Identical for an unknown user and a
+    /// wrong password.
+    pub fn client_message(&self, user: &str) -> (String, Option<&'static str>) {
+        match self {
+            ScramError::UnknownUser | ScramError::WrongPassword => (
+                format!("password authentication failed for user \"{user}\""),
+                None,
+            ),
+            ScramError::Malformed(detail) => ("malformed SCRAM message".into(), Some(detail)),
+            ScramError::ChannelBindingNotOffered => (
+                "malformed SCRAM message".into(),
+                Some(
+                    "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM \
+                     message includes channel binding data.",
+                ),
+            ),
+            ScramError::AuthorizationIdentity => (
+                "client uses authorization identity, but it is not supported".into(),
+                None,
+            ),
+            ScramError::ChannelBindingMismatch => {
+                ("SCRAM channel binding check failed".into(), None)
+            }
+            ScramError::NonceMismatch => (
+                "invalid SCRAM response".into(),
+                Some("Nonce does not match."),
+            ),
+            ScramError::OutOfOrder => ("unexpected SCRAM message".into(), None),
+        }
+    }
+}
+
+enum Stage {
+    AwaitingClientFirst,
+    AwaitingClientFinal {
+        gs2_header: String,
+        client_first_bare: String,
+        server_first: String,
+        nonce: String,
+    },
+    Done,
+}
+
+/// One SCRAM-SHA-256 exchange: client-first → server-first, client-final → server-final.
+pub struct ScramExchange {
+    verifier: ScramVerifier,
+    known: bool,
+    stage: Stage,
+}
+
+impl fmt::Debug for ScramExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramExchange").finish_non_exhaustive()
+    }
+}
+
+/// The message as text: SCRAM messages are UTF-8 without NUL bytes.
+fn message_text(message: &[u8]) -> Result<&str, ScramError> {
+    let text = std::str::from_utf8(message)
+        .map_err(|_| ScramError::Malformed("The message is not valid UTF-8."))?;
+    if text.contains('\0') {
+        return Err(ScramError::Malformed("The message contains a NUL byte."));
+    }
+    Ok(text)
+}
+
+/// RFC 5802 `printable`: the characters a nonce may have.
+fn is_printable_nonce(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+}
+
+/// An `attr=value` extension attribute (RFC 5802 `attr-val`).
+fn is_attribute(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b'='
+}
+
+impl ScramExchange {
+    /// Takes the client-first-message, returns the server-first-message.
+    pub fn client_first(&mut self, message: &[u8]) -> Result<String, ScramError> {
+        let server_nonce = STANDARD.encode(rand::random::<[u8; SERVER_NONCE_LEN]>());
+        self.client_first_with_nonce(message, &server_nonce)
+    }
+
+    fn client_first_with_nonce(
+        &mut self,
+        message: &[u8],
+        server_nonce: &str,
+    ) -> Result<String, ScramError> {
+        if !matches!(self.stage, Stage::AwaitingClientFirst) {
+            return Err(ScramError::OutOfOrder);
+        }
+        self.stage = Stage::Done;
+        let text = message_text(message)?;
+
+        let (flag, rest) = text.split_once(',').ok_or(ScramError::Malformed(
+            "Comma expected after the channel-binding flag.",
+        ))?;
+        match flag {
+            "n" | "y" => {}
+            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingNotOffered),
+            _ => {
+                return Err(ScramError::Malformed(
+                    "Unexpected channel-binding flag in client-first-message.",
+                ))
+            }
+        }
+        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed(
+            "Comma expected after the authorization identity.",
+        ))?;
+        if !authzid.is_empty() {
+            return Err(if authzid.starts_with("a=") {
+                ScramError::AuthorizationIdentity
+            } else {
+                ScramError::Malformed("Unexpected attribute in client-first-message.")
+            });
+        }
+        let gs2_header = &text[..flag.len() + authzid.len() + 2];
+
+        let mut attrs = bare.split(',');
+        let username = attrs.next().unwrap_or_default();
+        if username.starts_with("m=") {
+            return Err(ScramError::Malformed(
+                "Mandatory extensions are not supported.",
+            ));
+        }
+        // PostgreSQL ignores this name (libpq sends it empty): the startup `user` counts.
+        if !username.starts_with("n=") {
+            return Err(ScramError::Malformed(
+                "Expected the user name attribute \"n\".",
+            ));
+        }
+        let client_nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramError::Malformed("Expected the nonce attribute \"r\"."))?;
+        if !is_printable_nonce(client_nonce) {
+            return Err(ScramError::Malformed("The client nonce is not printable."));
+        }
+        if !attrs.all(is_attribute) {
+            return Err(ScramError::Malformed(
+                "Malformed extension in client-first-message.",
+            ));
+        }
+
+        let nonce = format!("{client_nonce}{server_nonce}");
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&self.verifier.salt),
+            self.verifier.iterations
+        );
+        self.stage = Stage::AwaitingClientFinal {
+            gs2_header: gs2_header.to_owned(),
+            client_first_bare: bare.to_owned(),
+            server_first: server_first.clone(),
+            nonce,
+        };
+        Ok(server_first)
+    }
+
+    /// Takes the client-final-message; returns the server-final-message when the client
+    /// proved the password.
+    pub fn client_final(&mut self, message: &[u8]) -> Result<String, ScramError> {
+        let Stage::AwaitingClientFinal {
+            gs2_header,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let text = message_text(message)?;
+
+        let parts: Vec<&str> = text.split(',').collect();
+        let channel_binding = parts[0].strip_prefix("c=").ok_or(ScramError::Malformed(
+            "Expected the channel binding attribute \"c\".",
+        ))?;
+        let client_nonce = parts
+            .get(1)
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramError::Malformed("Expected the nonce attribute \"r\"."))?;
+        let last = parts[parts.len() - 1];
+        let proof = match (parts.len() >= 3, last.strip_prefix("p=")) {
+            (true, Some(p)) => p,
+            _ => {
+                return Err(ScramError::Malformed(
+                    "Expected the proof attribute \"p\" at the end of client-final-message.",
+                ))
+            }
+        };
+        if !parts[2..parts.len() - 1].iter().all(|a| is_attribute(a)) {
+            return Err(ScramError::Malformed(
+                "Malformed extension in client-final-message.",
+            ));
+        }
+        let channel_binding = STANDARD.decode(channel_binding).map_err(|_| {
+            ScramError::Malformed("Invalid base64 in the channel binding attribute.")
+        })?;
+        let proof: [u8; 32] = STANDARD
+            .decode(proof)
+            .ok()
+            .and_then(|p| p.try_into().ok())
+            .ok_or(ScramError::Malformed(
+                "Malformed proof in client-final-message.",
+            ))?;
+        if channel_binding != gs2_header.as_bytes() {
+            return Err(ScramError::ChannelBindingMismatch);
+        }
+        if client_nonce != nonce {
+            return Err(ScramError::NonceMismatch);
+        }
+
+        let without_proof = &text[..text.len() - last.len() - 1];
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
+        let mut client_key = proof;
+        for (k, s) in client_key.iter_mut().zip(client_signature) {
+            *k ^= s;
+        }
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
+        let proof_ok: bool = stored_key.ct_eq(&self.verifier.stored_key).into();
+        match (proof_ok, self.known) {
+            (true, true) => Ok(format!("v={}", STANDARD.encode(server_signature))),
+            (_, false) => Err(ScramError::UnknownUser),
+            (false, true) => Err(ScramError::WrongPassword),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
