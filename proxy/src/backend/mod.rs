@@ -9,7 +9,7 @@ mod cancel;
 mod endpoint;
 mod error;
 mod login;
-mod scram;
+pub mod scram;
 mod transport;
 
 #[cfg(test)]

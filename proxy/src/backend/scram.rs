@@ -32,7 +32,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Highest iteration count accepted from a server: the count drives the PBKDF2 loop, so a
 /// hostile server could otherwise make each login burn seconds of CPU. 100,000 is the cap
 /// of postgres-protocol and pgjdbc (CVE-2026-42198), about 24 times PostgreSQL's default.
-pub(crate) const MAX_ITERATIONS: u32 = 100_000;
+pub const MAX_ITERATIONS: u32 = 100_000;
 
 /// Salted passwords kept per upstream endpoint: one per live credential is needed.
 pub(crate) const CACHE_CAPACITY: usize = 1024;
@@ -43,7 +43,7 @@ pub(crate) const CACHE_IDLE: Duration = Duration::from_secs(3600);
 
 /// Why a SCRAM exchange failed, in words for the operator's log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ScramError {
+pub enum ScramError {
     #[error("server-first-message rejected: {0}")]
     ServerFirst(&'static str),
     #[error("server-first-message rejected: iteration count {0} exceeds {MAX_ITERATIONS}")]
@@ -59,7 +59,7 @@ pub(crate) enum ScramError {
 
 /// The channel binding the client announces in its gs2 header.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) enum ChannelBinding {
+pub enum ChannelBinding {
     /// `n`: the client cannot bind (the server offered binding for a certificate the
     /// client has no `tls-server-end-point` hash for).
     Unsupported,
@@ -88,7 +88,7 @@ impl ChannelBinding {
 }
 
 /// One SCRAM exchange, from the client-first-message to checking the server's signature.
-pub(crate) struct ScramClient {
+pub struct ScramClient {
     binding: ChannelBinding,
     nonce: String,
     /// SASLprep-normalized where possible, as PostgreSQL does.
@@ -96,7 +96,7 @@ pub(crate) struct ScramClient {
 }
 
 /// A parsed and checked server-first-message.
-pub(crate) struct ServerFirst {
+pub struct ServerFirst {
     message: String,
     nonce: String,
     pub salt: Vec<u8>,
@@ -104,7 +104,7 @@ pub(crate) struct ServerFirst {
 }
 
 /// What the client sends last, and the signature the server must answer with.
-pub(crate) struct ClientFinal {
+pub struct ClientFinal {
     pub message: String,
     server_signature: [u8; 32],
 }
@@ -126,7 +126,7 @@ impl ScramClient {
     }
 
     /// The normalized password, the input of [`hi`] and of the cache.
-    pub fn password(&self) -> &[u8] {
+    pub(crate) fn password(&self) -> &[u8] {
         &self.password
     }
 
@@ -272,7 +272,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 /// aws-lc's PBKDF2 (the TLS stack's crypto library) keys the HMAC once and uses the CPU's
 /// SHA extensions: several times faster than HMAC rebuilt per round, in every build
 /// profile.
-pub(crate) fn hi(password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
+pub fn hi(password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
     let mut out = Zeroizing::new([0u8; 32]);
     let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
     aws_lc_rs::pbkdf2::derive(
