@@ -21,7 +21,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use primitives::{hi, hmac, normalize};
 use proxy_config::{ListenerConfig, ScramVerifier};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,14 +37,6 @@ const SALT_LEN: usize = 16;
 /// Random bytes in the server's nonce part (PostgreSQL's `SCRAM_RAW_NONCE_LEN`).
 const SERVER_NONCE_LEN: usize = 18;
 
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
 /// A new verifier for `password` with a random salt.
 pub fn hash_password(password: &str, iterations: u32) -> ScramVerifier {
     hash_password_with_salt(password, &rand::random::<[u8; SALT_LEN]>(), iterations)
@@ -53,18 +45,13 @@ pub fn hash_password(password: &str, iterations: u32) -> ScramVerifier {
 fn hash_password_with_salt(password: &str, salt: &[u8], iterations: u32) -> ScramVerifier {
     // As PostgreSQL's pg_be_scram_build_secret and libpq do: SASLprep when it applies,
     // the raw bytes when the string has prohibited characters.
-    let prepared = match stringprep::saslprep(password) {
-        Ok(p) => p.into_owned(),
-        Err(_) => password.to_owned(),
-    };
-    let mut salted = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut salted);
-    let client_key = hmac(&salted, b"Client Key");
+    let salted = hi(&normalize(password.as_bytes()), salt, iterations);
+    let client_key = hmac(&*salted, b"Client Key");
     ScramVerifier {
         iterations,
         salt: salt.to_vec(),
         stored_key: Sha256::digest(client_key).into(),
-        server_key: hmac(&salted, b"Server Key"),
+        server_key: hmac(&*salted, b"Server Key"),
     }
 }
 
@@ -427,6 +414,8 @@ impl ScramExchange {
         }
     }
 }
+
+pub mod primitives;
 
 #[cfg(test)]
 mod tests;

@@ -20,12 +20,15 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+/// `Hi()`, for callers of the client (and the upstream_auth fuzz target).
+pub use proxy_auth::scram::primitives::hi;
+use proxy_auth::scram::primitives::{hmac, normalize};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -251,40 +254,6 @@ impl std::fmt::Debug for ScramClient {
     }
 }
 
-/// SASLprep where the password is valid UTF-8 and passes it, the raw bytes otherwise:
-/// what PostgreSQL's server and libpq do, since PostgreSQL passwords need not be either.
-fn normalize(password: &[u8]) -> Zeroizing<Vec<u8>> {
-    let prepared = std::str::from_utf8(password)
-        .ok()
-        .and_then(|p| stringprep::saslprep(p).ok())
-        .map(|p| p.into_owned().into_bytes());
-    Zeroizing::new(prepared.unwrap_or_else(|| password.to_vec()))
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-/// `Hi(password, salt, i)`: PBKDF2-HMAC-SHA-256 with one output block (`i` >= 1).
-///
-/// aws-lc's PBKDF2 (the TLS stack's crypto library) keys the HMAC once and uses the CPU's
-/// SHA extensions: several times faster than HMAC rebuilt per round, in every build
-/// profile.
-pub fn hi(password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
-    let mut out = Zeroizing::new([0u8; 32]);
-    let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
-    aws_lc_rs::pbkdf2::derive(
-        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        salt,
-        password,
-        &mut out[..],
-    );
-    out
-}
-
 /// Salted passwords by (password, salt, iteration count); see the module documentation.
 pub(crate) struct SaltedPasswordCache {
     /// Keys entries by an HMAC of their inputs under this random key, so the map holds
@@ -488,19 +457,6 @@ mod tests {
         assert_eq!(
             refused("r=abcdef,s=c2FsdA==,i=100001"),
             Some(ScramError::TooManyIterations(100_001))
-        );
-    }
-
-    #[test]
-    fn hi_matches_pbkdf2_test_vectors() {
-        // RFC 7914 section 11 (PBKDF2-HMAC-SHA-256), first 32 bytes.
-        assert_eq!(
-            hex::encode(*hi(b"passwd", b"salt", 1)),
-            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
-        );
-        assert_eq!(
-            hex::encode(*hi(b"password", b"salt", 4096)),
-            "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"
         );
     }
 
