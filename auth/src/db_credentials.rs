@@ -63,16 +63,6 @@ pub enum CredentialError {
     Invalid(String),
 }
 
-impl CredentialError {
-    /// SQLSTATE for the client: 28000 when refused, 08001 when AWS was unreachable.
-    pub fn sqlstate(&self) -> &'static str {
-        match self {
-            CredentialError::Denied(_) | CredentialError::Invalid(_) => "28000",
-            CredentialError::Unavailable(_) => "08001",
-        }
-    }
-}
-
 /// Issues temporary database credentials.
 #[async_trait]
 pub trait DbCredentialSource: Send + Sync + 'static {

@@ -142,9 +142,9 @@ impl LocalUsers {
     }
 }
 
-/// Why an exchange failed. [`ScramError::sqlstate`] and [`ScramError::client_message`]
-/// give what the client is told, in PostgreSQL's words; `Display` is for the operator and
-/// tells an unknown user from a wrong password, which the client never learns.
+/// Why an exchange failed. `Display` is for the operator and tells an unknown user from a
+/// wrong password, which the client never learns (the proxy's refusal mapping answers
+/// both alike).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScramError {
     #[error("malformed SCRAM message: {0}")]
@@ -168,51 +168,10 @@ pub enum ScramError {
 }
 
 impl ScramError {
-    /// 28P01 for failed authentication, 0A000 for an authorization identity, 08P01 for
-    /// protocol violations.
-    pub fn sqlstate(&self) -> &'static str {
-        match self {
-            ScramError::UnknownUser | ScramError::WrongPassword => "28P01",
-            ScramError::AuthorizationIdentity => "0A000",
-            _ => "08P01",
-        }
-    }
-
     /// Whether the client simply failed to prove the password (as opposed to breaking the
     /// protocol).
     pub fn is_authentication_failure(&self) -> bool {
         matches!(self, ScramError::UnknownUser | ScramError::WrongPassword)
-    }
-
-    /// The client's ErrorResponse message and detail. Identical for an unknown user and a
-    /// wrong password.
-    pub fn client_message(&self, user: &str) -> (String, Option<&'static str>) {
-        match self {
-            ScramError::UnknownUser | ScramError::WrongPassword => (
-                format!("password authentication failed for user \"{user}\""),
-                None,
-            ),
-            ScramError::Malformed(detail) => ("malformed SCRAM message".into(), Some(detail)),
-            ScramError::ChannelBindingNotOffered => (
-                "malformed SCRAM message".into(),
-                Some(
-                    "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM \
-                     message includes channel binding data.",
-                ),
-            ),
-            ScramError::AuthorizationIdentity => (
-                "client uses authorization identity, but it is not supported".into(),
-                None,
-            ),
-            ScramError::ChannelBindingMismatch => {
-                ("SCRAM channel binding check failed".into(), None)
-            }
-            ScramError::NonceMismatch => (
-                "invalid SCRAM response".into(),
-                Some("Nonce does not match."),
-            ),
-            ScramError::OutOfOrder => ("unexpected SCRAM message".into(), None),
-        }
     }
 }
 

@@ -14,7 +14,7 @@
 //!   expired or missing *and* its last refresh failed (the background refresher keeps
 //!   retrying, so it turns ready again by itself once AWS or its certificate is fixed).
 
-use crate::server::Shared;
+use crate::runtime::Shared;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

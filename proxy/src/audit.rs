@@ -114,7 +114,7 @@ impl RefusalReason {
 /// Why a connection was refused: the stage, the SQLSTATE the client was sent (if any), and
 /// the operator-facing detail (never a secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Refusal {
+pub struct RefusalRecord {
     pub reason: RefusalReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sqlstate: Option<String>,
@@ -191,7 +191,7 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<Refusal>,
+    pub refusal: Option<RefusalRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<CertificateRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]

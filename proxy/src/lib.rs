@@ -1,12 +1,17 @@
 //! `redshift-iam-proxy`: a PostgreSQL-wire proxy that authenticates clients by X.509
 //! certificate and logs them in to Amazon Redshift with temporary IAM credentials.
 //!
-//! - [`frontend`]: listeners' client side: negotiation, client TLS and certificates.
-//! - [`backend`]: the upstream side: verify-full TLS, login, cancel forwarding.
-//! - [`session`]: one connection from accept to close; [`relay`] splices it after login.
+//! - [`server`]: the composition root: binds listeners, accepts, drains on shutdown.
+//! - [`runtime`]: the reloadable state built from the configuration, the services that
+//!   outlive reloads, admission (connection limits), readiness and reload.
+//! - [`session`]: one connection from accept to close, as typed phases; [`relay`] splices
+//!   it after login.
+//! - [`refusal`]: every way a connection is refused, and the one mapping to SQLSTATE,
+//!   client text, audit reason and metric ([`sqlstate`] names the codes).
+//! - [`frontend`]: the client side: negotiation, client TLS and certificates, password
+//!   logins. [`backend`]: the upstream side: verify-full TLS, login, cancel forwarding.
+//! - [`net`]: wire messages and framing shared by both sides.
 //! - [`cancel`]: routing CancelRequests to the right upstream backend.
-//! - [`server`]: reloadable state built from the configuration, the accept loops, limits,
-//!   reload and graceful shutdown.
 //! - [`audit`]: one JSON-lines record per connection; [`metrics`] and [`admin`]: Prometheus
 //!   metrics and health endpoints on the admin listener.
 
@@ -24,6 +29,9 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod refusal;
 pub mod relay;
+pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod sqlstate;

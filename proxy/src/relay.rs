@@ -11,7 +11,7 @@
 //! the error is written at the next boundary. If none comes within [`STOP_GRACE`] (a huge
 //! message mid-flight), the session is closed without it.
 
-use crate::net::messages::ErrorResponse;
+use crate::refusal::{stop_response, StopReason};
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,52 +40,6 @@ impl Side {
         match self {
             Side::Client => "client",
             Side::Upstream => "upstream",
-        }
-    }
-}
-
-/// Why the proxy itself ended a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// Shutdown: the drain timeout expired.
-    Shutdown,
-    /// No traffic in either direction for `[limits] idle_timeout`.
-    Idle,
-    /// `[limits] max_session_lifetime` reached.
-    Lifetime,
-    /// The client certificate expired (`session_lifetime_within_certificate`).
-    CertificateExpired,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Shutdown => "shutdown",
-            StopReason::Idle => "idle_timeout",
-            StopReason::Lifetime => "max_session_lifetime",
-            StopReason::CertificateExpired => "certificate_expired",
-        }
-    }
-
-    /// What the client is told, in PostgreSQL's own words where it has them.
-    pub fn error_response(self) -> ErrorResponse {
-        match self {
-            StopReason::Shutdown => ErrorResponse::fatal(
-                "57P01",
-                "terminating connection due to administrator command",
-            ),
-            StopReason::Idle => ErrorResponse::fatal(
-                "57P05",
-                "terminating connection due to idle-session timeout",
-            ),
-            StopReason::Lifetime => ErrorResponse::fatal(
-                "57P01",
-                "terminating connection: maximum session lifetime reached",
-            ),
-            StopReason::CertificateExpired => ErrorResponse::fatal(
-                "57P01",
-                "terminating connection: the client certificate has expired",
-            ),
         }
     }
 }
@@ -432,7 +386,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Writes the ErrorResponse for `reason`; whether it was delivered to the socket.
 async fn notify<W: AsyncWrite + Unpin>(to: &mut W, reason: StopReason) -> bool {
-    let wire = reason.error_response().encode();
+    let wire = stop_response(reason).encode();
     matches!(
         tokio::time::timeout(STOP_GRACE, async {
             to.write_all(&wire).await?;
@@ -516,6 +470,7 @@ impl BoundaryTracker {
 mod tests {
     use super::*;
     use crate::net::framing::encode_into;
+    use crate::net::messages::ErrorResponse;
     use bytes::BytesMut;
 
     /// Hands out prepared chunks (or errors), then is not ready.

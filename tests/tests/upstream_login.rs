@@ -11,6 +11,7 @@ use redshift_iam_proxy::backend::{
 };
 use redshift_iam_proxy::net::framing::{encode_into, read_message};
 use redshift_iam_proxy::net::messages::ErrorResponse;
+use redshift_iam_proxy::refusal::upstream_response;
 use secrecy::SecretString;
 use tokio::io::AsyncWriteExt;
 
@@ -159,7 +160,7 @@ async fn a_wrong_password_is_an_auth_failure_with_28p01() {
             .await
             .unwrap_err();
         assert!(err.is_auth_failure(), "{err:?}");
-        assert_eq!(err.sqlstate(), "28P01");
+        assert_eq!(upstream_response(&err).code, "28P01");
         assert!(!format!("{err:?}").contains("not-the-password"));
     }
 }
@@ -173,7 +174,7 @@ async fn an_unknown_database_keeps_the_upstream_sqlstate() {
         .await
         .unwrap_err();
     assert!(!err.is_auth_failure(), "{err:?}");
-    assert_eq!(err.sqlstate(), "3D000");
+    assert_eq!(upstream_response(&err).code, "3D000");
 }
 
 #[tokio::test]

@@ -85,12 +85,6 @@ impl Denial {
         self.details.rule.as_deref()
     }
 
-    /// SQLSTATE for the client's ErrorResponse: always `28000` (invalid authorization
-    /// specification), so the code does not reveal which check failed either.
-    pub fn sqlstate(&self) -> &'static str {
-        "28000"
-    }
-
     /// The message for the client. States what was refused, never what is permitted.
     pub fn client_message(&self) -> String {
         match self.details.reason {

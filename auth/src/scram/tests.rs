@@ -142,7 +142,6 @@ fn a_client_demanding_channel_binding_is_refused() {
     )
     .unwrap_err();
     assert_eq!(err, ScramError::ChannelBindingNotOffered);
-    assert_eq!(err.sqlstate(), "08P01");
 }
 
 #[test]
@@ -152,12 +151,8 @@ fn unknown_user_fails_exactly_like_a_wrong_password() {
     let wrong = login(&users, "etl", "nope", ChannelBinding::unsupported()).unwrap_err();
     assert_eq!(unknown, ScramError::UnknownUser);
     assert_eq!(wrong, ScramError::WrongPassword);
-    assert_eq!(unknown.sqlstate(), wrong.sqlstate());
-    assert_eq!(unknown.client_message("x"), wrong.client_message("x"));
-    assert_eq!(
-        wrong.client_message("x").0,
-        "password authentication failed for user \"x\""
-    );
+    // What the client reads is the same for both: proxy/src/refusal/tests.rs.
+    assert!(unknown.is_authentication_failure() && wrong.is_authentication_failure());
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! [`UpstreamError`]: why connecting, logging in or cancelling upstream failed.
 //!
-//! `Display` is for the proxy's logs; [`UpstreamError::client_message`] is what a client may
-//! see. Neither ever contains a password (it is never formatted into anything), nor the text
-//! of a reply the upstream sent before TLS (unauthenticated bytes are never kept).
+//! `Display` is for the proxy's logs; what a client may see is decided in
+//! [`crate::refusal`]. Neither ever contains a password (it is never formatted into
+//! anything), nor the text of a reply the upstream sent before TLS (unauthenticated bytes
+//! are never kept).
 
 use crate::net::messages::upstream_startup::StartupEncodeError;
 use crate::net::messages::ErrorResponse;
+use crate::sqlstate;
 use std::fmt;
 use std::time::Duration;
 
@@ -161,70 +163,6 @@ fn as_seconds(d: Duration) -> String {
 }
 
 impl UpstreamError {
-    /// The SQLSTATE to report to the client: the upstream's own for its errors, 08001 when
-    /// the upstream cannot be reached or trusted, 08P01 for protocol violations, 08006 when
-    /// the connection broke mid-login.
-    pub fn sqlstate(&self) -> &str {
-        match self {
-            UpstreamError::AuthFailed { sqlstate, .. } | UpstreamError::Server { sqlstate, .. } => {
-                sqlstate
-            }
-            UpstreamError::Connect { .. }
-            | UpstreamError::Timeout { .. }
-            | UpstreamError::TlsNotOffered
-            | UpstreamError::ServerErrorBeforeTls
-            | UpstreamError::Tls { .. }
-            | UpstreamError::UnsupportedAuth { .. }
-            | UpstreamError::UnsupportedDigest { .. }
-            | UpstreamError::NoSaslMechanism { .. }
-            | UpstreamError::UnusableCredential { .. } => "08001",
-            UpstreamError::Protocol { .. } | UpstreamError::Scram { .. } => "08P01",
-            UpstreamError::InvalidStartupParameter(_) => "22023",
-            UpstreamError::Closed { .. } | UpstreamError::Io { .. } => "08006",
-        }
-    }
-
-    /// A message safe to send to the client: no password, no pre-TLS server text, no
-    /// internal addresses.
-    pub fn client_message(&self) -> String {
-        match self {
-            UpstreamError::Connect { .. } => "could not connect to the upstream server".into(),
-            UpstreamError::Timeout { phase, .. } => {
-                format!("the upstream server did not respond in time ({phase})")
-            }
-            UpstreamError::TlsNotOffered => "the upstream server does not offer TLS".into(),
-            UpstreamError::ServerErrorBeforeTls => {
-                "the upstream server refused to start TLS".into()
-            }
-            UpstreamError::Tls { failure, .. } => {
-                format!("could not establish a verified TLS connection to the upstream server: {failure}")
-            }
-            UpstreamError::Protocol { .. } => "protocol violation by the upstream server".into(),
-            UpstreamError::UnsupportedAuth { code } => format!(
-                "the upstream server requested an unsupported authentication method ({code})"
-            ),
-            UpstreamError::UnsupportedDigest { algorithm } => format!(
-                "the upstream server requested an unsupported digest algorithm ({algorithm})"
-            ),
-            UpstreamError::NoSaslMechanism { .. } => {
-                "the upstream server offered no supported SASL mechanism".into()
-            }
-            UpstreamError::Scram { .. } => "the upstream server failed SCRAM authentication".into(),
-            // Both arrive over verified TLS after the server proved its identity, and a real
-            // server's message never contains the password.
-            UpstreamError::AuthFailed { message, .. } | UpstreamError::Server { message, .. } => {
-                message.clone()
-            }
-            UpstreamError::InvalidStartupParameter(e) => e.to_string(),
-            UpstreamError::UnusableCredential { .. } => {
-                "the database credential cannot be sent to the upstream server".into()
-            }
-            UpstreamError::Closed { .. } | UpstreamError::Io { .. } => {
-                "lost the connection to the upstream server during login".into()
-            }
-        }
-    }
-
     /// True when the upstream refused the credentials: the caller evicts its cached
     /// credential and retries once with a fresh one.
     pub fn is_auth_failure(&self) -> bool {
@@ -233,7 +171,7 @@ impl UpstreamError {
 
     /// Maps an ErrorResponse received during login.
     pub(crate) fn from_error_response(e: ErrorResponse) -> Self {
-        if e.code == "28P01" || e.code == "28000" {
+        if e.code == sqlstate::INVALID_PASSWORD || e.code == sqlstate::INVALID_AUTHORIZATION {
             UpstreamError::AuthFailed {
                 sqlstate: e.code,
                 message: e.message,

@@ -1156,3 +1156,18 @@ fn from_config_errors_name_the_ca_bundle_file() {
         Err(UpstreamSetupError::InvalidHost { .. })
     ));
 }
+
+/// What a client is told about an upstream failure (decided in `crate::refusal`).
+trait ClientView {
+    fn sqlstate(&self) -> String;
+    fn client_message(&self) -> String;
+}
+
+impl ClientView for UpstreamError {
+    fn sqlstate(&self) -> String {
+        crate::refusal::upstream_response(self).code
+    }
+    fn client_message(&self) -> String {
+        crate::refusal::upstream_response(self).message
+    }
+}

@@ -50,35 +50,6 @@ pub enum PasswordAuthError {
 }
 
 impl PasswordAuthError {
-    /// SQLSTATE, message and detail for the client; `None` when nobody is listening.
-    pub fn client_error(&self, user: &str) -> Option<(&'static str, String, Option<&'static str>)> {
-        const PROTOCOL: &str = "08P01";
-        Some(match self {
-            PasswordAuthError::Disconnected | PasswordAuthError::Io(_) => return None,
-            PasswordAuthError::Timeout => (PROTOCOL, "login timeout expired".into(), None),
-            PasswordAuthError::UnexpectedMessage(tag) => (
-                PROTOCOL,
-                format!("expected SASL response, got message type {}", *tag as u32),
-                None,
-            ),
-            PasswordAuthError::Framing(_) => {
-                (PROTOCOL, "invalid SASL response length".into(), None)
-            }
-            PasswordAuthError::InitialResponse(_) => {
-                (PROTOCOL, "malformed SASL initial response".into(), None)
-            }
-            PasswordAuthError::Mechanism(_) => (
-                PROTOCOL,
-                "client selected an invalid SASL authentication mechanism".into(),
-                None,
-            ),
-            PasswordAuthError::Scram(e) => {
-                let (message, detail) = e.client_message(user);
-                (e.sqlstate(), message, detail)
-            }
-        })
-    }
-
     /// The client failed to prove a password (unknown user or wrong password), as opposed
     /// to breaking the protocol or leaving.
     pub fn is_authentication_failure(&self) -> bool {

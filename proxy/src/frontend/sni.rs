@@ -128,24 +128,6 @@ pub enum ServerNameRefusal {
     Unknown(String),
 }
 
-impl ServerNameRefusal {
-    pub fn sqlstate(&self) -> &'static str {
-        "28000"
-    }
-
-    pub fn hint(&self) -> &'static str {
-        match self {
-            ServerNameRefusal::Missing => {
-                "Connect by host name rather than IP address (libpq sends the name unless \
-                 sslsni=0)."
-            }
-            ServerNameRefusal::Unknown(_) => {
-                "Connect with a host name the proxy has a certificate for."
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! Test helpers for the client side: a per-test PKI generated with rcgen, a loopback
 //! listener running [`negotiate`], and hand-driven clients (raw bytes and tokio-rustls).
 
-use crate::frontend::negotiate::{negotiate, FrontendError, FrontendSettings, Negotiated};
+use crate::frontend::{negotiate, FrontendError, FrontendSettings, Negotiated};
 use crate::net::framing::{read_message, Message};
 use crate::net::messages::startup::{encode_ssl_request, StartupMessage};
 use crate::net::messages::ErrorResponse;
+use crate::refusal::frontend_refusal;
 use proxy_config::ListenerConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
@@ -194,7 +195,9 @@ impl TestPki {
 pub const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 pub const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
-/// Accepts one connection on a loopback port and runs [`negotiate`] on it.
+/// Accepts one connection on a loopback port and runs [`negotiate`] on it; a failure is
+/// reported to the client as a session reports it (the error comes back without its
+/// stream).
 pub async fn serve_one(
     settings: FrontendSettings,
 ) -> (SocketAddr, JoinHandle<Result<Negotiated, FrontendError>>) {
@@ -202,9 +205,22 @@ pub async fn serve_one(
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        negotiate(tcp, &settings).await
+        let mut result = negotiate(tcp, &settings).await;
+        if let Err(e) = &mut result {
+            if let (Some(stream), Some(response)) =
+                (e.stream.take(), frontend_refusal(&e.kind).response)
+            {
+                crate::session::report(stream, &response).await;
+            }
+        }
+        result
     });
     (addr, task)
+}
+
+/// The SQLSTATE a client is told for `error`, if it is told at all.
+pub fn told(error: &FrontendError) -> Option<String> {
+    frontend_refusal(&error.kind).sqlstate().map(str::to_string)
 }
 
 /// The server's outcome, bounded so a stuck negotiation fails the test instead of hanging.

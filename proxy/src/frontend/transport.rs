@@ -1,7 +1,7 @@
 //! What a client connection runs over: TCP or a Unix-domain socket, with TLS or (on
 //! `password`/`trust` listeners that allow it) without, and where it comes from.
 
-use crate::frontend::negotiate::ClientStream;
+use crate::net::buffered::ReadBuffered;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,6 +10,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
+
+/// The client connection once TLS is up, with a read buffer under TLS (see
+/// [`ReadBuffered`]).
+pub type ClientStream = TlsStream<ReadBuffered<TcpStream>>;
 
 /// An accepted socket, before negotiation.
 #[derive(Debug)]
@@ -94,6 +99,24 @@ pub enum SessionStream {
     Tls(Box<ClientStream>),
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl From<ClientStream> for SessionStream {
+    fn from(tls: ClientStream) -> Self {
+        SessionStream::Tls(Box::new(tls))
+    }
+}
+
+impl From<TcpStream> for SessionStream {
+    fn from(tcp: TcpStream) -> Self {
+        SessionStream::Tcp(tcp)
+    }
+}
+
+impl From<UnixStream> for SessionStream {
+    fn from(unix: UnixStream) -> Self {
+        SessionStream::Unix(unix)
+    }
 }
 
 impl SessionStream {

@@ -1,9 +1,12 @@
 //! PostgreSQL wire basics shared by the client side (`frontend`) and the upstream side
-//! (`backend`): message framing and one file per protocol message under [`messages`].
+//! (`backend`): message framing, one file per protocol message under [`messages`], and the
+//! socket options both sides set.
 
 pub mod buffered;
 pub mod framing;
 pub mod messages;
+pub mod socket_options;
 pub mod tls_names;
 
+pub use socket_options::set_socket_options;
 pub use tls_names::tls_names;

@@ -95,7 +95,7 @@ impl ErrorResponse {
         let mut f = Fields::new(body);
         let mut e = ErrorResponse {
             severity: "ERROR".into(),
-            code: "XX000".into(),
+            code: crate::sqlstate::INTERNAL_ERROR.into(),
             message: String::new(),
             detail: None,
             hint: None,

@@ -1,0 +1,255 @@
+//! Everything one configuration determines, loaded once and replaced as a whole on reload:
+//! listener TLS, upstream endpoints, the policy, limits.
+
+use crate::audit::AuditOpenError;
+use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
+use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
+use crate::metrics::CertificateExpiry;
+use proxy_auth::policy::{Policy, PolicyError};
+use proxy_config::{Config, LimitsConfig, ShutdownConfig};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Why the proxy could not be set up from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("listener {listener}: {source}")]
+    ClientTls {
+        listener: String,
+        #[source]
+        source: Box<TlsSetupError>,
+    },
+    #[error("target {target}: {source}")]
+    Upstream {
+        target: String,
+        #[source]
+        source: UpstreamSetupError,
+    },
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("listener {listener}: no target to route to")]
+    NoTarget { listener: String },
+    #[error("listener {listener}: certificates[{index}]: no target named {target:?}")]
+    NoSniTarget {
+        listener: String,
+        index: usize,
+        target: String,
+    },
+    #[error("listener {listener}: cannot bind {bind}: {source}")]
+    Bind {
+        listener: String,
+        bind: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin listener: cannot bind {bind}: {source}")]
+    AdminBind {
+        bind: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit: {0}")]
+    Audit(#[from] AuditOpenError),
+}
+
+/// An upstream target and how to reach it.
+pub struct TargetContext {
+    pub name: String,
+    pub endpoint: Arc<UpstreamEndpoint>,
+}
+
+/// Per-listener state.
+pub struct ListenerContext {
+    pub name: String,
+    pub bind: String,
+    pub frontend: FrontendSettings,
+    /// Where clients go unless their server name selects a `certificates` entry with a
+    /// target of its own.
+    pub target: Arc<TargetContext>,
+    /// Target of each `[[listener.certificates]]` entry, by index (the listener's target
+    /// where the entry names none).
+    pub sni_targets: Vec<Arc<TargetContext>>,
+    pub strict_sni: bool,
+    /// Connections this listener holds at once: its own `max_connections`, else
+    /// `[limits] max_connections_per_listener`.
+    pub max_connections: Option<usize>,
+}
+
+impl ListenerContext {
+    /// The target for a client that asked for `server_name` (SNI): the target of the
+    /// `certificates` entry that served the name, else the listener's target, or a refusal
+    /// when the listener has `strict_sni` and no entry served the name.
+    pub fn route(
+        &self,
+        server_name: Option<&str>,
+    ) -> Result<&Arc<TargetContext>, ServerNameRefusal> {
+        let entry = self
+            .frontend
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.sni().lookup(server_name));
+        match entry {
+            Some(i) => Ok(&self.sni_targets[i]),
+            None if !self.strict_sni => Ok(&self.target),
+            None => Err(match server_name {
+                None => ServerNameRefusal::Missing,
+                Some(name) => ServerNameRefusal::Unknown(name.to_string()),
+            }),
+        }
+    }
+}
+
+/// Everything loaded from one configuration: replaced as a whole on reload.
+pub struct State {
+    /// 1 at start, +1 per successful reload.
+    pub generation: u64,
+    pub listeners: HashMap<String, Arc<ListenerContext>>,
+    policy: Policy,
+    pub limits: LimitsConfig,
+    pub shutdown: ShutdownConfig,
+    /// The IAM role credential calls use when a rule names none (Roles Anywhere).
+    pub default_role: Option<String>,
+    /// Pre-authentication slots (`[limits] max_handshakes`). A reload brings a fresh
+    /// semaphore; handshakes in flight finish on the old one.
+    pub handshakes: Arc<Semaphore>,
+    pub certificates: Vec<CertificateExpiry>,
+    config: Config,
+}
+
+impl State {
+    /// Loads every certificate, key, CA bundle, CRL and the policy the configuration names.
+    /// Blocking file I/O: run it off the async runtime when the proxy is serving.
+    pub fn build(config: &Config, generation: u64) -> Result<State, SetupError> {
+        let mut targets = HashMap::new();
+        for t in &config.targets {
+            let endpoint =
+                UpstreamEndpoint::from_config(t).map_err(|source| SetupError::Upstream {
+                    target: t.name.clone(),
+                    source,
+                })?;
+            targets.insert(
+                t.name.clone(),
+                Arc::new(TargetContext {
+                    name: t.name.clone(),
+                    endpoint: Arc::new(endpoint),
+                }),
+            );
+        }
+        let mut listeners = HashMap::new();
+        let mut certificates = Vec::new();
+        for l in &config.listeners {
+            let name = l.display_name().to_string();
+            let frontend =
+                FrontendSettings::from_listener(l).map_err(|source| SetupError::ClientTls {
+                    listener: name.clone(),
+                    source: Box::new(source),
+                })?;
+            let target = config
+                .listener_target(l)
+                .and_then(|t| targets.get(&t.name))
+                .cloned()
+                .ok_or_else(|| SetupError::NoTarget {
+                    listener: name.clone(),
+                })?;
+            if let Some(tls_cert) = &l.tls_cert {
+                certificates.extend(certificate_expiries(tls_cert, "server", &name, true));
+            }
+            let mut sni_targets = Vec::with_capacity(l.certificates.len());
+            for (index, entry) in l.certificates.iter().enumerate() {
+                certificates.extend(certificate_expiries(&entry.tls_cert, "server", &name, true));
+                sni_targets.push(match &entry.target {
+                    None => target.clone(),
+                    Some(t) => targets
+                        .get(t)
+                        .cloned()
+                        .ok_or_else(|| SetupError::NoSniTarget {
+                            listener: name.clone(),
+                            index,
+                            target: t.clone(),
+                        })?,
+                });
+            }
+            if let Some(client_ca) = &l.client_ca {
+                certificates.extend(certificate_expiries(client_ca, "client_ca", &name, false));
+            }
+            listeners.insert(
+                name.clone(),
+                Arc::new(ListenerContext {
+                    name,
+                    bind: l.bind.clone(),
+                    frontend,
+                    target,
+                    sni_targets,
+                    strict_sni: l.strict_sni,
+                    max_connections: l
+                        .max_connections
+                        .or(config.limits.max_connections_per_listener),
+                }),
+            );
+        }
+        if let Some(ra) = &config.aws.roles_anywhere {
+            certificates.extend(certificate_expiries(
+                &ra.certificate,
+                "roles_anywhere",
+                "",
+                true,
+            ));
+        }
+        Ok(State {
+            generation,
+            listeners,
+            policy: Policy::new(&config.policy)?,
+            limits: config.limits.clone(),
+            shutdown: config.shutdown.clone(),
+            default_role: config
+                .aws
+                .roles_anywhere
+                .as_ref()
+                .map(|r| r.role_arn.clone()),
+            handshakes: Arc::new(Semaphore::new(config.limits.max_handshakes)),
+            certificates,
+            config: config.clone(),
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// notAfter of the certificates in a PEM file (only the first when `leaf_only`). Files were
+/// already loaded successfully, so a parse problem here only means nothing is exported.
+fn certificate_expiries(
+    path: &Path,
+    kind: &'static str,
+    listener: &str,
+    leaf_only: bool,
+) -> Vec<CertificateExpiry> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use x509_parser::prelude::FromDer;
+    let Ok(iter) = CertificateDer::pem_file_iter(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for der in iter.flatten() {
+        if let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(&der) {
+            out.push(CertificateExpiry {
+                kind,
+                listener: listener.to_string(),
+                subject: cert.subject().to_string(),
+                not_after_unix: cert.validity().not_after.timestamp(),
+            });
+        }
+        if leaf_only {
+            break;
+        }
+    }
+    out
+}

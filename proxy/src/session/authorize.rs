@@ -1,0 +1,46 @@
+//! Phase 3: the policy decides what the admitted client is granted.
+
+use super::admit::Admitted;
+use super::trail::{Refused, Trail};
+use super::Connection;
+use crate::refusal::Refusal;
+use proxy_auth::policy::Grant;
+use tracing::info;
+
+/// A client with a grant: database user, database, groups and role.
+pub(super) struct Authorized {
+    pub admitted: Admitted,
+    pub grant: Grant,
+}
+
+pub(super) fn authorize(
+    conn: &Connection,
+    trail: &mut Trail,
+    admitted: Admitted,
+) -> Result<Authorized, Refused> {
+    let client = &admitted.client;
+    let decision = conn.state.policy().authorize(
+        &client.principal,
+        &admitted.target.name,
+        &client.startup.user,
+        &client.startup.database,
+    );
+    let grant = match decision {
+        Ok(grant) => grant,
+        Err(denial) => {
+            return Err(Refused::new(
+                Refusal::Policy(denial),
+                admitted.client.stream,
+            ))
+        }
+    };
+    trail.authorized(&grant, conn.state.default_role.as_ref());
+    if !client.startup.dropped_params.is_empty() {
+        info!(
+            session_id = %trail.session_id(), identity = %client.principal.short_name(),
+            dropped = ?client.startup.dropped_params,
+            "startup parameters accepted but not forwarded upstream"
+        );
+    }
+    Ok(Authorized { admitted, grant })
+}

@@ -1,0 +1,94 @@
+//! One client connection from accept to close, as a pipeline of typed phases:
+//!
+//! ```text
+//! accepted ─negotiate─▶ ClientSession ─admit─▶ Admitted ─authorize─▶ Authorized
+//!    │                                                                    │
+//!    └─▶ CancelRequest (forwarded, audited)              login (credentials + upstream)
+//!                                                                         ▼
+//!                                       closed ◀─relay─ Relaying ◀─greet─ LoggedIn
+//! ```
+//!
+//! Each phase consumes the previous one and returns the next or a [`Refused`]; whatever
+//! it learned goes into the connection's [`Trail`] (the audit record under construction).
+//! A refusal from any phase ends in [`Trail::refuse`], the one sink that tells the client
+//! (as [`crate::refusal`] maps it), counts, logs and audits. Never panics on client input.
+
+mod admit;
+mod authorize;
+mod cancel;
+mod login;
+mod negotiation;
+mod relaying;
+mod trail;
+
+pub use trail::{report, Refused};
+
+use crate::frontend::{ClientPeer, ClientSocket, Negotiated};
+use crate::runtime::{ConnectionGuard, ListenerContext, Shared, State};
+use std::sync::Arc;
+use tokio::sync::watch;
+use trail::Trail;
+
+/// What every phase of one connection reads.
+pub(crate) struct Connection {
+    pub shared: Arc<Shared>,
+    pub state: Arc<State>,
+    pub listener: Arc<ListenerContext>,
+    pub peer: ClientPeer,
+    /// Becomes `true` when the drain timeout expired and the connection must end.
+    pub terminate: watch::Receiver<bool>,
+    /// Holds the connection's place in the connection counts until it ends.
+    _counted: ConnectionGuard,
+}
+
+/// Resolves once the proxy must end every connection (drain timeout expired).
+pub(crate) async fn terminated(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|t| *t).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Serves one accepted connection (TCP or Unix socket) to completion.
+pub async fn serve_connection(
+    socket: ClientSocket,
+    peer: ClientPeer,
+    listener_name: String,
+    state: Arc<State>,
+    shared: Arc<Shared>,
+) {
+    if let ClientSocket::Tcp(tcp) = &socket {
+        let _ = tcp.set_nodelay(true);
+    }
+    let Some(listener) = state.listeners.get(&listener_name).cloned() else {
+        // The listener set never changes while running (reloads that change it are
+        // refused), so every accepted connection finds its listener.
+        return;
+    };
+    let (counted, over_limit) =
+        shared
+            .admission
+            .admit(&listener.name, listener.max_connections, &state.limits);
+    let mut trail = Trail::new(&listener, &peer, shared.clone());
+    let mut conn = Connection {
+        terminate: shared.terminate_signal(),
+        shared,
+        state,
+        listener,
+        peer,
+        _counted: counted,
+    };
+    let client = match negotiation::negotiate(&mut conn, &mut trail, socket).await {
+        Ok(Negotiated::Session(client)) => *client,
+        Ok(Negotiated::Cancel(target)) => return cancel::forward(&conn, trail, target).await,
+        Err(refused) => return trail.refuse(refused).await,
+    };
+    let logged_in = async {
+        let admitted = admit::admit(&conn, &mut trail, client, over_limit)?;
+        let authorized = authorize::authorize(&conn, &mut trail, admitted)?;
+        login::login(&conn, &mut trail, authorized).await
+    };
+    match logged_in.await {
+        Ok(session) => relaying::run(conn, trail, session).await,
+        Err(refused) => trail.refuse(refused).await,
+    }
+}
