@@ -35,6 +35,10 @@ use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 pub struct ClientIdentity {
     /// Subject common name (first CN), if any.
     pub common_name: Option<String>,
+    /// Every subject CN, in certificate order (almost always one or none). The policy
+    /// refuses a certificate with several CNs where it matches on the CN, unless the rule
+    /// opts in to trying each.
+    pub common_names: Vec<String>,
     /// Full subject DN as RFC 4514 text (see the module documentation for the exact form).
     pub subject: String,
     /// Issuer DN as RFC 4514 text, e.g. `CN=Corp Client CA,O=Corp`.
@@ -52,6 +56,10 @@ pub struct ClientIdentity {
     pub fingerprint_sha256: String,
     /// Validity end, seconds since the Unix epoch.
     pub not_after_unix: i64,
+    /// SHA-256 fingerprints (lowercase hex) of the CA certificates that verified the chain:
+    /// the intermediates on the verified path and the trust anchor from `client_ca`. Set by
+    /// the listener after verification; empty when nothing verified it (local tests).
+    pub verified_by: Vec<String>,
 }
 
 /// Why a certificate could not be read as an identity.
@@ -76,12 +84,15 @@ impl ClientIdentity {
             )));
         }
 
-        let common_name = match cert.subject().iter_common_name().next() {
-            None => None,
-            Some(attr) => Some(decode_string(attr.attr_value()).ok_or_else(|| {
-                IdentityError::Malformed("the subject common name is not a text string".into())
-            })?),
-        };
+        let common_names = cert
+            .subject()
+            .iter_common_name()
+            .map(|attr| {
+                decode_string(attr.attr_value()).ok_or_else(|| {
+                    IdentityError::Malformed("a subject common name is not a text string".into())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut san_dns = Vec::new();
         let mut san_uri = Vec::new();
@@ -102,7 +113,8 @@ impl ClientIdentity {
         }
 
         Ok(ClientIdentity {
-            common_name,
+            common_name: common_names.first().cloned(),
+            common_names,
             subject: rfc4514(cert.subject())?,
             issuer: rfc4514(cert.issuer())?,
             san_dns,
@@ -111,30 +123,8 @@ impl ClientIdentity {
             serial_hex: serial_hex(cert.raw_serial()),
             fingerprint_sha256: hex::encode(Sha256::digest(der)),
             not_after_unix: cert.validity().not_after.timestamp(),
+            verified_by: Vec::new(),
         })
-    }
-
-    /// The local part of the first email SAN (everything before its last `@`), if the
-    /// certificate has an email SAN with a non-empty local part.
-    pub fn email_local(&self) -> Option<&str> {
-        let (local, _domain) = self.san_email.first()?.rsplit_once('@')?;
-        (!local.is_empty()).then_some(local)
-    }
-
-    /// The first DNS SAN, if any.
-    pub fn first_dns(&self) -> Option<&str> {
-        self.san_dns.first().map(String::as_str)
-    }
-
-    /// The last non-empty path segment of the first URI SAN, e.g. `reporting` for
-    /// `spiffe://corp.example/ns/bi/sa/reporting`.
-    ///
-    /// The URI is taken literally: query and fragment are cut off, but there is no
-    /// percent-decoding and no `.`/`..` resolution, so what the template yields is exactly
-    /// what the certificate says (a segment such as `..` is then rejected as a user name by
-    /// the policy instead of silently changing meaning).
-    pub fn uri_path_last_segment(&self) -> Option<&str> {
-        uri_path_last_segment(self.san_uri.first()?)
     }
 }
 
@@ -149,7 +139,20 @@ impl fmt::Display for ClientIdentity {
     }
 }
 
-fn uri_path_last_segment(uri: &str) -> Option<&str> {
+/// The local part of an email address (everything before its last `@`), if non-empty.
+pub fn email_local_part(email: &str) -> Option<&str> {
+    let (local, _domain) = email.rsplit_once('@')?;
+    (!local.is_empty()).then_some(local)
+}
+
+/// The last non-empty path segment of a URI, e.g. `reporting` for
+/// `spiffe://corp.example/ns/bi/sa/reporting`.
+///
+/// The URI is taken literally: query and fragment are cut off, but there is no
+/// percent-decoding and no `.`/`..` resolution, so what a template yields is exactly what
+/// the certificate says (a segment such as `..` is then rejected as a user name by the
+/// policy instead of silently changing meaning).
+pub fn uri_path_last_segment(uri: &str) -> Option<&str> {
     let end = uri.find(['?', '#']).unwrap_or(uri.len());
     let uri = &uri[..end];
     // The scheme is everything before the first ':' as long as no '/' comes earlier.
@@ -375,9 +378,7 @@ mod tests {
             ["Reporting.BI.corp.example", "second.corp.example"]
         );
         assert_eq!(id.san_email, ["alice.smith@corp.example"]);
-        assert_eq!(id.uri_path_last_segment(), Some("reporting"));
-        assert_eq!(id.email_local(), Some("alice.smith"));
-        assert_eq!(id.first_dns(), Some("Reporting.BI.corp.example"));
+        assert_eq!(id.common_names, ["reporting"]);
     }
 
     #[test]
@@ -386,9 +387,7 @@ mod tests {
         let id = ClientIdentity::from_der(&der).expect("identity");
         assert_eq!(id.common_name, None);
         assert!(id.san_dns.is_empty() && id.san_uri.is_empty() && id.san_email.is_empty());
-        assert_eq!(id.email_local(), None);
-        assert_eq!(id.first_dns(), None);
-        assert_eq!(id.uri_path_last_segment(), None);
+        assert!(id.common_names.is_empty());
     }
 
     #[test]
@@ -511,13 +510,8 @@ mod tests {
 
     #[test]
     fn email_local_uses_the_last_at_sign_and_needs_a_local_part() {
-        let mut id = ClientIdentity::from_der(&leaf(&[(DnType::CommonName, "a")], vec![], None))
-            .expect("identity");
-        id.san_email = vec!["\"a@b\"@corp.example".into()];
-        assert_eq!(id.email_local(), Some("\"a@b\""));
-        id.san_email = vec!["@corp.example".into()];
-        assert_eq!(id.email_local(), None);
-        id.san_email = vec!["no-at-sign".into()];
-        assert_eq!(id.email_local(), None);
+        assert_eq!(email_local_part("\"a@b\"@corp.example"), Some("\"a@b\""));
+        assert_eq!(email_local_part("@corp.example"), None);
+        assert_eq!(email_local_part("no-at-sign"), None);
     }
 }

@@ -1,108 +1,91 @@
 //! Identity → grant policy: which target, database user, database and groups a client
-//! certificate may use.
+//! certificate (or local user) may use.
 //!
 //! A [`Policy`] is compiled once per configuration load from
 //! [`proxy_config::PolicyConfig`] and then answers [`Policy::authorize`] for every login.
+//! The promise it keeps: one certificate becomes exactly the database user its own matched
+//! value names, and nothing else gets in.
 //!
 //! # Semantics
 //!
-//! **Matching.** A rule *matches* a client certificate ([`ClientIdentity`]) when every
-//! certificate `match` field the rule gives matches (fields it omits are ignored; a rule with
-//! no certificate fields matches no certificate). It matches a local user of a `password` or
-//! `trust` listener ([`LocalUser`]) when its `local_user` glob matches the user name; a rule
-//! without `local_user` matches no local user. A rule with both kinds of field matches
-//! nobody (configuration validation refuses it):
+//! **Matching.** A rule *matches* a client certificate when every certificate `match` field
+//! it gives matches (fields it omits are ignored; a rule with no certificate field matches
+//! no certificate). It matches a local user of a `password` or `trust` listener when its
+//! `local_user` pattern matches the name; a rule without `local_user` matches no local
+//! user. `match.listener` and `match.auth` further limit a rule to clients of those
+//! listeners and authentication methods.
 //!
-//! | key         | compared with                                   | case        |
-//! |-------------|-------------------------------------------------|-------------|
-//! | `cn`        | the first subject CN (no CN: no match)          | sensitive   |
-//! | `san_uri`   | *any* URI SAN                                   | sensitive   |
-//! | `san_dns`   | *any* DNS SAN                                   | insensitive |
-//! | `san_email` | *any* email SAN                                 | sensitive   |
-//! | `issuer`    | the issuer DN in RFC 4514 form, e.g. `CN=Corp Client CA,O=Corp` (see [`crate::identity`]) | sensitive |
-//! | `local_user`| the local user name (never a certificate)       | sensitive   |
+//! | key             | compared with                                          | case        |
+//! |-----------------|--------------------------------------------------------|-------------|
+//! | `cn`            | the subject CN                                         | sensitive   |
+//! | `san_uri`       | the URI SAN                                            | sensitive   |
+//! | `san_dns`       | the DNS SAN                                            | insensitive |
+//! | `san_email`     | the email SAN                                          | sensitive   |
+//! | `issuer`        | the issuer DN in RFC 4514 form, e.g. `CN=Corp Client CA,O=Corp` | sensitive |
+//! | `issuer_sha256` | SHA-256 of a CA certificate that verified the chain   | hex         |
+//! | `local_user`    | the local user name (never a certificate)             | sensitive   |
 //!
-//! Patterns are globs over the whole value: `*` is any run of characters *including* `/`
-//! (so `spiffe://corp.example/ns/bi/*` matches `spiffe://corp.example/ns/bi/sa/reporting`),
-//! `?` is one character, `[abc]`/`[!abc]` are character classes, `{a,b}` is an alternation.
-//! Backslash is an ordinary character (RFC 4514 text uses it for escaping, e.g.
-//! `O=Corp\, Inc.`); to match a literal metacharacter use a class, e.g. `[*]`, `[{]`.
+//! A certificate with several values of a kind the rule matches on (two URI SANs for a
+//! `san_uri` rule, two CNs for a `cn` rule) does not match the rule, unless the rule says
+//! `multiple_sans = "each"`: then each value is tried on its own, and the rule grants what
+//! any single matching value would (a `default_user` must still name one user).
 //!
-//! **Choosing the rule.** Rules are evaluated in order; the rule used is the **first rule that
-//! matches the identity and grants the requested target** (`targets` lists target names, and
-//! `"*"` grants every target). Only that rule's users and databases are checked afterwards:
-//! a later rule is never consulted, even if it would grant the user or database. No such rule
-//! → [`DenialReason::NoMatchingRule`] (no rule matches the certificate) or
-//! [`DenialReason::TargetNotGranted`] (some match, none grants the target).
+//! Patterns are whole-value globs with named captures ([`pattern`]): `*` crosses `/`,
+//! `{name}` captures one segment (never `/` or `@`), `{a,b}` is an alternation.
 //!
-//! **User.** If the requested user is empty or one of `placeholder_users` (exact,
-//! case-sensitive comparison; default `iam`, `default`, `-`), the rule's `default_user` is
-//! expanded and used; a rule without one, or whose `default_user` cannot be expanded, denies
-//! with [`DenialReason::NoDefaultUser`]. Otherwise the requested user must *equal*
-//! (case-sensitively) one of the rule's `users` after template expansion, else
-//! [`DenialReason::UserNotGranted`].
+//! **Choosing the rule.** Rules are evaluated in order; the rule used is the **first rule
+//! that matches the client and grants the requested target** (`"*"` grants every target).
+//! Only that rule's users and databases are checked afterwards. No such rule →
+//! [`DenialReason::NoMatchingRule`] or [`DenialReason::TargetNotGranted`].
 //!
-//! **Templates.** `users` and `default_user` may contain `{cn}` (subject CN), `{email_local}`
-//! (part before the last `@` of the first email SAN), `{san_dns}` (first DNS SAN),
-//! `{san_uri_path}` (last non-empty path segment of the first URI SAN, taken literally) and
-//! `{local_user}` (the local user name). A template whose placeholder the client cannot fill
-//! (missing or empty value; certificate fields for a local user, `{local_user}` for a
-//! certificate) grants nothing. An expansion must be a valid user name ([`check_name`]: 1–64 characters, first an
-//! ASCII letter or `_`, then ASCII letters, digits, `_`, `$`, `.`, `-`, `@`; never `public`),
-//! otherwise it grants nothing: certificates are attacker-influenced, so a CN such as `a:b`
-//! or `x/../y` never becomes a user.
+//! **Templates** ([`template`]) take their values only from what satisfied the rule's
+//! match: `{cn}` the matched CN, `{san_uri_path}` the last path segment of the matched URI
+//! SAN, `{san_dns}` the matched DNS SAN, `{email_local}` the local part of the matched
+//! email SAN (only where the match pins the domain), `{local_user}`, and the rule's named
+//! captures. A template that refers to a field the rule does not match on is refused at
+//! load. An expansion must be a valid user name ([`check_name`]), otherwise it grants
+//! nothing: certificates are attacker-influenced, so a CN such as `a:b` never becomes a
+//! user.
 //!
-//! **Database.** The requested database must match one of the rule's `databases` globs
-//! (case-sensitive). An empty requested database defaults to the granted user name, as
+//! **User.** Names are compared the way Redshift sees them: unquoted user names fold to
+//! lower case ([`fold`]), so `Alice` and `alice` are one user, and the grant carries the
+//! folded name. An empty or placeholder startup user (`placeholder_users`, default `iam`,
+//! `default`, `-`) takes the rule's `default_user`; otherwise the requested user must equal
+//! an expansion of one of the rule's `users`. Whatever the rules say, reserved users are
+//! refused ([`DenialReason::ReservedUser`]): `rdsdb`, `pg_*`, `padb_*` and `deny_users`
+//! (default `awsuser`).
+//!
+//! **Database.** The requested database must match one of the rule's `databases`
+//! patterns. An empty requested database defaults to the granted user name, as
 //! PostgreSQL does, and is checked like any other.
 //!
-//! **Grant.** On success the [`Grant`] carries the rule name, the target, the database user and
-//! database, the rule's `groups` (sorted, de-duplicated) and its `role_arn`.
-//!
-//! Every refusal is a [`Denial`] with SQLSTATE `28000`, whose client message never reveals what
-//! would have been allowed.
-//!
-//! **Load-time checks** ([`Policy::new`]): every glob must compile; templates must parse and be
-//! able to yield a valid user name for *some* certificate (a literal user must itself be
-//! valid); group names must be valid names.
+//! **Grant.** On success the [`Grant`] carries the rule name, the target, the database user
+//! and database, the rule's `groups` (folded, sorted, de-duplicated) and its `role_arn`.
+//! Every refusal is a [`Denial`] whose client message never reveals what would have been
+//! allowed.
 
 mod denial;
 mod names;
+mod pattern;
+mod rule;
 mod template;
 
 use denial::DenialDetails;
 pub use denial::{Denial, DenialReason};
-pub use names::{check_name, InvalidName, MAX_NAME_LEN};
+pub use names::{check_name, fold, is_reserved, InvalidName, MAX_NAME_LEN};
+pub use rule::Access;
 
 use crate::db_credentials::DbCredentialRequest;
-use crate::identity::ClientIdentity;
-use crate::principal::{LocalUser, PrincipalRef};
-use globset::{GlobBuilder, GlobMatcher};
-use template::{Template, TemplateSyntaxError};
+use crate::principal::PrincipalRef;
+use rule::{Matched, Rule};
+use template::Binding;
 
 /// A compiled policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     placeholder_users: Vec<String>,
+    deny_users: Vec<String>,
     rules: Vec<Rule>,
-}
-
-#[derive(Debug, Clone)]
-struct Rule {
-    name: String,
-    cn: Option<GlobMatcher>,
-    san_uri: Option<GlobMatcher>,
-    san_dns: Option<GlobMatcher>,
-    san_email: Option<GlobMatcher>,
-    issuer: Option<GlobMatcher>,
-    local_user: Option<GlobMatcher>,
-    /// `None`: `"*"` was listed, every target is granted.
-    targets: Option<Vec<String>>,
-    users: Vec<Template>,
-    default_user: Option<Template>,
-    databases: Vec<GlobMatcher>,
-    groups: Vec<String>,
-    role_arn: Option<String>,
 }
 
 /// What a login was granted.
@@ -112,11 +95,12 @@ pub struct Grant {
     pub rule: String,
     /// `[[target]]` name.
     pub target: String,
-    /// Database user to obtain credentials for.
+    /// Database user to obtain credentials for, folded to lower case as Redshift folds
+    /// unquoted names.
     pub db_user: String,
     /// Database to log in to.
     pub database: String,
-    /// Database groups, sorted and de-duplicated.
+    /// Database groups, folded, sorted and de-duplicated.
     pub db_groups: Vec<String>,
     /// IAM role for this login; `None` for the configured default.
     pub role_arn: Option<String>,
@@ -138,8 +122,8 @@ impl Grant {
 /// A policy configuration the proxy cannot use. Names the rule and the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("policy rule {rule:?}: {key} pattern {pattern:?} is not a valid glob: {reason}")]
-    InvalidGlob {
+    #[error("policy rule {rule:?}: {key} pattern {pattern:?}: {reason}")]
+    InvalidPattern {
         rule: String,
         key: &'static str,
         pattern: String,
@@ -161,26 +145,28 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// Compiles `config`. Fails on the first glob, template or group name that cannot work.
+    /// Compiles `config`. Fails on the first pattern, template or group name that cannot
+    /// work.
     pub fn new(config: &proxy_config::PolicyConfig) -> Result<Policy, PolicyError> {
         let rules = config
             .rules
             .iter()
-            .map(Rule::compile)
+            .map(|r| Rule::compile(r, &config.deny_users))
             .collect::<Result<_, _>>()?;
         Ok(Policy {
             placeholder_users: config.placeholder_users.clone(),
+            deny_users: config.deny_users.clone(),
             rules,
         })
     }
 
-    /// Decides whether the client (a certificate identity or a local user) may log in to
-    /// `target` as `requested_user` on `requested_database`. See the
+    /// Decides whether the client (a certificate identity or a local user) may log in
+    /// through `access` as `requested_user` on `requested_database`. See the
     /// [module documentation](self) for the rules.
     pub fn authorize<'p>(
         &self,
         principal: impl Into<PrincipalRef<'p>>,
-        target: &str,
+        access: &Access<'_>,
         requested_user: &str,
         requested_database: &str,
     ) -> Result<Grant, Denial> {
@@ -191,7 +177,7 @@ impl Policy {
                 PrincipalRef::LocalUser(_) => "local user",
             },
             reason: DenialReason::NoMatchingRule,
-            target: target.to_owned(),
+            target: access.target.to_owned(),
             requested_user: requested_user.to_owned(),
             database: String::new(),
             database_defaulted: false,
@@ -201,60 +187,34 @@ impl Policy {
         };
 
         let mut chosen = None;
-        for rule in self.rules.iter().filter(|r| r.matches(identity)) {
-            denial.matching_rules.push(rule.name.clone());
-            if rule.grants_target(target) {
-                chosen = Some(rule);
-                break;
+        for rule in &self.rules {
+            match rule.matches(identity, access) {
+                Matched::No => {}
+                Matched::Ambiguous(note) => denial.notes.push(note),
+                Matched::Yes(bindings) => {
+                    denial.matching_rules.push(rule.name.clone());
+                    if rule.grants_target(access.target) {
+                        chosen = Some((rule, bindings));
+                        break;
+                    }
+                }
             }
         }
-        let Some(rule) = chosen else {
+        let Some((rule, bindings)) = chosen else {
             if !denial.matching_rules.is_empty() {
                 denial.reason = DenialReason::TargetNotGranted;
             }
             return Err(denial.into());
         };
         denial.rule = Some(rule.name.clone());
+        denial.notes.clear();
 
-        let wants_default =
-            requested_user.is_empty() || self.placeholder_users.iter().any(|p| p == requested_user);
-        let db_user = if wants_default {
-            let expanded = match &rule.default_user {
-                None => Err("the rule has no default_user".to_owned()),
-                Some(t) => t
-                    .expand(identity)
-                    .map_err(|e| format!("default_user {:?}: {e}", t.source())),
-            };
-            match expanded {
-                Ok(user) => user,
-                Err(note) => {
-                    denial.reason = DenialReason::NoDefaultUser;
-                    denial.notes.push(note);
-                    return Err(denial.into());
-                }
-            }
-        } else {
-            let mut granted = false;
-            for t in &rule.users {
-                match t.expand(identity) {
-                    Ok(user) if user == requested_user => {
-                        granted = true;
-                        break;
-                    }
-                    Ok(_) => {}
-                    // Worth telling the operator: "why was alice refused?" is usually an
-                    // unexpected certificate field.
-                    Err(e) => denial
-                        .notes
-                        .push(format!("users template {:?}: {e}", t.source())),
-                }
-            }
-            if !granted {
-                denial.reason = DenialReason::UserNotGranted;
-                return Err(denial.into());
-            }
-            requested_user.to_owned()
-        };
+        let db_user = self.granted_user(rule, &bindings, requested_user, &mut denial)?;
+        if is_reserved(&db_user, &self.deny_users) {
+            denial.reason = DenialReason::ReservedUser;
+            denial.notes.push(format!("{db_user:?} is reserved"));
+            return Err(denial.into());
+        }
 
         let (database, defaulted) = if requested_database.is_empty() {
             (db_user.clone(), true)
@@ -272,145 +232,77 @@ impl Policy {
 
         Ok(Grant {
             rule: rule.name.clone(),
-            target: target.to_owned(),
+            target: access.target.to_owned(),
             db_user,
             database,
             db_groups: rule.groups.clone(),
             role_arn: rule.role_arn.clone(),
         })
     }
-}
 
-impl Rule {
-    fn compile(c: &proxy_config::RuleConfig) -> Result<Rule, PolicyError> {
-        let glob = |key: &'static str, pattern: &Option<String>, case_insensitive: bool| {
-            pattern
-                .as_deref()
-                .map(|p| compile_glob(&c.name, key, p, case_insensitive))
-                .transpose()
-        };
-        let template = |key: &'static str, source: &str| {
-            Template::parse(source).map_err(|e: TemplateSyntaxError| PolicyError::InvalidTemplate {
-                rule: c.name.clone(),
-                key,
-                template: source.to_owned(),
-                reason: e.to_string(),
-            })
-        };
-
-        let mut groups = c.groups.clone();
-        groups.sort();
-        groups.dedup();
-        for group in &groups {
-            check_name(group).map_err(|reason| PolicyError::InvalidGroup {
-                rule: c.name.clone(),
-                group: group.clone(),
-                reason,
-            })?;
+    /// The database user `rule` grants for the requested one, folded: the rule's
+    /// `default_user` for a placeholder (it must expand to one user however the client
+    /// matched), else the requested user if any binding's expansion of `users` names it.
+    fn granted_user(
+        &self,
+        rule: &Rule,
+        bindings: &[Binding],
+        requested_user: &str,
+        denial: &mut DenialDetails,
+    ) -> Result<String, Denial> {
+        let requested = fold(requested_user);
+        let wants_default =
+            requested.is_empty() || self.placeholder_users.iter().any(|p| fold(p) == requested);
+        if wants_default {
+            let Some(template) = &rule.default_user else {
+                denial.reason = DenialReason::NoDefaultUser;
+                denial.notes.push("the rule has no default_user".into());
+                return Err(denial.clone().into());
+            };
+            let mut users: Vec<String> = Vec::new();
+            for b in bindings {
+                match template.expand(b) {
+                    Ok(user) => users.push(fold(&user)),
+                    Err(e) => denial
+                        .notes
+                        .push(format!("default_user {:?}: {e}", template.source())),
+                }
+            }
+            users.sort();
+            users.dedup();
+            return match users.as_slice() {
+                [user] => Ok(user.clone()),
+                [] => {
+                    denial.reason = DenialReason::NoDefaultUser;
+                    Err(denial.clone().into())
+                }
+                several => {
+                    denial.reason = DenialReason::NoDefaultUser;
+                    denial.notes.push(format!(
+                        "default_user {:?} names {} users for this certificate; it must name one",
+                        template.source(),
+                        several.len()
+                    ));
+                    Err(denial.clone().into())
+                }
+            };
         }
-
-        Ok(Rule {
-            name: c.name.clone(),
-            cn: glob("match.cn", &c.matches.cn, false)?,
-            san_uri: glob("match.san_uri", &c.matches.san_uri, false)?,
-            // DNS names are case-insensitive (RFC 4343).
-            san_dns: glob("match.san_dns", &c.matches.san_dns, true)?,
-            san_email: glob("match.san_email", &c.matches.san_email, false)?,
-            issuer: glob("match.issuer", &c.matches.issuer, false)?,
-            local_user: glob("match.local_user", &c.matches.local_user, false)?,
-            targets: if c.targets.iter().any(|t| t == "*") {
-                None
-            } else {
-                Some(c.targets.clone())
-            },
-            users: c
-                .users
-                .iter()
-                .map(|u| template("users", u))
-                .collect::<Result<_, _>>()?,
-            default_user: c
-                .default_user
-                .as_deref()
-                .map(|u| template("default_user", u))
-                .transpose()?,
-            databases: c
-                .databases
-                .iter()
-                .map(|d| compile_glob(&c.name, "databases", d, false))
-                .collect::<Result<_, _>>()?,
-            groups,
-            role_arn: c.role_arn.clone(),
-        })
-    }
-
-    fn matches(&self, principal: PrincipalRef<'_>) -> bool {
-        match principal {
-            PrincipalRef::Certificate(id) => self.local_user.is_none() && self.matches_cert(id),
-            PrincipalRef::LocalUser(u) => self.matches_local(u),
+        for template in &rule.users {
+            for b in bindings {
+                match template.expand(b) {
+                    Ok(user) if fold(&user) == requested => return Ok(requested),
+                    Ok(_) => {}
+                    // Worth telling the operator: "why was alice refused?" is usually an
+                    // unexpected certificate field.
+                    Err(e) => denial
+                        .notes
+                        .push(format!("users template {:?}: {e}", template.source())),
+                }
+            }
         }
+        denial.reason = DenialReason::UserNotGranted;
+        Err(denial.clone().into())
     }
-
-    fn matches_local(&self, user: &LocalUser) -> bool {
-        let has_cert_criterion = self.cn.is_some()
-            || self.san_uri.is_some()
-            || self.san_dns.is_some()
-            || self.san_email.is_some()
-            || self.issuer.is_some();
-        !has_cert_criterion
-            && self
-                .local_user
-                .as_ref()
-                .is_some_and(|g| g.is_match(&user.name))
-    }
-
-    fn matches_cert(&self, id: &ClientIdentity) -> bool {
-        let any = |glob: &GlobMatcher, values: &[String]| values.iter().any(|v| glob.is_match(v));
-        let has_criterion = self.cn.is_some()
-            || self.san_uri.is_some()
-            || self.san_dns.is_some()
-            || self.san_email.is_some()
-            || self.issuer.is_some();
-        has_criterion
-            && self
-                .cn
-                .as_ref()
-                .is_none_or(|g| id.common_name.as_deref().is_some_and(|cn| g.is_match(cn)))
-            && self.san_uri.as_ref().is_none_or(|g| any(g, &id.san_uri))
-            && self.san_dns.as_ref().is_none_or(|g| any(g, &id.san_dns))
-            && self
-                .san_email
-                .as_ref()
-                .is_none_or(|g| any(g, &id.san_email))
-            && self.issuer.as_ref().is_none_or(|g| g.is_match(&id.issuer))
-    }
-
-    fn grants_target(&self, target: &str) -> bool {
-        self.targets
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| n == target))
-    }
-}
-
-fn compile_glob(
-    rule: &str,
-    key: &'static str,
-    pattern: &str,
-    case_insensitive: bool,
-) -> Result<GlobMatcher, PolicyError> {
-    GlobBuilder::new(pattern)
-        // Values are not paths: `*` must cross `/` (SPIFFE IDs, URIs).
-        .literal_separator(false)
-        // RFC 4514 text escapes with backslashes; keep them literal in patterns.
-        .backslash_escape(false)
-        .case_insensitive(case_insensitive)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| PolicyError::InvalidGlob {
-            rule: rule.to_owned(),
-            key,
-            pattern: pattern.to_owned(),
-            reason: e.kind().to_string(),
-        })
 }
 
 #[cfg(test)]

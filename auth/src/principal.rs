@@ -32,6 +32,9 @@ pub struct LocalUser {
 }
 
 /// An authenticated client.
+// One per session, held for its life: the size of the certificate variant costs nothing
+// worth an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientPrincipal {
     Certificate(ClientIdentity),

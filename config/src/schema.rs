@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// `[security]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Refuse to load the configuration when a private-key file it names (a listener's
@@ -53,6 +53,52 @@ pub struct SecurityConfig {
     /// whenever the file is loaded: at startup, on reload and by `check-config`.
     #[serde(default)]
     pub strict_key_permissions: bool,
+    /// Re-read the listeners' `client_crls` this often (a reload also re-reads them);
+    /// default: only on reload.
+    #[serde(default, with = "humantime_serde")]
+    pub crl_reload_interval: Option<Duration>,
+    /// Password listeners: after each failed attempt for a user or from a source
+    /// address, the next failure of either is answered this much later, doubling per
+    /// failure up to `password_failure_delay_max`.
+    #[serde(default = "default_password_failure_delay", with = "humantime_serde")]
+    pub password_failure_delay: Duration,
+    #[serde(
+        default = "default_password_failure_delay_max",
+        with = "humantime_serde"
+    )]
+    pub password_failure_delay_max: Duration,
+    /// Failed attempts (per user, or per source address) within `password_lockout` that
+    /// lock it for `password_lockout`; `0` never locks.
+    #[serde(default = "default_password_lockout_after")]
+    pub password_lockout_after: u32,
+    #[serde(default = "default_password_lockout", with = "humantime_serde")]
+    pub password_lockout: Duration,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            strict_key_permissions: false,
+            crl_reload_interval: None,
+            password_failure_delay: default_password_failure_delay(),
+            password_failure_delay_max: default_password_failure_delay_max(),
+            password_lockout_after: default_password_lockout_after(),
+            password_lockout: default_password_lockout(),
+        }
+    }
+}
+
+fn default_password_failure_delay() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_password_failure_delay_max() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_password_lockout_after() -> u32 {
+    10
+}
+fn default_password_lockout() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -349,6 +395,11 @@ pub struct PolicyConfig {
     /// `default_user` applies instead.
     #[serde(default = "default_placeholder_users")]
     pub placeholder_users: Vec<String>,
+    /// Database users no rule may grant, compared case-insensitively, besides those
+    /// Redshift reserves (`rdsdb`, `pg_*`, `padb_*`). Default: `awsuser`, the console's
+    /// default admin user.
+    #[serde(default = "default_deny_users")]
+    pub deny_users: Vec<String>,
     /// Rules, first match wins.
     #[serde(rename = "rule", default)]
     pub rules: Vec<RuleConfig>,
@@ -358,9 +409,14 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             placeholder_users: default_placeholder_users(),
+            deny_users: default_deny_users(),
             rules: Vec::new(),
         }
     }
+}
+
+fn default_deny_users() -> Vec<String> {
+    vec!["awsuser".into()]
 }
 
 fn default_placeholder_users() -> Vec<String> {
@@ -391,6 +447,21 @@ pub struct RuleConfig {
     /// `[aws.roles_anywhere]` role).
     #[serde(default)]
     pub role_arn: Option<String>,
+    /// What to do with a certificate carrying several values of a kind the rule matches on
+    /// (several URI SANs for a `san_uri` rule, ...).
+    #[serde(default)]
+    pub multiple_sans: MultipleSans,
+}
+
+/// A certificate with several SANs (or CNs) of the kind a rule matches on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultipleSans {
+    /// The rule does not match such a certificate.
+    #[default]
+    Refuse,
+    /// Each value is tried on its own: the rule grants what any one matching value would.
+    Each,
 }
 
 /// Glob patterns (`*`, `?`, `[...]`) over certificate fields, or over a local user name.
@@ -415,9 +486,21 @@ pub struct MatchConfig {
     /// A local user of a `password` or `trust` listener (never a certificate).
     #[serde(default)]
     pub local_user: Option<String>,
+    /// SHA-256 fingerprint (hex, `:` separators allowed) of a CA certificate that verified
+    /// the client's chain: the trust anchor in `client_ca` or an intermediate on the
+    /// verified path. Unlike `issuer`, a DN another CA in the bundle could also carry.
+    #[serde(default)]
+    pub issuer_sha256: Option<String>,
+    /// Only clients of these listeners (by name).
+    #[serde(default)]
+    pub listener: Vec<String>,
+    /// Only clients that authenticated this way.
+    #[serde(default)]
+    pub auth: Vec<ClientAuthMode>,
 }
 
 impl MatchConfig {
+    /// Whether no field names who matches (`listener` and `auth` only scope).
     pub fn is_empty(&self) -> bool {
         !self.has_certificate_fields() && self.local_user.is_none()
     }
@@ -429,6 +512,7 @@ impl MatchConfig {
             || self.san_dns.is_some()
             || self.san_email.is_some()
             || self.issuer.is_some()
+            || self.issuer_sha256.is_some()
     }
 }
 
@@ -509,14 +593,38 @@ pub struct DbCredentialsConfig {
     /// Refresh cached database credentials this long before they expire.
     #[serde(default = "default_db_refresh_before", with = "humantime_serde")]
     pub refresh_before: Duration,
+    /// AWS credential calls one client identity may cause per minute (a burst of as many,
+    /// then a steady rate); logins beyond it are refused until the budget refills.
+    #[serde(default = "default_fetches_per_identity")]
+    pub fetches_per_identity_per_minute: u32,
+    /// Distinct cached credentials (user, database, groups) one identity may hold.
+    #[serde(default = "default_cached_per_identity")]
+    pub max_cached_per_identity: usize,
+    /// After a failed credential call, or a fresh credential the upstream refused, the same
+    /// request waits before AWS is asked again: 1 s, doubling up to this.
+    #[serde(default = "default_failure_backoff_max", with = "humantime_serde")]
+    pub failure_backoff_max: Duration,
 }
 
 impl Default for DbCredentialsConfig {
     fn default() -> Self {
         DbCredentialsConfig {
             refresh_before: default_db_refresh_before(),
+            fetches_per_identity_per_minute: default_fetches_per_identity(),
+            max_cached_per_identity: default_cached_per_identity(),
+            failure_backoff_max: default_failure_backoff_max(),
         }
     }
+}
+
+fn default_fetches_per_identity() -> u32 {
+    20
+}
+fn default_cached_per_identity() -> usize {
+    16
+}
+fn default_failure_backoff_max() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_db_refresh_before() -> Duration {
@@ -527,13 +635,27 @@ fn default_db_refresh_before() -> Duration {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// `host:port` to bind, e.g. `127.0.0.1:9187`. Absent: no admin listener.
+    /// `host:port` to bind, e.g. `127.0.0.1:9187`, or `unix:/path` for a Unix socket.
+    /// Absent: no admin listener.
     #[serde(default)]
     pub bind: Option<String>,
-    /// Permit a non-loopback `bind`. The endpoints are unauthenticated and `POST /reload`
-    /// changes state, so exposing them beyond the host is an explicit decision.
+    /// Permit a non-loopback `bind`. The read-only endpoints are unauthenticated, so
+    /// exposing them beyond the host is an explicit decision.
     #[serde(default)]
     pub allow_remote: bool,
+    /// File holding the bearer token `POST /reload` requires on a TCP admin listener
+    /// (`Authorization: Bearer <token>`). Without a token only a Unix-socket admin listener
+    /// accepts reloads.
+    #[serde(default)]
+    pub reload_token_file: Option<PathBuf>,
+    /// Environment variable holding that token (instead of a file).
+    #[serde(default)]
+    pub reload_token_env: Option<String>,
+    /// Host names (`Host` header, without port) accepted besides IP literals and
+    /// `localhost`; anything else is refused, so a browser tricked by DNS rebinding cannot
+    /// reach the endpoints.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where audit records go.
@@ -588,14 +710,22 @@ pub struct LimitsConfig {
     /// timeout.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// Time from accept to a completed TLS handshake (or, on plaintext listeners, to the
+    /// startup message). A handshake slot is taken only once a complete ClientHello has
+    /// arrived.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections one source address may hold before it has authenticated.
+    #[serde(default = "default_max_pending_per_source")]
+    pub max_pending_per_source: usize,
     /// Close a session with no traffic in either direction for this long (default: off).
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
     /// Close a session this long after login (default: off).
     #[serde(default, with = "humantime_serde")]
     pub max_session_lifetime: Option<Duration>,
-    /// Also close a session when its client certificate expires.
-    #[serde(default)]
+    /// Close a session when its client certificate expires (default `true`).
+    #[serde(default = "default_true")]
     pub session_lifetime_within_certificate: bool,
     /// Idle time before TCP keepalive probes, on client and upstream sockets (`0s`: off).
     #[serde(default = "default_keepalive", with = "humantime_serde")]
@@ -617,9 +747,11 @@ impl Default for LimitsConfig {
             max_connections_per_listener: None,
             max_connections_per_identity: None,
             max_handshakes: default_max_handshakes(),
+            handshake_timeout: default_handshake_timeout(),
+            max_pending_per_source: default_max_pending_per_source(),
             idle_timeout: None,
             max_session_lifetime: None,
-            session_lifetime_within_certificate: false,
+            session_lifetime_within_certificate: true,
             tcp_keepalive: default_keepalive(),
             tcp_keepalive_interval: default_keepalive_interval(),
             tcp_keepalive_retries: default_keepalive_retries(),
@@ -633,6 +765,12 @@ fn default_max_connections() -> Option<usize> {
 }
 fn default_max_handshakes() -> usize {
     256
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_pending_per_source() -> usize {
+    32
 }
 fn default_keepalive() -> Duration {
     Duration::from_secs(60)

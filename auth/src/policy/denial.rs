@@ -15,6 +15,8 @@ pub enum DenialReason {
     NoDefaultUser,
     /// The database does not match the chosen rule's `databases`.
     DatabaseNotGranted,
+    /// The granted user is reserved (`rdsdb`, `pg_*`, `padb_*`, `[policy] deny_users`).
+    ReservedUser,
 }
 
 impl DenialReason {
@@ -26,6 +28,7 @@ impl DenialReason {
             DenialReason::UserNotGranted => "user_not_granted",
             DenialReason::NoDefaultUser => "no_default_user",
             DenialReason::DatabaseNotGranted => "database_not_granted",
+            DenialReason::ReservedUser => "reserved_user",
         }
     }
 }
@@ -94,7 +97,7 @@ impl Denial {
                     self.details.subject
                 )
             }
-            DenialReason::UserNotGranted => format!(
+            DenialReason::UserNotGranted | DenialReason::ReservedUser => format!(
                 "database user {} is not permitted for this {}",
                 quote(&self.details.requested_user),
                 self.details.subject
@@ -148,6 +151,11 @@ impl Denial {
                     list(&self.details.matching_rules)
                 ));
             }
+            DenialReason::ReservedUser => out.push_str(&format!(
+                "rule {}: database user {} is reserved and never granted",
+                quote(self.details.rule.as_deref().unwrap_or_default()),
+                quote(&self.details.requested_user)
+            )),
             DenialReason::UserNotGranted => out.push_str(&format!(
                 "rule {}: database user {} is not among the rule's users",
                 quote(self.details.rule.as_deref().unwrap_or_default()),

@@ -48,6 +48,23 @@ pub fn check_name(name: &str) -> Result<(), InvalidName> {
     Ok(())
 }
 
+/// The name as Redshift sees an unquoted identifier: ASCII letters folded to lower case.
+/// `Alice` and `alice` are one database user, so the policy compares and grants folded
+/// names.
+pub fn fold(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// Users no policy may grant, whatever it says: Redshift's internal superuser `rdsdb`, and
+/// the prefixes of system roles (`pg_`, `padb_`). `deny_users` adds the operator's own
+/// (by default the console's admin user `awsuser`). Compared folded.
+pub fn is_reserved(folded: &str, deny_users: &[String]) -> bool {
+    folded == "rdsdb"
+        || folded.starts_with("pg_")
+        || folded.starts_with("padb_")
+        || deny_users.iter().any(|d| fold(d) == folded)
+}
+
 fn is_allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.' | '-' | '@')
 }
@@ -69,6 +86,17 @@ mod tests {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
         assert_eq!(check_name(&"a".repeat(64)), Ok(()));
+    }
+
+    #[test]
+    fn reserved_users_are_recognised_folded() {
+        let deny = vec!["AwsUser".to_string()];
+        for name in ["rdsdb", "pg_monitor", "padb_x", "awsuser"] {
+            assert!(is_reserved(&fold(name), &deny), "{name}");
+        }
+        assert!(is_reserved(&fold("RDSDB"), &deny));
+        assert!(!is_reserved("alice", &deny));
+        assert!(!is_reserved("pgx", &deny));
     }
 
     #[test]

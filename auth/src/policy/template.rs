@@ -1,90 +1,139 @@
-//! User-name templates such as `{cn}` or `svc_{email_local}`.
+//! User-name templates such as `{cn}`, `svc_{email_local}` or `{name}`.
+//!
+//! A template takes its values only from what satisfied its rule's match (a [`Binding`]):
+//! `{cn}` is the CN the rule's `match.cn` matched, `{san_uri_path}` the last path segment of
+//! the URI SAN `match.san_uri` matched, `{san_dns}` the matched DNS SAN, `{email_local}` the
+//! local part of the matched email SAN, `{local_user}` the matched local user, and
+//! `{<capture>}` a named capture of one of the rule's patterns. Never another field of the
+//! certificate: a second SAN the rule did not match cannot choose the database user.
 
 use super::names::{check_name, InvalidName};
-use crate::principal::PrincipalRef;
+use super::pattern::Captures;
+use crate::identity::{email_local_part, uri_path_last_segment};
 use std::fmt;
 
-/// A certificate field a template can refer to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A value a template can refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Placeholder {
-    /// `{cn}`: the subject common name.
+    /// `{cn}`: the matched subject common name.
     Cn,
-    /// `{email_local}`: local part of the first email SAN.
+    /// `{email_local}`: local part of the matched email SAN.
     EmailLocal,
-    /// `{san_dns}`: the first DNS SAN.
+    /// `{san_dns}`: the matched DNS SAN.
     SanDns,
-    /// `{san_uri_path}`: last non-empty path segment of the first URI SAN.
+    /// `{san_uri_path}`: last non-empty path segment of the matched URI SAN.
     SanUriPath,
-    /// `{local_user}`: the local user name (`password` and `trust` listeners).
+    /// `{local_user}`: the matched local user name.
     LocalUser,
+    /// `{name}`: a named capture of the rule's match patterns.
+    Capture(String),
 }
 
+/// The built-in placeholders, by name.
+pub(crate) const BUILT_IN: &[&str] =
+    &["cn", "email_local", "san_dns", "san_uri_path", "local_user"];
+
 impl Placeholder {
-    fn from_name(name: &str) -> Option<Placeholder> {
-        Some(match name {
+    fn from_name(name: &str) -> Placeholder {
+        match name {
             "cn" => Placeholder::Cn,
             "email_local" => Placeholder::EmailLocal,
             "san_dns" => Placeholder::SanDns,
             "san_uri_path" => Placeholder::SanUriPath,
             "local_user" => Placeholder::LocalUser,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Placeholder::Cn => "cn",
-            Placeholder::EmailLocal => "email_local",
-            Placeholder::SanDns => "san_dns",
-            Placeholder::SanUriPath => "san_uri_path",
-            Placeholder::LocalUser => "local_user",
+            other => Placeholder::Capture(other.to_owned()),
         }
     }
 
-    /// The value for `principal`; empty values count as absent, and a placeholder of the
-    /// other kind of client (certificate or local user) is absent.
-    fn value<'a>(self, principal: PrincipalRef<'a>) -> Option<&'a str> {
-        let v = match (self, principal) {
-            (Placeholder::LocalUser, PrincipalRef::LocalUser(u)) => Some(u.name.as_str()),
-            (Placeholder::LocalUser, PrincipalRef::Certificate(_))
-            | (_, PrincipalRef::LocalUser(_)) => None,
-            (Placeholder::Cn, PrincipalRef::Certificate(id)) => id.common_name.as_deref(),
-            (Placeholder::EmailLocal, PrincipalRef::Certificate(id)) => id.email_local(),
-            (Placeholder::SanDns, PrincipalRef::Certificate(id)) => id.first_dns(),
-            (Placeholder::SanUriPath, PrincipalRef::Certificate(id)) => id.uri_path_last_segment(),
+    /// The value in `binding`; empty values count as absent.
+    fn value<'a>(&self, binding: &'a Binding) -> Option<&'a str> {
+        let v = match self {
+            Placeholder::Cn => binding.cn.as_deref(),
+            Placeholder::EmailLocal => binding.san_email.as_deref().and_then(email_local_part),
+            Placeholder::SanDns => binding.san_dns.as_deref(),
+            Placeholder::SanUriPath => binding.san_uri.as_deref().and_then(uri_path_last_segment),
+            Placeholder::LocalUser => binding.local_user.as_deref(),
+            Placeholder::Capture(name) => binding.captures.get(name).map(String::as_str),
         };
         v.filter(|v| !v.is_empty())
-    }
-
-    fn missing(self) -> &'static str {
-        match self {
-            Placeholder::Cn => "the certificate has no subject CN",
-            Placeholder::EmailLocal => "the certificate has no email SAN with a local part",
-            Placeholder::SanDns => "the certificate has no DNS SAN",
-            Placeholder::SanUriPath => "the certificate has no URI SAN with a path segment",
-            Placeholder::LocalUser => "the local user has no name",
-        }
-    }
-
-    /// Whether `principal` is the kind of client this placeholder describes.
-    fn applies_to(self, principal: PrincipalRef<'_>) -> bool {
-        matches!(
-            (self, principal),
-            (Placeholder::LocalUser, PrincipalRef::LocalUser(_))
-                | (
-                    Placeholder::Cn
-                        | Placeholder::EmailLocal
-                        | Placeholder::SanDns
-                        | Placeholder::SanUriPath,
-                    PrincipalRef::Certificate(_)
-                )
-        )
     }
 }
 
 impl fmt::Display for Placeholder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{{}}}", self.name())
+        let name = match self {
+            Placeholder::Cn => "cn",
+            Placeholder::EmailLocal => "email_local",
+            Placeholder::SanDns => "san_dns",
+            Placeholder::SanUriPath => "san_uri_path",
+            Placeholder::LocalUser => "local_user",
+            Placeholder::Capture(name) => name,
+        };
+        write!(f, "{{{name}}}")
+    }
+}
+
+/// What one way of matching a rule bound: the value that satisfied each criterion, and the
+/// named captures of its patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Binding {
+    pub cn: Option<String>,
+    pub san_uri: Option<String>,
+    pub san_dns: Option<String>,
+    pub san_email: Option<String>,
+    pub local_user: Option<String>,
+    pub captures: Captures,
+}
+
+/// Which placeholders a rule can fill: the built-ins its criteria bind, and its captures.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    pub cn: bool,
+    pub san_uri: bool,
+    pub san_dns: bool,
+    /// `match.san_email` is given and pins the domain (no wildcard after the last `@`).
+    pub san_email_pinned: bool,
+    pub san_email: bool,
+    pub local_user: bool,
+    pub captures: Vec<String>,
+}
+
+impl Scope {
+    /// Why `placeholder` cannot be used in this rule, if it cannot.
+    fn refuses(&self, placeholder: &Placeholder) -> Option<String> {
+        let missing = |key: &str| {
+            Some(format!(
+                "{placeholder} takes its value from what the rule's match.{key} matched, and the \
+                 rule has no match.{key}"
+            ))
+        };
+        match placeholder {
+            Placeholder::Cn if !self.cn => missing("cn"),
+            Placeholder::SanUriPath if !self.san_uri => missing("san_uri"),
+            Placeholder::SanDns if !self.san_dns => missing("san_dns"),
+            Placeholder::LocalUser if !self.local_user => missing("local_user"),
+            Placeholder::EmailLocal if !self.san_email => missing("san_email"),
+            Placeholder::EmailLocal if !self.san_email_pinned => Some(
+                "{email_local} drops the domain, so match.san_email must pin it (e.g. \
+                 \"*@corp.example\", not \"*@*\"): otherwise alice@corp.example and \
+                 alice@partner.example become one database user"
+                    .into(),
+            ),
+            Placeholder::Capture(name) if !self.captures.contains(name) => Some(format!(
+                "unknown placeholder {placeholder}; built in: {{cn}}, {{email_local}}, \
+                 {{san_dns}}, {{san_uri_path}}, {{local_user}}; captures of this rule: {}",
+                if self.captures.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.captures
+                        .iter()
+                        .map(|c| format!("{{{c}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -101,27 +150,25 @@ pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
-/// Why a template text is not a template.
+/// Why a template text is not a template of its rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TemplateSyntaxError {
     #[error("unclosed '{{'")]
     Unclosed,
     #[error("unmatched '}}'")]
     Unmatched,
-    #[error("unknown placeholder {{{0}}}; known: {{cn}}, {{email_local}}, {{san_dns}}, {{san_uri_path}}, {{local_user}}")]
-    Unknown(String),
+    #[error("{0}")]
+    OutOfScope(String),
     #[error("can never expand to a valid user name: it {0}")]
     NeverValid(InvalidName),
 }
 
-/// Why a template yields no user for a particular certificate.
+/// Why a template yields no user for a particular binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ExpandError {
-    /// The certificate lacks the field a placeholder needs.
+    /// The binding lacks the value a placeholder needs (e.g. an email SAN without a local
+    /// part).
     Unfillable(Placeholder),
-    /// The placeholder describes the other kind of client (a certificate field for a local
-    /// user, `{local_user}` for a certificate).
-    WrongKind(Placeholder),
     /// The expansion is not an acceptable user name. Holds the (attacker-influenced)
     /// expansion, for operator logs only.
     InvalidName {
@@ -133,15 +180,8 @@ pub(crate) enum ExpandError {
 impl fmt::Display for ExpandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExpandError::Unfillable(p) => write!(f, "{p} cannot be filled: {}", p.missing()),
-            ExpandError::WrongKind(Placeholder::LocalUser) => {
-                write!(
-                    f,
-                    "{{local_user}} cannot be filled: the client is not a local user"
-                )
-            }
-            ExpandError::WrongKind(p) => {
-                write!(f, "{p} cannot be filled: a local user has no certificate")
+            ExpandError::Unfillable(p) => {
+                write!(f, "{p} cannot be filled from what the rule matched")
             }
             ExpandError::InvalidName { expanded, reason } => write!(
                 f,
@@ -153,8 +193,9 @@ impl fmt::Display for ExpandError {
 }
 
 impl Template {
-    /// Parses `source` and checks that some certificate could make it a valid user name.
-    pub(crate) fn parse(source: &str) -> Result<Template, TemplateSyntaxError> {
+    /// Parses `source`, checks that every placeholder is one its rule can fill (`scope`),
+    /// and that some binding could make it a valid user name.
+    pub(crate) fn parse(source: &str, scope: &Scope) -> Result<Template, TemplateSyntaxError> {
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find(['{', '}']) {
@@ -166,9 +207,10 @@ impl Template {
             }
             let after = &rest[open + 1..];
             let close = after.find('}').ok_or(TemplateSyntaxError::Unclosed)?;
-            let name = &after[..close];
-            let placeholder = Placeholder::from_name(name)
-                .ok_or_else(|| TemplateSyntaxError::Unknown(name.to_owned()))?;
+            let placeholder = Placeholder::from_name(&after[..close]);
+            if let Some(reason) = scope.refuses(&placeholder) {
+                return Err(TemplateSyntaxError::OutOfScope(reason));
+            }
             parts.push(Part::Placeholder(placeholder));
             rest = &after[close + 1..];
         }
@@ -191,38 +233,40 @@ impl Template {
         &self.source
     }
 
-    /// The user name this template yields for the client.
-    pub(crate) fn expand<'p>(
-        &self,
-        identity: impl Into<PrincipalRef<'p>>,
-    ) -> Result<String, ExpandError> {
-        let identity = identity.into();
-        if let Some(p) = self.placeholders().find(|p| !p.applies_to(identity)) {
-            return Err(ExpandError::WrongKind(p));
+    /// Whether the template has no placeholder.
+    pub(crate) fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(s)] => Some(s),
+            _ => None,
         }
-        if let Some(p) = self.placeholders().find(|p| p.value(identity).is_none()) {
-            return Err(ExpandError::Unfillable(p));
+    }
+
+    /// The user name this template yields for `binding`.
+    pub(crate) fn expand(&self, binding: &Binding) -> Result<String, ExpandError> {
+        if let Some(p) = self.placeholders().find(|p| p.value(binding).is_none()) {
+            return Err(ExpandError::Unfillable(p.clone()));
         }
-        let expanded = self.render(|p| p.value(identity).unwrap_or_default());
+        let expanded = self.render(|p| p.value(binding).unwrap_or_default());
         match check_name(&expanded) {
             Ok(()) => Ok(expanded),
             Err(reason) => Err(ExpandError::InvalidName { expanded, reason }),
         }
     }
 
-    fn placeholders(&self) -> impl Iterator<Item = Placeholder> + '_ {
+    fn placeholders(&self) -> impl Iterator<Item = &Placeholder> + '_ {
         self.parts.iter().filter_map(|part| match part {
-            Part::Placeholder(p) => Some(*p),
+            Part::Placeholder(p) => Some(p),
             Part::Literal(_) => None,
         })
     }
 
-    fn render<'a>(&self, value: impl Fn(Placeholder) -> &'a str) -> String {
+    fn render<'a>(&'a self, value: impl Fn(&'a Placeholder) -> &'a str) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
-                Part::Placeholder(p) => out.push_str(value(*p)),
+                Part::Placeholder(p) => out.push_str(value(p)),
             }
         }
         out
@@ -230,146 +274,4 @@ impl Template {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::ClientIdentity;
-    use crate::principal::{LocalAuthMethod, LocalUser};
-
-    fn identity() -> ClientIdentity {
-        ClientIdentity {
-            common_name: Some("alice".into()),
-            subject: "CN=alice".into(),
-            issuer: "CN=CA".into(),
-            san_dns: vec!["host1.corp.example".into()],
-            san_uri: vec!["spiffe://corp.example/ns/bi/sa/reporting".into()],
-            san_email: vec!["alice.smith@corp.example".into()],
-            serial_hex: "01".into(),
-            fingerprint_sha256: "00".repeat(32),
-            not_after_unix: 0,
-        }
-    }
-
-    #[test]
-    fn every_placeholder_the_config_accepts_is_known_here() {
-        for name in proxy_config::TEMPLATE_PLACEHOLDERS {
-            let t = format!("{{{name}}}");
-            assert!(Template::parse(&t).is_ok(), "{t}");
-        }
-    }
-
-    #[test]
-    fn expands_each_placeholder() {
-        let id = identity();
-        let expand = |t: &str| Template::parse(t).expect("parse").expand(&id);
-        assert_eq!(expand("{cn}"), Ok("alice".into()));
-        assert_eq!(expand("u_{email_local}"), Ok("u_alice.smith".into()));
-        assert_eq!(expand("{san_dns}"), Ok("host1.corp.example".into()));
-        assert_eq!(
-            expand("svc_{san_uri_path}_ro"),
-            Ok("svc_reporting_ro".into())
-        );
-        assert_eq!(expand("literal"), Ok("literal".into()));
-    }
-
-    #[test]
-    fn unfillable_placeholder_yields_nothing() {
-        let mut id = identity();
-        id.san_email.clear();
-        id.common_name = Some(String::new());
-        let expand = |t: &str| Template::parse(t).expect("parse").expand(&id);
-        assert_eq!(
-            expand("{email_local}"),
-            Err(ExpandError::Unfillable(Placeholder::EmailLocal))
-        );
-        assert_eq!(
-            expand("{cn}"),
-            Err(ExpandError::Unfillable(Placeholder::Cn))
-        );
-    }
-
-    #[test]
-    fn local_user_fills_only_local_user() {
-        let etl = LocalUser {
-            name: "etl".into(),
-            method: LocalAuthMethod::Password,
-        };
-        let expand = |t: &str| Template::parse(t).expect("parse").expand(&etl);
-        assert_eq!(expand("svc_{local_user}"), Ok("svc_etl".into()));
-        assert_eq!(expand("{cn}"), Err(ExpandError::WrongKind(Placeholder::Cn)));
-        let id = identity();
-        assert_eq!(
-            Template::parse("{local_user}").expect("parse").expand(&id),
-            Err(ExpandError::WrongKind(Placeholder::LocalUser))
-        );
-        // A local user name is still held to the user-name rules.
-        let odd = LocalUser {
-            name: "a b".into(),
-            method: LocalAuthMethod::Trust,
-        };
-        assert!(matches!(
-            Template::parse("{local_user}").expect("parse").expand(&odd),
-            Err(ExpandError::InvalidName { .. })
-        ));
-    }
-
-    #[test]
-    fn hostile_values_yield_nothing() {
-        let mut id = identity();
-        let t = Template::parse("{cn}").expect("parse");
-        for cn in [
-            "a:b",
-            "x/../y",
-            "IAM:admin",
-            "public",
-            "a b",
-            "a\0b",
-            "1abc",
-        ] {
-            id.common_name = Some(cn.into());
-            assert!(
-                matches!(t.expand(&id), Err(ExpandError::InvalidName { .. })),
-                "{cn:?} must not become a user"
-            );
-        }
-        id.san_uri = vec!["spiffe://corp.example/ns/bi/..".into()];
-        assert!(matches!(
-            Template::parse("{san_uri_path}")
-                .expect("parse")
-                .expand(&id),
-            Err(ExpandError::InvalidName { .. })
-        ));
-    }
-
-    #[test]
-    fn syntax_errors_and_never_valid_templates_are_rejected() {
-        assert_eq!(
-            Template::parse("{cn").err(),
-            Some(TemplateSyntaxError::Unclosed)
-        );
-        assert_eq!(
-            Template::parse("a}").err(),
-            Some(TemplateSyntaxError::Unmatched)
-        );
-        assert_eq!(
-            Template::parse("{nope}").err(),
-            Some(TemplateSyntaxError::Unknown("nope".into()))
-        );
-        assert_eq!(
-            Template::parse("svc:{cn}").err(),
-            Some(TemplateSyntaxError::NeverValid(InvalidName::BadChar(':')))
-        );
-        assert_eq!(
-            Template::parse("1{cn}").err(),
-            Some(TemplateSyntaxError::NeverValid(InvalidName::BadStart))
-        );
-        assert_eq!(
-            Template::parse("public").err(),
-            Some(TemplateSyntaxError::NeverValid(InvalidName::Reserved))
-        );
-        assert!(Template::parse(&format!("{}{{cn}}", "a".repeat(63))).is_ok());
-        assert_eq!(
-            Template::parse(&format!("{}{{cn}}", "a".repeat(64))).err(),
-            Some(TemplateSyntaxError::NeverValid(InvalidName::TooLong))
-        );
-    }
-}
+mod tests;

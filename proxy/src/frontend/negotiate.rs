@@ -316,10 +316,11 @@ async fn tls_phase(
         (ClientAuth::Certificate, Some(client_tls)) => {
             let chain = tls.get_ref().1.peer_certificates();
             client_tls.verify_peer(chain)?;
-            let leaf = chain
-                .and_then(|c| c.first())
-                .ok_or(ClientCertError::Missing)?;
-            Some(ClientIdentity::from_der(leaf)?)
+            let chain = chain.ok_or(ClientCertError::Missing)?;
+            let leaf = chain.first().ok_or(ClientCertError::Missing)?;
+            let mut identity = ClientIdentity::from_der(leaf)?;
+            identity.verified_by = client_tls.verified_by(chain);
+            Some(identity)
         }
         // `password` listeners request no certificate; `trust` ignores any.
         _ => None,

@@ -14,6 +14,7 @@ use proxy_config::ListenerConfig;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::TrustAnchor;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
@@ -22,6 +23,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
 };
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
@@ -138,6 +140,9 @@ pub struct ClientTls {
     acceptor: TlsAcceptor,
     /// `None`: the listener requests no client certificate (`client_auth = "password"`).
     verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// The `client_ca` certificates as trust anchors, with their SHA-256 fingerprints (for
+    /// naming the CA that verified a chain).
+    anchors: Arc<Vec<(TrustAnchor<'static>, String)>>,
     sni: Arc<SniCertificates>,
 }
 
@@ -174,9 +179,12 @@ impl ClientTls {
         let sni = Arc::new(SniCertificates::new(default, entries));
 
         // No `client_ca` (`password` listeners): no client certificate is requested.
-        let verifier = match &listener.client_ca {
-            Some(client_ca) => Some(client_verifier(&provider, listener, client_ca)?),
-            None => None,
+        let (verifier, anchors) = match &listener.client_ca {
+            Some(client_ca) => (
+                Some(client_verifier(&provider, listener, client_ca)?),
+                trust_anchors(client_ca)?,
+            ),
+            None => (None, Vec::new()),
         };
 
         let config = server_config(provider, verifier.clone(), sni.clone())
@@ -184,6 +192,7 @@ impl ClientTls {
         Ok(ClientTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             verifier,
+            anchors: Arc::new(anchors),
             sni,
         })
     }
@@ -213,6 +222,62 @@ impl ClientTls {
             .map(|_| ())
             .map_err(ClientCertError::from_rustls)
     }
+
+    /// SHA-256 fingerprints of the CA certificates on the path that verifies a chain
+    /// [`verify_peer`](Self::verify_peer) accepted: its intermediates, then the trust
+    /// anchor. Policy rules match `issuer_sha256` against them.
+    pub fn verified_by(&self, chain: &[CertificateDer<'_>]) -> Vec<String> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Vec::new();
+        };
+        let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else {
+            return Vec::new();
+        };
+        let anchors: Vec<TrustAnchor<'_>> = self.anchors.iter().map(|(a, _)| a.clone()).collect();
+        let algorithms = rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .all;
+        // Revocation was already checked by `verify_peer`; this only finds the path.
+        let Ok(path) = leaf.verify_for_usage(
+            algorithms,
+            &anchors,
+            intermediates,
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        ) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = path
+            .intermediate_certificates()
+            .map(|c| hex::encode(Sha256::digest(c.der())))
+            .collect();
+        let anchor = path.anchor();
+        if let Some((_, fingerprint)) = self.anchors.iter().find(|(a, _)| {
+            a.subject == anchor.subject
+                && a.subject_public_key_info == anchor.subject_public_key_info
+        }) {
+            out.push(fingerprint.clone());
+        }
+        out
+    }
+}
+
+/// The certificates of `client_ca` as trust anchors, each with its SHA-256 fingerprint.
+fn trust_anchors(client_ca: &Path) -> Result<Vec<(TrustAnchor<'static>, String)>, TlsSetupError> {
+    load_all::<CertificateDer<'static>>(client_ca, "certificates")?
+        .iter()
+        .map(|der| {
+            let anchor = webpki::anchor_from_trusted_cert(der)
+                .map(|a| a.to_owned())
+                .map_err(|e| TlsSetupError::BadClientCa {
+                    path: client_ca.to_path_buf(),
+                    source: rustls::Error::General(e.to_string()),
+                })?;
+            Ok((anchor, hex::encode(Sha256::digest(der))))
+        })
+        .collect()
 }
 
 /// The verifier for client certificates issued by `client_ca`, with the listener's CRLs.

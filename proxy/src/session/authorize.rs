@@ -4,7 +4,7 @@ use super::admit::Admitted;
 use super::trail::{Refused, Trail};
 use super::Connection;
 use crate::refusal::Refusal;
-use proxy_auth::policy::Grant;
+use proxy_auth::policy::{Access, Grant};
 use tracing::info;
 
 /// A client with a grant: database user, database, groups and role.
@@ -19,9 +19,13 @@ pub(super) fn authorize(
     admitted: Admitted,
 ) -> Result<Authorized, Refused> {
     let client = &admitted.client;
+    let access = Access {
+        listener: &conn.listener.name,
+        target: &admitted.target.name,
+    };
     let decision = conn.state.policy().authorize(
         &client.principal,
-        &admitted.target.name,
+        &access,
         &client.startup.user,
         &client.startup.database,
     );
