@@ -61,19 +61,38 @@ pub enum CredentialError {
     /// The request or configuration is wrong (unknown cluster, bad user name, ...).
     #[error("invalid credential request: {0}")]
     Invalid(String),
+    /// The client identity spent its budget of credential calls; it may try again later.
+    #[error("credential calls throttled: {0}")]
+    Throttled(String),
+}
+
+impl From<crate::refresh::FetchAborted> for CredentialError {
+    fn from(e: crate::refresh::FetchAborted) -> Self {
+        CredentialError::Unavailable(e.to_string())
+    }
 }
 
 /// Issues temporary database credentials.
 #[async_trait]
 pub trait DbCredentialSource: Send + Sync + 'static {
     /// A credential valid for at least a login's duration, from cache when possible.
+    /// `requester` names the client identity asking (it is charged for any AWS call).
     async fn credential(
         &self,
         request: &DbCredentialRequest,
+        requester: &str,
     ) -> Result<DbCredential, CredentialError>;
 
     /// The upstream refused `refused`, a credential this source returned for `request`:
     /// forget it so the next call obtains a fresh one. Sessions refused at the same time
     /// all report the same credential; only it is forgotten, never a newer one.
     fn invalidate(&self, request: &DbCredentialRequest, refused: &DbCredential);
+
+    /// The upstream refused a credential fetched fresh for this login too (the user may
+    /// not exist, or was altered): a new credential would only be refused again, so the
+    /// source should not ask AWS for `request` until it has backed off. `reason` is for the
+    /// operator.
+    fn refused_again(&self, request: &DbCredentialRequest, reason: &str) {
+        let _ = (request, reason);
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`db_credentials`]: the contract for obtaining temporary database credentials.
 //! - [`aws`]: the proxy's own AWS credentials (Roles Anywhere, profile, default chain).
 //! - [`redshift`]: Redshift credential providers and the credential cache.
+//! - [`refresh`]: the refresh-ahead engine behind every expiring credential.
 
 pub mod aws;
 pub mod db_credentials;
@@ -14,4 +15,5 @@ pub mod identity;
 pub mod policy;
 pub mod principal;
 pub mod redshift;
+pub mod refresh;
 pub mod scram;

@@ -55,6 +55,8 @@ pub enum RefusalReason {
     ClientDisconnected,
     /// No complete startup message within the login timeout.
     LoginTimeout,
+    /// No completed TLS handshake within `[limits] handshake_timeout`.
+    HandshakeTimeout,
     /// A malformed or unexpected startup sequence.
     Protocol,
     /// The client did not use TLS.
@@ -75,6 +77,8 @@ pub enum RefusalReason {
     Policy,
     /// Database credentials could not be obtained.
     Credentials,
+    /// The client identity spent its budget of AWS credential calls.
+    CredentialBudget,
     /// The upstream login failed (connect, TLS, authentication, or a malformed reply).
     Upstream,
     /// `[limits] max_connections`.
@@ -83,6 +87,8 @@ pub enum RefusalReason {
     MaxConnectionsPerListener,
     /// `[limits] max_connections_per_identity`.
     MaxConnectionsPerIdentity,
+    /// `[limits] max_pending_per_source`.
+    MaxPendingPerSource,
     /// The proxy is shutting down.
     ShuttingDown,
 }
@@ -93,6 +99,7 @@ impl RefusalReason {
         match self {
             R::ClientDisconnected => "client_disconnected",
             R::LoginTimeout => "login_timeout",
+            R::HandshakeTimeout => "handshake_timeout",
             R::Protocol => "protocol",
             R::TlsRequired => "tls_required",
             R::TlsHandshake => "tls_handshake",
@@ -102,10 +109,12 @@ impl RefusalReason {
             R::ServerName => "server_name",
             R::Policy => "policy",
             R::Credentials => "credentials",
+            R::CredentialBudget => "credential_budget",
             R::Upstream => "upstream",
             R::MaxConnections => "max_connections",
             R::MaxConnectionsPerListener => "max_connections_per_listener",
             R::MaxConnectionsPerIdentity => "max_connections_per_identity",
+            R::MaxPendingPerSource => "max_pending_per_source",
             R::ShuttingDown => "shutting_down",
         }
     }

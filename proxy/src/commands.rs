@@ -337,7 +337,7 @@ async fn check_steps(config: &Config, args: &CheckArgs) -> bool {
         db_name: database.clone(),
         db_groups: groups,
     };
-    let credential = match redshift.credential(&request).await {
+    let credential = match redshift.credential(&request, "check").await {
         Ok(c) => {
             step(
                 "database credentials",

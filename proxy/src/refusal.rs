@@ -53,6 +53,9 @@ pub enum LimitExceeded {
     Listener,
     /// `[limits] max_connections_per_identity`.
     Identity,
+    /// `[limits] max_pending_per_source`: connections of one address not yet
+    /// authenticated.
+    Source,
 }
 
 /// Where a shutdown caught the connection.
@@ -100,6 +103,10 @@ impl Refusal {
                         R::MaxConnectionsPerIdentity,
                         "too many connections for this client identity",
                     ),
+                    LimitExceeded::Source => (
+                        R::MaxPendingPerSource,
+                        "too many connections from this address are still logging in",
+                    ),
                 };
                 (
                     reason,
@@ -130,13 +137,21 @@ impl Refusal {
                 )),
                 Some("denied"),
             ),
+            Refusal::Credentials(CredentialError::Throttled(_)) => (
+                R::CredentialBudget,
+                Some(fatal(
+                    sqlstate::CONFIGURATION_LIMIT_EXCEEDED,
+                    "too many credential requests for this client identity; try again later",
+                )),
+                Some("credentials_throttled"),
+            ),
             Refusal::Credentials(e) => {
                 let response = match e {
                     CredentialError::Denied(_) | CredentialError::Invalid(_) => fatal(
                         sqlstate::INVALID_AUTHORIZATION,
                         "could not obtain database credentials for this login",
                     ),
-                    CredentialError::Unavailable(_) => fatal(
+                    CredentialError::Unavailable(_) | CredentialError::Throttled(_) => fatal(
                         sqlstate::UNABLE_TO_CONNECT,
                         "could not obtain database credentials: the AWS credential service is \
                          unavailable",
@@ -183,6 +198,11 @@ impl Refusal {
                     "connection limit reached (max_connections_per_listener)".into()
                 }
                 LimitExceeded::Identity => "identity is at max_connections_per_identity".into(),
+                LimitExceeded::Source => {
+                    "source address is at max_pending_per_source (connections not yet \
+                     authenticated)"
+                        .into()
+                }
             },
             Refusal::ServerName(r) => r.to_string(),
             Refusal::Policy(denial) => denial.log_detail(),
@@ -274,6 +294,18 @@ fn frontend(kind: &FrontendErrorKind) -> (RefusalReason, Option<ErrorResponse>) 
     match kind {
         K::Disconnected | K::Io(_) => (R::ClientDisconnected, None),
         K::LoginTimeout => (R::LoginTimeout, protocol("login timeout expired".into())),
+        K::HandshakeTimeout => (
+            R::HandshakeTimeout,
+            protocol("handshake timeout expired".into()),
+        ),
+        // The session turns this into the limit it hit; on its own it is the total.
+        K::Busy => (
+            R::MaxConnections,
+            Some(fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            )),
+        ),
         // A malformed cancel gets no reply, like any cancel.
         K::Startup(StartupError::BadCancelRequest { .. }) => (R::Protocol, None),
         K::Startup(

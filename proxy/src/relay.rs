@@ -359,8 +359,36 @@ where
                 n
             }
         };
-        to.write_all(&chunk[..forward]).await?;
-        to.flush().await?;
+        // A client that stops reading blocks this write for as long as it likes; the
+        // session must still end on idle timeout, lifetime, certificate expiry and drain.
+        let grace = stopping.map(|(_, at)| at);
+        let written = {
+            let write = async {
+                to.write_all(&chunk[..forward]).await?;
+                to.flush().await
+            };
+            tokio::pin!(write);
+            tokio::select! {
+                biased;
+                r = &mut write => Some(r),
+                reason = &mut stop, if stopping.is_none() => {
+                    stopping = Some((reason, Instant::now() + STOP_GRACE));
+                    // A slow client may still take it within the grace.
+                    tokio::time::timeout(STOP_GRACE, &mut write).await.ok()
+                }
+                _ = sleep_until_opt(grace), if grace.is_some() => None,
+            }
+        };
+        match written {
+            Some(result) => result?,
+            None => {
+                let reason = stopping.map_or(StopReason::Shutdown, |(r, _)| r);
+                return Ok(Some(Ended::Stopped {
+                    reason,
+                    notified: false,
+                }));
+            }
+        }
         *count += forward as u64;
         if let Some(m) = metric {
             m.inc_by(forward as u64);
@@ -554,6 +582,49 @@ mod tests {
         let mut rest = Vec::new();
         upstream_far.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+
+    /// A client that stops reading while the upstream keeps sending fills the socket
+    /// buffers and blocks the proxy's write: the session must still end.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_still_ends_on_idle_timeout_and_drain() {
+        for stop_by_drain in [false, true] {
+            let (client_near, _client_far) = tokio::io::duplex(64);
+            let (upstream_near, mut upstream_far) = tokio::io::duplex(1 << 16);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(relay(
+                client_near,
+                upstream_near,
+                RelayControl {
+                    shutdown: Some(stop_rx),
+                    idle_timeout: (!stop_by_drain).then_some(Duration::from_millis(300)),
+                    ..Default::default()
+                },
+            ));
+            // More than the client side's buffer, in whole messages; nobody reads it.
+            upstream_far.write_all(&messages(20, 100)).await.unwrap();
+            if stop_by_drain {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stop_tx.send(true).unwrap();
+            }
+            // The stop, then at most the grace for the blocked write.
+            let outcome = tokio::time::timeout(STOP_GRACE * 3, task)
+                .await
+                .expect("the relay ended")
+                .unwrap();
+            let reason = if stop_by_drain {
+                StopReason::Shutdown
+            } else {
+                StopReason::Idle
+            };
+            assert_eq!(
+                outcome.ended,
+                Ended::Stopped {
+                    reason,
+                    notified: false
+                }
+            );
+        }
     }
 
     fn messages(n: usize, body: usize) -> BytesMut {

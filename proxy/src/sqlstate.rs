@@ -19,6 +19,8 @@ pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 /// `too_many_connections`: a connection limit.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `configuration_limit_exceeded`: a client identity spent its budget of AWS calls.
+pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 /// `admin_shutdown`: the proxy ended the session (drain, lifetime, certificate expiry).
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// `idle_session_timeout`.

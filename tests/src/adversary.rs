@@ -206,6 +206,18 @@ pub async fn tcp(h: &ProxyHarness) -> TcpStream {
     s
 }
 
+/// A plaintext TCP connection to the proxy from the loopback address `source` (any of
+/// 127.0.0.0/8 on Linux): several clients, as the proxy sees them, from one machine.
+pub async fn tcp_from(h: &ProxyHarness, source: std::net::Ipv4Addr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    let s = socket.connect(h.addr()).await.expect("connect to proxy");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
 /// How a raw TLS client reaches TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsStart {

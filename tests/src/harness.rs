@@ -86,6 +86,7 @@ impl DbCredentialSource for TestCredentials {
     async fn credential(
         &self,
         request: &DbCredentialRequest,
+        _requester: &str,
     ) -> Result<DbCredential, CredentialError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let fault = self.faults.lock().unwrap().get(&request.db_user).cloned();

@@ -839,8 +839,10 @@ async fn slowloris_connections_do_not_starve_a_legitimate_login() {
     .await;
     h.provision("alice").await;
     let mut idle = Vec::with_capacity(IDLE);
-    for _ in 0..IDLE {
-        idle.push(tcp(&h).await);
+    // From 100 addresses, each below the cap of pending connections per source.
+    for i in 0..IDLE {
+        let source = std::net::Ipv4Addr::new(127, 0, 1, (i % 100) as u8 + 1);
+        idle.push(tcp_from(&h, source).await);
     }
     // Half of them also start a packet and stall.
     for s in idle.iter_mut().step_by(2) {

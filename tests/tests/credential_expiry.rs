@@ -105,8 +105,18 @@ endpoint_url = "{url}"
             }],
             Arc::new(aws),
         );
-        let credentials =
-            RedshiftCredentials::with_fetcher(Arc::new(fetcher), clock, REFRESH_BEFORE);
+        let credentials = RedshiftCredentials::with_fetcher(
+            Arc::new(fetcher),
+            clock,
+            proxy_auth::refresh::RefreshPolicy {
+                refresh_before: REFRESH_BEFORE,
+                backoff_max: std::time::Duration::from_secs(60),
+            },
+            proxy_auth::redshift::IdentityBudget {
+                fetches_per_minute: 10_000,
+                max_cached: 10_000,
+            },
+        );
 
         let db_user = PgServer::unique_name("expiry");
         let harness = ProxyHarness::start_with(HarnessOptions {

@@ -152,7 +152,11 @@ impl Fixture {
         let source = RedshiftCredentials::with_fetcher(
             Arc::new(fetcher),
             Arc::new(SystemClock),
-            Duration::from_secs(300),
+            proxy_auth::refresh::RefreshPolicy {
+                refresh_before: Duration::from_secs(300),
+                backoff_max: Duration::from_secs(60),
+            },
+            proxy_auth::redshift::IdentityBudget::default(),
         );
         Fixture {
             _dir: dir,
@@ -181,7 +185,7 @@ async fn cached_cluster_credential_logs_in_with_its_groups() {
     let group = PgServer::unique_name("readers");
     let req = request("cluster", &db_user, vec![group.clone()]);
 
-    let credential = fx.source.credential(&req).await.unwrap();
+    let credential = fx.source.credential(&req, "test").await.unwrap();
     assert_eq!(credential.user, format!("IAMA:{db_user}"));
     assert_eq!(credential.aws_request_ids.len(), 1);
     let client = pg
@@ -199,7 +203,7 @@ async fn cached_cluster_credential_logs_in_with_its_groups() {
         .get(0);
     assert!(in_group);
 
-    let again = fx.source.credential(&req).await.unwrap();
+    let again = fx.source.credential(&req, "test").await.unwrap();
     assert_eq!(
         again.password.expose_secret(),
         credential.password.expose_secret()
@@ -214,7 +218,7 @@ async fn with_iam_and_serverless_credentials_log_in_as_the_role() {
     for target in ["cluster-iam", "workgroup"] {
         let credential = fx
             .source
-            .credential(&request(target, "ignored", vec![]))
+            .credential(&request(target, "ignored", vec![]), "test")
             .await
             .unwrap();
         assert_eq!(
@@ -239,7 +243,7 @@ async fn invalidate_replaces_a_credential_the_database_refuses() {
     let Some(pg) = pg() else { return };
     let fx = Fixture::new(pg).await;
     let req = request("cluster", &PgServer::unique_name("bob"), vec![]);
-    let first = fx.source.credential(&req).await.unwrap();
+    let first = fx.source.credential(&req, "test").await.unwrap();
     fx.emulator.expire_db_credentials().await.unwrap();
     assert!(pg
         .connect_tls(&first.user, first.password.expose_secret(), "postgres")
@@ -247,7 +251,7 @@ async fn invalidate_replaces_a_credential_the_database_refuses() {
         .is_err());
 
     fx.source.invalidate(&req, &first);
-    let fresh = fx.source.credential(&req).await.unwrap();
+    let fresh = fx.source.credential(&req, "test").await.unwrap();
     pg.connect_tls(&fresh.user, fresh.password.expose_secret(), "postgres")
         .await
         .unwrap();
@@ -264,7 +268,7 @@ async fn throttling_is_unavailable_and_a_malformed_db_user_is_invalid() {
         .throttle_next(Some(Api::GetClusterCredentials), 10);
     let err = fx
         .source
-        .credential(&request("cluster", "carol", vec![]))
+        .credential(&request("cluster", "carol", vec![]), "test")
         .await
         .unwrap_err();
     assert!(matches!(err, CredentialError::Unavailable(_)), "{err}");
@@ -273,7 +277,7 @@ async fn throttling_is_unavailable_and_a_malformed_db_user_is_invalid() {
     // PUBLIC is not a valid DbUser: the API refuses it with InvalidParameterValue.
     let err = fx
         .source
-        .credential(&request("cluster", "PUBLIC", vec![]))
+        .credential(&request("cluster", "PUBLIC", vec![]), "test")
         .await
         .unwrap_err();
     assert!(matches!(err, CredentialError::Invalid(_)), "{err}");

@@ -144,7 +144,9 @@ where
             if let Some(inner) = find_in_chain::<CredentialError>(err) {
                 let class = match inner {
                     CredentialError::Denied(_) => Class::Denied,
-                    CredentialError::Unavailable(_) => Class::Unavailable,
+                    CredentialError::Unavailable(_) | CredentialError::Throttled(_) => {
+                        Class::Unavailable
+                    }
                     CredentialError::Invalid(_) => Class::Invalid,
                 };
                 (

@@ -2,7 +2,7 @@
 //! credential from Redshift, without caching, and [`RedshiftCredentials::new`] puts the
 //! cache in front of it. Built with the `aws-sdk` feature only.
 
-use super::cache::{FetchDbCredential, RedshiftCredentials};
+use super::cache::{refresh_policy, FetchDbCredential, IdentityBudget, RedshiftCredentials};
 use super::endpoint::{ResolvedTarget, TargetApi};
 use super::{provisioned, serverless};
 use crate::aws::clock::SystemClock;
@@ -11,40 +11,8 @@ use crate::aws::AwsCredentialsForRole;
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use async_trait::async_trait;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_smithy_types::date_time::Format;
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
-use aws_smithy_types::DateTime;
-use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
-
-/// Time to open a TCP+TLS connection to the Redshift API.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Time to wait for response bytes once the request is sent.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// One attempt, including connecting and reading.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// All attempts together: a client is waiting for its login, so give up well before a
-/// typical client login timeout rather than retrying indefinitely.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
-
-/// Timeouts for the Redshift API clients.
-pub(crate) fn timeout_config() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build()
-}
-
-/// The SDK's standard retries (3 attempts, exponential backoff with jitter; throttling and
-/// transient errors only).
-pub(crate) fn retry_config() -> RetryConfig {
-    RetryConfig::standard()
-}
 
 /// An SDK client for one (target, role).
 #[derive(Clone)]
@@ -74,7 +42,8 @@ impl RedshiftCredentials {
         Ok(Self::with_fetcher(
             Arc::new(fetcher),
             Arc::new(SystemClock),
-            config.db_credentials.refresh_before,
+            refresh_policy(&config.db_credentials),
+            IdentityBudget::from_config(&config.db_credentials),
         ))
     }
 }
@@ -168,146 +137,23 @@ impl FetchDbCredential for AwsCredentialFetcher {
             ApiClient::Serverless(client) => serverless::fetch(&client, target, request).await,
         }
     }
-}
 
-/// The fields every credential API returns, borrowed from its output.
-pub(crate) struct IssuedFields<'a> {
-    pub(crate) user: Option<&'a str>,
-    pub(crate) password: Option<&'a str>,
-    pub(crate) expiration: Option<&'a DateTime>,
-    pub(crate) request_id: Option<&'a str>,
-}
-
-/// Builds the [`DbCredential`] from an API output; a response lacking a field is a
-/// service failure.
-pub(crate) fn credential_from(
-    api: &str,
-    target: &str,
-    fields: IssuedFields<'_>,
-) -> Result<DbCredential, CredentialError> {
-    let missing = |field: &str| {
-        CredentialError::Unavailable(format!(
-            "{api} for target {target:?} returned no {field}{}",
-            fields
-                .request_id
-                .map(|id| format!(" (AWS request id {id})"))
-                .unwrap_or_default()
-        ))
-    };
-    let user = fields
-        .user
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| missing("user"))?;
-    let password = fields
-        .password
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| missing("password"))?;
-    let expiration = fields
-        .expiration
-        .and_then(|e| SystemTime::try_from(*e).ok())
-        .ok_or_else(|| missing("valid expiration"))?;
-    Ok(DbCredential {
-        user: user.to_owned(),
-        password: SecretString::from(password),
-        expiration,
-        aws_request_ids: fields.request_id.map(str::to_owned).into_iter().collect(),
-    })
-}
-
-/// Logs the outcome of one credential API call. Never logs the password.
-pub(crate) fn log_call(
-    api: &str,
-    request: &DbCredentialRequest,
-    started: Instant,
-    outcome: &Result<DbCredential, super::aws_error::CallFailure>,
-) {
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    match outcome {
-        Ok(credential) => {
-            let expiration = DateTime::from(credential.expiration)
-                .fmt(Format::DateTime)
-                .unwrap_or_default();
-            tracing::info!(
-                api,
-                target = %request.target,
-                role_arn = request.role_arn.as_deref().unwrap_or("default"),
-                db_user = %request.db_user,
-                db_name = %request.db_name,
-                issued_user = %credential.user,
-                request_id = credential.aws_request_ids.first().map(String::as_str).unwrap_or("-"),
-                expiration = %expiration,
-                latency_ms,
-                outcome = "ok",
-                "issued database credential"
-            );
+    /// GetCredentials (serverless) and GetClusterCredentialsWithIAM log in as the IAM role
+    /// whatever user or groups were granted: such grants share one credential.
+    fn cache_key(&self, request: &DbCredentialRequest) -> DbCredentialRequest {
+        let mut key = request.clone();
+        key.db_groups.sort();
+        key.db_groups.dedup();
+        let ignores_user = self.targets.get(&request.target).is_some_and(|t| {
+            matches!(
+                t.api,
+                TargetApi::Serverless { .. } | TargetApi::Provisioned { with_iam: true, .. }
+            )
+        });
+        if ignores_user {
+            key.db_user.clear();
+            key.db_groups.clear();
         }
-        Err(failure) => {
-            let outcome = match failure.error {
-                CredentialError::Denied(_) => "denied",
-                CredentialError::Unavailable(_) => "unavailable",
-                CredentialError::Invalid(_) => "invalid",
-            };
-            tracing::warn!(
-                api,
-                target = %request.target,
-                role_arn = request.role_arn.as_deref().unwrap_or("default"),
-                db_user = %request.db_user,
-                db_name = %request.db_name,
-                request_id = failure.request_id.as_deref().unwrap_or("-"),
-                code = %failure.code,
-                latency_ms,
-                outcome,
-                error = %failure.error,
-                "database credential request failed"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    #[test]
-    fn credential_keeps_the_issued_user_exactly() {
-        let exp = DateTime::from_secs(2_000_000_000);
-        let c = credential_from(
-            "GetClusterCredentials",
-            "t1",
-            IssuedFields {
-                user: Some("IAMA:alice"),
-                password: Some("s3cret"),
-                expiration: Some(&exp),
-                request_id: Some("rid-1"),
-            },
-        )
-        .expect("credential");
-        assert_eq!(c.user, "IAMA:alice");
-        assert_eq!(c.password.expose_secret(), "s3cret");
-        assert_eq!(
-            c.expiration,
-            SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000)
-        );
-        assert_eq!(c.aws_request_ids, vec!["rid-1".to_owned()]);
-    }
-
-    #[test]
-    fn response_without_password_is_unavailable_and_names_the_request() {
-        let exp = DateTime::from_secs(2_000_000_000);
-        let err = credential_from(
-            "GetCredentials",
-            "t1",
-            IssuedFields {
-                user: Some("IAMR:role"),
-                password: None,
-                expiration: Some(&exp),
-                request_id: Some("rid-2"),
-            },
-        )
-        .expect_err("no password");
-        assert!(matches!(err, CredentialError::Unavailable(_)));
-        let msg = err.to_string();
-        assert!(msg.contains("password") && msg.contains("rid-2"), "{msg}");
+        key
     }
 }

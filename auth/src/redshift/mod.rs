@@ -9,7 +9,9 @@
 pub mod cache;
 pub mod endpoint;
 
-pub use cache::{CacheStats, FetchDbCredential, RedshiftCredentials};
+pub use cache::{
+    refresh_policy, CacheStats, FetchDbCredential, IdentityBudget, RedshiftCredentials,
+};
 pub use endpoint::{ResolvedTarget, ResourceName, TargetApi};
 
 // The AWS SDK calls: everything above builds without them (feature `aws-sdk`).
@@ -17,6 +19,8 @@ pub use endpoint::{ResolvedTarget, ResourceName, TargetApi};
 mod aws_error;
 #[cfg(feature = "aws-sdk")]
 pub mod fetcher;
+#[cfg(feature = "aws-sdk")]
+mod issued;
 #[cfg(feature = "aws-sdk")]
 mod provisioned;
 #[cfg(all(test, feature = "aws-sdk"))]

@@ -2,7 +2,7 @@
 
 use super::aws_error::{from_sdk_error, CallFailure};
 use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
-use super::fetcher::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use super::issued::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
 use crate::aws::observe::{code_of, AwsApi, AwsCallObserver, SdkCallInterceptor};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use aws_credential_types::provider::SharedCredentialsProvider;

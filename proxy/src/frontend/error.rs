@@ -18,6 +18,14 @@ pub enum FrontendErrorKind {
     Io(#[source] io::Error),
     #[error("login timeout expired")]
     LoginTimeout,
+    /// No completed TLS handshake (or plaintext startup message) within
+    /// `[limits] handshake_timeout`.
+    #[error("handshake timeout expired")]
+    HandshakeTimeout,
+    /// A connection limit was reached before negotiation began; the client asked for a
+    /// session and is refused on its first packet.
+    #[error("connection limit reached")]
+    Busy,
     #[error("{0}")]
     Startup(#[from] StartupError),
     #[error("received unencrypted data after SSL request")]

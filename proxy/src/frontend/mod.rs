@@ -19,7 +19,7 @@ pub mod transport;
 mod test_support;
 
 pub use error::{FrontendError, FrontendErrorKind, RefusedPeer};
-pub use negotiate::{negotiate, negotiate_gated};
+pub use negotiate::{negotiate, negotiate_gated, Gate};
 pub use negotiated::{CancelTarget, ClientSession, ClientTlsInfo, Negotiated};
 pub use params::{ClientStartup, StartupRefusal};
 pub use settings::{ClientAuth, FrontendSettings};

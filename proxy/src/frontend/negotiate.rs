@@ -39,11 +39,15 @@ use crate::net::messages::startup::{
 };
 use proxy_auth::identity::ClientIdentity;
 use proxy_auth::principal::{ClientPrincipal, LocalAuthMethod, LocalUser};
+use rustls::server::Acceptor;
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
+use tokio_rustls::LazyConfigAcceptor;
 
 /// First byte of a TLS handshake record: a direct-TLS client (PostgreSQL 17
 /// `sslnegotiation=direct`). A StartupMessage length never starts with it (max 10000).
@@ -55,48 +59,83 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// pre-3.0 protocol version".
 const NEGOTIATED_PROTOCOL_VERSION: i32 = (PROTOCOL_MAJOR as i32) << 16;
 
+/// How negotiation may proceed, as admission decided before it began.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate<'a> {
+    /// Slots for TLS handshakes (`[limits] max_handshakes`), taken only once a complete
+    /// ClientHello has arrived, so clients that stall before it hold none.
+    pub handshakes: Option<&'a Semaphore>,
+    /// Time from accept to a completed TLS handshake (or a plaintext startup message).
+    pub handshake_timeout: Duration,
+    /// The connection is over a limit: a CancelRequest is still served (it ends at once),
+    /// anything else is refused on its first packet, never carried through a handshake.
+    pub refuse_sessions: bool,
+}
+
+impl Gate<'_> {
+    /// No slots, no limit reached, the handshake bounded only by the login timeout.
+    pub fn open() -> Gate<'static> {
+        Gate {
+            handshakes: None,
+            handshake_timeout: Duration::MAX,
+            refuse_sessions: false,
+        }
+    }
+}
+
 /// Runs the pre-authentication phase on a freshly accepted socket.
 pub async fn negotiate(
     socket: impl Into<ClientSocket>,
     settings: &FrontendSettings,
 ) -> Result<Negotiated, FrontendError> {
-    negotiate_gated(socket, settings, None).await
+    negotiate_gated(socket, settings, Gate::open()).await
 }
 
-/// [`negotiate`], with the TLS handshake run only while holding a permit of `handshakes`.
-///
-/// The permit bounds the CPU spent on handshakes at once. It is taken only after the
-/// client's plaintext request has fully arrived, so connections that stall before TLS
-/// (slowloris) wait out their login timeout without holding one; waiting for a permit
-/// counts against the login timeout.
+/// [`negotiate`] under `gate`: the handshake bounded by its timeout and run holding one of
+/// its slots, or the session refused at once.
 pub async fn negotiate_gated(
     socket: impl Into<ClientSocket>,
     settings: &FrontendSettings,
-    handshakes: Option<&tokio::sync::Semaphore>,
+    gate: Gate<'_>,
 ) -> Result<Negotiated, FrontendError> {
-    let deadline = Instant::now() + settings.login_timeout;
+    let now = Instant::now();
+    let deadline = now + settings.login_timeout;
+    let handshake = Deadlines {
+        at: now
+            .checked_add(gate.handshake_timeout)
+            .map_or(deadline, |at| at.min(deadline)),
+        login: deadline,
+    };
     let mut tcp = match socket.into() {
         ClientSocket::Tcp(tcp) => tcp,
-        ClientSocket::Unix(unix) => return negotiate_unix(unix, settings, deadline).await,
+        ClientSocket::Unix(unix) => {
+            return negotiate_unix(unix, settings, handshake, gate.refuse_sessions).await
+        }
     };
 
-    let direct = match direct_tls(&tcp, settings, deadline).await {
+    let direct = match direct_tls(&tcp, settings, handshake).await {
+        Ok(true) if gate.refuse_sessions => {
+            // No reply is possible without a handshake, and none is owed.
+            return Err(FrontendError::silent(FrontendErrorKind::Busy));
+        }
         Ok(true) => true,
-        Ok(false) => match plaintext_phase(&mut tcp, settings, deadline).await {
-            Ok(PlainOutcome::Cancel(c)) => return Ok(Negotiated::Cancel(c)),
-            Ok(PlainOutcome::StartTls) => false,
-            Ok(PlainOutcome::Startup(msg)) => {
-                return match startup_phase(&mut tcp, settings, &msg, None, deadline).await {
-                    Ok((principal, startup)) => Ok(plaintext_session(
-                        SessionStream::Tcp(tcp),
-                        principal,
-                        startup,
-                    )),
-                    Err(kind) => Err(FrontendError::on(kind, tcp)),
+        Ok(false) => {
+            match plaintext_phase(&mut tcp, settings, handshake, gate.refuse_sessions).await {
+                Ok(PlainOutcome::Cancel(c)) => return Ok(Negotiated::Cancel(c)),
+                Ok(PlainOutcome::StartTls) => false,
+                Ok(PlainOutcome::Startup(msg)) => {
+                    return match startup_phase(&mut tcp, settings, &msg, None, deadline).await {
+                        Ok((principal, startup)) => Ok(plaintext_session(
+                            SessionStream::Tcp(tcp),
+                            principal,
+                            startup,
+                        )),
+                        Err(kind) => Err(FrontendError::on(kind, tcp)),
+                    }
                 }
+                Err(kind) => return Err(FrontendError::on(kind, tcp)),
             }
-            Err(kind) => return Err(FrontendError::on(kind, tcp)),
-        },
+        }
         Err(kind) => return Err(FrontendError::on(kind, tcp)),
     };
     let Some(tls_settings) = &settings.tls else {
@@ -104,18 +143,24 @@ pub async fn negotiate_gated(
         return Err(FrontendError::silent(FrontendErrorKind::TlsNotConfigured));
     };
 
-    let permit = match handshakes {
-        Some(gate) => match timeout_at(deadline, gate.acquire()).await {
+    // During the handshake there is no channel the client could read an error from.
+    // Buffered only from here on: everything the client sends now is TLS.
+    let hello = LazyConfigAcceptor::new(Acceptor::default(), ReadBuffered::new(tcp));
+    let start = match timeout_at(handshake.at, hello).await {
+        Err(_) => return Err(FrontendError::silent(handshake.expired())),
+        Ok(Err(e)) => return Err(FrontendError::silent(FrontendErrorKind::TlsHandshake(e))),
+        Ok(Ok(start)) => start,
+    };
+    let permit = match gate.handshakes {
+        Some(slots) => match timeout_at(handshake.at, slots.acquire()).await {
             Ok(Ok(permit)) => Some(permit),
-            _ => return Err(FrontendError::silent(FrontendErrorKind::LoginTimeout)),
+            _ => return Err(FrontendError::silent(handshake.expired())),
         },
         None => None,
     };
-    // During the handshake there is no channel the client could read an error from.
-    // Buffered only from here on: everything the client sends now is TLS.
-    let accept = tls_settings.acceptor().accept(ReadBuffered::new(tcp));
-    let mut tls = match timeout_at(deadline, accept).await {
-        Err(_) => return Err(FrontendError::silent(FrontendErrorKind::LoginTimeout)),
+    let accept = start.into_stream(tls_settings.server_config().clone());
+    let mut tls = match timeout_at(handshake.at, accept).await {
+        Err(_) => return Err(FrontendError::silent(handshake.expired())),
         Ok(Err(e)) => return Err(FrontendError::silent(FrontendErrorKind::TlsHandshake(e))),
         Ok(Ok(tls)) => tls,
     };
@@ -143,16 +188,42 @@ pub async fn negotiate_gated(
     }
 }
 
+/// The handshake deadline, and the login deadline it never exceeds.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    at: Instant,
+    login: Instant,
+}
+
+impl From<Instant> for Deadlines {
+    /// A wait bounded by the login deadline alone.
+    fn from(login: Instant) -> Self {
+        Deadlines { at: login, login }
+    }
+}
+
+impl Deadlines {
+    /// Which timeout a wait that ended at `at` ran into.
+    fn expired(&self) -> FrontendErrorKind {
+        if self.at < self.login {
+            FrontendErrorKind::HandshakeTimeout
+        } else {
+            FrontendErrorKind::LoginTimeout
+        }
+    }
+}
+
 /// A Unix-socket client: never TLS (libpq does not use it over Unix sockets).
 async fn negotiate_unix(
     mut unix: UnixStream,
     settings: &FrontendSettings,
-    deadline: Instant,
+    handshake: Deadlines,
+    refuse_sessions: bool,
 ) -> Result<Negotiated, FrontendError> {
-    match plaintext_phase(&mut unix, settings, deadline).await {
+    match plaintext_phase(&mut unix, settings, handshake, refuse_sessions).await {
         Ok(PlainOutcome::Cancel(c)) => Ok(Negotiated::Cancel(c)),
         Ok(PlainOutcome::Startup(msg)) => {
-            match startup_phase(&mut unix, settings, &msg, None, deadline).await {
+            match startup_phase(&mut unix, settings, &msg, None, handshake.login).await {
                 Ok((principal, startup)) => Ok(plaintext_session(
                     SessionStream::Unix(unix),
                     principal,
@@ -188,7 +259,7 @@ fn plaintext_session(
 async fn direct_tls(
     tcp: &TcpStream,
     settings: &FrontendSettings,
-    deadline: Instant,
+    deadline: Deadlines,
 ) -> Result<bool, FrontendErrorKind> {
     let mut first = [0u8; 1];
     if within(deadline, tcp.peek(&mut first)).await? == 0 {
@@ -230,12 +301,20 @@ impl TryRead for UnixStream {
 async fn plaintext_phase<S: AsyncRead + AsyncWrite + TryRead + Unpin>(
     tcp: &mut S,
     settings: &FrontendSettings,
-    deadline: Instant,
+    deadline: Deadlines,
+    refuse_sessions: bool,
 ) -> Result<PlainOutcome, FrontendErrorKind> {
     let mut gss_answered = false;
     let mut ssl_declined = false;
     loop {
         match read_packet(tcp, deadline).await? {
+            StartupPacket::CancelRequest(c) => return Ok(PlainOutcome::Cancel(c.into())),
+            // Over a limit: refused on the first packet that asks for a session. The
+            // client reads the ErrorResponse in plaintext (libpq, after an SSLRequest,
+            // reports an error during the SSL exchange without trusting its text).
+            StartupPacket::SslRequest | StartupPacket::Startup(_) if refuse_sessions => {
+                return Err(FrontendErrorKind::Busy)
+            }
             StartupPacket::SslRequest if settings.tls.is_none() => {
                 if ssl_declined {
                     return Err(FrontendErrorKind::UnexpectedNegotiation(
@@ -264,7 +343,6 @@ async fn plaintext_phase<S: AsyncRead + AsyncWrite + TryRead + Unpin>(
                 gss_answered = true;
                 within(deadline, tcp.write_all(b"N")).await?;
             }
-            StartupPacket::CancelRequest(c) => return Ok(PlainOutcome::Cancel(c.into())),
             StartupPacket::Startup(msg) if settings.accepts_plaintext => {
                 return Ok(PlainOutcome::Startup(msg))
             }
@@ -380,7 +458,7 @@ async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn read_packet<R: AsyncRead + Unpin>(
     r: &mut R,
-    deadline: Instant,
+    deadline: impl Into<Deadlines>,
 ) -> Result<StartupPacket, FrontendErrorKind> {
     let body = within(deadline, read_startup_packet(r))
         .await?
@@ -403,13 +481,14 @@ fn bytes_already_sent<S: TryRead>(tcp: &S) -> Result<bool, FrontendErrorKind> {
 }
 
 /// Runs `fut` until the login deadline.
-async fn within<T, F>(deadline: Instant, fut: F) -> Result<T, FrontendErrorKind>
+async fn within<T, F>(deadline: impl Into<Deadlines>, fut: F) -> Result<T, FrontendErrorKind>
 where
     F: Future<Output = io::Result<T>>,
 {
-    match timeout_at(deadline, fut).await {
+    let deadline = deadline.into();
+    match timeout_at(deadline.at, fut).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(FrontendErrorKind::LoginTimeout),
+        Err(_) => Err(deadline.expired()),
     }
 }
 

@@ -200,6 +200,11 @@ impl ClientTls {
         &self.acceptor
     }
 
+    /// The server configuration handshakes run with (after the ClientHello arrived).
+    pub fn server_config(&self) -> &Arc<ServerConfig> {
+        self.acceptor.config()
+    }
+
     /// The server certificates by name; `lookup` gives the `certificates` entry a client's
     /// server name selected.
     pub fn sni(&self) -> &SniCertificates {

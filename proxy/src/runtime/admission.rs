@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use proxy_config::LimitsConfig;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -16,6 +17,8 @@ pub struct Admission {
     total: AtomicUsize,
     per_listener: HashMap<String, AtomicUsize>,
     per_identity: Mutex<HashMap<String, usize>>,
+    /// Connections per source address that have not authenticated yet.
+    pending: Mutex<HashMap<IpAddr, usize>>,
     /// `connections_active{listener}`.
     active: Family<Labels, Gauge>,
 }
@@ -33,6 +36,7 @@ impl Admission {
                 .map(|name| (name.to_string(), AtomicUsize::new(0)))
                 .collect(),
             per_identity: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             active,
         }
     }
@@ -95,6 +99,28 @@ impl Admission {
         })
     }
 
+    /// Counts a connection of `source` that has not authenticated yet; whether the source
+    /// is over `max_pending_per_source`. Counted either way until the guard drops (when
+    /// negotiation ends), so a flood of silent sockets from one address cannot starve
+    /// other clients of handshakes.
+    pub fn admit_pending(
+        self: &Arc<Self>,
+        source: IpAddr,
+        limits: &LimitsConfig,
+    ) -> (PendingGuard, bool) {
+        let mut map = lock(&self.pending);
+        let n = map.entry(source).or_insert(0);
+        *n += 1;
+        let over = *n > limits.max_pending_per_source;
+        (
+            PendingGuard {
+                admission: self.clone(),
+                source,
+            },
+            over,
+        )
+    }
+
     fn lock_identities(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         // Critical sections leave the map consistent at every step.
         self.per_identity
@@ -120,6 +146,29 @@ impl Drop for ConnectionGuard {
             .get_or_create(&labels(&[("listener", &self.listener)]))
             .dec();
     }
+}
+
+/// One connection of a source address that has not authenticated yet; released on drop.
+pub struct PendingGuard {
+    admission: Arc<Admission>,
+    source: IpAddr,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut map = lock(&self.admission.pending);
+        if let Some(n) = map.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections leave the maps consistent at every step.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One session of a client identity; released on drop.
@@ -165,6 +214,26 @@ mod tests {
         assert_eq!(admission.open(), 3);
         drop(first);
         assert_eq!(admission.open(), 2);
+    }
+
+    #[test]
+    fn pending_connections_are_capped_per_source_address() {
+        let admission = Arc::new(Admission::new(["a"], Family::default()));
+        let limits = LimitsConfig {
+            max_pending_per_source: 2,
+            ..LimitsConfig::default()
+        };
+        let attacker: IpAddr = [192, 0, 2, 1].into();
+        let (a, over_a) = admission.admit_pending(attacker, &limits);
+        let (_b, over_b) = admission.admit_pending(attacker, &limits);
+        let (_c, over_c) = admission.admit_pending(attacker, &limits);
+        assert_eq!((over_a, over_b, over_c), (false, false, true));
+        let (_d, over_d) = admission.admit_pending([192, 0, 2, 2].into(), &limits);
+        assert!(!over_d, "another address is not affected");
+        drop(a);
+        drop(_c);
+        let (_e, over_e) = admission.admit_pending(attacker, &limits);
+        assert!(!over_e);
     }
 
     #[test]

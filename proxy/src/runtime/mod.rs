@@ -9,7 +9,7 @@ mod scrape;
 mod shared;
 mod state;
 
-pub use admission::{Admission, ConnectionGuard, IdentityGuard};
+pub use admission::{Admission, ConnectionGuard, IdentityGuard, PendingGuard};
 pub use readiness::NotReady;
 pub(crate) use reload::unix_now;
 pub use reload::ReloadError;

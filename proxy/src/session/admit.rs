@@ -1,5 +1,5 @@
-//! Phase 2: an authenticated client is admitted: connection limits, its route (target) by
-//! server name, and the per-identity limit.
+//! Phase 2: an authenticated client is admitted: its route (target) by server name, and
+//! the per-identity limit. (The connection limits refused it before negotiation.)
 
 use super::trail::{Refused, Trail};
 use super::Connection;
@@ -20,14 +20,10 @@ pub(super) fn admit(
     conn: &Connection,
     trail: &mut Trail,
     client: ClientSession,
-    over_limit: Option<LimitExceeded>,
 ) -> Result<Admitted, Refused> {
     let route = conn.listener.route(client.server_name.as_deref()).cloned();
     if let Ok(target) = &route {
         trail.target(target);
-    }
-    if let Some(limit) = over_limit {
-        return Err(Refused::new(Refusal::Limit(limit), client.stream));
     }
     let target = match route {
         Ok(target) => target,

@@ -58,10 +58,12 @@ async fn login_upstream(
     let request = grant.credential_request();
     let metrics = &conn.shared.metrics;
     let credentials = &conn.shared.credentials;
+    // AWS calls are budgeted per client identity.
+    let requester = authorized.admitted.client.principal.limit_key();
     let mut retried = false;
     loop {
         let fetch_started = Instant::now();
-        let credential = credentials.credential(&request).await;
+        let credential = credentials.credential(&request, &requester).await;
         let observe = |family, elapsed| Metrics::observe(family, "target", &target.name, elapsed);
         observe(&metrics.credential_fetch_seconds, fetch_started.elapsed());
         let credential = credential.map_err(|e| (Refusal::Credentials(e), Vec::new()))?;
@@ -85,7 +87,14 @@ async fn login_upstream(
                 credentials.invalidate(&request, &credential);
                 retried = true;
             }
-            Err(e) => return Err((Refusal::Upstream(e), credential.aws_request_ids.clone())),
+            Err(e) => {
+                if e.is_auth_failure() {
+                    // A fresh credential refused too: another one would only be refused
+                    // again (the user may not exist). Let AWS rest for a while.
+                    credentials.refused_again(&request, &e.to_string());
+                }
+                return Err((Refusal::Upstream(e), credential.aws_request_ids.clone()));
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ mod trail;
 pub use trail::{report, Refused};
 
 use crate::frontend::{ClientPeer, ClientSocket, Negotiated};
+use crate::refusal::LimitExceeded;
 use crate::runtime::{ConnectionGuard, ListenerContext, Shared, State};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -68,6 +69,15 @@ pub async fn serve_connection(
         shared
             .admission
             .admit(&listener.name, listener.max_connections, &state.limits);
+    // Unix-socket clients are local processes; only network sources are capped.
+    let pending = match &peer {
+        ClientPeer::Tcp(addr) => Some(shared.admission.admit_pending(addr.ip(), &state.limits)),
+        ClientPeer::Unix { .. } => None,
+    };
+    let refuse = over_limit.or(match &pending {
+        Some((_, true)) => Some(LimitExceeded::Source),
+        _ => None,
+    });
     let mut trail = Trail::new(&listener, &peer, shared.clone());
     let mut conn = Connection {
         terminate: shared.terminate_signal(),
@@ -77,13 +87,16 @@ pub async fn serve_connection(
         peer,
         _counted: counted,
     };
-    let client = match negotiation::negotiate(&mut conn, &mut trail, socket).await {
+    let negotiated = negotiation::negotiate(&mut conn, &mut trail, socket, refuse).await;
+    // Authenticated (or refused): no longer pending for its source address.
+    drop(pending);
+    let client = match negotiated {
         Ok(Negotiated::Session(client)) => *client,
         Ok(Negotiated::Cancel(target)) => return cancel::forward(&conn, trail, target).await,
         Err(refused) => return trail.refuse(refused).await,
     };
     let logged_in = async {
-        let admitted = admit::admit(&conn, &mut trail, client, over_limit)?;
+        let admitted = admit::admit(&conn, &mut trail, client)?;
         let authorized = authorize::authorize(&conn, &mut trail, admitted)?;
         login::login(&conn, &mut trail, authorized).await
     };

@@ -2,9 +2,9 @@
 
 use super::trail::{Refused, Trail};
 use super::{terminated, Connection};
-use crate::frontend::{negotiate_gated, ClientSocket, FrontendErrorKind, Negotiated};
+use crate::frontend::{negotiate_gated, ClientSocket, FrontendErrorKind, Gate, Negotiated};
 use crate::metrics::Metrics;
-use crate::refusal::{Refusal, ShutdownStage};
+use crate::refusal::{LimitExceeded, Refusal, ShutdownStage};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// Runs the frontend negotiation under the listener's handshake gate, unless a shutdown
@@ -14,11 +14,17 @@ pub(super) async fn negotiate(
     conn: &mut Connection,
     trail: &mut Trail,
     socket: ClientSocket,
+    refuse: Option<LimitExceeded>,
 ) -> Result<Negotiated, Refused> {
+    let gate = Gate {
+        handshakes: Some(&conn.state.handshakes),
+        handshake_timeout: conn.state.limits.handshake_timeout,
+        refuse_sessions: refuse.is_some(),
+    };
     let negotiated = {
         let _active = GaugeGuard::new(conn.shared.metrics.handshakes_active.clone());
         tokio::select! {
-            r = negotiate_gated(socket, &conn.listener.frontend, Some(&conn.state.handshakes)) => r,
+            r = negotiate_gated(socket, &conn.listener.frontend, gate) => r,
             _ = terminated(&mut conn.terminate) => {
                 return Err(Refused::new(Refusal::ShuttingDown(ShutdownStage::Negotiation), None));
             }
@@ -46,7 +52,12 @@ pub(super) async fn negotiate(
             if let FrontendErrorKind::Password { user, .. } = &e.kind {
                 trail.record.requested_user = Some(user.clone());
             }
-            Err(Refused::new(e.kind, e.stream))
+            match (e.kind, refuse) {
+                (FrontendErrorKind::Busy, Some(limit)) => {
+                    Err(Refused::new(Refusal::Limit(limit), e.stream))
+                }
+                (kind, _) => Err(Refused::new(kind, e.stream)),
+            }
         }
     }
 }

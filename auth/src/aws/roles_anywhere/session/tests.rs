@@ -180,6 +180,7 @@ async fn throttling_server_errors_and_validation_are_classified() {
             CredentialError::Denied(_) => "Denied",
             CredentialError::Unavailable(_) => "Unavailable",
             CredentialError::Invalid(_) => "Invalid",
+            CredentialError::Throttled(_) => "Throttled",
         };
         assert_eq!(mapped, kind, "{status} {code}");
     }
