@@ -1,8 +1,10 @@
 //! The whole credential chain end to end, through the real binary: a client certificate →
 //! the proxy → IAM Roles Anywhere (CreateSession, signed with the proxy's certificate) →
 //! Redshift GetClusterCredentials / GetClusterCredentialsWithIAM / serverless GetCredentials
-//! (SigV4 with the issued session) → a PostgreSQL role with a `VALID UNTIL` password → a
-//! verify-full login as that temporary user. The emulator checks every signature for real.
+//! (SigV4 with the issued session, authorized by the README's IAM policy) → a temporary
+//! password → a verify-full login as that temporary user at the Redshift stand-in, which
+//! checks it the way Redshift does and runs the session as that user in PostgreSQL. The
+//! emulator checks every signature for real.
 
 use proxy_testkit::emulator::Api;
 use proxy_testkit::harness::{connect_through_proxy, sqlstate};
@@ -79,10 +81,18 @@ async fn without_auto_create_only_existing_users_can_log_in() {
         .unwrap();
     let db_user = format!("alice-{user}");
     // GetClusterCredentials succeeds, but the user does not exist: the login fails.
+    // Redshift refuses it as a wrong password, with 28000 (python-driver#237); the proxy
+    // relays the upstream's SQLSTATE.
     let err = connect(&stack, l.ports.cluster, &carol, &db_user)
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+    assert_eq!(
+        err.as_db_error().map(|e| e.message().to_owned()),
+        Some(format!(
+            "password authentication failed for user \"IAM:{db_user}\""
+        ))
+    );
 
     // Once the user exists, the same login works as IAM:<user>.
     let admin = stack.pg.admin().await.unwrap();
@@ -220,17 +230,50 @@ async fn aws_failures_reach_the_client_as_clean_errors() {
     stack.emulator.faults().clear();
     current_user(&stack, l.ports.cluster, &l.alice, "alice").await;
 
-    // A user name Redshift refuses (InvalidParameterValue) is a denied login (28000).
+    // A user name Redshift refuses (InvalidParameterValue: 65 characters, one beyond the
+    // documented 64) is a denied login (28000).
     let hostile = l
         .pki
-        .client_cert(ClientCertSpec::new(
-            "alice-9000000000000000000000000000000000000000000000000000000000",
-        ))
+        .client_cert(ClientCertSpec::new(format!("alice-{}", "9".repeat(59))))
         .unwrap();
     let err = connect(&stack, l.ports.cluster, &hostile, "iam")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_64_character_db_user_logs_in_end_to_end() {
+    let stack = Stack::start().await.unwrap();
+    let l = &stack.layout;
+    let name = format!("alice-{}", "9".repeat(58));
+    assert_eq!(name.len(), 64);
+    let long = l
+        .pki
+        .client_cert(ClientCertSpec::new(name.clone()))
+        .unwrap();
+    let client = connect(&stack, l.ports.cluster, &long, "iam")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.proxy.logs()));
+    let who: String = client
+        .query_one("select current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // `IAMA:` + 64 characters is longer than PostgreSQL's 63-byte role names: the stand-in
+    // runs the session as a mapped role.
+    assert_eq!(
+        who,
+        proxy_testkit::standin::pg_role_name(&format!("IAMA:{name}"))
+    );
+    let standin = stack
+        .emulator
+        .standin(proxy_testkit::stack::CLUSTER)
+        .unwrap();
+    assert!(standin
+        .logins()
+        .iter()
+        .any(|r| r.user == format!("IAMA:{name}") && r.pg_role.as_deref() == Some(who.as_str())));
 }
 
 #[tokio::test(flavor = "multi_thread")]
