@@ -695,6 +695,20 @@ mod standin {
         keys.sort_unstable();
         assert_eq!(keys, ["C", "F", "L", "M", "R", "S"]);
         assert_eq!(error["R"], "auth_failed");
+
+        // PostgreSQL's own refusals are relayed as FATAL, in Redshift's fields.
+        let mut stream = fx.tls().await;
+        let login = raw_login(
+            &mut stream,
+            &[("user", &fx.md5_user), ("database", "no_such_database")],
+            PASSWORD,
+        )
+        .await;
+        let error = login.error().expect("an ErrorResponse");
+        assert_eq!(error["S"], "FATAL");
+        assert_eq!(error["C"], "3D000");
+        assert_eq!(error["M"], "database \"no_such_database\" does not exist");
+        assert!(!error.contains_key("V"));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 //!   to PostgreSQL (the BackendKeyData the client holds is PostgreSQL's own) and answered
 //!   with nothing.
 //! - Startup parameters: Redshift's closed list; anything else is FATAL 42704 (see
-//!   [`params`](self)). `client_protocol_version` is answered with ParameterStatus
+//!   `params.rs`). `client_protocol_version` is answered with ParameterStatus
 //!   `server_protocol_version` = min(requested, 0) = `0`, just before BackendKeyData: the
 //!   stand-in relays PostgreSQL's plain RowDescriptions, i.e. level 0 (BASE_SERVER); a
 //!   higher level would make every driver parse extra per-column fields that are not there
@@ -365,7 +365,8 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 /// tokio-postgres to a stand-in with a password (md5), TLS verified for `localhost`
-/// against its CA. The connection task is spawned on the current runtime.
+/// against its CA. The connection task is spawned on the current runtime. Panics if the
+/// stand-in's CA certificate cannot be read.
 pub async fn connect(
     endpoint: &Endpoint,
     user: &str,
