@@ -474,8 +474,9 @@ fn write_client_files(
     }
     let _ = write!(
         conf,
-        "\n# Straight to the PostgreSQL stand-in over TLS with a static user and password (in\n\
-         # the pgpass file), for side-by-side comparisons: current_user is {STATIC_USER}.\n\
+        "\n# Straight to PostgreSQL (not through a Redshift stand-in) over TLS with a static user\n\
+         # and password (in the pgpass file), for side-by-side comparisons: current_user is\n\
+         # {STATIC_USER}.\n\
          [sandbox-direct]\nhost=localhost\nhostaddr=127.0.0.1\nport={pg_port}\n\
          dbname={DATABASE}\nuser={STATIC_USER}\nsslmode=verify-full\nsslrootcert={pg_ca}\n\
          passfile={passfile}\n",
