@@ -548,6 +548,8 @@ mod standin {
     #[derive(Debug)]
     struct Login {
         auth_code: Option<u32>,
+        /// AuthenticationOk arrived.
+        authenticated: bool,
         messages: Vec<(u8, Vec<u8>)>,
     }
 
@@ -596,13 +598,14 @@ mod standin {
             .map_or("", |(_, v)| v);
         let mut login = Login {
             auth_code: None,
+            authenticated: false,
             messages: Vec::new(),
         };
         while let Some((tag, body)) = read_message(s).await {
             if tag == b'R' {
                 let code = u32::from_be_bytes(body[0..4].try_into().unwrap());
                 match code {
-                    0 => {}
+                    0 => login.authenticated = true,
                     5 => {
                         login.auth_code = Some(5);
                         let md5 = |data: &[u8]| hex::encode(md5::Md5::digest(data));
@@ -695,6 +698,7 @@ mod standin {
         keys.sort_unstable();
         assert_eq!(keys, ["C", "F", "L", "M", "R", "S"]);
         assert_eq!(error["R"], "auth_failed");
+        assert!(!login.authenticated);
 
         // PostgreSQL's own refusals are relayed as FATAL, in Redshift's fields.
         let mut stream = fx.tls().await;
@@ -709,6 +713,8 @@ mod standin {
         assert_eq!(error["C"], "3D000");
         assert_eq!(error["M"], "database \"no_such_database\" does not exist");
         assert!(!error.contains_key("V"));
+        // As in PostgreSQL: after AuthenticationOk.
+        assert!(login.authenticated);
     }
 
     #[tokio::test]
@@ -759,7 +765,14 @@ mod standin {
                 "unrecognized configuration parameter \"IntervalStyle\""
             );
             assert_eq!(error["R"], "set_config_option");
+            // Applied after the password check, as PostgreSQL applies startup options.
+            assert!(login.authenticated);
         }
+        // A wrong password is refused first.
+        let login = fx
+            .login(&fx.md5_user, "wrong", &[("IntervalStyle", "iso_8601")])
+            .await;
+        assert_eq!(login.error().unwrap()["C"], "28000");
         for name in ["standard_conforming_strings", "jit", "geqo", "Made_Up"] {
             let login = fx.login(&fx.md5_user, PASSWORD, &[(name, "on")]).await;
             assert_eq!(

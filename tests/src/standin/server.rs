@@ -182,10 +182,24 @@ fn socket_path(shared: &Shared) -> std::path::PathBuf {
 async fn refuse(
     shared: &Shared,
     stream: &mut Stream,
-    mut record: LoginRecord,
+    record: LoginRecord,
     error: ServerError,
 ) -> Option<Session> {
-    let _ = stream.write_all(&error.encode()).await;
+    refuse_after(shared, stream, record, &[], error).await
+}
+
+/// Sends `before` (AuthenticationOk, when the client already authenticated) and `error`,
+/// records the refusal and ends the login.
+async fn refuse_after(
+    shared: &Shared,
+    stream: &mut Stream,
+    mut record: LoginRecord,
+    before: &[u8],
+    error: ServerError,
+) -> Option<Session> {
+    let mut reply = before.to_vec();
+    reply.extend(error.encode());
+    let _ = stream.write_all(&reply).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
     record.outcome = LoginOutcome::Refused {
@@ -295,28 +309,30 @@ async fn login(
         }
     };
 
-    // Startup parameters are applied after authentication, as PostgreSQL does
-    // (process_startup_options runs after the password check; INFERRED for Redshift).
-    if let Some(name) = &classified.unrecognized {
-        let error = ServerError::unrecognized_parameter(name);
-        return refuse(shared, &mut stream, record, error).await;
+    // The user must exist: one that was never created (AutoCreate=false) gets credentials
+    // from the API, but "the connection attempt will fail" (API_GetClusterCredentials), as
+    // a password failure (what a missing role gets from PostgreSQL's md5 too).
+    let role = pg_role_name(&user);
+    match shared.groups.role_exists(&role).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let error = ServerError::password_failed(&user);
+            return refuse(shared, &mut stream, record, error).await;
+        }
+        Err(err) => {
+            let error = ServerError::fatal("XX000", format!("stand-in: {err}"));
+            return refuse(shared, &mut stream, record, error).await;
+        }
     }
 
-    let role = pg_role_name(&user);
-    if !groups.is_empty() {
-        // A user that does not exist (AutoCreate=false) fails as a password failure before
-        // anything is granted to it (see below).
-        match shared.groups.role_exists(&role).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let error = ServerError::password_failed(&user);
-                return refuse(shared, &mut stream, record, error).await;
-            }
-            Err(err) => {
-                let error = ServerError::fatal("XX000", format!("stand-in: {err}"));
-                return refuse(shared, &mut stream, record, error).await;
-            }
-        }
+    // Authenticated. As in PostgreSQL, AuthenticationOk comes first and what fails while
+    // the session is set up follows it: startup parameters (process_startup_options runs
+    // after the password check; INFERRED for Redshift), groups, the database. It is sent
+    // with the rest of the startup burst, in one write (some drivers break on split writes).
+    let authenticated = protocol::auth_ok();
+    if let Some(name) = &classified.unrecognized {
+        let error = ServerError::unrecognized_parameter(name);
+        return refuse_after(shared, &mut stream, record, &authenticated, error).await;
     }
     match shared.groups.first_missing(&groups).await {
         Ok(None) => {}
@@ -325,22 +341,21 @@ async fn login(
             // groups"). Redshift's text and SQLSTATE for a missing one are UNCONFIRMED;
             // 42704 (undefined_object) with ALTER GROUP's wording.
             let error = ServerError::fatal("42704", format!("group \"{group}\" does not exist"));
-            return refuse(shared, &mut stream, record, error).await;
+            return refuse_after(shared, &mut stream, record, &authenticated, error).await;
         }
         Err(err) => {
             let error = ServerError::fatal("XX000", format!("stand-in: {err}"));
-            return refuse(shared, &mut stream, record, error).await;
+            return refuse_after(shared, &mut stream, record, &authenticated, error).await;
         }
     }
     if let Err(err) = shared.groups.join(&role, &groups).await {
         let error = ServerError::fatal("XX000", format!("stand-in: {err}"));
-        return refuse(shared, &mut stream, record, error).await;
+        return refuse_after(shared, &mut stream, record, &authenticated, error).await;
     }
 
     match connect_postgres(shared, &role, &database, &classified).await {
         Ok((pg, burst)) => {
-            // One write for the whole startup burst (some drivers break on split writes).
-            let mut reply = protocol::auth_ok();
+            let mut reply = authenticated;
             for message in &burst {
                 if message.tag == b'K' && classified.client_protocol_version().is_some() {
                     reply.extend(protocol::parameter_status("server_protocol_version", "0"));
@@ -368,9 +383,7 @@ async fn login(
                 PgLogin::Refused(body) => {
                     let error = ServerError::from_postgres(&body);
                     if error.code.starts_with("28") {
-                        // The role does not exist: a user that was never created (AutoCreate
-                        // false). The API call succeeded; "the connection attempt will fail"
-                        // (API_GetClusterCredentials), on Redshift as a password failure.
+                        // The role vanished since the check above.
                         ServerError::password_failed(&user)
                     } else {
                         error
@@ -380,7 +393,7 @@ async fn login(
                     ServerError::fatal("XX000", format!("stand-in: {detail}"))
                 }
             };
-            refuse(shared, &mut stream, record, error).await
+            refuse_after(shared, &mut stream, record, &authenticated, error).await
         }
     }
 }
