@@ -770,7 +770,7 @@ fn default_handshake_timeout() -> Duration {
     Duration::from_secs(5)
 }
 fn default_max_pending_per_source() -> usize {
-    32
+    256
 }
 fn default_keepalive() -> Duration {
     Duration::from_secs(60)

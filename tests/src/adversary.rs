@@ -206,6 +206,49 @@ pub async fn tcp(h: &ProxyHarness) -> TcpStream {
     s
 }
 
+/// What a client over a connection limit reads: the proxy answers its SSLRequest with an
+/// ErrorResponse instead of `S`, before any handshake. `None` if it answered `S`.
+pub async fn refused_at_ssl_request(addr: std::net::SocketAddr) -> Option<WireError> {
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    s.write_all(&request(SSL_REQUEST_CODE)).await.expect("send");
+    let mut first = [0u8; 1];
+    tokio::time::timeout(REPLY_TIMEOUT, s.read_exact(&mut first))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    if first[0] == b'S' {
+        return None;
+    }
+    assert_eq!(first[0], b'E', "expected S or an ErrorResponse");
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.expect("length");
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize - 4];
+    s.read_exact(&mut body).await.expect("body");
+    Some(WireError::parse(&body))
+}
+
+/// A client that asks for TLS, sends a complete ClientHello and then says nothing more:
+/// the proxy has started its handshake (and holds a handshake slot) until its handshake
+/// timeout. The returned socket keeps the connection open.
+pub async fn stall_after_client_hello(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect to proxy");
+    s.write_all(&request(SSL_REQUEST_CODE)).await.expect("send");
+    assert_eq!(read_byte(&mut s).await, Some(b'S'));
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).expect("ClientHello");
+    s.write_all(&hello).await.expect("send ClientHello");
+    s
+}
+
 /// A plaintext TCP connection to the proxy from the loopback address `source` (any of
 /// 127.0.0.0/8 on Linux): several clients, as the proxy sees them, from one machine.
 pub async fn tcp_from(h: &ProxyHarness, source: std::net::Ipv4Addr) -> TcpStream {

@@ -1,6 +1,6 @@
 //! Test kit of `redshift-iam-proxy`: a real PostgreSQL launcher ([`pg`]), per-run test PKI
 //! ([`pki`]), the proxy process launcher ([`proxy`]), a `psql` runner ([`psql`]), and the
-//! local AWS emulator ([`emulator`]).
+//! local AWS emulator ([`emulator`]) with its Redshift stand-ins ([`standin`]).
 
 pub mod adversary;
 pub mod emulator;
@@ -12,3 +12,4 @@ pub mod process;
 pub mod proxy;
 pub mod psql;
 pub mod stack;
+pub mod standin;

@@ -1,4 +1,6 @@
-//! A real PostgreSQL server for tests, standing in for Redshift.
+//! A real PostgreSQL server for tests: the database behind the Redshift stand-ins
+//! ([`crate::standin`]), and the upstream of the tests that exercise the proxy against
+//! PostgreSQL directly.
 //!
 //! The server listens on 127.0.0.1 with TLS only (a certificate for `localhost` and
 //! `127.0.0.1` from a per-run CA) and on a private unix socket where the superuser logs in

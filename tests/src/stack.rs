@@ -1,18 +1,27 @@
-//! The whole stack the proxy lives in, on one machine: a PostgreSQL server standing in for
-//! a Redshift cluster and a serverless workgroup, the AWS emulator (IAM Roles Anywhere and
-//! the Redshift credential APIs), a per-run PKI, and the `redshift-iam-proxy` binary with a
-//! generated configuration.
+//! The whole stack the proxy lives in, on one machine: a PostgreSQL server behind two
+//! Redshift stand-ins (a provisioned cluster and a serverless workgroup, see
+//! [`crate::standin`]), the AWS emulator (IAM Roles Anywhere and the Redshift credential
+//! APIs, which runs the stand-ins), a per-run PKI, and the `redshift-iam-proxy` binary with
+//! a generated configuration.
+//!
+//! The roles get the README's IAM policy ([`iam_policy`]), adapted to the stack's account,
+//! region, cluster and workgroup ID.
 //!
 //! [`StackLayout`] is the pure part: it issues the certificates and writes the proxy's and
 //! the emulator's configuration for given ports. [`Stack`] runs it (PostgreSQL shared or
 //! its own, the emulator in-process, the proxy as a child process) for tests; the sandbox
 //! and the benchmark reuse the layout with their own processes.
 
-use crate::emulator::{AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, WorkgroupSpec};
+use crate::emulator::{
+    AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec,
+};
 use crate::pg::{quote_ident, PgOptions, PgServer};
 use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, TestPki};
 use crate::ports::free_port;
 use crate::proxy::ProxyProcess;
+use crate::standin::StandInTls;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,7 +29,58 @@ pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
 pub const CLUSTER: &str = "examplecluster";
 pub const WORKGROUP: &str = "sandbox-wg";
+/// The workgroup's ID: IAM names serverless workgroups by ID.
+pub const WORKGROUP_ID: &str = "5f0c2a9e-7b41-4d3c-9e8a-2b6d1c4f8a37";
 pub const DATABASE: &str = "dev";
+/// The database group of the `analysts` rule (it must exist: DbGroups name existing groups).
+pub const GROUP: &str = "analysts";
+
+/// The IAM policy of the roles: exactly the README's example ("The IAM policy of the role")
+/// with the stack's region, account, cluster and workgroup ID (which happen to equal the
+/// README's, except the workgroup ID). `tests/tests/emulator.rs` checks that the two agree.
+pub fn iam_policy() -> String {
+    let dbuser = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbuser:{CLUSTER}/*");
+    let dbname = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbname:{CLUSTER}/{DATABASE}");
+    let dbgroup = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbgroup:{CLUSTER}/{GROUP}");
+    let workgroup =
+        format!("arn:aws:redshift-serverless:{REGION}:{ACCOUNT}:workgroup/{WORKGROUP_ID}");
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ProvisionedTemporaryCredentials",
+                "Effect": "Allow",
+                "Action": "redshift:GetClusterCredentials",
+                "Resource": [dbuser, dbname, dbgroup]
+            },
+            {
+                "Sid": "ProvisionedJoinGroups",
+                "Effect": "Allow",
+                "Action": "redshift:JoinGroup",
+                "Resource": dbgroup
+            },
+            {
+                "Sid": "ProvisionedAutoCreate",
+                "Effect": "Allow",
+                "Action": "redshift:CreateClusterUser",
+                "Resource": dbuser
+            },
+            {
+                "Sid": "ProvisionedWithIAM",
+                "Effect": "Allow",
+                "Action": "redshift:GetClusterCredentialsWithIAM",
+                "Resource": dbname
+            },
+            {
+                "Sid": "ServerlessTemporaryCredentials",
+                "Effect": "Allow",
+                "Action": "redshift-serverless:GetCredentials",
+                "Resource": workgroup
+            }
+        ]
+    });
+    serde_json::to_string_pretty(&policy).expect("a JSON value serializes")
+}
 
 pub fn trust_anchor_arn() -> String {
     format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/sandbox-trust-anchor")
@@ -37,7 +97,7 @@ pub fn bi_role_arn() -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/RedshiftBiReader")
 }
 
-/// Where the PostgreSQL stand-in is and how the emulator administers it.
+/// Where the PostgreSQL server is and how the emulator and the stand-ins administer it.
 #[derive(Debug, Clone)]
 pub struct PgEndpoint {
     pub port: u16,
@@ -58,7 +118,8 @@ impl PgEndpoint {
     }
 }
 
-/// The proxy's three listeners, one per target.
+/// The ports of a stack: the proxy's three listeners (one per target) and the two
+/// Redshift stand-ins (the proxy's configuration names them before they run).
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerPorts {
     /// Target `cluster`: GetClusterCredentials with AutoCreate and DbGroups.
@@ -67,6 +128,10 @@ pub struct ListenerPorts {
     pub cluster_iam: u16,
     /// Target `serverless`: redshift-serverless GetCredentials.
     pub serverless: u16,
+    /// The stand-in of the cluster (targets `cluster` and `cluster-iam`).
+    pub standin_cluster: u16,
+    /// The stand-in of the serverless workgroup.
+    pub standin_serverless: u16,
 }
 
 impl ListenerPorts {
@@ -75,6 +140,8 @@ impl ListenerPorts {
             cluster: free_port(),
             cluster_iam: free_port(),
             serverless: free_port(),
+            standin_cluster: free_port(),
+            standin_serverless: free_port(),
         }
     }
 }
@@ -92,6 +159,9 @@ pub struct StackLayout {
     pub alice: ClientCert,
     /// `bob`: a BI service with a SPIFFE ID (rule `bi`, role `RedshiftBiReader`).
     pub bob: ClientCert,
+    /// TLS of the stand-ins: a certificate for `localhost`/127.0.0.1 from their own CA
+    /// (the proxy's targets trust exactly that CA).
+    pub standin_tls: StandInTls,
     pub ports: ListenerPorts,
     pub proxy_config: String,
     pub emulator: EmulatorConfig,
@@ -120,31 +190,52 @@ impl StackLayout {
         let bob =
             pki.client_cert(ClientCertSpec::new("bob").uri("spiffe://corp.example/ns/bi/sa/bob"))?;
         let crl = pki.root().crl_pem()?;
+        let standin_ca = pki.new_root_ca("Redshift stand-in CA", KeyAlgorithm::EcdsaP256)?;
+        let standin_cert = standin_ca.server_cert(&["localhost", "127.0.0.1"])?;
+        let standin_tls = StandInTls {
+            cert_chain: standin_cert.chain_pem.clone(),
+            key: standin_cert.key_pem.clone(),
+            ca_cert: standin_ca.cert_pem.clone(),
+        };
 
         let admin = PgAdmin::new(
             pg.socket_dir.to_string_lossy(),
             pg.port,
             pg.superuser.clone(),
         );
+        let standin = |port: u16| StandInSpec {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            tls: Some(standin_tls.clone()),
+            ..StandInSpec::default()
+        };
         let emulator = EmulatorConfig {
             trust_anchor_arn: trust_anchor_arn(),
             trust_anchor_ca_pem: None,
             trust_anchor_ca_file: Some(trust_anchor.cert_pem.clone()),
             profile_arn: profile_arn(),
+            accept_role_session_name: false,
             role_arns: vec![access_role_arn(), bi_role_arn()],
             max_session_duration: Duration::from_secs(12 * 3600),
+            cloudtrail_file: None,
             clusters: vec![ClusterSpec {
                 identifier: CLUSTER.into(),
                 region: REGION.into(),
                 custom_domain_name: None,
                 admin: admin.clone(),
+                standin: standin(ports.standin_cluster),
             }],
             workgroups: vec![WorkgroupSpec {
                 name: WORKGROUP.into(),
+                id: WORKGROUP_ID.into(),
                 region: REGION.into(),
                 custom_domain_name: None,
                 admin,
+                standin: standin(ports.standin_serverless),
             }],
+            role_policies: BTreeMap::from([
+                (access_role_arn(), iam_policy()),
+                (bi_role_arn(), iam_policy()),
+            ]),
         };
 
         let proxy_config = format!(
@@ -159,16 +250,18 @@ level = "info"
 # certificate issued by `client_ca` (and not revoked in `client_crls`).
 {listeners}
 # --- Upstreams ---------------------------------------------------------------------------
-# The PostgreSQL stand-in plays both a provisioned cluster and a serverless workgroup. Its
-# certificate names `localhost`: the proxy dials 127.0.0.1 and verifies `host` (verify-full).
+# Two Redshift stand-ins (run by the AWS emulator, in front of one PostgreSQL) play a
+# provisioned cluster and a serverless workgroup: TLS, md5 logins with the temporary
+# passwords, Redshift's startup parameters and errors. Their certificate names `localhost`:
+# the proxy dials 127.0.0.1 and verifies `host` (verify-full) against their CA.
 # In production `host` is the cluster endpoint and `dial` an optional VPC endpoint.
 [[target]]
 name = "cluster"
 kind = "provisioned"
 host = "localhost"
-port = {pg_port}
+port = {cluster_port}
 dial = "127.0.0.1"
-ca_bundle = {pg_ca:?}
+ca_bundle = {standin_ca:?}
 cluster_identifier = "{CLUSTER}"
 region = "{REGION}"
 auto_create = true
@@ -178,9 +271,9 @@ aws_endpoint_url = "{emulator_url}"
 name = "cluster-iam"
 kind = "provisioned"
 host = "localhost"
-port = {pg_port}
+port = {cluster_port}
 dial = "127.0.0.1"
-ca_bundle = {pg_ca:?}
+ca_bundle = {standin_ca:?}
 cluster_identifier = "{CLUSTER}"
 region = "{REGION}"
 with_iam = true
@@ -190,9 +283,9 @@ aws_endpoint_url = "{emulator_url}"
 name = "serverless"
 kind = "serverless"
 host = "localhost"
-port = {pg_port}
+port = {serverless_port}
 dial = "127.0.0.1"
-ca_bundle = {pg_ca:?}
+ca_bundle = {standin_ca:?}
 workgroup = "{WORKGROUP}"
 region = "{REGION}"
 aws_endpoint_url = "{emulator_url}"
@@ -206,7 +299,7 @@ targets = ["*"]
 users = ["{{cn}}"]
 default_user = "{{cn}}"
 databases = ["{DATABASE}", "postgres"]
-groups = ["analysts"]
+groups = ["{GROUP}"]
 
 [[policy.rule]]
 name = "bi"
@@ -244,8 +337,9 @@ endpoint_url = "{emulator_url}"
             ))
             .collect::<Vec<_>>()
             .join("\n"),
-            pg_port = pg.port,
-            pg_ca = pg.ca_cert,
+            cluster_port = ports.standin_cluster,
+            serverless_port = ports.standin_serverless,
+            standin_ca = standin_tls.ca_cert,
             bi_role = bi_role_arn(),
             ra_cert = proxy_identity.cert_pem,
             ra_key = proxy_identity.key_pem,
@@ -260,6 +354,7 @@ endpoint_url = "{emulator_url}"
             proxy_identity,
             alice,
             bob,
+            standin_tls,
             ports,
             proxy_config,
             emulator,
@@ -276,19 +371,25 @@ endpoint_url = "{emulator_url}"
     }
 }
 
-/// Creates the `dev` database Redshift clusters come with.
+/// Creates the `dev` database Redshift clusters come with, and the stack's database group
+/// (`analysts`; DbGroups name existing groups).
 pub async fn create_dev_database(pg: &PgServer) -> anyhow::Result<()> {
-    pg.admin()
-        .await?
+    let admin = pg.admin().await?;
+    // Two statements: CREATE DATABASE cannot run inside the implicit transaction of a
+    // multi-statement query.
+    admin
         .batch_execute(&format!("create database {}", quote_ident(DATABASE)))
+        .await?;
+    admin
+        .batch_execute(&format!("create role {} nologin", quote_ident(GROUP)))
         .await?;
     Ok(())
 }
 
-/// A running stack for tests: its own PostgreSQL (the emulator sets passwords of roles
-/// such as `IAMA:alice`, so stacks running in parallel must not share a server), the
-/// emulator in this process (so tests read its counters and inject faults directly), and
-/// the proxy binary.
+/// A running stack for tests: its own PostgreSQL (roles such as `IAMA:alice` and their
+/// session groups live there, so stacks running in parallel must not share a server), the
+/// emulator and its stand-ins in this process (so tests read its counters and records and
+/// inject faults directly), and the proxy binary.
 pub struct Stack {
     pub layout: StackLayout,
     pub emulator: AwsEmulator,

@@ -1,14 +1,17 @@
 //! Database credentials that expire, or whose expiry the proxy's clock misjudges, while
 //! clients keep logging in. The in-process proxy runs the production credential path: the
 //! Redshift credential cache over the AWS SDK fetcher, with the proxy's AWS credentials from
-//! a Roles Anywhere session, against the AWS emulator, whose passwords are real PostgreSQL
-//! passwords with `VALID UNTIL` at their expiration. Only the cache's clock is the test's.
+//! a Roles Anywhere session, against the AWS emulator, whose passwords its Redshift stand-in
+//! refuses once they have expired ("IAM Authentication token has expired"). Only the cache's
+//! clock is the test's.
 
 use proxy_auth::aws::{AwsCredentials, Clock, ManualClock, SystemClock};
 use proxy_auth::redshift::{
     AwsCredentialFetcher, RedshiftCredentials, ResolvedTarget, ResourceName, TargetApi,
 };
-use proxy_testkit::emulator::{Api, AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin};
+use proxy_testkit::emulator::{
+    allow_all_redshift_policy, Api, AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec,
+};
 use proxy_testkit::harness::{sqlstate, HarnessOptions, ProxyHarness};
 use proxy_testkit::pg::PgServer;
 use proxy_testkit::pki::{ClientCertSpec, TestPki};
@@ -60,15 +63,19 @@ impl Fixture {
             trust_anchor_ca_pem: None,
             trust_anchor_ca_file: Some(pki.ca_cert_path().to_path_buf()),
             profile_arn: profile_arn.clone(),
+            accept_role_session_name: false,
             role_arns: vec![role_arn.clone()],
             max_session_duration: Duration::from_secs(3600),
+            cloudtrail_file: None,
             clusters: vec![ClusterSpec {
                 identifier: CLUSTER.to_owned(),
                 region: REGION.to_owned(),
                 custom_domain_name: None,
                 admin: PgAdmin::new(pg.socket_dir().to_string_lossy(), pg.port(), pg.superuser()),
+                standin: StandInSpec::default(),
             }],
             workgroups: Vec::new(),
+            role_policies: [(role_arn.clone(), allow_all_redshift_policy())].into(),
         })
         .await
         .unwrap();
@@ -119,7 +126,11 @@ endpoint_url = "{url}"
         );
 
         let db_user = PgServer::unique_name("expiry");
+        // The proxy's target is the cluster's stand-in.
+        let standin = emulator.endpoint(CLUSTER).unwrap();
         let harness = ProxyHarness::start_with(HarnessOptions {
+            upstream_port: Some(standin.port()),
+            upstream_ca: Some(standin.ca_cert.clone()),
             rules: format!(
                 r#"
 [[policy.rule]]
@@ -208,7 +219,7 @@ async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd(
     assert_eq!(fx.credential_calls(), 1);
 
     // 64 clients log in again and again for two credential lifetimes. Halfway, every
-    // issued password expires in PostgreSQL ahead of its announced expiration, as after a
+    // issued password expires at the stand-in ahead of its announced expiration, as after a
     // clock step on the proxy's host: the sessions holding it are refused and retry.
     let started = Instant::now();
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
@@ -293,7 +304,7 @@ async fn clock_jumps_forward_and_backward_keep_logins_working() {
     assert_all_ok("after a backward jump", &fx.logins_at_once(CLIENTS).await);
     assert_eq!(fx.credential_calls(), 2);
 
-    // ...also once it has really expired: PostgreSQL refuses it, every login in flight
+    // ...also once it has really expired: the stand-in refuses it, every login in flight
     // retries once with a fresh credential, and those share one fetch.
     fx.emulator.expire_db_credentials().await.unwrap();
     assert_all_ok("after the real expiry", &fx.logins_at_once(CLIENTS).await);

@@ -3,6 +3,7 @@
 //! a real PostgreSQL upstream and the in-process proxy; plus one test of the real binary's
 //! signal handling.
 
+use proxy_testkit::adversary::{refused_at_ssl_request, stall_after_client_hello};
 use proxy_testkit::harness::{client_tls, sqlstate, HarnessOptions, ProxyHarness};
 use proxy_testkit::pg::PgServer;
 use proxy_testkit::pki::{ClientCert, ClientCertSpec};
@@ -558,11 +559,11 @@ async fn each_limit_refuses_with_its_sqlstate() {
         .connect(Some(&other), "alice-two", "postgres")
         .await
         .unwrap();
-    let err = h
-        .connect(Some(&other), "alice-two", "postgres")
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "global: {err}");
+    // Over the global limit the client is refused at its SSLRequest, before any
+    // handshake (libpq reports an error response during the SSL exchange).
+    let refusal = refused_at_ssl_request(h.addr()).await.expect("refused");
+    assert_eq!(refusal.code, "53300", "global: {refusal:?}");
+    assert_eq!(refusal.message, "sorry, too many clients already");
     drop((a1, a2, b1));
 
     // Idle sessions are ended with 57P05 (PostgreSQL's idle-session timeout code).
@@ -592,7 +593,9 @@ async fn each_limit_refuses_with_its_sqlstate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
     let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: "[limits]\nmax_session_lifetime = \"800ms\"\nmax_handshakes = 1\n".into(),
+        extra_config: "[limits]\nmax_session_lifetime = \"800ms\"\nmax_handshakes = 1\n\
+                       handshake_timeout = \"700ms\"\n"
+            .into(),
         login_timeout: Duration::from_millis(1500),
         ..Default::default()
     })
@@ -605,9 +608,8 @@ async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
     assert_eq!(sqlstate(&err).as_deref(), Some("57P01"), "{err}");
     let _ = conn.await;
 
-    // A client that asked for TLS and then stalls holds the only handshake slot (one that
-    // never speaks holds none: see the slowloris test); the next client waits for the slot
-    // instead of being refused.
+    // A client that asked for TLS and then stalls holds no handshake slot (the slot is
+    // taken once a ClientHello has arrived): the next client logs in at once.
     let mut silent = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
     silent
         .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
@@ -616,21 +618,32 @@ async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
     let mut answer = [0u8; 1];
     silent.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"S");
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
-    let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        drop(silent);
-    });
     h.connect(Some(&h.clients.alice), "alice", "postgres")
         .await
         .unwrap();
     assert!(
-        started.elapsed() >= Duration::from_millis(600),
+        started.elapsed() < Duration::from_millis(600),
         "{:?}",
         started.elapsed()
     );
-    release.await.unwrap();
+
+    // One that sends its ClientHello and then stalls mid-handshake holds the only slot
+    // until the handshake timeout; the next client waits for it instead of being refused.
+    // (Waiting for the slot counts against the waiting client's own handshake timeout,
+    // so it arrives once the stalled handshake is well under way.)
+    let stalled = stall_after_client_hello(h.addr()).await;
+    let stalled_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    h.connect(Some(&h.clients.alice), "alice", "postgres")
+        .await
+        .unwrap();
+    assert!(
+        stalled_at.elapsed() >= Duration::from_millis(650),
+        "logged in {:?} after the stalled handshake began",
+        stalled_at.elapsed()
+    );
+    drop((silent, stalled));
 }
 
 /// The real binary: SIGHUP reloads (a broken file is counted and kept out), SIGTERM drains
@@ -809,11 +822,8 @@ async fn a_listener_max_connections_overrides_the_shared_per_listener_limit() {
         .connect(Some(&c.alice), "alice", "postgres")
         .await
         .unwrap();
-    let err = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    let refusal = refused_at_ssl_request(h.addr()).await.expect("refused");
+    assert_eq!(refusal.code, "53300", "{refusal:?}");
     second.simple_query("select 1").await.unwrap();
     drop(first);
     // The slot is free again once the first connection is gone.
@@ -821,8 +831,7 @@ async fn a_listener_max_connections_overrides_the_shared_per_listener_limit() {
     let third = loop {
         match h.connect(Some(&c.alice), "alice", "postgres").await {
             Ok(client) => break client,
-            Err(e) if Instant::now() < deadline => {
-                assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("the freed slot was not reused: {e}"),
@@ -1004,9 +1013,17 @@ async fn readiness_follows_the_proxys_aws_credentials() {
     // The right certificate is back: the next CreateSession succeeds and so does readiness.
     std::fs::write(&identity.cert_pem, good_cert).unwrap();
     std::fs::write(&identity.key_pem, good_key).unwrap();
-    let client = login()
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", stack.proxy.logs()));
+    // The failed credential call backs off (1 s, doubling): the login works once it passed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = loop {
+        match login().await {
+            Ok(client) => break client,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e}\n{}", stack.proxy.logs()),
+        }
+    };
     client.simple_query("select 1").await.unwrap();
     let (status, body) = http(admin, "GET", "/readyz").await;
     assert_eq!(status, 200, "{body}");

@@ -1,5 +1,6 @@
 //! The proxy's Redshift credential fetchers and cache against the AWS emulator, whose
-//! clusters and workgroups are a real PostgreSQL: the issued credentials must log in.
+//! clusters and workgroups are Redshift stand-ins in front of a real PostgreSQL: the issued
+//! credentials must log in there.
 //!
 //! The proxy's AWS credentials come from a real Roles Anywhere `CreateSession` (the
 //! project's signer and session client) against the emulator, which verifies SigV4 with them.
@@ -14,10 +15,12 @@ use proxy_auth::redshift::{
     AwsCredentialFetcher, RedshiftCredentials, ResolvedTarget, ResourceName, TargetApi,
 };
 use proxy_testkit::emulator::{
-    Api, AwsEmulator, ClusterSpec, EmulatorConfig, PasswordHash, PgAdmin, WorkgroupSpec,
+    allow_all_redshift_policy, Api, AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec,
+    WorkgroupSpec,
 };
-use proxy_testkit::pg::PgServer;
+use proxy_testkit::pg::{quote_ident, PgServer};
 use proxy_testkit::pki::{ClientCertSpec, TestPki};
+use proxy_testkit::standin;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -59,26 +62,31 @@ impl Fixture {
             format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/ta-1");
         let profile_arn = format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:profile/p-1");
         let admin = PgAdmin::new(pg.socket_dir().to_string_lossy(), pg.port(), pg.superuser());
-        assert_eq!(admin.password_hash, PasswordHash::ScramSha256);
         let emulator = AwsEmulator::start(EmulatorConfig {
             trust_anchor_arn: trust_anchor_arn.clone(),
             trust_anchor_ca_pem: Some(std::fs::read_to_string(pki.ca_cert_path()).unwrap()),
             trust_anchor_ca_file: None,
             profile_arn: profile_arn.clone(),
+            accept_role_session_name: false,
             role_arns: vec![role_arn.clone()],
             max_session_duration: Duration::from_secs(3600),
+            cloudtrail_file: None,
             clusters: vec![ClusterSpec {
                 identifier: CLUSTER.to_owned(),
                 region: REGION.to_owned(),
                 custom_domain_name: None,
                 admin: admin.clone(),
+                standin: StandInSpec::default(),
             }],
             workgroups: vec![WorkgroupSpec {
                 name: WORKGROUP.to_owned(),
+                id: "d2b1c0a9-8f7e-4d6c-9b5a-3e2f1d0c9b8a".to_owned(),
                 region: REGION.to_owned(),
                 custom_domain_name: None,
                 admin,
+                standin: StandInSpec::default(),
             }],
+            role_policies: [(role_arn.clone(), allow_all_redshift_policy())].into(),
         })
         .await
         .unwrap();
@@ -167,6 +175,19 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// tokio-postgres through the stand-in of `target` (cluster or workgroup name).
+    async fn login(
+        &self,
+        target: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let endpoint = self.emulator.endpoint(target).unwrap();
+        standin::connect(&endpoint, user, password, "postgres").await
+    }
+}
+
 fn request(target: &str, db_user: &str, groups: Vec<String>) -> DbCredentialRequest {
     DbCredentialRequest {
         target: target.to_owned(),
@@ -183,16 +204,23 @@ async fn cached_cluster_credential_logs_in_with_its_groups() {
     let fx = Fixture::new(pg).await;
     let db_user = PgServer::unique_name("alice");
     let group = PgServer::unique_name("readers");
+    // DbGroups name existing groups.
+    pg.admin()
+        .await
+        .unwrap()
+        .batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(&group)))
+        .await
+        .unwrap();
     let req = request("cluster", &db_user, vec![group.clone()]);
 
     let credential = fx.source.credential(&req, "test").await.unwrap();
     assert_eq!(credential.user, format!("IAMA:{db_user}"));
     assert_eq!(credential.aws_request_ids.len(), 1);
-    let client = pg
-        .connect_tls(
+    let client = fx
+        .login(
+            CLUSTER,
             &credential.user,
             credential.password.expose_secret(),
-            "postgres",
         )
         .await
         .unwrap();
@@ -215,7 +243,7 @@ async fn cached_cluster_credential_logs_in_with_its_groups() {
 async fn with_iam_and_serverless_credentials_log_in_as_the_role() {
     let Some(pg) = pg() else { return };
     let fx = Fixture::new(pg).await;
-    for target in ["cluster-iam", "workgroup"] {
+    for (target, standin) in [("cluster-iam", CLUSTER), ("workgroup", WORKGROUP)] {
         let credential = fx
             .source
             .credential(&request(target, "ignored", vec![]), "test")
@@ -226,10 +254,10 @@ async fn with_iam_and_serverless_credentials_log_in_as_the_role() {
             format!("IAMR:{}", fx.role_name),
             "{target}"
         );
-        pg.connect_tls(
+        fx.login(
+            standin,
             &credential.user,
             credential.password.expose_secret(),
-            "postgres",
         )
         .await
         .unwrap();
@@ -245,14 +273,18 @@ async fn invalidate_replaces_a_credential_the_database_refuses() {
     let req = request("cluster", &PgServer::unique_name("bob"), vec![]);
     let first = fx.source.credential(&req, "test").await.unwrap();
     fx.emulator.expire_db_credentials().await.unwrap();
-    assert!(pg
-        .connect_tls(&first.user, first.password.expose_secret(), "postgres")
+    let refused = fx
+        .login(CLUSTER, &first.user, first.password.expose_secret())
         .await
-        .is_err());
+        .expect_err("the expired password is refused");
+    assert_eq!(
+        refused.as_db_error().map(|e| e.message()),
+        Some("IAM Authentication token has expired")
+    );
 
     fx.source.invalidate(&req, &first);
     let fresh = fx.source.credential(&req, "test").await.unwrap();
-    pg.connect_tls(&fresh.user, fresh.password.expose_secret(), "postgres")
+    fx.login(CLUSTER, &fresh.user, fresh.password.expose_secret())
         .await
         .unwrap();
     assert_eq!(fx.emulator.calls(Api::GetClusterCredentials), 2);

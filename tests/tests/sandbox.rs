@@ -258,6 +258,33 @@ fn every_service_logs_in_as_expected_and_sigterm_leaves_no_process_behind() {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     };
     assert_eq!(mode(dir.join("pgpass")), 0o600);
+    // The emulator's CloudTrail-style records of those logins: the proxy's role session,
+    // no password.
+    let trail = fs::read_to_string(
+        sandbox.ready["cloudtrail_file"]
+            .as_str()
+            .expect("cloudtrail_file"),
+    )
+    .unwrap();
+    let records: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let credential_call = records
+        .iter()
+        .find(|r| r["eventName"] == "GetClusterCredentials")
+        .unwrap_or_else(|| panic!("no GetClusterCredentials record: {trail}"));
+    assert!(credential_call["userIdentity"]["arn"]
+        .as_str()
+        .unwrap()
+        .starts_with("arn:aws:sts::123456789012:assumed-role/RedshiftAccess/"));
+    assert_eq!(
+        credential_call["responseElements"]["dbPassword"],
+        "HIDDEN_DUE_TO_SECURITY_REASONS"
+    );
+    for port in ["standin_cluster", "standin_serverless"] {
+        assert!(sandbox.ready["ports"][port].is_u64(), "{}", sandbox.ready);
+    }
 
     let children = sandbox.descendants();
     for name in ["postgres", "aws-emulator", "redshift-iam-proxy"] {

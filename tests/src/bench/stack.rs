@@ -4,8 +4,8 @@
 use crate::bench::endpoint::{Endpoint, Target};
 use crate::bench::pgbouncer::{PgBouncer, PgBouncerSpec};
 use anyhow::Context as _;
-use proxy_testkit::emulator::{AwsEmulator, PasswordHash};
-use proxy_testkit::pg::{PgOptions, PgServer, MD5_USERS_ROLE};
+use proxy_testkit::emulator::AwsEmulator;
+use proxy_testkit::pg::{PgOptions, PgServer};
 use proxy_testkit::pki::{ClientCert, ClientCertSpec};
 use proxy_testkit::ports::free_port;
 use proxy_testkit::proxy::ProxyProcess;
@@ -22,9 +22,9 @@ pub const IDENTITIES: usize = 10;
 pub struct StackOptions {
     /// PostgreSQL `max_connections` (idle-session scale runs need thousands).
     pub max_connections: u32,
-    /// Temporary credentials authenticate with SCRAM-SHA-256 instead of md5, to measure
-    /// what SCRAM costs the proxy per login (the direct and PgBouncer paths stay md5).
-    pub upstream_scram: bool,
+    /// Temporary credentials authenticate to the Redshift stand-in with Redshift's SHA-256
+    /// digest (auth code 13) instead of md5 (the direct and PgBouncer paths stay md5).
+    pub upstream_sha256: bool,
 }
 
 pub struct BenchStack {
@@ -71,21 +71,27 @@ impl BenchStack {
             &url,
             ListenerPorts::free(),
         )?;
-        // Temporary credentials are md5 passwords, as Redshift authenticates IAM logins, and
-        // as the static user of the direct and PgBouncer paths: all three paths pay the
-        // same upstream authentication. (The test kit's default, SCRAM, would add a
-        // 4096-round PBKDF2 to every proxy login, about 1 ms of CPU, that the others skip.)
-        // `--upstream-auth scram` keeps the test kit's SCRAM, to measure that cost.
-        for admin in layout
-            .emulator
-            .clusters
-            .iter_mut()
-            .map(|c| &mut c.admin)
-            .chain(layout.emulator.workgroups.iter_mut().map(|w| &mut w.admin))
-            .filter(|_| !options.upstream_scram)
-        {
-            admin.password_hash = PasswordHash::Md5;
-            admin.grant_roles = vec![MD5_USERS_ROLE.to_string()];
+        // The proxy logs in to the cluster's Redshift stand-in (in this process, in front of
+        // the same PostgreSQL) with md5, as Redshift authenticates IAM users, like the static
+        // user of the direct and PgBouncer paths; `--upstream-auth sha256` makes the
+        // stand-ins ask for Redshift's SHA-256 digest instead. The proxy path thus crosses
+        // the stand-in's relay, a hop the direct and PgBouncer paths do not have.
+        if options.upstream_sha256 {
+            for spec in layout
+                .emulator
+                .clusters
+                .iter_mut()
+                .map(|c| &mut c.standin)
+                .chain(
+                    layout
+                        .emulator
+                        .workgroups
+                        .iter_mut()
+                        .map(|w| &mut w.standin),
+                )
+            {
+                spec.sha256_users = vec!["*".to_owned()];
+            }
         }
         let emulator = AwsEmulator::start_on(
             layout.emulator.clone(),

@@ -1,6 +1,13 @@
 //! `aws-emulator --config emulator.toml [--ready-file PATH] [--listen ADDR]`: runs the local
-//! AWS emulator (see `proxy_testkit::emulator`) until SIGINT/SIGTERM. Prints its URL on stdout
-//! and, once listening, writes it to the ready file.
+//! AWS emulator (see `proxy_testkit::emulator`) and its Redshift stand-ins (one per cluster
+//! and workgroup) until SIGINT/SIGTERM. Prints its URL on stdout and, once everything
+//! listens, writes the ready file (JSON):
+//!
+//! ```text
+//! {"url": "http://127.0.0.1:PORT",
+//!  "standins": [{"kind": "cluster", "name": "...", "host": "localhost", "port": N,
+//!                "ca_cert": "/path/ca.pem"}, ...]}
+//! ```
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -14,7 +21,8 @@ struct Args {
     /// TOML file with the emulator configuration.
     #[arg(long)]
     config: PathBuf,
-    /// Written (atomically) with the emulator's URL once it is listening.
+    /// Written (atomically) once the emulator and its stand-ins listen: JSON with the
+    /// emulator's URL and each stand-in's port and CA certificate.
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Address to listen on.
@@ -38,8 +46,22 @@ async fn main() -> anyhow::Result<()> {
     let emulator = AwsEmulator::start_on(config, args.listen).await?;
     println!("{}", emulator.url());
     if let Some(path) = &args.ready_file {
+        let standins: Vec<serde_json::Value> = emulator
+            .standins()
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "kind": s.target().kind,
+                    "name": s.target().name,
+                    "host": s.endpoint().host,
+                    "port": s.endpoint().port(),
+                    "ca_cert": s.endpoint().ca_cert,
+                })
+            })
+            .collect();
+        let ready = serde_json::json!({"url": emulator.url(), "standins": standins});
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", emulator.url()))
+        std::fs::write(&tmp, format!("{ready:#}\n"))
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }

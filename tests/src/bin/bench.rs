@@ -67,9 +67,9 @@ struct Args {
     /// The proxy binary to measure (default: build and use target/release/redshift-iam-proxy).
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
-    /// How the proxy's temporary credentials authenticate to PostgreSQL: md5, as Redshift
-    /// (default), or scram, to measure the proxy's SCRAM cost per login. The direct and
-    /// PgBouncer paths use md5 either way.
+    /// How the proxy's temporary credentials authenticate to the Redshift stand-in: md5, as
+    /// Redshift's IAM users (default), or sha256, Redshift's SHA-256 digest (auth code 13).
+    /// The direct and PgBouncer paths use md5 to PostgreSQL either way.
     #[arg(long, value_enum, default_value_t = UpstreamAuth::Md5)]
     upstream_auth: UpstreamAuth,
 }
@@ -77,7 +77,7 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum UpstreamAuth {
     Md5,
-    Scram,
+    Sha256,
 }
 
 fn main() -> ExitCode {
@@ -158,7 +158,7 @@ async fn run(args: &Args, plan: Plan, proxy: &Path) -> anyhow::Result<Report> {
         } else {
             300
         },
-        upstream_scram: args.upstream_auth == UpstreamAuth::Scram,
+        upstream_sha256: args.upstream_auth == UpstreamAuth::Sha256,
     })
     .await?;
     let bindir = stack.pg.bindir().to_path_buf();

@@ -5,10 +5,13 @@
 //! cargo run --release --bin sandbox -- [--dir DIR] [--ready-file PATH]
 //! ```
 //!
-//! It runs, as child processes it owns: a real PostgreSQL server standing in for a Redshift
-//! cluster and a serverless workgroup (TLS on, its own CA), the AWS emulator (IAM Roles
-//! Anywhere and the Redshift credential APIs), and `redshift-iam-proxy` with a generated,
-//! commented configuration. It writes a libpq service file with one entry per way in, prints
+//! It runs, as child processes it owns: a real PostgreSQL server, the AWS emulator (IAM
+//! Roles Anywhere and the Redshift credential APIs, with the README's IAM policy on its
+//! roles) with its two Redshift stand-ins in front of PostgreSQL (a provisioned cluster and
+//! a serverless workgroup: TLS with their own CA, md5 logins with the temporary passwords,
+//! Redshift's startup rules), and `redshift-iam-proxy` with a generated, commented
+//! configuration. The emulator appends a CloudTrail-style record per call to
+//! `cloudtrail.jsonl`. It writes a libpq service file with one entry per way in, prints
 //! the commands to try, and stays in the foreground with every child's log lines prefixed by
 //! its name until Ctrl-C or SIGTERM. A child that dies ends the sandbox with a non-zero exit.
 //!
@@ -48,6 +51,8 @@ const PG_DIR_RECORD: &str = "postgres.dir";
 /// Database user of the `sandbox-direct` service (a plain password login, for comparison).
 const STATIC_USER: &str = "static_user";
 const PROXY_BIN: &str = "redshift-iam-proxy";
+/// The emulator's CloudTrail-style records, one JSON object per line.
+const CLOUDTRAIL_FILE: &str = "cloudtrail.jsonl";
 const EMULATOR_BIN: &str = "aws-emulator";
 
 #[derive(Debug, Parser)]
@@ -200,13 +205,14 @@ async fn start(args: &Args, dir: &Path, exe_dir: &Path) -> anyhow::Result<Sandbo
 
     let emulator_port = free_port();
     let emulator_url = format!("http://127.0.0.1:{emulator_port}");
-    let layout = StackLayout::generate(
+    let mut layout = StackLayout::generate(
         dir,
         &PgEndpoint::of(&pg),
         &emulator_url,
         ListenerPorts::free(),
     )
     .context("cannot generate certificates and configuration")?;
+    layout.emulator.cloudtrail_file = Some(dir.join(CLOUDTRAIL_FILE));
 
     let emulator_config = dir.join("aws-emulator.toml");
     let emulator_ready = dir.join("aws-emulator.ready");
@@ -241,7 +247,7 @@ async fn start(args: &Args, dir: &Path, exe_dir: &Path) -> anyhow::Result<Sandbo
         &proxy_config,
         format!(
             "{}{}",
-            proxy_header(&emulator_url, pg.port()),
+            proxy_header(&emulator_url, &layout.ports),
             layout.proxy_config
         ),
     )
@@ -345,11 +351,14 @@ impl Sandbox {
                 "aws-emulator": self.emulator.pid,
                 "redshift-iam-proxy": self.proxy.pid,
             },
+            "cloudtrail_file": self.dir.join(CLOUDTRAIL_FILE),
             "ports": {
                 "postgres": self.pg.port(),
                 "cluster": ports.cluster,
                 "cluster_iam": ports.cluster_iam,
                 "serverless": ports.serverless,
+                "standin_cluster": ports.standin_cluster,
+                "standin_serverless": ports.standin_serverless,
             },
         });
         format!("{json:#}\n")
@@ -465,8 +474,9 @@ fn write_client_files(
     }
     let _ = write!(
         conf,
-        "\n# Straight to the PostgreSQL stand-in over TLS with a static user and password (in\n\
-         # the pgpass file), for side-by-side comparisons: current_user is {STATIC_USER}.\n\
+        "\n# Straight to PostgreSQL (not through a Redshift stand-in) over TLS with a static user\n\
+         # and password (in the pgpass file), for side-by-side comparisons: current_user is\n\
+         # {STATIC_USER}.\n\
          [sandbox-direct]\nhost=localhost\nhostaddr=127.0.0.1\nport={pg_port}\n\
          dbname={DATABASE}\nuser={STATIC_USER}\nsslmode=verify-full\nsslrootcert={pg_ca}\n\
          passfile={passfile}\n",
@@ -480,18 +490,22 @@ fn write_client_files(
 const EMULATOR_HEADER: &str = "\
 # AWS emulator configuration written by the sandbox (regenerated on every start).
 # It plays IAM Roles Anywhere (the trust anchor is the sandbox's own CA, pki/), and the
-# Redshift / Redshift Serverless credential APIs for a cluster and a workgroup that are both
-# the local PostgreSQL server: issued database passwords are real PostgreSQL passwords.
+# Redshift / Redshift Serverless credential APIs for a cluster and a workgroup. Each has a
+# Redshift stand-in in front of the local PostgreSQL server, where the issued temporary
+# passwords log in. Both roles carry the README's IAM policy (role_policies); every call
+# is recorded in cloudtrail.jsonl.
 ";
 
-fn proxy_header(emulator_url: &str, pg_port: u16) -> String {
+fn proxy_header(emulator_url: &str, ports: &ListenerPorts) -> String {
     format!(
         "# Sandbox: this file was written by `cargo run --bin sandbox` and is regenerated on\n\
          # every start. It is a complete, working configuration; differences from production:\n\
-         #  - `host = \"localhost\"`, port {pg_port}: a local PostgreSQL plays the cluster and the\n\
-         #    serverless workgroup (production: the Redshift endpoint, port 5439, no `ca_bundle`).\n\
+         #  - `host = \"localhost\"`, ports {} and {}: Redshift stand-ins (in front of a local\n\
+         #    PostgreSQL) play the cluster and the serverless workgroup (production: the\n\
+         #    Redshift endpoint, port 5439, no `ca_bundle`).\n\
          #  - `aws_endpoint_url` / `endpoint_url` = {emulator_url}: the AWS emulator plays\n\
-         #    IAM Roles Anywhere and the Redshift APIs (production: omit both).\n\n"
+         #    IAM Roles Anywhere and the Redshift APIs (production: omit both).\n\n",
+        ports.standin_cluster, ports.standin_serverless
     )
 }
 
@@ -511,14 +525,20 @@ fn print_banner(sandbox: &Sandbox) {
     let _ = writeln!(text, "ready.");
     let _ = writeln!(
         text,
-        "  PostgreSQL (the Redshift stand-in)  127.0.0.1:{} (TLS), data and log in {}",
+        "  PostgreSQL                          127.0.0.1:{} (TLS), data and log in {}",
         sandbox.pg.port(),
         shown(&sandbox.dir.join("postgres"))
     );
     let _ = writeln!(
         text,
-        "  AWS emulator                        {}",
-        sandbox.emulator_url
+        "  AWS emulator                        {}, CloudTrail records in {}",
+        sandbox.emulator_url,
+        shown(&sandbox.dir.join(CLOUDTRAIL_FILE))
+    );
+    let _ = writeln!(
+        text,
+        "  Redshift stand-ins                  cluster 127.0.0.1:{}, workgroup 127.0.0.1:{}",
+        ports.standin_cluster, ports.standin_serverless
     );
     let _ = writeln!(
         text,

@@ -39,13 +39,19 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// Throttling as the given protocol's services report it.
+    /// Throttling as the given protocol's services report it (research aws-iam.md §4):
+    /// query-protocol services (Redshift) answer 400 `Throttling` "Rate exceeded"; the
+    /// Redshift Serverless model gives `ThrottlingException` HTTP 429; Roles Anywhere's model
+    /// has no throttling shape, so its 429 `ThrottlingException` is UNCONFIRMED.
     pub(crate) fn throttled(protocol: Protocol) -> Self {
-        let code = match protocol {
-            Protocol::Query => "Throttling",
-            Protocol::RestJson | Protocol::Json11 => "ThrottlingException",
-        };
-        Self::bad_request(code, "Rate exceeded")
+        match protocol {
+            Protocol::Query => Self::bad_request("Throttling", "Rate exceeded"),
+            Protocol::RestJson | Protocol::Json11 => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                "Rate exceeded",
+            ),
+        }
     }
 
     /// A server-side failure as the given protocol's services report it.

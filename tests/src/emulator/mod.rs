@@ -1,23 +1,33 @@
 //! Local AWS emulator: IAM Roles Anywhere `CreateSession`, Redshift
 //! `GetClusterCredentials[WithIAM]` and Redshift Serverless `GetCredentials`, served over
-//! plain HTTP on 127.0.0.1 (clients use endpoint overrides).
+//! plain HTTP on 127.0.0.1 (clients use endpoint overrides), and one Redshift stand-in
+//! ([`crate::standin`]) per cluster and workgroup, where the issued credentials log in.
 //!
-//! It is faithful where it matters for the proxy's tests: signatures are verified for real
-//! (X.509 for Roles Anywhere, SigV4 with the issued session credentials for Redshift), bad
-//! ones are rejected with AWS's error codes, and database passwords are real PostgreSQL
-//! passwords with `VALID UNTIL` set to the returned expiration.
+//! It is strict where AWS is (sources in `/work/research/aws-iam.md`):
+//! - signatures are verified for real (X.509 for Roles Anywhere, SigV4 with the issued
+//!   session credentials for Redshift), bad ones are rejected with AWS's error codes;
+//! - every Redshift call is authorized against the calling role's identity policy
+//!   ([`iam`]; a role without a policy may do nothing) before the cluster is looked up;
+//! - parameters follow the documented rules, no more, no less;
+//! - every credential call issues a new random password, valid on its own until it
+//!   expires, for the database it names, with the groups it names for each session;
+//! - every call leaves a CloudTrail-style record without secrets.
 //!
 //! Other processes (sandbox, benchmarks) use the control endpoints:
 //! - `GET /_emulator/calls` → `{"CreateSession": n, ...}`
 //! - `POST /_emulator/faults` with a [`FaultsRequest`] JSON body; `DELETE /_emulator/faults`
-//! - `POST /_emulator/expire-sessions`, `POST /_emulator/expire-db-credentials`
+//! - `POST /_emulator/expire-sessions`, `POST /_emulator/revoke-sessions`,
+//!   `POST /_emulator/expire-db-credentials`
+//! - `GET /_emulator/cloudtrail` → the records, oldest first
 //! - `GET /_emulator/health`
 
 mod auth_header;
+mod cloudtrail;
 mod config;
 mod db;
 mod errors;
 mod faults;
+pub mod iam;
 mod redshift;
 mod roles_anywhere;
 mod server;
@@ -25,12 +35,19 @@ mod sessions;
 mod sigv4;
 mod x509_auth;
 
-pub use config::{ClusterSpec, EmulatorConfig, PasswordHash, PgAdmin, WorkgroupSpec};
+pub use config::{
+    allow_all_redshift_policy, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec,
+};
 pub use faults::{Api, Faults, FaultsRequest};
 
+use crate::pki::TestPki;
+use crate::standin::{
+    Endpoint, IssuedCredentials, StandIn, StandInConfig, StandInTls, TargetId, TargetKind,
+};
 use anyhow::Context as _;
 use redshift::Target;
 use rustls_pki_types::TrustAnchor;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -48,6 +65,11 @@ pub(crate) struct EmulatorState {
     pub(crate) workgroups: Vec<Target>,
     pub(crate) counters: faults::CallCounters,
     pub(crate) faults: Faults,
+    /// Identity policies by role ARN.
+    pub(crate) policies: HashMap<String, iam::Policy>,
+    /// Database credentials issued so far (shared with the stand-ins).
+    pub(crate) issued: Arc<IssuedCredentials>,
+    pub(crate) cloudtrail: cloudtrail::CloudTrail,
     /// Lifetime of issued database credentials instead of the requested `DurationSeconds`
     /// (see [`AwsEmulator::set_db_credential_lifetime`]).
     db_credential_lifetime: Mutex<Option<Duration>>,
@@ -89,14 +111,32 @@ impl EmulatorState {
             config.max_session_duration >= Duration::from_secs(900),
             "max_session_duration must be at least 15 minutes"
         );
+        let mut policies = HashMap::new();
+        for (role, document) in &config.role_policies {
+            anyhow::ensure!(
+                config.role_arns.contains(role),
+                "role_policies names {role}, which is not in role_arns"
+            );
+            let policy =
+                iam::Policy::parse(document).with_context(|| format!("the policy of {role}"))?;
+            policies.insert(role.clone(), policy);
+        }
+        for workgroup in &config.workgroups {
+            anyhow::ensure!(
+                !workgroup.id.is_empty(),
+                "workgroup {} needs its id",
+                workgroup.name
+            );
+        }
 
         let clusters = config
             .clusters
             .iter()
             .map(|c| Target {
-                name: c.identifier.clone(),
+                id: TargetId::cluster(&c.identifier),
                 region: c.region.clone(),
                 custom_domain_name: c.custom_domain_name.clone(),
+                workgroup_id: None,
                 db: db::DbTarget::new(c.admin.clone()),
             })
             .collect();
@@ -104,12 +144,14 @@ impl EmulatorState {
             .workgroups
             .iter()
             .map(|w| Target {
-                name: w.name.clone(),
+                id: TargetId::workgroup(&w.name),
                 region: w.region.clone(),
                 custom_domain_name: w.custom_domain_name.clone(),
+                workgroup_id: Some(w.id.clone()),
                 db: db::DbTarget::new(w.admin.clone()),
             })
             .collect();
+        let cloudtrail = cloudtrail::CloudTrail::new(config.cloudtrail_file.as_deref())?;
         Ok(Self {
             config,
             trust_anchors,
@@ -119,12 +161,15 @@ impl EmulatorState {
             workgroups,
             counters: faults::CallCounters::default(),
             faults: Faults::default(),
+            policies,
+            issued: Arc::new(IssuedCredentials::new()),
+            cloudtrail,
             db_credential_lifetime: Mutex::new(None),
         })
     }
 
     /// When a database credential issued at `now` for `duration_secs` expires (whole
-    /// seconds, like AWS and PostgreSQL's `VALID UNTIL`).
+    /// seconds, like AWS).
     pub(crate) fn db_credential_expiration(
         &self,
         now: OffsetDateTime,
@@ -140,40 +185,83 @@ impl EmulatorState {
         redshift::truncate(now) + lifetime
     }
 
-    async fn expire_db_credentials(&self) -> anyhow::Result<()> {
-        for target in self.clusters.iter().chain(&self.workgroups) {
-            target
-                .db
-                .expire_all()
-                .await
-                .with_context(|| format!("expiring passwords of {}", target.name))?;
-        }
-        Ok(())
+    fn expire_db_credentials(&self) {
+        self.issued
+            .expire_all(OffsetDateTime::now_utc() - time::Duration::seconds(1));
     }
 }
 
-/// A running emulator. Dropping it stops the server.
+/// A running emulator and its stand-ins. Dropping it stops them.
 #[derive(Debug)]
 pub struct AwsEmulator {
     state: Arc<EmulatorState>,
     addr: SocketAddr,
     server: server::ServerHandle,
+    standins: Vec<StandIn>,
+    /// Generated TLS material of stand-ins configured without their own.
+    _standin_pki: Option<tempfile::TempDir>,
 }
 
 impl AwsEmulator {
-    /// Starts the emulator on an ephemeral port of 127.0.0.1.
+    /// Starts the emulator on an ephemeral port of 127.0.0.1, and its stand-ins.
     pub async fn start(config: EmulatorConfig) -> anyhow::Result<AwsEmulator> {
         Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    /// Starts the emulator on `addr`.
+    /// Starts the emulator on `addr`, and its stand-ins.
     pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Result<AwsEmulator> {
         let state = Arc::new(EmulatorState::new(config)?);
+        let specs: Vec<(TargetId, &StandInSpec, &PgAdmin)> = state
+            .config
+            .clusters
+            .iter()
+            .map(|c| (TargetId::cluster(&c.identifier), &c.standin, &c.admin))
+            .chain(
+                state
+                    .config
+                    .workgroups
+                    .iter()
+                    .map(|w| (TargetId::workgroup(&w.name), &w.standin, &w.admin)),
+            )
+            .collect();
+        let mut generated: Option<(tempfile::TempDir, StandInTls)> = None;
+        let mut standins = Vec::new();
+        for (target, spec, admin) in specs {
+            let tls = match &spec.tls {
+                Some(tls) => tls.clone(),
+                None => {
+                    if generated.is_none() {
+                        generated = Some(generate_standin_tls()?);
+                    }
+                    generated
+                        .as_ref()
+                        .map(|(_, tls)| tls.clone())
+                        .unwrap_or_else(|| unreachable!())
+                }
+            };
+            let standin = StandIn::start(
+                StandInConfig {
+                    target,
+                    listen: spec
+                        .listen
+                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+                    tls,
+                    pg: admin.clone(),
+                    sha256_users: spec.sha256_users.clone(),
+                    static_users: spec.static_users.clone(),
+                },
+                Arc::clone(&state.issued),
+            )
+            .await?;
+            standins.push(standin);
+        }
         let (server, addr) = server::serve(Arc::clone(&state), addr).await?;
         Ok(AwsEmulator {
             state,
             addr,
             server,
+            standins,
+            _standin_pki: generated.map(|(dir, _)| dir),
         })
     }
 
@@ -186,6 +274,32 @@ impl AwsEmulator {
         self.addr
     }
 
+    /// The stand-in of the cluster (by identifier) or, failing that, the workgroup (by
+    /// name) `name`.
+    pub fn standin(&self, name: &str) -> Option<&StandIn> {
+        let find = |kind: TargetKind| {
+            self.standins
+                .iter()
+                .find(|s| s.target().kind == kind && s.target().name == name)
+        };
+        find(TargetKind::Cluster).or_else(|| find(TargetKind::Workgroup))
+    }
+
+    /// Where the stand-in of cluster or workgroup `name` listens, and the CA to trust.
+    pub fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        self.standin(name).map(|s| s.endpoint().clone())
+    }
+
+    /// Every stand-in, clusters first.
+    pub fn standins(&self) -> &[StandIn] {
+        &self.standins
+    }
+
+    /// The store of issued database credentials.
+    pub fn issued_credentials(&self) -> Arc<IssuedCredentials> {
+        Arc::clone(&self.state.issued)
+    }
+
     /// Calls of `api` so far, successful and failed (including injected faults).
     pub fn calls(&self, api: Api) -> u64 {
         self.state.counters.get(api)
@@ -196,10 +310,21 @@ impl AwsEmulator {
         &self.state.faults
     }
 
+    /// The CloudTrail-style records of every call so far, oldest first.
+    pub fn cloudtrail(&self) -> Vec<serde_json::Value> {
+        self.state.cloudtrail.all()
+    }
+
     /// Makes all AWS session credentials issued so far expire now: later SigV4 calls with
     /// them fail with `ExpiredToken`.
     pub fn expire_sessions(&self) {
         self.state.sessions.expire_all(OffsetDateTime::now_utc());
+    }
+
+    /// Revokes all AWS sessions issued so far (IAM's "revoke active sessions"): later calls
+    /// with them are AccessDenied "with an explicit deny".
+    pub fn revoke_sessions(&self) {
+        self.state.sessions.revoke_all();
     }
 
     /// Database credentials issued from now on expire `lifetime` (whole seconds) after they
@@ -213,16 +338,34 @@ impl AwsEmulator {
             .unwrap_or_else(PoisonError::into_inner) = lifetime;
     }
 
-    /// Makes all database passwords issued so far expire now (in PostgreSQL too); the next
-    /// credential call issues a fresh password.
+    /// Makes all database passwords issued so far expire now; the next credential call
+    /// issues a fresh password.
     pub async fn expire_db_credentials(&self) -> anyhow::Result<()> {
-        self.state.expire_db_credentials().await
+        self.state.expire_db_credentials();
+        Ok(())
     }
 
     /// Stops accepting connections and waits (briefly) for in-flight requests.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
     }
+}
+
+/// A CA and a certificate for `localhost` and `127.0.0.1` in a temporary directory.
+fn generate_standin_tls() -> anyhow::Result<(tempfile::TempDir, StandInTls)> {
+    let dir = tempfile::Builder::new().prefix("standin-pki-").tempdir()?;
+    let pki = TestPki::with_root(
+        dir.path(),
+        "Redshift stand-in CA",
+        crate::pki::KeyAlgorithm::EcdsaP256,
+    )?;
+    let cert = pki.server_cert(&[crate::standin::HOST, "127.0.0.1"])?;
+    let tls = StandInTls {
+        cert_chain: cert.chain_pem,
+        key: cert.key_pem,
+        ca_cert: pki.ca_cert_path().to_path_buf(),
+    };
+    Ok((dir, tls))
 }
 
 /// RFC 3339 / ISO-8601 in UTC with whole seconds (`2024-01-02T03:04:05Z`).

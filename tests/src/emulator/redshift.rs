@@ -1,15 +1,19 @@
 //! Redshift `GetClusterCredentials` / `GetClusterCredentialsWithIAM` (query protocol, XML)
-//! and Redshift Serverless `GetCredentials` (JSON 1.1).
+//! and Redshift Serverless `GetCredentials` (JSON 1.1): parameter rules, IAM authorization,
+//! and issuing a credential into the store the stand-ins check.
 
-use super::db::{Creation, DbError, DbTarget, MAX_ROLE_NAME_BYTES};
-use super::errors::{xml_escape, ApiError};
+use super::db::{DbError, DbTarget};
+use super::errors::{xml_escape, ApiError, Protocol};
+use super::iam::{self, Decision, RequestContext};
 use super::roles_anywhere::role_name;
 use super::sigv4::Caller;
-use super::{iso8601, EmulatorState};
+use super::{cloudtrail::HIDDEN, iso8601, EmulatorState};
+use crate::standin::{CredentialRequest, TargetId};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 const MIN_DURATION_SECS: i64 = 900;
@@ -17,13 +21,182 @@ const MAX_DURATION_SECS: i64 = 3_600;
 const DEFAULT_DURATION_SECS: i64 = 900;
 const XMLNS: &str = "http://redshift.amazonaws.com/doc/2012-12-01/";
 
+/// Amazon Redshift's reserved words (DG r_pg_keywords): `DbUser`, `DbName` and `DbGroups`
+/// "cannot be a reserved word" (API_GetClusterCredentials).
+const RESERVED_WORDS: &[&str] = &[
+    "AES128",
+    "AES256",
+    "ALL",
+    "ALLOWOVERWRITE",
+    "ANALYSE",
+    "ANALYZE",
+    "AND",
+    "ANY",
+    "ARRAY",
+    "AS",
+    "ASC",
+    "AUTHORIZATION",
+    "AZ64",
+    "BACKUP",
+    "BETWEEN",
+    "BINARY",
+    "BLANKSASNULL",
+    "BOTH",
+    "BYTEDICT",
+    "BZIP2",
+    "CASE",
+    "CAST",
+    "CHECK",
+    "COLLATE",
+    "COLUMN",
+    "CONSTRAINT",
+    "CREATE",
+    "CREDENTIALS",
+    "CROSS",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_USER",
+    "CURRENT_USER_ID",
+    "DEFAULT",
+    "DEFERRABLE",
+    "DEFLATE",
+    "DEFRAG",
+    "DELTA",
+    "DELTA32K",
+    "DESC",
+    "DISABLE",
+    "DISTINCT",
+    "DO",
+    "ELSE",
+    "EMPTYASNULL",
+    "ENABLE",
+    "ENCODE",
+    "ENCRYPT",
+    "ENCRYPTION",
+    "END",
+    "EXCEPT",
+    "EXPLICIT",
+    "FALSE",
+    "FOR",
+    "FOREIGN",
+    "FREEZE",
+    "FROM",
+    "FULL",
+    "GLOBALDICT256",
+    "GLOBALDICT64K",
+    "GRANT",
+    "GROUP",
+    "GZIP",
+    "HAVING",
+    "IDENTITY",
+    "IGNORE",
+    "ILIKE",
+    "IN",
+    "INITIALLY",
+    "INNER",
+    "INTERSECT",
+    "INTERVAL",
+    "INTO",
+    "IS",
+    "ISNULL",
+    "JOIN",
+    "LEADING",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "LOCALTIME",
+    "LOCALTIMESTAMP",
+    "LUN",
+    "LUNS",
+    "LZO",
+    "LZOP",
+    "MINUS",
+    "MOSTLY16",
+    "MOSTLY32",
+    "MOSTLY8",
+    "NATURAL",
+    "NEW",
+    "NOT",
+    "NOTNULL",
+    "NULL",
+    "NULLS",
+    "OFF",
+    "OFFLINE",
+    "OFFSET",
+    "OID",
+    "OLD",
+    "ON",
+    "ONLY",
+    "OPEN",
+    "OR",
+    "ORDER",
+    "OUTER",
+    "OVERLAPS",
+    "PARALLEL",
+    "PARTITION",
+    "PERCENT",
+    "PERMISSIONS",
+    "PIVOT",
+    "PLACING",
+    "PRIMARY",
+    "RAW",
+    "READRATIO",
+    "RECOVER",
+    "REFERENCES",
+    "REJECTLOG",
+    "RESORT",
+    "RESPECT",
+    "RESTORE",
+    "RIGHT",
+    "SELECT",
+    "SESSION_USER",
+    "SIMILAR",
+    "SNAPSHOT",
+    "SOME",
+    "SYSDATE",
+    "SYSTEM",
+    "TABLE",
+    "TAG",
+    "TDES",
+    "TEXT255",
+    "TEXT32K",
+    "THEN",
+    "TIMESTAMP",
+    "TO",
+    "TOP",
+    "TRAILING",
+    "TRUE",
+    "TRUNCATECOLUMNS",
+    "UNION",
+    "UNIQUE",
+    "UNNEST",
+    "UNPIVOT",
+    "USER",
+    "USING",
+    "VERBOSE",
+    "WALLET",
+    "WHEN",
+    "WHERE",
+    "WITH",
+    "WITHOUT",
+];
+
 /// A cluster or workgroup known to the emulator.
 #[derive(Debug)]
 pub(crate) struct Target {
-    pub(crate) name: String,
+    pub(crate) id: TargetId,
     pub(crate) region: String,
     pub(crate) custom_domain_name: Option<String>,
+    /// The workgroup ID (serverless only).
+    pub(crate) workgroup_id: Option<String>,
     pub(crate) db: DbTarget,
+}
+
+/// A successful call: the response and its CloudTrail `responseElements` (secrets hidden).
+pub(crate) struct Success {
+    pub(crate) response: Response,
+    pub(crate) response_elements: Value,
 }
 
 fn invalid_parameter(message: impl Into<String>) -> ApiError {
@@ -50,6 +223,77 @@ pub(crate) enum ClusterOperation {
     GetClusterCredentialsWithIam,
 }
 
+// ---- IAM authorization -------------------------------------------------------------------
+
+/// Global condition keys of a role session's request (research aws-iam.md §1, §3).
+fn base_context(caller: &Caller, now: OffsetDateTime) -> RequestContext {
+    let session = &caller.session;
+    let mut ctx = RequestContext::new()
+        .with("aws:userid", session.principal_id())
+        .with("aws:PrincipalArn", session.role_arn.clone())
+        .with("aws:PrincipalAccount", session.account())
+        .with("aws:PrincipalType", "AssumedRole")
+        .with("aws:RequestedRegion", caller.region.clone())
+        // The real endpoints are HTTPS only.
+        .with("aws:SecureTransport", "true")
+        .with("aws:CurrentTime", iso8601(now))
+        .with("aws:EpochTime", now.unix_timestamp().to_string())
+        .with("aws:TokenIssueTime", iso8601(session.issued_at));
+    // `aws:username` exists for IAM users only, never for a role session.
+    if let Some(source) = &session.source_identity {
+        ctx.set("aws:SourceIdentity", source.clone());
+    }
+    ctx
+}
+
+/// Every (action, resource) pair must be allowed; the first that is not decides the error:
+/// 403 `AccessDenied` on the query protocol (observed, brainly/terraform-provider-redshift#46,
+/// aws-toolkit-jetbrains#3297), `AccessDeniedException` on JSON services, with IAM's
+/// current message (research aws-iam.md §4). A revoked session is denied explicitly.
+fn authorize(
+    state: &EmulatorState,
+    caller: &Caller,
+    checks: &[(&str, String)],
+    ctx: &RequestContext,
+    protocol: Protocol,
+) -> Result<(), ApiError> {
+    let policies = state
+        .policies
+        .get(&caller.session.role_arn)
+        .map(std::slice::from_ref)
+        .unwrap_or(&[]);
+    for (action, resource) in checks {
+        let decision = if caller.session.revoked {
+            Decision::ExplicitDeny
+        } else {
+            iam::evaluate(policies, action, resource, ctx)
+        };
+        let reason = match decision {
+            Decision::Allow => continue,
+            Decision::ImplicitDeny => {
+                format!("because no identity-based policy allows the {action} action")
+            }
+            Decision::ExplicitDeny => {
+                "with an explicit deny in an identity-based policy".to_owned()
+            }
+        };
+        let code = match protocol {
+            Protocol::Query => "AccessDenied",
+            Protocol::Json11 | Protocol::RestJson => "AccessDeniedException",
+        };
+        return Err(ApiError::forbidden(
+            code,
+            format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource} {reason}",
+                caller.session.assumed_role_arn()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ---- GetClusterCredentials[WithIAM] -----------------------------------------------------
+
 /// Handles both provisioned-cluster operations; `params` is the decoded form body.
 pub(crate) async fn get_cluster_credentials(
     state: &EmulatorState,
@@ -58,7 +302,7 @@ pub(crate) async fn get_cluster_credentials(
     params: &[(String, String)],
     request_id: &str,
     now: OffsetDateTime,
-) -> Result<Response, ApiError> {
+) -> Result<Success, ApiError> {
     let param = |name: &str| {
         params
             .iter()
@@ -66,61 +310,34 @@ pub(crate) async fn get_cluster_credentials(
             .map(|(_, v)| v.as_str())
     };
 
-    if let Some(db_name) = param("DbName") {
-        validate_db_name(db_name).map_err(invalid_parameter)?;
-    }
-    let duration = match param("DurationSeconds") {
-        None => DEFAULT_DURATION_SECS,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|d| (MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(d))
-            .ok_or_else(|| {
-                invalid_parameter(format!(
-                    "DurationSeconds must be between {MIN_DURATION_SECS} and {MAX_DURATION_SECS}"
-                ))
-            })?,
+    // 1. Presence and types (needed to build the request context).
+    let duration_sent = match param("DurationSeconds") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            invalid_parameter(format!("DurationSeconds must be an integer, not {text:?}"))
+        })?),
     };
-
-    let (user, creation, groups) = match operation {
+    let db_name = param("DbName");
+    let (db_user, auto_create, groups) = match operation {
         ClusterOperation::GetClusterCredentials => {
             let db_user = param("DbUser")
                 .ok_or_else(|| ApiError::bad_request("MissingParameter", "DbUser is required"))?;
-            validate_db_user(db_user).map_err(invalid_parameter)?;
             let auto_create = match param("AutoCreate") {
                 None => false,
                 Some(text) if text.eq_ignore_ascii_case("true") => true,
                 Some(text) if text.eq_ignore_ascii_case("false") => false,
                 Some(_) => return Err(invalid_parameter("AutoCreate must be true or false")),
             };
-            let groups = db_groups(params)?;
-            if auto_create {
-                (format!("IAMA:{db_user}"), Creation::AutoCreate, groups)
-            } else {
-                (format!("IAM:{db_user}"), Creation::ExistingOnly, groups)
-            }
+            (Some(db_user), auto_create, db_groups(params)?)
         }
-        ClusterOperation::GetClusterCredentialsWithIam => (
-            iam_role_user(caller).map_err(invalid_parameter)?,
-            Creation::AutoCreate,
-            Vec::new(),
-        ),
+        ClusterOperation::GetClusterCredentialsWithIam => (None, true, Vec::new()),
     };
-    check_role_name_length(&user).map_err(invalid_parameter)?;
-
-    let target = match (param("ClusterIdentifier"), param("CustomDomainName")) {
-        (Some(id), _) => state
-            .clusters
-            .iter()
-            .find(|c| c.name == id && c.region == caller.region)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "ClusterNotFound",
-                    format!("Cluster {id} not found."),
-                )
-            })?,
+    // The cluster named in the resource ARNs. A custom domain is resolved first: its ARN
+    // needs the cluster identifier.
+    let cluster_name = match (param("ClusterIdentifier"), param("CustomDomainName")) {
+        (Some(id), _) => id.to_owned(),
         (None, Some(domain)) => find_by_domain(&state.clusters, domain, &caller.region)
+            .map(|t| t.id.name.clone())
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -135,28 +352,132 @@ pub(crate) async fn get_cluster_credentials(
         }
     };
 
+    // 2. Authorization, before the values are checked and before the cluster lookup: a
+    //    request for another account's cluster is AccessDenied, not ClusterNotFound
+    //    (research aws-iam.md §1; the ARN carries DbUser exactly as passed).
+    let account = caller.session.account().to_owned();
+    let arn = |kind: &str, name: &str| {
+        format!(
+            "arn:aws:redshift:{}:{account}:{kind}:{cluster_name}/{name}",
+            caller.region
+        )
+    };
+    let mut ctx = base_context(caller, now);
+    if let Some(user) = db_user {
+        ctx.set("redshift:DbUser", user);
+    }
+    if let Some(db) = db_name {
+        ctx.set("redshift:DbName", db);
+    }
+    if let Some(duration) = duration_sent {
+        ctx.set("redshift:DurationSeconds", duration.to_string());
+    }
+    let mut checks: Vec<(&str, String)> = Vec::new();
+    match (operation, db_user) {
+        (ClusterOperation::GetClusterCredentials, Some(user)) => {
+            checks.push(("redshift:GetClusterCredentials", arn("dbuser", user)));
+            if let Some(db) = db_name {
+                checks.push(("redshift:GetClusterCredentials", arn("dbname", db)));
+            }
+            if auto_create {
+                checks.push(("redshift:CreateClusterUser", arn("dbuser", user)));
+            }
+            for group in &groups {
+                checks.push(("redshift:JoinGroup", arn("dbgroup", group)));
+            }
+        }
+        _ => {
+            // WithIAM: the dbname resource; without DbName "access to all databases is
+            // allowed", which the emulator checks as the dbname `*` (INFERRED).
+            checks.push((
+                "redshift:GetClusterCredentialsWithIAM",
+                arn("dbname", db_name.unwrap_or("*")),
+            ));
+        }
+    }
+    authorize(state, caller, &checks, &ctx, Protocol::Query)?;
+
+    // 3. The documented rules of the values (research aws-iam.md §5).
+    if let Some(user) = db_user {
+        validate_db_user(user).map_err(invalid_parameter)?;
+    }
+    if let Some(db) = db_name {
+        validate_db_name(db).map_err(invalid_parameter)?;
+    }
+    for group in &groups {
+        validate_db_group(group).map_err(invalid_parameter)?;
+    }
+    let duration = duration_sent.unwrap_or(DEFAULT_DURATION_SECS);
+    if !(MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(&duration) {
+        return Err(invalid_parameter(format!(
+            "DurationSeconds must be between {MIN_DURATION_SECS} and {MAX_DURATION_SECS}"
+        )));
+    }
+
+    // 4. The cluster.
+    let target = state
+        .clusters
+        .iter()
+        .find(|c| c.id.name == cluster_name && c.region == caller.region)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ClusterNotFound",
+                format!("Cluster {cluster_name} not found."),
+            )
+        })?;
+
+    // 5. The user; created only with AutoCreate (and for IAM-derived users).
+    let user = match (operation, db_user) {
+        (ClusterOperation::GetClusterCredentials, Some(user)) if auto_create => {
+            format!("IAMA:{user}")
+        }
+        (ClusterOperation::GetClusterCredentials, Some(user)) => format!("IAM:{user}"),
+        _ => iam_role_user(caller).map_err(invalid_parameter)?,
+    };
+    if auto_create {
+        target
+            .db
+            .create_user_if_missing(&user)
+            .await
+            .map_err(|e| internal(&e))?;
+    }
+
+    // 6. A new credential.
+    let expiration = state.db_credential_expiration(now, duration);
     tracing::debug!(
-        target = %target.name,
+        target = %target.id,
         %user,
-        source_identity = caller.source_identity.as_deref().unwrap_or(""),
+        source_identity = caller.session.source_identity.as_deref().unwrap_or(""),
         "issuing cluster credentials"
     );
-    let expiration = state.db_credential_expiration(now, duration);
-    let password = target
-        .db
-        .issue_password(&user, creation, &groups, expiration)
-        .await
-        .map_err(|e| internal(&e))?;
+    let password = state.issued.issue(CredentialRequest {
+        target: target.id.clone(),
+        user: user.clone(),
+        db_name: db_name.map(str::to_owned),
+        groups,
+        issued_at: now,
+        expiration,
+        request_id: request_id.to_owned(),
+    });
 
-    let (root, extra) = match operation {
-        ClusterOperation::GetClusterCredentials => ("GetClusterCredentials", String::new()),
-        ClusterOperation::GetClusterCredentialsWithIam => (
-            "GetClusterCredentialsWithIAM",
-            format!(
-                "<NextRefreshTime>{}</NextRefreshTime>",
-                iso8601(next_refresh(now, duration))
-            ),
+    let (root, extra, elements) = match operation {
+        ClusterOperation::GetClusterCredentials => (
+            "GetClusterCredentials",
+            String::new(),
+            json!({"dbUser": user, "dbPassword": HIDDEN, "expiration": iso8601(expiration)}),
         ),
+        ClusterOperation::GetClusterCredentialsWithIam => {
+            let refresh = iso8601(next_refresh(now, duration));
+            (
+                "GetClusterCredentialsWithIAM",
+                format!("<NextRefreshTime>{refresh}</NextRefreshTime>"),
+                json!({
+                    "dbUser": user, "dbPassword": HIDDEN, "expiration": iso8601(expiration),
+                    "nextRefreshTime": refresh,
+                }),
+            )
+        }
     };
     let body = format!(
         "<{root}Response xmlns=\"{XMLNS}\"><{root}Result>\
@@ -168,8 +489,13 @@ pub(crate) async fn get_cluster_credentials(
         expiration = iso8601(expiration),
         request_id = xml_escape(request_id),
     );
-    Ok(([(header::CONTENT_TYPE, "text/xml")], body).into_response())
+    Ok(Success {
+        response: ([(header::CONTENT_TYPE, "text/xml")], body).into_response(),
+        response_elements: elements,
+    })
 }
+
+// ---- serverless GetCredentials -----------------------------------------------------------
 
 /// JSON body of serverless `GetCredentials`.
 #[derive(Debug, Deserialize)]
@@ -186,25 +512,15 @@ pub(crate) async fn get_credentials(
     state: &EmulatorState,
     caller: &Caller,
     body: &[u8],
+    request_id: &str,
     now: OffsetDateTime,
-) -> Result<Response, ApiError> {
+) -> Result<Success, ApiError> {
     let input: GetCredentialsInput = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("SerializationException", format!("invalid JSON body: {e}"))
     })?;
-    if let Some(db_name) = &input.db_name {
-        validate_db_name(db_name).map_err(serverless_validation)?;
-    }
-    let duration = match input.duration_seconds {
-        None => DEFAULT_DURATION_SECS,
-        Some(d) if (MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(&d) => d,
-        Some(_) => {
-            return Err(serverless_validation(format!(
-                "durationSeconds must be between {MIN_DURATION_SECS} and {MAX_DURATION_SECS}"
-            )))
-        }
-    };
     let not_found =
         |what: String| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", what);
+    // The resource ARN names the workgroup by ID, so the workgroup is resolved first.
     let target = match (&input.workgroup_name, &input.custom_domain_name) {
         (Some(name), _) => {
             if !valid_workgroup_name(name) {
@@ -215,7 +531,7 @@ pub(crate) async fn get_credentials(
             state
                 .workgroups
                 .iter()
-                .find(|w| &w.name == name && w.region == caller.region)
+                .find(|w| &w.id.name == name && w.region == caller.region)
                 .ok_or_else(|| not_found(format!("Workgroup {name} not found.")))?
         }
         (None, Some(domain)) => find_by_domain(&state.workgroups, domain, &caller.region)
@@ -226,32 +542,73 @@ pub(crate) async fn get_credentials(
             ))
         }
     };
+    let workgroup_arn = format!(
+        "arn:aws:redshift-serverless:{}:{}:workgroup/{}",
+        caller.region,
+        caller.session.account(),
+        target.workgroup_id.as_deref().unwrap_or_default()
+    );
+    let ctx = base_context(caller, now);
+    authorize(
+        state,
+        caller,
+        &[("redshift-serverless:GetCredentials", workgroup_arn)],
+        &ctx,
+        Protocol::Json11,
+    )?;
+
+    if let Some(db_name) = &input.db_name {
+        validate_db_name(db_name).map_err(serverless_validation)?;
+    }
+    let duration = input.duration_seconds.unwrap_or(DEFAULT_DURATION_SECS);
+    if !(MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(&duration) {
+        return Err(serverless_validation(format!(
+            "durationSeconds must be between {MIN_DURATION_SECS} and {MAX_DURATION_SECS}"
+        )));
+    }
 
     let user = iam_role_user(caller).map_err(serverless_validation)?;
-    check_role_name_length(&user).map_err(serverless_validation)?;
-    tracing::debug!(
-        target = %target.name,
-        %user,
-        source_identity = caller.source_identity.as_deref().unwrap_or(""),
-        "issuing serverless credentials"
-    );
-    let expiration = state.db_credential_expiration(now, duration);
-    let password: SecretString = target
+    target
         .db
-        .issue_password(&user, Creation::AutoCreate, &[], expiration)
+        .create_user_if_missing(&user)
         .await
         .map_err(|e| internal(&e))?;
-    let body = serde_json::json!({
+    let expiration = state.db_credential_expiration(now, duration);
+    tracing::debug!(
+        target = %target.id,
+        %user,
+        source_identity = caller.session.source_identity.as_deref().unwrap_or(""),
+        "issuing serverless credentials"
+    );
+    let password = state.issued.issue(CredentialRequest {
+        target: target.id.clone(),
+        user: user.clone(),
+        db_name: input.db_name.clone(),
+        groups: Vec::new(),
+        issued_at: now,
+        expiration,
+        request_id: request_id.to_owned(),
+    });
+    let refresh = next_refresh(now, duration).unix_timestamp();
+    let body = json!({
         "dbUser": user,
         "dbPassword": password.expose_secret(),
         "expiration": expiration.unix_timestamp(),
-        "nextRefreshTime": next_refresh(now, duration).unix_timestamp(),
+        "nextRefreshTime": refresh,
     });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
-        body.to_string(),
-    )
-        .into_response())
+    Ok(Success {
+        response: (
+            [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+            body.to_string(),
+        )
+            .into_response(),
+        response_elements: json!({
+            "dbUser": user,
+            "dbPassword": HIDDEN,
+            "expiration": expiration.unix_timestamp(),
+            "nextRefreshTime": refresh,
+        }),
+    })
 }
 
 fn find_by_domain<'t>(targets: &'t [Target], domain: &str, region: &str) -> Option<&'t Target> {
@@ -263,7 +620,7 @@ fn find_by_domain<'t>(targets: &'t [Target], domain: &str, region: &str) -> Opti
     })
 }
 
-/// `DbGroups.DbGroup.N` in N order.
+/// `DbGroups.DbGroup.N` in N order (values are checked after authorization).
 fn db_groups(params: &[(String, String)]) -> Result<Vec<String>, ApiError> {
     let mut numbered: Vec<(u32, &str)> = Vec::new();
     for (key, value) in params {
@@ -271,7 +628,6 @@ fn db_groups(params: &[(String, String)]) -> Result<Vec<String>, ApiError> {
             let index: u32 = index
                 .parse()
                 .map_err(|_| invalid_parameter("DbGroups members must be DbGroups.DbGroup.N"))?;
-            validate_db_group(value).map_err(invalid_parameter)?;
             numbered.push((index, value));
         }
     }
@@ -281,31 +637,50 @@ fn db_groups(params: &[(String, String)]) -> Result<Vec<String>, ApiError> {
 
 /// `IAMR:<role-name>` for the caller's assumed role.
 fn iam_role_user(caller: &Caller) -> Result<String, String> {
-    let name = role_name(&caller.role_arn);
+    let name = role_name(&caller.session.role_arn);
     if name.is_empty() {
         return Err("the caller's role has no name".to_owned());
     }
     Ok(format!("IAMR:{name}"))
 }
 
-/// Redshift: 1–64 characters of letters, digits, `_ + . @ -`, starting with a letter, no
-/// `:` or `/`, not PUBLIC.
+fn reserved(word: &str) -> bool {
+    RESERVED_WORDS.iter().any(|r| r.eq_ignore_ascii_case(word))
+}
+
+/// The shared rules of DbUser, DbName and DbGroups (API_GetClusterCredentials): 1 to 64
+/// characters; letters, digits, underscore, plus sign, period, at sign or hyphen; the first
+/// a letter; no colon or slash; not a reserved word.
+fn common_rules(what: &str, value: &str, lowercase_only: bool) -> Result<(), String> {
+    if !(1..=64).contains(&value.chars().count()) {
+        return Err(format!("{what} must be 1 to 64 characters long"));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("{what} must start with a letter"));
+    }
+    let allowed = |c: char| {
+        (c.is_ascii_lowercase() || c.is_ascii_digit() || "_+.@-".contains(c))
+            || (!lowercase_only && c.is_ascii_uppercase())
+    };
+    if !value.chars().all(allowed) {
+        let letters = if lowercase_only {
+            "lowercase letters"
+        } else {
+            "letters"
+        };
+        return Err(format!(
+            "{what} may contain only {letters}, digits, underscore, plus sign, period, at sign or hyphen (no colon or slash)"
+        ));
+    }
+    if reserved(value) {
+        return Err(format!("{what} must not be a reserved word"));
+    }
+    Ok(())
+}
+
+/// DbUser: the common rules, and not `PUBLIC`.
 fn validate_db_user(user: &str) -> Result<(), String> {
-    if !(1..=64).contains(&user.len()) {
-        return Err("DbUser must be 1 to 64 characters long".to_owned());
-    }
-    if !user.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err("DbUser must start with a letter".to_owned());
-    }
-    if !user
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_+.@-".contains(c))
-    {
-        return Err(
-            "DbUser may only contain letters, digits, underscore, plus, period, at sign and hyphen"
-                .to_owned(),
-        );
-    }
+    common_rules("DbUser", user, false)?;
     if user.eq_ignore_ascii_case("public") {
         return Err("DbUser must not be PUBLIC".to_owned());
     }
@@ -313,44 +688,15 @@ fn validate_db_user(user: &str) -> Result<(), String> {
 }
 
 fn validate_db_name(name: &str) -> Result<(), String> {
-    if !(1..=64).contains(&name.len())
-        || !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_$-".contains(c))
-    {
-        return Err(
-            "DbName must be 1 to 64 letters, digits, underscores, dollar signs or hyphens, starting with a letter or underscore"
-                .to_owned(),
-        );
-    }
-    Ok(())
+    common_rules("DbName", name, false)
 }
 
+/// DbGroups: the common rules with lowercase letters only.
 fn validate_db_group(group: &str) -> Result<(), String> {
-    if !(1..=MAX_ROLE_NAME_BYTES).contains(&group.len())
-        || !group.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        || !group
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_+.@-".contains(c))
-        || group.eq_ignore_ascii_case("public")
-    {
-        return Err(format!(
-            "DbGroup must be 1 to {MAX_ROLE_NAME_BYTES} letters, digits or _+.@-, starting with a letter or underscore, and not PUBLIC"
-        ));
-    }
-    Ok(())
+    common_rules("DbGroup", group, true)
 }
 
-fn check_role_name_length(user: &str) -> Result<(), String> {
-    if user.len() > MAX_ROLE_NAME_BYTES {
-        return Err(format!(
-            "emulator limitation: database user {user} exceeds PostgreSQL's {MAX_ROLE_NAME_BYTES}-byte role names"
-        ));
-    }
-    Ok(())
-}
-
+/// Serverless `workgroupName`: 3–64 characters of `[a-z0-9-]`.
 fn valid_workgroup_name(name: &str) -> bool {
     (3..=64).contains(&name.len())
         && name
@@ -374,14 +720,31 @@ mod tests {
     #[test]
     fn db_user_rules() {
         assert!(validate_db_user("alice").is_ok());
+        assert!(validate_db_user("Alice").is_ok());
         assert!(validate_db_user("a.b+c@d-e_f").is_ok());
         for bad in [
-            "", "1alice", "al:ice", "al/ice", "PUBLIC", "public", "al ice", "al\"ice",
+            "", "1alice", "al:ice", "al/ice", "PUBLIC", "public", "al ice", "al\"ice", "_alice",
+            "user", "SELECT", "al$ice",
         ] {
             assert!(validate_db_user(bad).is_err(), "accepted {bad:?}");
         }
         assert!(validate_db_user(&"a".repeat(64)).is_ok());
         assert!(validate_db_user(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn db_name_and_group_rules() {
+        assert!(validate_db_name("dev").is_ok());
+        assert!(validate_db_name("Dev_2").is_ok());
+        assert!(validate_db_name("public").is_ok());
+        assert!(validate_db_name("table").is_err());
+        assert!(validate_db_name("dev/x").is_err());
+        assert!(validate_db_group("analysts").is_ok());
+        assert!(validate_db_group(&"g".repeat(64)).is_ok());
+        assert!(validate_db_group(&"g".repeat(65)).is_err());
+        assert!(validate_db_group("Analysts").is_err(), "lowercase only");
+        assert!(validate_db_group("x\"; DROP").is_err());
+        assert!(validate_db_group("group").is_err());
     }
 
     #[test]
@@ -400,17 +763,7 @@ mod tests {
             ("DbGroups.DbGroup.1".to_owned(), "readers".to_owned()),
         ];
         assert_eq!(db_groups(&params).unwrap(), ["readers", "writers"]);
-        let bad = vec![("DbGroups.DbGroup.1".to_owned(), "x\"; DROP".to_owned())];
+        let bad = vec![("DbGroups.DbGroup.x".to_owned(), "g".to_owned())];
         assert!(db_groups(&bad).is_err());
-    }
-
-    #[test]
-    fn iam_user_comes_from_the_role_name() {
-        let caller = Caller {
-            role_arn: "arn:aws:iam::1:role/team/Analyst".to_owned(),
-            region: "us-east-1".to_owned(),
-            source_identity: None,
-        };
-        assert_eq!(iam_role_user(&caller).unwrap(), "IAMR:Analyst");
     }
 }

@@ -5,7 +5,7 @@ use super::x509_auth::{self, SignedRequest, X509AuthError};
 use super::EmulatorState;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -49,7 +49,7 @@ pub(crate) fn create_session(
     parts: &Parts,
     body: &[u8],
     now: OffsetDateTime,
-) -> Result<Response, ApiError> {
+) -> Result<super::redshift::Success, ApiError> {
     let request = SignedRequest {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -89,53 +89,83 @@ pub(crate) fn create_session(
         }
         None => DEFAULT_DURATION_SECS.min(max_duration),
     };
+    // A custom session name only where the profile accepts them (acceptRoleSessionName,
+    // default false): else "you will receive an Access Denied error" (CreateSession page;
+    // the exact message is UNCONFIRMED). Names follow STS's rules, 2–64 of [\w+=,.@-]
+    // (the error for a bad one is UNCONFIRMED; ValidationException). Without one, the
+    // session is named by the certificate's serial in hex (trust-model page; case and
+    // leading zeros UNCONFIRMED: lowercase, as the serial's bytes).
     let session_name = match input.role_session_name {
+        Some(_) if !state.config.accept_role_session_name => {
+            return Err(access_denied(
+                "Unable to assume role: the profile does not accept custom role session names",
+            ))
+        }
         Some(name) if valid_session_name(&name) => name,
         Some(_) => return Err(validation("roleSessionName must match [\\w+=,.@-]{2,64}")),
         None => signer.serial_hex.clone(),
     };
 
-    let expiration = now.replace_nanosecond(0).unwrap_or(now) + time::Duration::seconds(duration);
+    let issued_at = now.replace_nanosecond(0).unwrap_or(now);
+    let expiration = issued_at + time::Duration::seconds(duration);
     tracing::debug!(
         serial = %signer.serial,
         common_name = signer.common_name.as_deref().unwrap_or(""),
         %role_arn,
+        %session_name,
         "issuing a Roles Anywhere session"
     );
-    let session = state
-        .sessions
-        .issue(&role_arn, expiration, signer.common_name.clone());
+    let session = state.sessions.issue(
+        &role_arn,
+        &session_name,
+        issued_at,
+        expiration,
+        signer.common_name.clone(),
+    );
 
     let account = arn_account(&role_arn).unwrap_or("000000000000");
-    let role_name = role_name(&role_arn);
-    let body = serde_json::json!({
-        "credentialSet": [{
+    let subject_arn = format!(
+        "arn:aws:rolesanywhere:{}:{account}:subject/{}",
+        state.rolesanywhere_region,
+        super::new_request_id()
+    );
+    let credential_set = |secret: &str, token: &str| {
+        serde_json::json!([{
             "assumedRoleUser": {
-                "arn": format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}"),
-                "assumedRoleId": format!("AROA{}:{session_name}", &session.access_key_id[4..]),
+                "arn": session.assumed_role_arn(),
+                "assumedRoleId": session.principal_id(),
             },
             "credentials": {
                 "accessKeyId": session.access_key_id,
-                "secretAccessKey": session.secret_access_key.expose_secret(),
-                "sessionToken": session.session_token.expose_secret(),
+                "secretAccessKey": secret,
+                "sessionToken": token,
                 "expiration": super::iso8601(expiration),
             },
             "packedPolicySize": 0,
             "roleArn": role_arn,
             "sourceIdentity": signer.common_name,
-        }],
-        "subjectArn": format!(
-            "arn:aws:rolesanywhere:{}:{account}:subject/{}",
-            state.rolesanywhere_region,
-            super::new_request_id()
+        }])
+    };
+    let body = serde_json::json!({
+        "credentialSet": credential_set(
+            session.secret_access_key.expose_secret(),
+            session.session_token.expose_secret(),
         ),
+        "subjectArn": subject_arn,
     });
-    Ok((
-        StatusCode::CREATED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response())
+    let hidden = super::cloudtrail::HIDDEN;
+    Ok(super::redshift::Success {
+        response: (
+            StatusCode::CREATED,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+        response_elements: serde_json::json!({
+            "credentialSet": credential_set(hidden, hidden),
+            "subjectArn": subject_arn,
+        }),
+    })
 }
 
 fn parse_input(query: Option<&str>, body: &[u8]) -> Result<CreateSessionBody, ApiError> {

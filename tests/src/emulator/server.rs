@@ -5,7 +5,7 @@
 use super::errors::{insert_request_id, ApiError, Protocol};
 use super::faults::{Api, Fault, FaultsRequest};
 use super::redshift::ClusterOperation;
-use super::{new_request_id, redshift, roles_anywhere, sigv4, EmulatorState};
+use super::{cloudtrail, new_request_id, redshift, roles_anywhere, sigv4, EmulatorState};
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State};
@@ -70,6 +70,8 @@ pub(crate) async fn serve(
         .route("/_emulator/calls", get(calls))
         .route("/_emulator/faults", post(set_faults).delete(clear_faults))
         .route("/_emulator/expire-sessions", post(expire_sessions))
+        .route("/_emulator/revoke-sessions", post(revoke_sessions))
+        .route("/_emulator/cloudtrail", get(cloudtrail))
         .route(
             "/_emulator/expire-db-credentials",
             post(expire_db_credentials),
@@ -125,11 +127,18 @@ async fn expire_sessions(State(state): State<Arc<EmulatorState>>) -> StatusCode 
     StatusCode::NO_CONTENT
 }
 
-async fn expire_db_credentials(State(state): State<Arc<EmulatorState>>) -> Response {
-    match state.expire_db_credentials().await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")).into_response(),
-    }
+async fn revoke_sessions(State(state): State<Arc<EmulatorState>>) -> StatusCode {
+    state.sessions.revoke_all();
+    StatusCode::NO_CONTENT
+}
+
+async fn cloudtrail(State(state): State<Arc<EmulatorState>>) -> Json<serde_json::Value> {
+    Json(serde_json::Value::Array(state.cloudtrail.all()))
+}
+
+async fn expire_db_credentials(State(state): State<Arc<EmulatorState>>) -> StatusCode {
+    state.expire_db_credentials();
+    StatusCode::NO_CONTENT
 }
 
 // ---- AWS APIs ------------------------------------------------------------------------------
@@ -256,6 +265,20 @@ async fn dispatch(
     let api = route.api();
     let protocol = route.protocol();
     state.counters.record(api);
+    let now = OffsetDateTime::now_utc();
+    let trail = Trail {
+        state: &state,
+        api,
+        parts: &parts,
+        peer: conn.peer,
+        request_parameters: match &route {
+            Route::Cluster(_, params) => cloudtrail::query_parameters(params),
+            Route::CreateSession => create_session_parameters(&parts, &body),
+            Route::ServerlessGetCredentials => cloudtrail::json_parameters(&body),
+        },
+        request_id: &request_id,
+        now,
+    };
 
     let latency = state.faults.latency();
     if !latency.is_zero() {
@@ -269,21 +292,27 @@ async fn dispatch(
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
         Some(Fault::Throttle) => {
-            return ApiError::throttled(protocol).into_response(protocol, &request_id)
+            let err = ApiError::throttled(protocol);
+            trail.record(None, Err(&err));
+            return err.into_response(protocol, &request_id);
         }
         Some(Fault::ServerError) => {
-            return ApiError::server_error(protocol).into_response(protocol, &request_id)
+            let err = ApiError::server_error(protocol);
+            trail.record(None, Err(&err));
+            return err.into_response(protocol, &request_id);
         }
         None => {}
     }
 
-    let now = OffsetDateTime::now_utc();
-    let result = match route {
-        Route::CreateSession => roles_anywhere::create_session(&state, &parts, &body, now),
+    let (caller, result) = match route {
+        Route::CreateSession => (
+            None,
+            roles_anywhere::create_session(&state, &parts, &body, now),
+        ),
         Route::Cluster(operation, params) => {
             match sigv4::verify(&state.sessions, protocol, "redshift", &parts, &body, now) {
                 Ok(caller) => {
-                    redshift::get_cluster_credentials(
+                    let result = redshift::get_cluster_credentials(
                         &state,
                         &caller,
                         operation,
@@ -291,9 +320,10 @@ async fn dispatch(
                         &request_id,
                         now,
                     )
-                    .await
+                    .await;
+                    (Some(caller), result)
                 }
-                Err(err) => Err(err),
+                Err(err) => (None, Err(err)),
             }
         }
         Route::ServerlessGetCredentials => {
@@ -305,22 +335,120 @@ async fn dispatch(
                 &body,
                 now,
             ) {
-                Ok(caller) => redshift::get_credentials(&state, &caller, &body, now).await,
-                Err(err) => Err(err),
+                Ok(caller) => {
+                    let result =
+                        redshift::get_credentials(&state, &caller, &body, &request_id, now).await;
+                    (Some(caller), result)
+                }
+                Err(err) => (None, Err(err)),
             }
         }
     };
     match result {
-        Ok(mut response) => {
+        Ok(success) => {
             tracing::debug!(%api, %request_id, "AWS call succeeded");
+            trail.record(caller.as_ref(), Ok(&success.response_elements));
+            let mut response = success.response;
             insert_request_id(response.headers_mut(), &request_id);
             response
         }
         Err(err) => {
             tracing::info!(%api, %request_id, code = err.code, message = %err.message, "AWS call rejected");
+            trail.record(caller.as_ref(), Err(&err));
             err.into_response(protocol, &request_id)
         }
     }
+}
+
+/// What a call's CloudTrail record is made of, collected as the call proceeds.
+struct Trail<'a> {
+    state: &'a EmulatorState,
+    api: Api,
+    parts: &'a Parts,
+    peer: Option<SocketAddr>,
+    request_parameters: serde_json::Value,
+    request_id: &'a str,
+    now: OffsetDateTime,
+}
+
+impl Trail<'_> {
+    fn record(
+        &self,
+        caller: Option<&sigv4::Caller>,
+        outcome: Result<&serde_json::Value, &ApiError>,
+    ) {
+        let (event_source, region) = match self.api {
+            Api::CreateSession => (
+                "rolesanywhere.amazonaws.com",
+                self.state.rolesanywhere_region.as_str(),
+            ),
+            Api::GetCredentials => (
+                "redshift-serverless.amazonaws.com",
+                caller.map_or(self.state.rolesanywhere_region.as_str(), |c| {
+                    c.region.as_str()
+                }),
+            ),
+            _ => (
+                "redshift.amazonaws.com",
+                caller.map_or(self.state.rolesanywhere_region.as_str(), |c| {
+                    c.region.as_str()
+                }),
+            ),
+        };
+        let account = caller.map_or_else(
+            || {
+                roles_anywhere::arn_account(&self.state.config.profile_arn)
+                    .unwrap_or("000000000000")
+                    .to_owned()
+            },
+            |c| c.session.account().to_owned(),
+        );
+        let (response_elements, error) = match outcome {
+            Ok(elements) => (elements.clone(), None),
+            Err(err) => (
+                serde_json::Value::Null,
+                Some((err.code, err.message.as_str())),
+            ),
+        };
+        let user_agent = self
+            .parts
+            .headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let event = cloudtrail::Event {
+            event_source,
+            event_name: self.api.name(),
+            region,
+            source_ip: self.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            user_agent,
+            session: caller.map(|c| &c.session),
+            account: &account,
+            request_parameters: self.request_parameters.clone(),
+            response_elements,
+            error,
+            request_id: self.request_id,
+            time: self.now,
+        };
+        self.state.cloudtrail.record(event.to_json());
+    }
+}
+
+/// `requestParameters` of CreateSession: the JSON body plus the ARNs the official helper
+/// sends as query parameters.
+fn create_session_parameters(parts: &Parts, body: &[u8]) -> serde_json::Value {
+    let mut params = match cloudtrail::json_parameters(body) {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        params.insert(
+            key.into_owned(),
+            serde_json::Value::String(value.into_owned()),
+        );
+    }
+    serde_json::Value::Object(params)
 }
 
 // ---- connections that fault injection can kill --------------------------------------------
@@ -330,6 +458,7 @@ async fn dispatch(
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConnHandle {
     killed: Arc<AtomicBool>,
+    peer: Option<SocketAddr>,
 }
 
 impl ConnHandle {
@@ -353,9 +482,12 @@ impl Listener for KillableListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let handle = ConnHandle::default();
+                    let handle = ConnHandle {
+                        killed: Arc::default(),
+                        peer: Some(peer),
+                    };
                     let io = KillableStream {
                         inner: stream,
                         killed: Arc::clone(&handle.killed),

@@ -24,11 +24,10 @@ const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    pub(crate) role_arn: String,
+    /// The Roles Anywhere session whose credentials signed the request.
+    pub(crate) session: super::sessions::Session,
     /// Region of the credential scope (selects the regional cluster/workgroup).
     pub(crate) region: String,
-    /// Certificate CN of the Roles Anywhere session (for logs).
-    pub(crate) source_identity: Option<String>,
 }
 
 /// Error codes of authentication failures: the query protocol (STS-style) and the JSON
@@ -148,9 +147,8 @@ pub(crate) fn verify(
         ));
     }
     Ok(Caller {
-        role_arn: session.role_arn,
+        session,
         region: auth.region.to_owned(),
-        source_identity: session.source_identity,
     })
 }
 
