@@ -168,8 +168,9 @@ pub fn uri_path_last_segment(uri: &str) -> Option<&str> {
     path.rsplit('/').find(|segment| !segment.is_empty())
 }
 
-/// Serial magnitude as lowercase hex, whole bytes, leading zero bytes removed; `00` for 0.
-fn serial_hex(raw: &[u8]) -> String {
+/// Serial magnitude as lowercase hex, whole bytes, leading zero bytes removed; `00` for 0
+/// (the form of [`ClientIdentity::serial_hex`]).
+pub fn serial_hex(raw: &[u8]) -> String {
     let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
     if start == raw.len() {
         return "00".into();
@@ -177,8 +178,9 @@ fn serial_hex(raw: &[u8]) -> String {
     hex::encode(&raw[start..])
 }
 
-/// The RFC 4514 string form of a name (see the module documentation).
-fn rfc4514(name: &X509Name<'_>) -> Result<String, IdentityError> {
+/// The RFC 4514 string form of a name (see the module documentation), as
+/// [`ClientIdentity::issuer`] has it.
+pub fn rfc4514(name: &X509Name<'_>) -> Result<String, IdentityError> {
     let mut out = String::new();
     // RFC 4514 §2.1: the RDN encoded last is written first.
     let rdns: Vec<_> = name.iter_rdn().collect();

@@ -137,6 +137,7 @@ impl LocalUsers {
         ScramExchange {
             verifier,
             known,
+            locked: false,
             stage: Stage::AwaitingClientFirst,
         }
     }
@@ -165,13 +166,20 @@ pub enum ScramError {
     UnknownUser,
     #[error("wrong password")]
     WrongPassword,
+    /// The user or the client's address is locked after repeated failures: refused
+    /// whatever the proof, exactly like a wrong password.
+    #[error("locked after repeated failures")]
+    Locked,
 }
 
 impl ScramError {
     /// Whether the client simply failed to prove the password (as opposed to breaking the
     /// protocol).
     pub fn is_authentication_failure(&self) -> bool {
-        matches!(self, ScramError::UnknownUser | ScramError::WrongPassword)
+        matches!(
+            self,
+            ScramError::UnknownUser | ScramError::WrongPassword | ScramError::Locked
+        )
     }
 }
 
@@ -190,6 +198,8 @@ enum Stage {
 pub struct ScramExchange {
     verifier: ScramVerifier,
     known: bool,
+    /// Refuse whatever the proof (the exchange itself looks like any other).
+    locked: bool,
     stage: Stage,
 }
 
@@ -303,6 +313,12 @@ impl ScramExchange {
         Ok(server_first)
     }
 
+    /// Refuses the exchange at its end whatever the client proves (a locked user or
+    /// address); nothing before that differs from an open one.
+    pub fn lock(&mut self) {
+        self.locked = true;
+    }
+
     /// Takes the client-final-message; returns the server-final-message when the client
     /// proved the password.
     pub fn client_final(&mut self, message: &[u8]) -> Result<String, ScramError> {
@@ -366,10 +382,11 @@ impl ScramExchange {
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
         let proof_ok: bool = stored_key.ct_eq(&self.verifier.stored_key).into();
-        match (proof_ok, self.known) {
-            (true, true) => Ok(format!("v={}", STANDARD.encode(server_signature))),
-            (_, false) => Err(ScramError::UnknownUser),
-            (false, true) => Err(ScramError::WrongPassword),
+        match (proof_ok, self.known, self.locked) {
+            (_, _, true) => Err(ScramError::Locked),
+            (true, true, false) => Ok(format!("v={}", STANDARD.encode(server_signature))),
+            (_, false, false) => Err(ScramError::UnknownUser),
+            (false, true, false) => Err(ScramError::WrongPassword),
         }
     }
 }

@@ -70,6 +70,9 @@ pub enum RefusalReason {
     /// Password authentication failed: unknown local user or wrong password (the record
     /// does not say which; the operational log does).
     PasswordAuthentication,
+    /// Password authentication refused because the user or the client's address is locked
+    /// after repeated failures (the client is told exactly what a wrong password gets).
+    PasswordLocked,
     /// The client asked for a server name (SNI) the listener does not serve, or sent none,
     /// on a listener with `strict_sni`.
     ServerName,
@@ -106,6 +109,7 @@ impl RefusalReason {
             R::ClientCertificate => "client_certificate",
             R::StartupParameters => "startup_parameters",
             R::PasswordAuthentication => "password_authentication",
+            R::PasswordLocked => "password_locked",
             R::ServerName => "server_name",
             R::Policy => "policy",
             R::Credentials => "credentials",
@@ -142,10 +146,22 @@ pub struct CertificateRecord {
     pub san_email: Vec<String>,
     /// RFC 3339.
     pub not_after: String,
+    /// The chain was verified and accepted. `false` on refused connections: the fields
+    /// are what the client presented, not vouched for by any trusted CA.
+    pub verified: bool,
 }
 
-impl From<&ClientIdentity> for CertificateRecord {
-    fn from(id: &ClientIdentity) -> Self {
+impl CertificateRecord {
+    /// The record of a certificate the proxy verified and accepted.
+    pub fn verified(id: &ClientIdentity) -> Self {
+        CertificateRecord {
+            verified: true,
+            ..CertificateRecord::presented(id)
+        }
+    }
+
+    /// The record of a certificate a refused client presented (not vouched for).
+    pub fn presented(id: &ClientIdentity) -> Self {
         let not_after = time::OffsetDateTime::from_unix_timestamp(id.not_after_unix)
             .ok()
             .and_then(|t| {
@@ -162,6 +178,7 @@ impl From<&ClientIdentity> for CertificateRecord {
             san_uri: id.san_uri.clone(),
             san_email: id.san_email.clone(),
             not_after,
+            verified: false,
         }
     }
 }

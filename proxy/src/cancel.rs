@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 /// The key a client received from the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,12 @@ struct Entry {
 pub struct CancelRegistry {
     sessions: Mutex<HashMap<i32, Entry>>,
     limiter: Mutex<RateLimiter>,
+    /// Cancels being forwarded upstream at once (clients' and the proxy's own).
+    in_flight: Semaphore,
 }
+
+/// Most cancels forwarded upstream at once; beyond it a cancel is dropped (rate-limited).
+const MAX_IN_FLIGHT: usize = 64;
 
 /// Removes the session's entry when the session ends.
 pub struct Registration {
@@ -73,6 +79,7 @@ impl CancelRegistry {
         CancelRegistry {
             sessions: Mutex::new(HashMap::new()),
             limiter: Mutex::new(RateLimiter::new(RATE_PER_SECOND, BURST)),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
         }
     }
 
@@ -126,15 +133,16 @@ impl CancelRegistry {
         self.len() == 0
     }
 
-    /// Handles a CancelRequest from `peer`: rate-limit, match the key in constant time,
-    /// and forward it upstream over verify-full TLS.
+    fn limiter(&self) -> std::sync::MutexGuard<'_, RateLimiter> {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles a CancelRequest from `peer`: rate-limit the address, match the key in
+    /// constant time, then charge the global budget and forward it upstream over
+    /// verify-full TLS. Requests with unknown keys cost only their own address's budget, so
+    /// a flood of guessed keys cannot use up the cancels of everyone else.
     pub async fn cancel(&self, peer: IpAddr, pid: i32, secret: &[u8]) -> CancelOutcome {
-        if !self
-            .limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow(peer, Instant::now())
-        {
+        if !self.limiter().allow_peer(peer, Instant::now()) {
             return CancelOutcome::RateLimited;
         }
         let target = {
@@ -147,7 +155,28 @@ impl CancelRegistry {
         let Some((endpoint, upstream)) = target else {
             return CancelOutcome::UnknownKey;
         };
-        match crate::backend::send_cancel(&endpoint, &upstream).await {
+        self.forward(&endpoint, &upstream).await
+    }
+
+    /// Cancels a query on behalf of the proxy itself (a session it ended, or whose client
+    /// vanished, while a query ran), within the same global budget and in-flight bound as
+    /// clients' cancels.
+    pub async fn cancel_for_proxy(
+        &self,
+        endpoint: &UpstreamEndpoint,
+        upstream: &BackendKey,
+    ) -> CancelOutcome {
+        self.forward(endpoint, upstream).await
+    }
+
+    async fn forward(&self, endpoint: &UpstreamEndpoint, upstream: &BackendKey) -> CancelOutcome {
+        if !self.limiter().allow_global(Instant::now()) {
+            return CancelOutcome::RateLimited;
+        }
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            return CancelOutcome::RateLimited;
+        };
+        match crate::backend::send_cancel(endpoint, upstream).await {
             Ok(()) => CancelOutcome::Forwarded,
             Err(e) => {
                 tracing::warn!(upstream = %endpoint.host, error = %e, "cancel request could not be forwarded");
@@ -206,7 +235,8 @@ impl RateLimiter {
         }
     }
 
-    fn allow(&mut self, peer: IpAddr, now: Instant) -> bool {
+    /// Charges `peer`'s bucket.
+    fn allow_peer(&mut self, peer: IpAddr, now: Instant) -> bool {
         if self.per_peer.len() >= MAX_TRACKED {
             let (rate, burst) = (self.rate, self.burst);
             self.per_peer.retain(|_, b| {
@@ -218,7 +248,12 @@ impl RateLimiter {
             tokens: burst,
             at: now,
         });
-        bucket.take(rate, burst, now) && self.global.take(rate * 20.0, burst * 20.0, now)
+        bucket.take(rate, burst, now)
+    }
+
+    /// Charges the global bucket (once the request is known to name a session).
+    fn allow_global(&mut self, now: Instant) -> bool {
+        self.global.take(self.rate * 20.0, self.burst * 20.0, now)
     }
 }
 
@@ -233,11 +268,26 @@ mod tests {
         let t0 = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!((0..10).filter(|_| l.allow(a, t0)).count(), 5);
-        assert!(l.allow(b, t0), "another peer is not starved");
+        assert_eq!((0..10).filter(|_| l.allow_peer(a, t0)).count(), 5);
+        assert!(l.allow_peer(b, t0), "another peer is not starved");
         assert!(
-            l.allow(a, t0 + Duration::from_millis(150)),
+            l.allow_peer(a, t0 + Duration::from_millis(150)),
             "tokens refill over time"
+        );
+    }
+
+    #[tokio::test]
+    async fn guessed_keys_cost_only_their_own_address() {
+        let registry = CancelRegistry::new();
+        // Far more guesses than the global budget holds, from many addresses.
+        for i in 0..2000u32 {
+            let peer = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let outcome = registry.cancel(peer, 7, &[1, 2, 3, 4]).await;
+            assert_eq!(outcome, CancelOutcome::UnknownKey);
+        }
+        assert!(
+            registry.limiter().allow_global(Instant::now()),
+            "the global budget is untouched"
         );
     }
 }

@@ -97,9 +97,20 @@ pub struct CertificateExpiry {
     pub not_after_unix: i64,
 }
 
+/// A CRL whose nextUpdate is exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlExpiry {
+    pub listener: String,
+    pub issuer: String,
+    pub next_update_unix: i64,
+}
+
 /// Values read at scrape time, supplied by the server.
 pub trait ScrapeSource: Send + Sync + 'static {
     fn certificates(&self) -> Vec<CertificateExpiry>;
+    fn crls(&self) -> Vec<CrlExpiry> {
+        Vec::new()
+    }
     fn audit_counts(&self) -> AuditCounts;
     fn credential_stats(&self) -> Option<CacheStats>;
 }
@@ -129,6 +140,8 @@ pub struct Metrics {
     pub bytes_from_clients: Counter<u64, AtomicU64>,
     pub bytes_to_clients: Counter<u64, AtomicU64>,
     pub cancels: Family<Labels, Counter>,
+    pub password_failures: Family<Labels, Counter>,
+    pub password_lockouts: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub last_reload_success: Gauge,
 }
@@ -163,9 +176,32 @@ impl Metrics {
             bytes_from_clients: Counter::default(),
             bytes_to_clients: Counter::default(),
             cancels: Family::default(),
+            password_failures: Family::default(),
+            password_lockouts: Family::default(),
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
         };
+        m.register_connections(&mut registry);
+        m.register_sessions(&mut registry);
+        registry.register(
+            "aws_calls",
+            "Requests sent to AWS (every attempt, retries included), by API and outcome \
+             (success, throttled, client_error, server_error, timeout, transport)",
+            aws_calls.calls.clone(),
+        );
+        registry.register(
+            "aws_call_duration_seconds",
+            "Latency of each request sent to AWS, by API",
+            aws_calls.duration.clone(),
+        );
+        registry.register_collector(Box::new(ScrapeTimeCollector { source: scrape }));
+        Metrics { registry, ..m }
+    }
+
+    /// Connections before login: accepts, refusals, handshakes, password throttling,
+    /// cancels, reloads.
+    fn register_connections(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "connections_accepted",
             "TCP connections accepted, by listener",
@@ -186,6 +222,36 @@ impl Metrics {
             "Connections in the pre-authentication phase (TLS handshake to startup message)",
             m.handshakes_active.clone(),
         );
+        registry.register(
+            "cancel_requests",
+            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed)",
+            m.cancels.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads, by outcome (success, failure)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "last_reload_success_timestamp_seconds",
+            "When the running state was last loaded successfully (start or reload)",
+            m.last_reload_success.clone(),
+        );
+        registry.register(
+            "password_failures",
+            "Failed password logins, by listener (each is answered after a growing delay)",
+            m.password_failures.clone(),
+        );
+        registry.register(
+            "password_lockouts",
+            "Users or addresses locked after repeated password failures, by listener",
+            m.password_lockouts.clone(),
+        );
+    }
+
+    /// Logins, sessions and what they relay.
+    fn register_sessions(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "sessions_active",
             "Established (logged-in) sessions, by listener and target",
@@ -232,34 +298,6 @@ impl Metrics {
             "Bytes relayed from the upstream to clients",
             m.bytes_to_clients.clone(),
         );
-        registry.register(
-            "cancel_requests",
-            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed)",
-            m.cancels.clone(),
-        );
-        registry.register(
-            "reloads",
-            "Configuration reloads, by outcome (success, failure)",
-            m.reloads.clone(),
-        );
-        registry.register(
-            "last_reload_success_timestamp_seconds",
-            "When the running state was last loaded successfully (start or reload)",
-            m.last_reload_success.clone(),
-        );
-        registry.register(
-            "aws_calls",
-            "Requests sent to AWS (every attempt, retries included), by API and outcome \
-             (success, throttled, client_error, server_error, timeout, transport)",
-            aws_calls.calls.clone(),
-        );
-        registry.register(
-            "aws_call_duration_seconds",
-            "Latency of each request sent to AWS, by API",
-            aws_calls.duration.clone(),
-        );
-        registry.register_collector(Box::new(ScrapeTimeCollector { source: scrape }));
-        Metrics { registry, ..m }
     }
 
     /// The whole registry in the Prometheus text exposition format.
@@ -304,6 +342,27 @@ impl std::fmt::Debug for ScrapeTimeCollector {
         f.debug_struct("ScrapeTimeCollector")
             .finish_non_exhaustive()
     }
+}
+
+fn encode_crls(
+    encoder: &mut DescriptorEncoder,
+    crls: Vec<CrlExpiry>,
+) -> Result<(), std::fmt::Error> {
+    if crls.is_empty() {
+        return Ok(());
+    }
+    let g = ConstGauge::new(0i64);
+    let mut e = encoder.encode_descriptor(
+        "crl_next_update_timestamp_seconds",
+        "nextUpdate of each listener's client CRLs; past it the CRL's clients are refused",
+        None,
+        g.metric_type(),
+    )?;
+    for c in crls {
+        let set = labels(&[("listener", &c.listener), ("issuer", &c.issuer)]);
+        ConstGauge::new(c.next_update_unix).encode(e.encode_family(&set)?)?;
+    }
+    Ok(())
 }
 
 fn counter(
@@ -384,6 +443,13 @@ impl Collector for ScrapeTimeCollector {
                 "AWS calls for database credentials that failed",
                 s.fetch_errors,
             )?;
+            counter(
+                &mut encoder,
+                "db_credential_backed_off",
+                "Database credential requests answered with a recent failure instead of an AWS \
+                 call (backoff)",
+                s.backed_off,
+            )?;
             gauge(
                 &mut encoder,
                 "db_credential_cache_entries",
@@ -404,6 +470,7 @@ impl Collector for ScrapeTimeCollector {
             }
         }
 
+        encode_crls(&mut encoder, self.source.crls())?;
         let certs = self.source.certificates();
         if !certs.is_empty() {
             let g = ConstGauge::new(0i64);

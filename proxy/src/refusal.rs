@@ -237,6 +237,8 @@ pub enum StopReason {
     Lifetime,
     /// The client certificate expired (`session_lifetime_within_certificate`).
     CertificateExpired,
+    /// A reload brought a CRL that revokes the client certificate.
+    CertificateRevoked,
 }
 
 impl StopReason {
@@ -246,6 +248,7 @@ impl StopReason {
             StopReason::Idle => "idle_timeout",
             StopReason::Lifetime => "max_session_lifetime",
             StopReason::CertificateExpired => "certificate_expired",
+            StopReason::CertificateRevoked => "certificate_revoked",
         }
     }
 }
@@ -269,6 +272,10 @@ pub fn stop_response(reason: StopReason) -> ErrorResponse {
         StopReason::CertificateExpired => fatal(
             sqlstate::ADMIN_SHUTDOWN,
             "terminating connection: the client certificate has expired",
+        ),
+        StopReason::CertificateRevoked => fatal(
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection: the client certificate has been revoked",
         ),
     }
 }
@@ -378,6 +385,7 @@ fn client_certificate(e: &ClientCertError) -> ErrorResponse {
         | ClientCertError::NotYetValid
         | ClientCertError::Revoked
         | ClientCertError::RevocationStatusUnknown
+        | ClientCertError::RevocationListExpired
         | ClientCertError::UnknownIssuer
         | ClientCertError::WrongUsage
         | ClientCertError::BadEncoding
@@ -421,14 +429,19 @@ fn scram(user: &str, e: &ScramError) -> (RefusalReason, Option<ErrorResponse>) {
         fatal(sqlstate::PROTOCOL_VIOLATION, "malformed SCRAM message").with_detail(detail)
     };
     let response = match e {
-        ScramError::UnknownUser | ScramError::WrongPassword => {
+        ScramError::UnknownUser | ScramError::WrongPassword | ScramError::Locked => {
+            let reason = if *e == ScramError::Locked {
+                R::PasswordLocked
+            } else {
+                R::PasswordAuthentication
+            };
             return (
-                R::PasswordAuthentication,
+                reason,
                 Some(fatal(
                     sqlstate::INVALID_PASSWORD,
                     format!("password authentication failed for user {}", quoted(user)),
                 )),
-            )
+            );
         }
         ScramError::Malformed(detail) => malformed(detail),
         ScramError::ChannelBindingNotOffered => malformed(

@@ -15,7 +15,7 @@ use crate::refusal::{stop_response, StopReason};
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -64,6 +64,9 @@ pub struct RelayOutcome {
     /// The client's last bytes were a Terminate message: it left on purpose, with no
     /// query of its own still running upstream.
     pub client_terminated: bool,
+    /// The upstream's last message was ReadyForQuery and the client sent nothing after
+    /// it: no query was running when the session ended.
+    pub upstream_idle: bool,
 }
 
 impl RelayOutcome {
@@ -85,13 +88,15 @@ pub struct RelayControl {
     pub idle_timeout: Option<Duration>,
     /// End the session at this instant.
     pub deadline: Option<(Instant, StopReason)>,
+    /// Resolves when the client's certificate has been revoked.
+    pub revoked: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Process-wide byte counters, updated as data flows.
     pub bytes_from_client: Option<Counter>,
     pub bytes_to_client: Option<Counter>,
 }
 
 /// Runs the session until either side closes or fails, or `control` stops it.
-pub async fn relay<C, U>(client: C, upstream: U, control: RelayControl) -> RelayOutcome
+pub async fn relay<C, U>(client: C, upstream: U, mut control: RelayControl) -> RelayOutcome
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -101,11 +106,15 @@ where
     let mut to_upstream = 0u64;
     let mut to_client = 0u64;
     let mut client_tail = ClientTail::default();
+    let mut client_frames = BoundaryTracker::default();
+    // The login reply ended with ReadyForQuery: the session starts idle.
+    let mut upstream_frames = BoundaryTracker::after(b'Z');
+    let idle = IdleMarks::default();
     let origin = Instant::now();
     // Milliseconds since `origin` of the last byte in either direction.
     let last_activity = AtomicU64::new(0);
 
-    let stop = stop_signal(&control, origin, &last_activity);
+    let stop = stop_signal(&mut control, origin, &last_activity);
     let (ended, result) = {
         let up = pump(
             &mut client_rd,
@@ -113,7 +122,7 @@ where
             &mut to_upstream,
             control.bytes_from_client.as_ref(),
             (origin, &last_activity),
-            &mut client_tail,
+            (&mut client_tail, &mut client_frames, &idle),
         );
         let down = pump_to_client(
             &mut upstream_rd,
@@ -121,6 +130,7 @@ where
             &mut to_client,
             control.bytes_to_client.as_ref(),
             (origin, &last_activity),
+            (&mut upstream_frames, &idle),
             stop,
         );
         tokio::select! {
@@ -132,10 +142,29 @@ where
             },
         }
     };
-    // Close the other direction too; errors here only mean it was already gone.
+    // After the client's Terminate the upstream closes too, and may be seen first: the
+    // client still ended the session.
+    let ended = match ended {
+        Ended::By(Side::Upstream) if result.is_ok() && client_tail.is_terminate() => {
+            Ended::By(Side::Client)
+        }
+        other => other,
+    };
+    // Close the other direction too; errors here only mean it was already gone. A session
+    // the client did not end with its own Terminate gets one from the proxy (when the
+    // client's last message was whole), so the upstream ends it as a clean logout.
+    let say_terminate = !client_tail.is_terminate()
+        && client_frames.at_boundary()
+        && !idle.mid_write.load(Ordering::Relaxed);
+    let close_upstream = async {
+        if say_terminate {
+            let _ = upstream_wr.write_all(&ClientTail::TERMINATE).await;
+        }
+        let _ = upstream_wr.shutdown().await;
+    };
     match ended {
         Ended::By(Side::Client) => {
-            let _ = upstream_wr.shutdown().await;
+            let _ = tokio::time::timeout(STOP_GRACE, close_upstream).await;
         }
         Ended::By(Side::Upstream) => {
             let _ = client_wr.shutdown().await;
@@ -143,7 +172,7 @@ where
         Ended::Stopped { .. } => {
             let _ = tokio::time::timeout(STOP_GRACE, async {
                 let _ = client_wr.shutdown().await;
-                let _ = upstream_wr.shutdown().await;
+                close_upstream.await;
             })
             .await;
         }
@@ -154,7 +183,20 @@ where
         ended,
         error: result.err(),
         client_terminated: client_tail.is_terminate(),
+        upstream_idle: upstream_frames.at_boundary()
+            && upstream_frames.last_message() == Some(b'Z')
+            && idle.forwarded.load(Ordering::Relaxed) == idle.ready_mark.load(Ordering::Relaxed),
     }
+}
+
+/// What tells an idle session from one with a query running: client bytes forwarded in
+/// total, and that total when the upstream last finished a message with ReadyForQuery.
+#[derive(Default)]
+struct IdleMarks {
+    forwarded: AtomicU64,
+    ready_mark: AtomicU64,
+    /// A client→upstream write is under way.
+    mid_write: AtomicBool,
 }
 
 /// The last five bytes the client sent, to tell a Terminate (`X`, length 4) from a client
@@ -186,14 +228,21 @@ impl ClientTail {
 
 /// Resolves when the proxy must end the session, with the reason.
 fn stop_signal<'a>(
-    control: &RelayControl,
+    control: &mut RelayControl,
     origin: Instant,
     last_activity: &'a AtomicU64,
 ) -> impl Future<Output = StopReason> + 'a {
     let mut shutdown = control.shutdown.clone();
     let idle = control.idle_timeout;
     let deadline = control.deadline;
+    let revoked = control.revoked.take();
     async move {
+        let revoked = async {
+            match revoked {
+                Some(revoked) => revoked.await,
+                None => std::future::pending().await,
+            }
+        };
         let shutdown = async {
             match &mut shutdown {
                 // `wait_for` also sees a value that was already true.
@@ -232,6 +281,7 @@ fn stop_signal<'a>(
             _ = shutdown => StopReason::Shutdown,
             _ = idle => StopReason::Idle,
             r = lifetime => r,
+            _ = revoked => StopReason::CertificateRevoked,
         }
     }
 }
@@ -248,7 +298,7 @@ async fn pump<R, W>(
     count: &mut u64,
     metric: Option<&Counter>,
     activity: (Instant, &AtomicU64),
-    tail: &mut ClientTail,
+    (tail, frames, idle): (&mut ClientTail, &mut BoundaryTracker, &IdleMarks),
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -266,9 +316,15 @@ where
         let (n, pending_err) = read_ready(from, &mut buf, n).await;
         touch(activity);
         tail.push(&buf[..n]);
+        // A write cut short (the session ended meanwhile) leaves a partial message
+        // upstream: the proxy must then not append a Terminate to it.
+        idle.mid_write.store(true, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
         to.flush().await?;
+        idle.mid_write.store(false, Ordering::Relaxed);
+        frames.advance(&buf[..n]);
         *count += n as u64;
+        idle.forwarded.store(*count, Ordering::Relaxed);
         if let Some(m) = metric {
             m.inc_by(n as u64);
         }
@@ -315,6 +371,7 @@ async fn pump_to_client<R, W>(
     count: &mut u64,
     metric: Option<&Counter>,
     activity: (Instant, &AtomicU64),
+    (tracker, idle): (&mut BoundaryTracker, &IdleMarks),
     stop: impl Future<Output = StopReason>,
 ) -> std::io::Result<Option<Ended>>
 where
@@ -322,7 +379,6 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; RELAY_BUFFER];
-    let mut tracker = BoundaryTracker::default();
     let mut stopping: Option<(StopReason, Instant)> = None;
     tokio::pin!(stop);
     loop {
@@ -393,6 +449,10 @@ where
         if let Some(m) = metric {
             m.inc_by(forward as u64);
         }
+        if tracker.at_boundary() && tracker.last_message() == Some(b'Z') {
+            idle.ready_mark
+                .store(idle.forwarded.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         if let Some((reason, _)) = stopping {
             if forward < n || tracker.at_boundary() {
                 let notified = notify(to, reason).await;
@@ -436,9 +496,25 @@ pub struct BoundaryTracker {
     body_left: u64,
     /// A length below 4 was seen: framing is lost and no boundary is ever reported again.
     lost: bool,
+    /// The type of the last message whose header was read.
+    last_tag: Option<u8>,
 }
 
 impl BoundaryTracker {
+    /// A tracker whose stream so far ended with a whole message of type `tag`.
+    pub fn after(tag: u8) -> Self {
+        BoundaryTracker {
+            last_tag: Some(tag),
+            ..BoundaryTracker::default()
+        }
+    }
+
+    /// The type of the last message whose header was seen (the message may not be whole:
+    /// see [`at_boundary`](Self::at_boundary)).
+    pub fn last_message(&self) -> Option<u8> {
+        self.last_tag
+    }
+
     /// Whether the bytes seen so far end exactly at a message boundary.
     pub fn at_boundary(&self) -> bool {
         !self.lost && self.header_len == 0 && self.body_left == 0
@@ -480,6 +556,7 @@ impl BoundaryTracker {
                         self.header[4],
                     ]);
                     self.header_len = 0;
+                    self.last_tag = Some(self.header[0]);
                     match u64::try_from(len) {
                         Ok(len) if len >= 4 => self.body_left = len - 4,
                         _ => self.lost = true,

@@ -6,7 +6,7 @@
 //! `Arc<State>` when it is accepted and keeps it to the end, so a reload never touches
 //! established sessions and every new connection sees the new state.
 
-use crate::admin;
+use crate::admin::{self, AdminAccess, AdminSocket};
 use crate::audit::AuditLog;
 use crate::frontend::ClientSocket;
 use crate::listen::{BoundListener, LocalAddress};
@@ -45,8 +45,12 @@ impl Proxy {
         config: &Config,
         credentials: Arc<dyn DbCredentialSource>,
     ) -> Result<Proxy, SetupError> {
+        let state = State::build(config, 1)?;
+        for warning in &state.warnings {
+            warn!("{warning}");
+        }
         Ok(Proxy {
-            state: State::build(config, 1)?,
+            state,
             credentials,
             audit: Arc::new(AuditLog::from_config(&config.audit)?),
             stats: None,
@@ -88,18 +92,14 @@ impl Proxy {
         let config = self.state.config().clone();
         let bound = bind_listeners(&config).await?;
         let admin_socket = match &config.admin.bind {
-            Some(bind) => {
-                Some(
-                    TcpListener::bind(bind)
-                        .await
-                        .map_err(|source| SetupError::AdminBind {
-                            bind: bind.clone(),
-                            source,
-                        })?,
-                )
-            }
+            Some(bind) => Some(bind_admin(bind).await?),
             None => None,
         };
+        let admin_access = AdminAccess::from_config(
+            &config.admin,
+            matches!(admin_socket, Some(AdminSocket::Unix(_))),
+        )
+        .map_err(SetupError::AdminAccess)?;
         let shared = Arc::new(self.into_shared());
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -124,13 +124,22 @@ impl Proxy {
         let mut admin_addr = None;
         let mut admin_task = None;
         if let Some(socket) = admin_socket {
-            let addr = socket.local_addr().ok();
-            info!(address = ?addr, "admin listener: /metrics /livez /readyz /startupz, POST /reload");
-            admin_addr = addr;
+            if let AdminSocket::Tcp(tcp) = &socket {
+                admin_addr = tcp.local_addr().ok();
+            }
+            info!(address = ?config.admin.bind, bound = ?admin_addr, "admin listener: /metrics /livez /readyz /startupz, POST /reload");
             admin_task = Some(tokio::spawn(admin::serve(
                 socket,
                 shared.clone(),
+                admin_access,
                 admin_stop_rx,
+            )));
+        }
+        if let Some(every) = config.security.crl_reload_interval {
+            tasks.push(tokio::spawn(reload_when_crls_change(
+                shared.clone(),
+                every,
+                stop_rx.clone(),
             )));
         }
         shared.mark_started();
@@ -166,6 +175,28 @@ impl Proxy {
             config_path: self.config_path,
             overrides: self.overrides,
         })
+    }
+}
+
+/// Binds `[admin] bind`: `host:port`, or `unix:/path` (a stale socket file is replaced).
+async fn bind_admin(bind: &str) -> Result<AdminSocket, SetupError> {
+    let error = |source| SetupError::AdminBind {
+        bind: bind.to_string(),
+        source,
+    };
+    match bind.strip_prefix("unix:") {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let socket = tokio::net::UnixListener::bind(path).map_err(error)?;
+            // Only the proxy's own user (and group) may reach it: it can reload.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .map_err(error)?;
+            Ok(AdminSocket::Unix(socket))
+        }
+        None => Ok(AdminSocket::Tcp(
+            TcpListener::bind(bind).await.map_err(error)?,
+        )),
     }
 }
 
@@ -359,6 +390,40 @@ async fn accept_loop(
                 // Typically EMFILE/ENFILE: back off instead of spinning on the error.
                 error!(listener = %listener, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// `[security] crl_reload_interval`: reloads whenever a listener's CRL file changed on
+/// disk (a CA publishes a fresh list before the old one's nextUpdate).
+async fn reload_when_crls_change(
+    shared: Arc<Shared>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stamps = |shared: &Shared| -> Vec<Option<std::time::SystemTime>> {
+        shared
+            .state()
+            .config()
+            .listeners
+            .iter()
+            .flat_map(|l| l.client_crls.iter())
+            .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let mut seen = stamps(&shared);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = stamps(&shared);
+        if now != seen {
+            info!("a client CRL changed on disk; reloading");
+            // The reload logs its own outcome; a failed one is retried at the next change.
+            if shared.reload().await.is_ok() {
+                seen = now;
             }
         }
     }

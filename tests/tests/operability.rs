@@ -89,9 +89,32 @@ async fn connect_watched(
 
 /// Minimal HTTP/1.0 request to the admin listener: (status, body).
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_with(addr, method, path, &[]).await
+}
+
+/// The reload token the tests' admin listeners are configured with (`[admin]
+/// reload_token_env`).
+const RELOAD_TOKEN_ENV: &str = "OPERABILITY_TEST_RELOAD_TOKEN";
+
+fn admin_config() -> String {
+    std::env::set_var(RELOAD_TOKEN_ENV, "reload-token-for-tests");
+    format!("[admin]\nbind = \"127.0.0.1:0\"\nreload_token_env = \"{RELOAD_TOKEN_ENV}\"\n")
+}
+
+async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();
@@ -260,7 +283,7 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_health_are_served_over_http() {
     let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: "[admin]\nbind = \"127.0.0.1:0\"\n".into(),
+        extra_config: admin_config(),
         ..Default::default()
     })
     .await;
@@ -344,8 +367,19 @@ async fn metrics_and_health_are_served_over_http() {
         "{p}certificate_expiry_timestamp_seconds{{kind=\"client_ca\""
     )));
 
+    // Reloading needs the token; a request for another host name is refused outright.
     let (status, body) = http(admin, "POST", "/reload").await;
+    assert_eq!(status, 403, "{body}");
+    let bearer = "Bearer reload-token-for-tests";
+    let (status, body) = http_with(admin, "POST", "/reload", &[("Authorization", bearer)]).await;
     assert_eq!(status, 200, "{body}");
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: rebound.evil.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut refused = String::new();
+    s.read_to_string(&mut refused).await.unwrap();
+    assert!(refused.starts_with("HTTP/1.0 403"), "{refused}");
     let (_, m) = http(admin, "GET", "/metrics").await;
     assert_eq!(
         sample(&m, &format!("{p}reloads_total{{outcome=\"success\"}}")),

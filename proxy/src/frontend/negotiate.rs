@@ -60,7 +60,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const NEGOTIATED_PROTOCOL_VERSION: i32 = (PROTOCOL_MAJOR as i32) << 16;
 
 /// How negotiation may proceed, as admission decided before it began.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Gate<'a> {
     /// Slots for TLS handshakes (`[limits] max_handshakes`), taken only once a complete
     /// ClientHello has arrived, so clients that stall before it hold none.
@@ -70,6 +70,9 @@ pub struct Gate<'a> {
     /// The connection is over a limit: a CancelRequest is still served (it ends at once),
     /// anything else is refused on its first packet, never carried through a handshake.
     pub refuse_sessions: bool,
+    /// Whether password logins of a user (from this client's address) are locked after
+    /// repeated failures; a locked login is refused like a wrong password.
+    pub password_locked: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
 }
 
 impl Gate<'_> {
@@ -79,6 +82,7 @@ impl Gate<'_> {
             handshakes: None,
             handshake_timeout: Duration::MAX,
             refuse_sessions: false,
+            password_locked: None,
         }
     }
 }
@@ -108,9 +112,7 @@ pub async fn negotiate_gated(
     };
     let mut tcp = match socket.into() {
         ClientSocket::Tcp(tcp) => tcp,
-        ClientSocket::Unix(unix) => {
-            return negotiate_unix(unix, settings, handshake, gate.refuse_sessions).await
-        }
+        ClientSocket::Unix(unix) => return negotiate_unix(unix, settings, handshake, &gate).await,
     };
 
     let direct = match direct_tls(&tcp, settings, handshake).await {
@@ -124,7 +126,9 @@ pub async fn negotiate_gated(
                 Ok(PlainOutcome::Cancel(c)) => return Ok(Negotiated::Cancel(c)),
                 Ok(PlainOutcome::StartTls) => false,
                 Ok(PlainOutcome::Startup(msg)) => {
-                    return match startup_phase(&mut tcp, settings, &msg, None, deadline).await {
+                    return match startup_phase(&mut tcp, settings, &msg, None, deadline, &gate)
+                        .await
+                    {
                         Ok((principal, startup)) => Ok(plaintext_session(
                             SessionStream::Tcp(tcp),
                             principal,
@@ -166,7 +170,7 @@ pub async fn negotiate_gated(
     };
     drop(permit);
 
-    match tls_phase(&mut tls, settings, deadline, direct).await {
+    match tls_phase(&mut tls, settings, deadline, direct, &gate).await {
         Ok(TlsOutcome::Cancel(c)) => Ok(Negotiated::Cancel(c)),
         Ok(TlsOutcome::Session { principal, startup }) => {
             let (version, cipher) = crate::net::tls_names(tls.get_ref().1);
@@ -218,12 +222,12 @@ async fn negotiate_unix(
     mut unix: UnixStream,
     settings: &FrontendSettings,
     handshake: Deadlines,
-    refuse_sessions: bool,
+    gate: &Gate<'_>,
 ) -> Result<Negotiated, FrontendError> {
-    match plaintext_phase(&mut unix, settings, handshake, refuse_sessions).await {
+    match plaintext_phase(&mut unix, settings, handshake, gate.refuse_sessions).await {
         Ok(PlainOutcome::Cancel(c)) => Ok(Negotiated::Cancel(c)),
         Ok(PlainOutcome::Startup(msg)) => {
-            match startup_phase(&mut unix, settings, &msg, None, handshake.login).await {
+            match startup_phase(&mut unix, settings, &msg, None, handshake.login, gate).await {
                 Ok((principal, startup)) => Ok(plaintext_session(
                     SessionStream::Unix(unix),
                     principal,
@@ -371,6 +375,7 @@ async fn tls_phase(
     settings: &FrontendSettings,
     deadline: Instant,
     direct: bool,
+    gate: &Gate<'_>,
 ) -> Result<TlsOutcome, FrontendErrorKind> {
     if direct && tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
         return Err(FrontendErrorKind::DirectTlsWithoutAlpn);
@@ -403,7 +408,8 @@ async fn tls_phase(
         // `password` listeners request no certificate; `trust` ignores any.
         _ => None,
     };
-    let (principal, startup) = startup_phase(tls, settings, &msg, certificate, deadline).await?;
+    let (principal, startup) =
+        startup_phase(tls, settings, &msg, certificate, deadline, gate).await?;
     Ok(TlsOutcome::Session { principal, startup })
 }
 
@@ -416,6 +422,7 @@ async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
     msg: &StartupMessage,
     certificate: Option<ClientIdentity>,
     deadline: Instant,
+    gate: &Gate<'_>,
 ) -> Result<(ClientPrincipal, ClientStartup), FrontendErrorKind> {
     let classified = classify(msg, settings.allow_options)?;
 
@@ -440,7 +447,8 @@ async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
         (ClientAuth::Certificate, None) => return Err(ClientCertError::Missing.into()),
         (ClientAuth::Password(users), _) => {
             let user = &classified.startup.user;
-            let local = authenticate(stream, users, user, deadline)
+            let locked = gate.password_locked.is_some_and(|locked| locked(user));
+            let local = authenticate(stream, users, user, deadline, locked)
                 .await
                 .map_err(|error| FrontendErrorKind::Password {
                     user: user.clone(),

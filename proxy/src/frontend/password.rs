@@ -75,8 +75,9 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     users: &LocalUsers,
     user: &str,
     deadline: Instant,
+    locked: bool,
 ) -> Result<LocalUser, PasswordAuthError> {
-    match timeout_at(deadline, exchange(stream, users, user)).await {
+    match timeout_at(deadline, exchange(stream, users, user, locked)).await {
         Ok(result) => result,
         Err(_) => Err(PasswordAuthError::Timeout),
     }
@@ -86,6 +87,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     users: &LocalUsers,
     user: &str,
+    locked: bool,
 ) -> Result<LocalUser, PasswordAuthError> {
     let mut out = BytesMut::new();
     authentication_sasl(&[SCRAM_SHA_256], &mut out);
@@ -100,6 +102,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     }
     let mut scram = users.begin(user);
+    if locked {
+        scram.lock();
+    }
     // RFC 4422 lets a client leave out its initial response; the server then asks for it
     // with an empty challenge.
     let client_first = match initial.data {

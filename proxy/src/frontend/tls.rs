@@ -95,6 +95,10 @@ pub enum ClientCertError {
     Revoked,
     #[error("the client certificate's revocation status is unknown (no CRL from its issuer)")]
     RevocationStatusUnknown,
+    /// The CRL of the certificate's issuer is past its nextUpdate: revocation cannot be
+    /// judged, so the proxy fails closed.
+    #[error("the certificate revocation list of the client certificate's issuer has expired")]
+    RevocationListExpired,
     #[error("the client certificate was not issued by a trusted certificate authority")]
     UnknownIssuer,
     #[error("the client certificate is not valid for client authentication (extended key usage)")]
@@ -119,6 +123,9 @@ impl ClientCertError {
                 C::NotValidYet | C::NotValidYetContext { .. } => Self::NotYetValid,
                 C::Revoked => Self::Revoked,
                 C::UnknownRevocationStatus => Self::RevocationStatusUnknown,
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+                    Self::RevocationListExpired
+                }
                 C::UnknownIssuer => Self::UnknownIssuer,
                 C::InvalidPurpose | C::InvalidPurposeContext { .. } => Self::WrongUsage,
                 C::BadEncoding => Self::BadEncoding,
@@ -308,8 +315,11 @@ fn client_verifier(
     // Defaults kept on purpose: revocation is checked for the whole chain and an
     // unknown status is a refusal once CRLs are configured (PostgreSQL's
     // `ssl_crl_file` behaves the same way with OpenSSL's CRL_CHECK_ALL).
+    // An expired CRL fails closed: past its nextUpdate it no longer says whether a
+    // certificate was revoked since.
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
+        .enforce_revocation_expiration()
         .build()
         .map_err(|source| TlsSetupError::Verifier {
             client_ca: client_ca.to_path_buf(),

@@ -68,6 +68,14 @@ impl ClientPeer {
         }
     }
 
+    /// The client's IP address (`None` for a Unix-socket client).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            ClientPeer::Tcp(addr) => Some(addr.ip()),
+            ClientPeer::Unix { .. } => None,
+        }
+    }
+
     pub fn uid(&self) -> Option<u32> {
         match self {
             ClientPeer::Unix { uid, .. } => *uid,

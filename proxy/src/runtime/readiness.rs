@@ -1,6 +1,7 @@
 //! `/readyz`: whether load balancers should send this proxy new connections. Judged from
 //! local state only; never calls Redshift or AWS.
 
+use super::reload::unix_now;
 use super::shared::Shared;
 use std::sync::atomic::Ordering;
 
@@ -15,6 +16,10 @@ pub enum NotReady {
     /// refresh failed; the reasons say why (no secrets: AWS error codes and messages).
     #[error("no usable AWS credentials: {0}")]
     AwsCredentials(String),
+    /// A listener's CRL is past its nextUpdate: clients of that CA are refused until a
+    /// fresh list is loaded (reload, or `[security] crl_reload_interval`).
+    #[error("expired certificate revocation list: listener {listener}, issuer {issuer:?}")]
+    RevocationListExpired { listener: String, issuer: String },
 }
 
 impl Shared {
@@ -33,6 +38,13 @@ impl Shared {
         }
         if let Some(aws) = &self.aws {
             aws.health().readiness().map_err(NotReady::AwsCredentials)?;
+        }
+        let state = self.state();
+        if let Some(crl) = state.revocation.expired(unix_now()).next() {
+            return Err(NotReady::RevocationListExpired {
+                listener: crl.listener.clone(),
+                issuer: crl.issuer.clone(),
+            });
         }
         Ok(())
     }

@@ -95,7 +95,11 @@ impl Shared {
         if old.audit.path != config.audit.path {
             self.audit.reopen(&config.audit)?;
         }
+        for warning in &state.warnings {
+            warn!("{warning}");
+        }
         self.state.store(Arc::new(state));
+        self.generations.send_replace(generation);
         Ok(generation)
     }
 }

@@ -2,7 +2,7 @@
 
 use super::state::State;
 use crate::audit::AuditLog;
-use crate::metrics::{AuditCounts, CertificateExpiry, CredentialStats, ScrapeSource};
+use crate::metrics::{AuditCounts, CertificateExpiry, CredentialStats, CrlExpiry, ScrapeSource};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -16,6 +16,21 @@ pub struct Scrape {
 impl ScrapeSource for Scrape {
     fn certificates(&self) -> Vec<CertificateExpiry> {
         self.state.load().certificates.clone()
+    }
+    fn crls(&self) -> Vec<CrlExpiry> {
+        self.state
+            .load()
+            .revocation
+            .all()
+            .iter()
+            .filter_map(|c| {
+                Some(CrlExpiry {
+                    listener: c.listener.clone(),
+                    issuer: c.issuer.clone(),
+                    next_update_unix: c.next_update?,
+                })
+            })
+            .collect()
     }
     fn audit_counts(&self) -> AuditCounts {
         AuditCounts {

@@ -3,6 +3,7 @@
 
 use super::admission::Admission;
 use super::state::State;
+use super::throttle::PasswordThrottle;
 use crate::audit::AuditLog;
 use crate::cancel::CancelRegistry;
 use crate::metrics::Metrics;
@@ -40,11 +41,15 @@ pub struct Shared {
     pub metrics: Metrics,
     pub audit: Arc<AuditLog>,
     pub admission: Arc<Admission>,
+    /// Failed password attempts per user and address (brute-force throttling).
+    pub password_throttle: PasswordThrottle,
     /// The proxy's own AWS credentials, whose health readiness reflects (absent when
     /// database credentials come from elsewhere, as in tests).
     pub(super) aws: Option<Arc<AwsCredentials>>,
     pub(super) lifecycle: Lifecycle,
     pub(super) reload: ReloadSource,
+    /// The generation of the state in use, announced on every reload.
+    pub(super) generations: watch::Sender<u64>,
 }
 
 /// The services [`Shared`] is made of.
@@ -66,6 +71,7 @@ impl Shared {
             services.metrics.connections_active.clone(),
         ));
         let generation = AtomicU64::new(state.generation);
+        let (generations, _) = watch::channel(state.generation);
         drop(state);
         let (terminate, _) = watch::channel(false);
         Shared {
@@ -75,6 +81,7 @@ impl Shared {
             metrics: services.metrics,
             audit: services.audit,
             admission,
+            password_throttle: PasswordThrottle::default(),
             aws: services.aws,
             lifecycle: Lifecycle {
                 started: AtomicBool::new(false),
@@ -87,6 +94,7 @@ impl Shared {
                 lock: Mutex::new(()),
                 generation,
             },
+            generations,
         }
     }
 
@@ -98,6 +106,12 @@ impl Shared {
     /// Open client connections (any phase).
     pub fn open_connections(&self) -> usize {
         self.admission.open()
+    }
+
+    /// Changes whenever a reload replaced the state (sessions re-check their certificate
+    /// against new CRLs).
+    pub fn state_changes(&self) -> watch::Receiver<u64> {
+        self.generations.subscribe()
     }
 
     /// Becomes `true` when sessions must end (the drain timeout expired).

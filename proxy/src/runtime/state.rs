@@ -1,6 +1,7 @@
 //! Everything one configuration determines, loaded once and replaced as a whole on reload:
 //! listener TLS, upstream endpoints, the policy, limits.
 
+use super::revocation::{client_ca_warnings, Revocation};
 use crate::audit::AuditOpenError;
 use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
@@ -50,6 +51,8 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("admin listener: {0}")]
+    AdminAccess(String),
     #[error("audit: {0}")]
     Audit(#[from] AuditOpenError),
 }
@@ -115,6 +118,11 @@ pub struct State {
     /// semaphore; handshakes in flight finish on the old one.
     pub handshakes: Arc<Semaphore>,
     pub certificates: Vec<CertificateExpiry>,
+    /// What the listeners' CRLs revoke and when they expire.
+    pub revocation: Revocation,
+    /// Problems worth an operator's attention that do not stop the proxy (logged at load,
+    /// printed by `check-config`).
+    pub warnings: Vec<String>,
     config: Config,
 }
 
@@ -139,6 +147,8 @@ impl State {
         }
         let mut listeners = HashMap::new();
         let mut certificates = Vec::new();
+        let mut revocation = Revocation::default();
+        let mut warnings = Vec::new();
         for l in &config.listeners {
             let name = l.display_name().to_string();
             let frontend =
@@ -173,7 +183,9 @@ impl State {
             }
             if let Some(client_ca) = &l.client_ca {
                 certificates.extend(certificate_expiries(client_ca, "client_ca", &name, false));
+                warnings.extend(client_ca_warnings(&name, client_ca));
             }
+            revocation.add_listener(&name, &l.client_crls);
             listeners.insert(
                 name.clone(),
                 Arc::new(ListenerContext {
@@ -210,6 +222,8 @@ impl State {
                 .map(|r| r.role_arn.clone()),
             handshakes: Arc::new(Semaphore::new(config.limits.max_handshakes)),
             certificates,
+            revocation,
+            warnings,
             config: config.clone(),
         })
     }

@@ -3,9 +3,10 @@
 use super::trail::{Refused, Trail};
 use super::{terminated, Connection};
 use crate::frontend::{negotiate_gated, ClientSocket, FrontendErrorKind, Gate, Negotiated};
-use crate::metrics::Metrics;
+use crate::metrics::{labels, Metrics};
 use crate::refusal::{LimitExceeded, Refusal, ShutdownStage};
 use prometheus_client::metrics::gauge::Gauge;
+use tracing::warn;
 
 /// Runs the frontend negotiation under the listener's handshake gate, unless a shutdown
 /// ends it first. Handshakes cost CPU: the TLS handshake runs holding one of a bounded
@@ -16,10 +17,15 @@ pub(super) async fn negotiate(
     socket: ClientSocket,
     refuse: Option<LimitExceeded>,
 ) -> Result<Negotiated, Refused> {
+    let source = conn.peer.ip();
+    let throttle = &conn.shared.password_throttle;
+    let listener = conn.listener.name.as_str();
+    let locked = |user: &str| throttle.locked(listener, user, source);
     let gate = Gate {
         handshakes: Some(&conn.state.handshakes),
         handshake_timeout: conn.state.limits.handshake_timeout,
         refuse_sessions: refuse.is_some(),
+        password_locked: Some(&locked),
     };
     let negotiated = {
         let _active = GaugeGuard::new(conn.shared.metrics.handshakes_active.clone());
@@ -33,6 +39,9 @@ pub(super) async fn negotiate(
     match negotiated {
         Ok(negotiated) => {
             if let Negotiated::Session(client) = &negotiated {
+                if let Some(user) = client.principal.local_user() {
+                    throttle.succeeded(&conn.listener.name, &user.name, source);
+                }
                 Metrics::observe(
                     &conn.shared.metrics.client_handshake_seconds,
                     "listener",
@@ -49,8 +58,11 @@ pub(super) async fn negotiate(
                 trail.refused_peer(peer);
             }
             // The startup user a password login was attempted for (never the password).
-            if let FrontendErrorKind::Password { user, .. } = &e.kind {
+            if let FrontendErrorKind::Password { user, error } = &e.kind {
                 trail.record.requested_user = Some(user.clone());
+                if error.is_authentication_failure() {
+                    throttled(conn, user, source).await;
+                }
             }
             match (e.kind, refuse) {
                 (FrontendErrorKind::Busy, Some(limit)) => {
@@ -60,6 +72,35 @@ pub(super) async fn negotiate(
             }
         }
     }
+}
+
+/// Counts a failed password attempt and waits out its growing delay before the refusal
+/// is answered, so guessing costs time; the connection stays pending for its source
+/// address meanwhile (bounded by `max_pending_per_source`).
+async fn throttled(conn: &Connection, user: &str, source: Option<std::net::IpAddr>) {
+    let settings = &conn.state.config().security;
+    let verdict = conn
+        .shared
+        .password_throttle
+        .failed(&conn.listener.name, user, source, settings);
+    let metrics = &conn.shared.metrics;
+    let listener = [("listener", conn.listener.name.as_str())];
+    metrics
+        .password_failures
+        .get_or_create(&labels(&listener))
+        .inc();
+    if verdict.locked_now {
+        metrics
+            .password_lockouts
+            .get_or_create(&labels(&listener))
+            .inc();
+        warn!(
+            listener = %conn.listener.name, user = ?user, peer = %conn.peer,
+            lockout = ?settings.password_lockout,
+            "password logins locked after repeated failures"
+        );
+    }
+    tokio::time::sleep(verdict.delay).await;
 }
 
 /// Decrements a gauge when dropped, so cancelled futures cannot leak a count.

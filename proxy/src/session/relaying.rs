@@ -7,7 +7,7 @@ use super::negotiation::GaugeGuard;
 use super::trail::{millis, Refused, Trail};
 use super::Connection;
 use crate::backend::UpstreamSession;
-use crate::cancel::ProxyKey;
+use crate::cancel::{CancelOutcome, ProxyKey};
 use crate::frontend::SessionStream;
 use crate::metrics::labels;
 use crate::net::framing::encode_into;
@@ -82,21 +82,26 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
             &conn.state.limits,
             principal.certificate().map(|c| c.not_after_unix),
         ),
+        revoked: principal.certificate().map(|id| revoked(&conn, id.clone())),
         bytes_from_client: Some(shared.metrics.bytes_from_clients.clone()),
         bytes_to_client: Some(shared.metrics.bytes_to_clients.clone()),
     };
     let who = principal.short_name().to_string();
     let outcome = relay(client_stream, upstream_stream, control).await;
-    if outcome.ended == Ended::By(Side::Client) && !outcome.client_terminated {
-        // The client vanished without Terminate, perhaps mid-query. Closing our upstream
-        // connection is not enough: the server notices only when it next reads or writes,
-        // so a long query would run on. Cancel it, as the client's own Ctrl-C would.
+    let client_left_mid_query =
+        outcome.ended == Ended::By(Side::Client) && !outcome.client_terminated;
+    let proxy_ended_it = matches!(outcome.ended, Ended::Stopped { .. });
+    if (client_left_mid_query || proxy_ended_it) && !outcome.upstream_idle {
+        // A query may still run: the server notices a closed connection only when it next
+        // reads or writes. Cancel it, as the client's own Ctrl-C would.
         if let Some(key) = upstream_key {
             let endpoint = target.endpoint.clone();
+            let cancels = shared.cancels.clone();
             let session_id = trail.session_id().to_string();
             tokio::spawn(async move {
-                if let Err(e) = crate::backend::send_cancel(&endpoint, &key).await {
-                    warn!(%session_id, error = %e, "could not cancel the upstream query of a vanished client");
+                let outcome = cancels.cancel_for_proxy(&endpoint, &key).await;
+                if outcome != CancelOutcome::Forwarded {
+                    warn!(%session_id, outcome = outcome.as_str(), "could not cancel the upstream query of a session that ended");
                 }
             });
         }
@@ -146,6 +151,24 @@ fn close_reason(outcome: &RelayOutcome) -> &'static str {
         (Ended::By(Side::Client), Some(_)) => "client_error",
         (Ended::By(Side::Upstream), Some(_)) => "upstream_error",
     }
+}
+
+/// Resolves once a reload brings a CRL that revokes `id`.
+fn revoked(
+    conn: &Connection,
+    id: proxy_auth::identity::ClientIdentity,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let shared = conn.shared.clone();
+    let listener = conn.listener.name.clone();
+    let mut changes = shared.state_changes();
+    Box::pin(async move {
+        while changes.changed().await.is_ok() {
+            if shared.state().revocation.revokes(&listener, &id) {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    })
 }
 
 /// When the session must end: `max_session_lifetime` after login, or the certificate's

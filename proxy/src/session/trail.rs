@@ -73,7 +73,7 @@ impl Trail {
     /// not), their TLS session and server name.
     pub fn refused_peer(&mut self, peer: &RefusedPeer) {
         let r = &mut self.record;
-        r.client_certificate = peer.certificate.as_ref().map(CertificateRecord::from);
+        r.client_certificate = peer.certificate.as_ref().map(CertificateRecord::presented);
         r.client_tls = Some(TlsRecord {
             version: peer.tls_version.clone(),
             cipher: peer.tls_cipher.clone(),
@@ -84,7 +84,7 @@ impl Trail {
     /// What negotiation established: who the client is and what it asked for.
     pub fn negotiated(&mut self, client: &ClientSession) {
         let r = &mut self.record;
-        r.client_certificate = client.identity().map(CertificateRecord::from);
+        r.client_certificate = client.identity().map(CertificateRecord::verified);
         r.local_user = client.principal.local_user().map(|u| u.name.clone());
         r.client_tls = client.tls.as_ref().map(|t| TlsRecord {
             version: t.version.clone(),
