@@ -29,14 +29,20 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
 }
 
-fn invalid(text: &str) -> (String, String) {
+/// Every problem of `text`, as (key, message).
+fn problems(text: &str) -> Vec<(String, String)> {
     match parse(text) {
-        Err(ConfigError::Invalid { key, problem, file }) => {
+        Err(ConfigError::Invalid { problems, file }) => {
             assert_eq!(file, Path::new("/etc/proxy.toml"));
-            (key, problem)
+            problems.into_iter().map(|p| (p.key, p.message)).collect()
         }
         other => panic!("expected a validation error, got {other:?}"),
     }
+}
+
+/// The first problem of `text`.
+fn invalid(text: &str) -> (String, String) {
+    problems(text).remove(0)
 }
 
 #[test]
@@ -106,12 +112,12 @@ fn validation_errors_name_the_key() {
         ),
         (
             "users = [\"{cn}\"]",
-            "users = [\"{nope}\"]",
+            "users = [\"\"]",
             "policy.rule[0].users",
         ),
         (
             "users = [\"{cn}\"]",
-            "users = [\"{cn}\"]\ndefault_user = \"{cn\"",
+            "users = [\"{cn}\"]\ndefault_user = \"\"",
             "policy.rule[0].default_user",
         ),
         (
@@ -253,4 +259,67 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     )
     .unwrap();
     assert_eq!(c.audit.path.as_deref(), Some(Path::new("audit.jsonl")));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = MINIMAL
+        .replace(
+            "client_ca = \"/etc/pki/clients.pem\"",
+            "client_ca = \"/etc/pki/clients.pem\"\nmax_connections = 0\nlogin_timeout = \"0s\"",
+        )
+        .replace("kind = \"provisioned\"", "kind = \"provisioned\"\nport = 0")
+        .replace("targets = [\"*\"]", "targets = [\"staging\"]")
+        .replace("databases = [\"dev\"]", "databases = []")
+        + "\n[limits]\nmax_handshakes = 0\n[shutdown]\ndrain_timeout = \"0s\"\n";
+    let keys: Vec<String> = problems(&text).into_iter().map(|(key, _)| key).collect();
+    assert_eq!(
+        keys,
+        [
+            "target[0].port",
+            "listener[0].max_connections",
+            "listener[0].login_timeout",
+            "policy.rule[0].databases",
+            "policy.rule[0].targets",
+            "limits.max_handshakes",
+            "shutdown.drain_timeout",
+        ]
+    );
+    // Displayed one per line, each naming the file and the key.
+    let shown = parse(&text).unwrap_err().to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), keys.len(), "{shown}");
+    assert_eq!(lines[0], "/etc/proxy.toml: target[0].port: must not be 0");
+    assert_eq!(
+        lines[4],
+        "/etc/proxy.toml: policy.rule[0].targets: no [[target]] named \"staging\""
+    );
+}
+
+#[test]
+fn problems_of_several_entries_name_each_entry() {
+    let second = r#"
+[[target]]
+name = "prod"
+kind = "serverless"
+host = ""
+credential_duration = "10m"
+"#;
+    let text = format!("{MINIMAL}{second}");
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "target[1].host",
+            "target[1].credential_duration",
+            "target[1].name",
+            "listener[0].target",
+        ]
+    );
+    assert!(found[1].1.contains("got 600s"), "{found:?}");
+    assert!(
+        found[2].1.contains("duplicate target name \"prod\""),
+        "{found:?}"
+    );
 }

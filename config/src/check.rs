@@ -1,0 +1,124 @@
+//! Checking a whole configuration: each section's own checks (next to its type), then what
+//! ties sections together: listeners and rules naming targets, rules naming listeners and
+//! authentication methods, per-rule roles and the credential source, addresses shared by
+//! listeners and the admin listener.
+
+use crate::aws::AwsCredentialSource;
+use crate::problems::{KeyPath, Problems};
+use crate::root::Config;
+use std::collections::HashSet;
+
+impl Config {
+    /// Every problem of this configuration, each with its key path. Empty for a
+    /// configuration the proxy can act on.
+    pub fn problems(&self) -> Problems {
+        let mut p = Problems::new();
+        if self.listeners.is_empty() {
+            p.add("listener", "at least one [[listener]] is required");
+        }
+        if self.targets.is_empty() {
+            p.add("target", "at least one [[target]] is required");
+        }
+        self.log.check(&mut p);
+        self.check_targets(&mut p);
+        self.check_listeners(&mut p);
+        self.policy.check(&mut p);
+        self.check_rules(&mut p);
+        self.db_credentials.check(&mut p);
+        self.aws.check(&mut p);
+        self.admin.check(&mut p);
+        self.check_admin_bind(&mut p);
+        self.audit.check(&mut p);
+        self.limits.check(&mut p);
+        self.shutdown.check(&mut p);
+        self.security.check(&mut p);
+        p
+    }
+
+    fn check_targets(&self, p: &mut Problems) {
+        let mut names = HashSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let path = KeyPath::root("target").index(i);
+            t.check(&path, p);
+            if !t.name.is_empty() && !names.insert(t.name.as_str()) {
+                p.add(
+                    path.key("name"),
+                    format!("duplicate target name {:?}", t.name),
+                );
+            }
+        }
+    }
+
+    /// Each listener, and what listeners share: unique names and addresses, targets.
+    fn check_listeners(&self, p: &mut Problems) {
+        let mut names = HashSet::new();
+        let mut binds = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let path = KeyPath::root("listener").index(i);
+            l.check(&path, p);
+            if !names.insert(l.display_name()) {
+                p.add(
+                    path.key("name"),
+                    format!("duplicate listener {:?}", l.display_name()),
+                );
+            }
+            // Port 0 (any free port, tests) never collides.
+            let any_port = l.address().is_some_and(|a| a.is_any_port());
+            if !any_port && !binds.insert(l.bind.as_str()) {
+                p.add(
+                    path.key("bind"),
+                    format!("{:?} is bound by another listener", l.bind),
+                );
+            }
+            match &l.target {
+                Some(t) => self.check_target_name(path.key("target"), t, p),
+                None if self.targets.len() > 1 => p.add(
+                    path.key("target"),
+                    "required when more than one [[target]] is configured",
+                ),
+                None => {}
+            }
+            for (j, cert) in l.certificates.iter().enumerate() {
+                if let Some(t) = &cert.target {
+                    let key = path.key("certificates").index(j).key("target");
+                    self.check_target_name(key, t, p);
+                }
+            }
+        }
+    }
+
+    fn check_target_name(&self, key: KeyPath, name: &str, p: &mut Problems) {
+        if self.target(name).is_none() {
+            p.add(key, format!("no [[target]] named {name:?}"));
+        }
+    }
+
+    /// What rules refer to: targets, and the credential source their roles need.
+    fn check_rules(&self, p: &mut Problems) {
+        for (i, r) in self.policy.rules.iter().enumerate() {
+            let path = KeyPath::root("policy.rule").index(i);
+            for t in r.targets.iter().filter(|t| *t != "*") {
+                self.check_target_name(path.key("targets"), t, p);
+            }
+            if r.role_arn.is_some() && self.aws.source != AwsCredentialSource::RolesAnywhere {
+                p.add(
+                    path.key("role_arn"),
+                    "per-rule roles need [aws] source = \"roles_anywhere\"",
+                );
+            }
+        }
+    }
+
+    fn check_admin_bind(&self, p: &mut Problems) {
+        let Some(bind) = &self.admin.bind else {
+            return;
+        };
+        // Port 0 (any free port, tests) never collides.
+        let any_port = bind
+            .parse::<crate::address::ListenAddress>()
+            .is_ok_and(|a| a.is_any_port());
+        if !any_port && self.listeners.iter().any(|l| &l.bind == bind) {
+            p.add("admin.bind", format!("{bind:?} is bound by a [[listener]]"));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Reading a file: parse, apply overrides, resolve relative paths, check.
+
+use crate::error::ConfigError;
+use crate::keyfile;
+use crate::root::Config;
+use std::path::{Path, PathBuf};
+
+/// Values given on the command line or in `REDSHIFT_IAM_PROXY_*` environment variables that
+/// replace keys of the file. Applied before validation, and again on every reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `[admin] bind`.
+    pub admin_bind: Option<String>,
+    /// `[audit] path` (relative paths resolve against the working directory).
+    pub audit_path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Config::load_with_overrides(path, &Overrides::default())
+    }
+
+    /// [`Config::load`] with `overrides` applied before validation.
+    pub fn load_with_overrides(
+        path: impl AsRef<Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config = Config::from_toml_with_overrides(&text, path, &base, overrides)?;
+        // Here rather than in the checks: parsing text never touches the file system.
+        if config.security.strict_key_permissions {
+            if let Some((key, readable)) = keyfile::first_readable_key(&config) {
+                return Err(ConfigError::KeyPermissions {
+                    file: path.to_path_buf(),
+                    key,
+                    readable,
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text. `file` is only used in error messages;
+    /// relative paths in the text are resolved against `base_dir`.
+    pub fn from_toml(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::from_toml_with_overrides(text, file, base_dir, &Overrides::default())
+    }
+
+    /// [`Config::from_toml`] with `overrides` applied before validation. Every problem the
+    /// checks find is reported, not only the first.
+    pub fn from_toml_with_overrides(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        config.resolve_paths(base_dir);
+        if let Some(bind) = &overrides.admin_bind {
+            config.admin.bind = Some(bind.clone());
+        }
+        if let Some(path) = &overrides.audit_path {
+            config.audit.path = Some(path.clone());
+        }
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: file.to_path_buf(),
+                problems: problems.into_vec(),
+            });
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for l in &mut self.listeners {
+            for p in [&mut l.tls_cert, &mut l.tls_key, &mut l.client_ca]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+            l.client_crls.iter_mut().for_each(fix);
+            for c in &mut l.certificates {
+                fix(&mut c.tls_cert);
+                fix(&mut c.tls_key);
+            }
+        }
+        for t in &mut self.targets {
+            if let Some(p) = &mut t.ca_bundle {
+                fix(p);
+            }
+        }
+        if let Some(p) = &mut self.audit.path {
+            fix(p);
+        }
+        if let Some(ra) = &mut self.aws.roles_anywhere {
+            fix(&mut ra.certificate);
+            fix(&mut ra.private_key);
+            if let Some(p) = &mut ra.chain {
+                fix(p);
+            }
+            if let Some(p) = &mut ra.private_key_passphrase_file {
+                fix(p);
+            }
+        }
+    }
+}
