@@ -1,6 +1,7 @@
 //! Network values of the file: listen addresses (`[[listener]] bind`, `[admin] bind`), AWS
 //! endpoint URLs and DNS names.
 
+use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,15 @@ impl FromStr for ListenAddress {
                 )
             }),
         }
+    }
+}
+
+/// Parsed while the file is read, so a malformed address is an error naming its key.
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ListenAddress, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the kind the key needs; the rest of the proxy takes the parts from it (the trust anchor's
 //! region, a role's name) instead of splitting strings again.
 
+use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::str::FromStr;
 
@@ -12,12 +13,15 @@ use std::str::FromStr;
 /// [`Arn::roles_anywhere_profile`], or (any shape) [`str::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Arn {
-    partition: String,
-    service: String,
-    region: String,
-    account: String,
-    resource: String,
+    /// The ARN as written.
+    text: String,
+    /// Byte offsets of the first four colons after `arn:`: the ends of the partition,
+    /// service, region and account.
+    colons: [u16; 4],
 }
+
+/// Longest ARN accepted (IAM's limit for role ARNs is 2048 characters).
+const MAX_ARN_LEN: usize = 2048;
 
 /// The ARN kinds the proxy uses, and what each must look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,17 +119,20 @@ impl Arn {
             reason,
             form: kind.form(),
         };
-        let arn = split(text).ok_or_else(|| err("not of the form arn:...:...:...:...:..."))?;
-        if !arn.partition.starts_with("aws") {
+        let arn = split(text).ok_or_else(|| {
+            err("not of the form arn:...:...:...:...:..., at most 2048 characters")
+        })?;
+        if !arn.partition().starts_with("aws") {
             return Err(err("the partition must be aws, aws-cn, aws-us-gov, ..."));
         }
-        if arn.service != kind.service() {
+        if arn.service() != kind.service() {
             return Err(err("wrong service"));
         }
-        if kind.needs_region() && arn.region.is_empty() {
+        if kind.needs_region() && arn.region().is_empty() {
             return Err(err("missing region"));
         }
-        if arn.account.len() != 12 || !arn.account.bytes().all(|b| b.is_ascii_digit()) {
+        let account = arn.account();
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err("account must be 12 digits"));
         }
         if arn.resource_type() != kind.resource_type() || arn.resource_id().is_empty() {
@@ -136,39 +143,51 @@ impl Arn {
 
     /// `aws`, `aws-cn`, `aws-us-gov`, ...
     pub fn partition(&self) -> &str {
-        &self.partition
+        self.part(0)
     }
 
     /// `iam`, `rolesanywhere`, ...
     pub fn service(&self) -> &str {
-        &self.service
+        self.part(1)
     }
 
     /// Empty for global services such as IAM.
     pub fn region(&self) -> &str {
-        &self.region
+        self.part(2)
     }
 
     pub fn account(&self) -> &str {
-        &self.account
+        self.part(3)
     }
 
     /// Everything after the fifth colon; may itself contain colons and slashes.
     pub fn resource(&self) -> &str {
-        &self.resource
+        &self.text[usize::from(self.colons[3]) + 1..]
+    }
+
+    /// The ARN as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Part `i` (0: partition ... 3: account).
+    fn part(&self, i: usize) -> &str {
+        let start = match i {
+            0 => "arn:".len(),
+            _ => usize::from(self.colons[i - 1]) + 1,
+        };
+        &self.text[start..usize::from(self.colons[i])]
     }
 
     /// The resource up to the first `/` or `:`: `role` for `role/team/analyst`.
     pub fn resource_type(&self) -> &str {
-        self.resource
-            .split(['/', ':'])
-            .next()
-            .unwrap_or(&self.resource)
+        let resource = self.resource();
+        resource.split(['/', ':']).next().unwrap_or(resource)
     }
 
     /// The resource after its type: `team/analyst` for `role/team/analyst`.
     pub fn resource_id(&self) -> &str {
-        self.resource
+        self.resource()
             .get(self.resource_type().len() + 1..)
             .unwrap_or_default()
     }
@@ -182,20 +201,24 @@ impl Arn {
 
 /// Splits `text` into the six parts; only the shape is checked.
 fn split(text: &str) -> Option<Arn> {
-    let mut parts = text.splitn(6, ':');
-    if parts.next()? != "arn" {
+    if !text.starts_with("arn:") || text.len() > MAX_ARN_LEN {
         return None;
     }
-    let mut next = || parts.next().map(str::to_owned);
+    let mut colons = [0u16; 4];
+    let mut found = text
+        .char_indices()
+        .skip("arn:".len())
+        .filter(|&(_, c)| c == ':')
+        .map(|(i, _)| i);
+    for colon in &mut colons {
+        *colon = u16::try_from(found.next()?).ok()?;
+    }
     let arn = Arn {
-        partition: next()?,
-        service: next()?,
-        region: next()?,
-        account: next()?,
-        resource: next()?,
+        text: text.to_owned(),
+        colons,
     };
-    let complete = !arn.partition.is_empty() && !arn.service.is_empty();
-    (complete && !arn.resource.is_empty()).then_some(arn)
+    let complete = !arn.partition().is_empty() && !arn.service().is_empty();
+    (complete && !arn.resource().is_empty()).then_some(arn)
 }
 
 impl FromStr for Arn {
@@ -206,7 +229,7 @@ impl FromStr for Arn {
         split(text).ok_or_else(|| ArnError {
             arn: text.to_owned(),
             expected: "ARN",
-            reason: "not of the form arn:...:...:...:...:...",
+            reason: "not of the form arn:...:...:...:...:..., at most 2048 characters",
             form: SHAPE.to_owned(),
         })
     }
@@ -214,11 +237,34 @@ impl FromStr for Arn {
 
 impl fmt::Display for Arn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "arn:{}:{}:{}:{}:{}",
-            self.partition, self.service, self.region, self.account, self.resource
-        )
+        f.write_str(&self.text)
+    }
+}
+
+/// `deserialize_with` functions: each key parses its ARN kind, so a wrong ARN is an error
+/// naming the key.
+pub(crate) mod de {
+    use super::*;
+
+    fn kind<'de, D: Deserializer<'de>>(d: D, kind: ArnKind) -> Result<Arn, D::Error> {
+        let text = String::deserialize(d)?;
+        Arn::of_kind(&text, kind).map_err(serde::de::Error::custom)
+    }
+
+    pub fn iam_role<'de, D: Deserializer<'de>>(d: D) -> Result<Arn, D::Error> {
+        kind(d, ArnKind::IamRole)
+    }
+
+    pub fn optional_iam_role<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arn>, D::Error> {
+        iam_role(d).map(Some)
+    }
+
+    pub fn trust_anchor<'de, D: Deserializer<'de>>(d: D) -> Result<Arn, D::Error> {
+        kind(d, ArnKind::TrustAnchor)
+    }
+
+    pub fn roles_anywhere_profile<'de, D: Deserializer<'de>>(d: D) -> Result<Arn, D::Error> {
+        kind(d, ArnKind::RolesAnywhereProfile)
     }
 }
 

@@ -59,10 +59,16 @@ pub struct RolesAnywhereConfig {
     /// File holding the passphrase of an encrypted private key.
     #[serde(default)]
     pub private_key_passphrase_file: Option<PathBuf>,
-    pub trust_anchor_arn: String,
-    pub profile_arn: String,
-    pub role_arn: String,
-    /// Default: the trust anchor ARN's region.
+    /// `arn:<partition>:rolesanywhere:<region>:<account>:trust-anchor/<id>`.
+    #[serde(deserialize_with = "crate::arn::de::trust_anchor")]
+    pub trust_anchor_arn: Arn,
+    /// `arn:<partition>:rolesanywhere:<region>:<account>:profile/<id>`.
+    #[serde(deserialize_with = "crate::arn::de::roles_anywhere_profile")]
+    pub profile_arn: Arn,
+    /// The default role: `arn:<partition>:iam::<account>:role/<name>`.
+    #[serde(deserialize_with = "crate::arn::de::iam_role")]
+    pub role_arn: Arn,
+    /// Default: the trust anchor ARN's region ([`RolesAnywhereConfig::region`]).
     #[serde(default)]
     pub region: Option<String>,
     #[serde(default = "default_session_duration", with = "humantime_serde")]
@@ -77,6 +83,15 @@ pub struct RolesAnywhereConfig {
 
 fn default_session_duration() -> Duration {
     Duration::from_secs(3600)
+}
+
+impl RolesAnywhereConfig {
+    /// Where CreateSession is called: `region`, else the trust anchor's region.
+    pub fn region(&self) -> &str {
+        self.region
+            .as_deref()
+            .unwrap_or(self.trust_anchor_arn.region())
+    }
 }
 
 impl AwsConfig {
@@ -121,21 +136,6 @@ impl AwsConfig {
 impl RolesAnywhereConfig {
     fn check(&self, p: &mut Problems) {
         let key = |k: &str| format!("aws.roles_anywhere.{k}");
-        for (field, result) in [
-            (
-                "trust_anchor_arn",
-                Arn::trust_anchor(&self.trust_anchor_arn),
-            ),
-            (
-                "profile_arn",
-                Arn::roles_anywhere_profile(&self.profile_arn),
-            ),
-            ("role_arn", Arn::iam_role(&self.role_arn)),
-        ] {
-            if let Err(e) = result {
-                p.add(key(field), e.to_string());
-            }
-        }
         let d = self.session_duration;
         if d < Duration::from_secs(900) || d > Duration::from_secs(43200) {
             p.add(

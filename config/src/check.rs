@@ -63,11 +63,10 @@ impl Config {
                 );
             }
             // Port 0 (any free port, tests) never collides.
-            let any_port = l.address().is_some_and(|a| a.is_any_port());
-            if !any_port && !binds.insert(l.bind.as_str()) {
+            if !l.bind.is_any_port() && !binds.insert(&l.bind) {
                 p.add(
                     path.key("bind"),
-                    format!("{:?} is bound by another listener", l.bind),
+                    format!("{:?} is bound by another listener", l.bind.to_string()),
                 );
             }
             match &l.target {
@@ -114,11 +113,11 @@ impl Config {
             return;
         };
         // Port 0 (any free port, tests) never collides.
-        let any_port = bind
-            .parse::<crate::address::ListenAddress>()
-            .is_ok_and(|a| a.is_any_port());
-        if !any_port && self.listeners.iter().any(|l| &l.bind == bind) {
-            p.add("admin.bind", format!("{bind:?} is bound by a [[listener]]"));
+        if !bind.is_any_port() && self.listeners.iter().any(|l| &l.bind == bind) {
+            p.add(
+                "admin.bind",
+                format!("{:?} is bound by a [[listener]]", bind.to_string()),
+            );
         }
     }
 }

@@ -9,8 +9,14 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     #[error("{}: cannot read: {reason}", file.display())]
     Read { file: PathBuf, reason: String },
-    #[error("{}: {reason}", file.display())]
-    Parse { file: PathBuf, reason: String },
+    /// Not TOML, an unknown key, or a value of the wrong type or shape (a `bind` that is no
+    /// address, an ARN of the wrong kind). `key` is where, when known.
+    #[error("{}: {}{reason}", file.display(), KeyPrefix(key))]
+    Parse {
+        file: PathBuf,
+        key: Option<String>,
+        reason: String,
+    },
     /// Every problem the checks found, in file order as far as possible. Displayed one
     /// per line, each as `file: key: problem`.
     #[error("{}", ProblemLines { file, problems })]
@@ -36,6 +42,17 @@ impl ConfigError {
         match self {
             ConfigError::Invalid { problems, .. } => problems,
             _ => &[],
+        }
+    }
+}
+
+struct KeyPrefix<'a>(&'a Option<String>);
+
+impl fmt::Display for KeyPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(key) => write!(f, "{key}: "),
+            None => Ok(()),
         }
     }
 }

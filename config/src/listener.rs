@@ -9,6 +9,7 @@ pub use sni::ListenerCertificateConfig;
 
 use crate::problems::{KeyPath, Problems};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,10 +21,10 @@ pub struct ListenerConfig {
     /// Name used in logs; defaults to the bind address.
     #[serde(default)]
     pub name: Option<String>,
-    /// `host:port` to bind, e.g. `127.0.0.1:5439` or `[::]:5439`; or `unix:/absolute/path`
+    /// `IP:port` to bind, e.g. `127.0.0.1:5439` or `[::]:5439`; or `unix:/absolute/path`
     /// for a Unix-domain socket (libpq clients name the directory as `host` and find
     /// `.s.PGSQL.<port>` in it).
-    pub bind: String,
+    pub bind: ListenAddress,
     /// Target this listener routes to. May be omitted when exactly one target exists.
     #[serde(default)]
     pub target: Option<String>,
@@ -85,20 +86,19 @@ fn default_login_timeout() -> Duration {
 }
 
 impl ListenerConfig {
-    pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.bind)
-    }
-
-    /// The parsed `bind`; `None` when it is neither `host:port` nor `unix:/path` (a loaded
-    /// configuration has been validated, so it is always `Some` there).
-    pub fn address(&self) -> Option<ListenAddress> {
-        self.bind.parse().ok()
+    /// The listener's `name`, else its `bind` as written (`127.0.0.1:5439`,
+    /// `unix:/run/...`).
+    pub fn display_name(&self) -> Cow<'_, str> {
+        match &self.name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(self.bind.to_string()),
+        }
     }
 
     /// A Unix socket, or a TCP address on the loopback interface: only local processes
     /// can connect.
     pub fn is_local_only(&self) -> bool {
-        self.address().is_some_and(|a| a.is_local_only())
+        self.bind.is_local_only()
     }
 
     /// The permission bits of a Unix-socket listener.
@@ -112,22 +112,13 @@ impl ListenerConfig {
         match self.client_auth {
             ClientAuthMode::Certificate => false,
             ClientAuthMode::Password => self.allow_plaintext,
-            ClientAuthMode::Trust => {
-                self.allow_plaintext || matches!(self.address(), Some(ListenAddress::Unix(_)))
-            }
+            ClientAuthMode::Trust => self.allow_plaintext || self.bind.is_unix(),
         }
     }
 
     /// Every problem of this listener on its own, as `path` (`listener[0]`). Names shared
     /// with other listeners and targets are checked by [`crate::Config`].
     pub(crate) fn check(&self, path: &KeyPath, p: &mut Problems) {
-        let address = match self.bind.parse::<ListenAddress>() {
-            Ok(address) => Some(address),
-            Err(e) => {
-                p.add(path.key("bind"), e);
-                None
-            }
-        };
         if self.name.as_deref() == Some("") {
             p.add(path.key("name"), "must not be empty");
         }
@@ -140,19 +131,12 @@ impl ListenerConfig {
         if self.login_timeout.is_zero() {
             p.add(path.key("login_timeout"), "must be greater than 0");
         }
-        self.check_certificates(address.as_ref(), path, p);
-        if let Some(bind) = &address {
-            self.auth_settings(bind).check(path, p);
-        }
+        self.check_certificates(path, p);
+        self.auth_settings(&self.display_name()).check(path, p);
     }
 
     /// `[[listener.certificates]]` and `strict_sni`.
-    fn check_certificates(
-        &self,
-        address: Option<&ListenAddress>,
-        path: &KeyPath,
-        p: &mut Problems,
-    ) {
+    fn check_certificates(&self, path: &KeyPath, p: &mut Problems) {
         if self.strict_sni && self.certificates.is_empty() {
             p.add(
                 path.key("strict_sni"),
@@ -161,8 +145,7 @@ impl ListenerConfig {
             );
         }
         // Unix sockets, which carry no TLS at all, are refused with their own message.
-        let unix = address.is_some_and(ListenAddress::is_unix);
-        if !self.certificates.is_empty() && self.tls_cert.is_none() && !unix {
+        if !self.certificates.is_empty() && self.tls_cert.is_none() && !self.bind.is_unix() {
             p.add(
                 path.key("tls_cert"),
                 "required with [[listener.certificates]]: tls_cert and tls_key are the default \
@@ -172,10 +155,10 @@ impl ListenerConfig {
         sni::check_entries(&self.certificates, path, p);
     }
 
-    fn auth_settings<'a>(&'a self, bind: &'a ListenAddress) -> auth::AuthSettings<'a> {
+    fn auth_settings<'a>(&'a self, name: &'a str) -> auth::AuthSettings<'a> {
         auth::AuthSettings {
-            name: self.display_name(),
-            bind,
+            name,
+            bind: &self.bind,
             mode: self.client_auth,
             tls_cert: self.tls_cert.is_some(),
             tls_key: self.tls_key.is_some(),

@@ -1,5 +1,6 @@
 //! Reading a file: parse, apply overrides, resolve relative paths, check.
 
+use crate::address::ListenAddress;
 use crate::error::ConfigError;
 use crate::keyfile;
 use crate::root::Config;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `[admin] bind`.
-    pub admin_bind: Option<String>,
+    pub admin_bind: Option<ListenAddress>,
     /// `[audit] path` (relative paths resolve against the working directory).
     pub audit_path: Option<PathBuf>,
 }
@@ -60,10 +61,7 @@ impl Config {
         base_dir: &Path,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let mut config = parse(text, file)?;
         config.resolve_paths(base_dir);
         if let Some(bind) = &overrides.admin_bind {
             config.admin.bind = Some(bind.clone());
@@ -119,4 +117,41 @@ impl Config {
             }
         }
     }
+}
+
+/// Deserializes `text`. Values are parsed into their types here (addresses, ARNs,
+/// durations), so an error names the key that holds the bad value: `listener[0].bind`,
+/// or the table for an unknown key.
+fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let error = |key: Option<String>, reason: String| ConfigError::Parse {
+        file: file.to_path_buf(),
+        key,
+        reason,
+    };
+    let document = toml::de::Deserializer::parse(text).map_err(|e| error(None, e.to_string()))?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let key = e
+            .path()
+            .iter()
+            .next()
+            .is_some()
+            .then(|| e.path().to_string());
+        let inner = e.into_inner();
+        match (key, inner.span()) {
+            (Some(key), Some(span)) => {
+                let (line, column) = line_and_column(text, span.start);
+                let reason = format!("{} (line {line}, column {column})", inner.message());
+                error(Some(key), reason)
+            }
+            (key, _) => error(key, inner.to_string()),
+        }
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
 }

@@ -71,10 +71,10 @@ fn check_level(s: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// `host:port` to bind, e.g. `127.0.0.1:9187`, or `unix:/path` for a Unix socket.
+    /// `IP:port` to bind, e.g. `127.0.0.1:9187`, or `unix:/path` for a Unix socket.
     /// Absent: no admin listener.
     #[serde(default)]
-    pub bind: Option<String>,
+    pub bind: Option<ListenAddress>,
     /// Permit a non-loopback `bind`. The read-only endpoints are unauthenticated, so
     /// exposing them beyond the host is an explicit decision.
     #[serde(default)]
@@ -104,22 +104,14 @@ impl AdminConfig {
             }
             return;
         };
-        let address = match bind.parse::<ListenAddress>() {
-            Ok(ListenAddress::Tcp(addr)) => addr,
-            _ => {
-                p.add(
-                    "admin.bind",
-                    format!("{bind:?} is not an address such as 127.0.0.1:9187"),
-                );
-                return;
-            }
-        };
-        if !address.ip().is_loopback() && !self.allow_remote {
+        p.check("admin.bind", bind.check_usable());
+        if !bind.is_local_only() && !self.allow_remote {
             p.add(
                 "admin.bind",
                 format!(
-                    "{bind:?} is not a loopback address; the admin endpoints are \
-                     unauthenticated, set admin.allow_remote = true to expose them"
+                    "{:?} is not a loopback address; the admin endpoints are \
+                     unauthenticated, set admin.allow_remote = true to expose them",
+                    bind.to_string()
                 ),
             );
         }

@@ -65,8 +65,8 @@ pub struct RuleConfig {
     pub groups: Vec<String>,
     /// IAM role assumed through Roles Anywhere for this rule's logins (default: the
     /// `[aws.roles_anywhere]` role).
-    #[serde(default)]
-    pub role_arn: Option<String>,
+    #[serde(default, deserialize_with = "crate::arn::de::optional_iam_role")]
+    pub role_arn: Option<Arn>,
     /// What to do with a certificate carrying several values of a kind the rule matches on
     /// (several URI SANs for a `san_uri` rule, ...).
     #[serde(default)]
@@ -209,11 +209,6 @@ impl RuleConfig {
         }
         if self.databases.is_empty() {
             p.add(key("databases"), "must list at least one database or \"*\"");
-        }
-        if let Some(arn) = &self.role_arn {
-            if let Err(e) = Arn::iam_role(arn) {
-                p.add(key("role_arn"), e.to_string());
-            }
         }
     }
 

@@ -78,10 +78,8 @@ fn trust_over_a_unix_socket_loads() {
     )
     .unwrap();
     let l = &c.listeners[0];
-    assert_eq!(
-        l.address(),
-        Some(ListenAddress::Unix("/run/rip/.s.PGSQL.5439".into()))
-    );
+    assert_eq!(l.bind, ListenAddress::Unix("/run/rip/.s.PGSQL.5439".into()));
+    assert_eq!(l.display_name(), "sidecar");
     assert_eq!(l.unix_socket_mode(), 0o600);
     assert!(l.accepts_plaintext());
     assert!(l.is_local_only());

@@ -14,6 +14,7 @@
 //!   expired or missing *and* its last refresh failed (the background refresher keeps
 //!   retrying, so it turns ready again by itself once AWS or its certificate is fixed).
 
+use crate::listen::BoundListener;
 use crate::runtime::Shared;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -21,7 +22,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -39,9 +39,28 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Permission bits of a Unix-socket admin listener (`[admin] bind = "unix:/path"`): the
+/// proxy's own user only.
+pub const UNIX_SOCKET_MODE: u32 = 0o600;
+
 /// Serves the admin routes on `socket` until `stop` turns true.
-pub async fn serve(socket: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let result = axum::serve(socket, router(shared))
+pub async fn serve(socket: BoundListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    match socket {
+        BoundListener::Tcp(listener) => serve_on(listener, shared, stop).await,
+        // `_file` removes the socket file once serving ends.
+        BoundListener::Unix {
+            listener,
+            file: _file,
+        } => serve_on(listener, shared, stop).await,
+    }
+}
+
+async fn serve_on<L>(listener: L, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let result = axum::serve(listener, router(shared))
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

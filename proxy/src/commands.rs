@@ -315,8 +315,7 @@ async fn check_steps(config: &Config, args: &CheckArgs) -> bool {
         Ok(c) => c,
         Err(e) => return step("credential setup", Err(e)),
     };
-    let role = args.role_arn.as_deref();
-    let summary = aws.check(role).await;
+    let summary = aws.check(args.role_arn.as_ref()).await;
     let aws_ok = step(
         "AWS credentials",
         summary.map(|s| s.to_string()).map_err(|e| e.to_string()),

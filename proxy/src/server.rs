@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -88,16 +87,14 @@ impl Proxy {
         let config = self.state.config().clone();
         let bound = bind_listeners(&config).await?;
         let admin_socket = match &config.admin.bind {
-            Some(bind) => {
-                Some(
-                    TcpListener::bind(bind)
-                        .await
-                        .map_err(|source| SetupError::AdminBind {
-                            bind: bind.clone(),
-                            source,
-                        })?,
-                )
-            }
+            Some(bind) => Some(
+                BoundListener::bind_address(bind, admin::UNIX_SOCKET_MODE)
+                    .await
+                    .map_err(|source| SetupError::AdminBind {
+                        bind: bind.to_string(),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let shared = Arc::new(self.into_shared());
@@ -124,9 +121,12 @@ impl Proxy {
         let mut admin_addr = None;
         let mut admin_task = None;
         if let Some(socket) = admin_socket {
-            let addr = socket.local_addr().ok();
-            info!(address = ?addr, "admin listener: /metrics /livez /readyz /startupz, POST /reload");
-            admin_addr = addr;
+            let address = socket.local_address().ok();
+            info!(address = ?address.as_ref().map(ToString::to_string), "admin listener: /metrics /livez /readyz /startupz, POST /reload");
+            admin_addr = match address {
+                Some(LocalAddress::Tcp(addr)) => Some(addr),
+                _ => None,
+            };
             admin_task = Some(tokio::spawn(admin::serve(
                 socket,
                 shared.clone(),
@@ -178,7 +178,7 @@ async fn bind_listeners(
         let name = l.display_name().to_string();
         let bind_error = |source| SetupError::Bind {
             listener: name.clone(),
-            bind: l.bind.clone(),
+            bind: l.bind.to_string(),
             source,
         };
         let socket = BoundListener::bind(l).await.map_err(bind_error)?;

@@ -15,6 +15,7 @@ use aws_smithy_types::date_time::Format;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::DateTime;
+use proxy_config::Arn;
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,7 +87,7 @@ pub struct AwsCredentialFetcher {
     aws: Arc<dyn AwsCredentialsForRole>,
     /// SDK clients by (target, role), built on first use. A client holds its credentials
     /// provider and connection pool, so it is reused for every call of that pair.
-    clients: Mutex<HashMap<(String, Option<String>), ApiClient>>,
+    clients: Mutex<HashMap<(String, Option<Arn>), ApiClient>>,
     /// Told of every credential API call (each SDK attempt).
     observer: Arc<dyn AwsCallObserver>,
 }
@@ -134,9 +135,9 @@ impl AwsCredentialFetcher {
     fn client(
         &self,
         target: &ResolvedTarget,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<ApiClient, CredentialError> {
-        let key = (target.name.clone(), role_arn.map(str::to_owned));
+        let key = (target.name.clone(), role_arn.cloned());
         // The map only ever gains complete clients, so a poisoned lock holds no torn state.
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(client) = clients.get(&key) {
@@ -163,7 +164,7 @@ impl FetchDbCredential for AwsCredentialFetcher {
         let target = self.targets.get(&request.target).ok_or_else(|| {
             CredentialError::Invalid(format!("no [[target]] named {:?}", request.target))
         })?;
-        match self.client(target, request.role_arn.as_deref())? {
+        match self.client(target, request.role_arn.as_ref())? {
             ApiClient::Provisioned(client) => provisioned::fetch(&client, target, request).await,
             ApiClient::Serverless(client) => serverless::fetch(&client, target, request).await,
         }
@@ -214,6 +215,18 @@ pub(crate) fn credential_from(
     })
 }
 
+/// A request's role in log lines: its ARN, or `default` for the configured default role.
+struct RoleName<'a>(Option<&'a Arn>);
+
+impl std::fmt::Display for RoleName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(arn) => write!(f, "{arn}"),
+            None => f.write_str("default"),
+        }
+    }
+}
+
 /// Logs the outcome of one credential API call. Never logs the password.
 pub(crate) fn log_call(
     api: &str,
@@ -230,7 +243,7 @@ pub(crate) fn log_call(
             tracing::info!(
                 api,
                 target = %request.target,
-                role_arn = request.role_arn.as_deref().unwrap_or("default"),
+                role_arn = %RoleName(request.role_arn.as_ref()),
                 db_user = %request.db_user,
                 db_name = %request.db_name,
                 issued_user = %credential.user,
@@ -250,7 +263,7 @@ pub(crate) fn log_call(
             tracing::warn!(
                 api,
                 target = %request.target,
-                role_arn = request.role_arn.as_deref().unwrap_or("default"),
+                role_arn = %RoleName(request.role_arn.as_ref()),
                 db_user = %request.db_user,
                 db_name = %request.db_name,
                 request_id = failure.request_id.as_deref().unwrap_or("-"),

@@ -75,3 +75,10 @@ fn any_shape_parses_with_from_str() {
     assert_eq!(arn.resource_id(), "");
     assert!("arn:aws".parse::<Arn>().is_err());
 }
+
+#[test]
+fn an_arn_is_small_and_overlong_ones_are_refused() {
+    assert!(std::mem::size_of::<Arn>() <= 32);
+    let long = format!("arn:aws:iam::123456789012:role/{}", "r".repeat(3000));
+    assert!(Arn::iam_role(&long).is_err());
+}

@@ -103,7 +103,7 @@ impl Shared {
 /// Refuses reloads that would need new sockets or a new AWS credential chain.
 fn check_reloadable(old: &Config, new: &Config) -> Result<(), ReloadError> {
     // A Unix socket's mode is set when it is created.
-    let listeners = |c: &Config| -> Vec<(String, String, Option<u32>)> {
+    let listeners = |c: &Config| -> Vec<(String, proxy_config::ListenAddress, Option<u32>)> {
         c.listeners
             .iter()
             .map(|l| {
