@@ -4,7 +4,7 @@ use crate::address::check_endpoint_url;
 use crate::arn::Arn;
 use crate::problems::Problems;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -163,6 +163,89 @@ impl RolesAnywhereConfig {
         }
         if let Some(url) = &self.endpoint_url {
             p.check(key("endpoint_url"), check_endpoint_url(url));
+        }
+    }
+}
+
+/// `[aws]` is restart-only as a whole: the credential chain is built once at start.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AwsRestartOnly<'a> {
+    pub source: AwsCredentialSource,
+    pub profile: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub refresh_before: Option<Duration>,
+    pub roles_anywhere: Option<RolesAnywhereRestartOnly<'a>>,
+}
+
+/// `[aws.roles_anywhere]`, restart-only as a whole.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RolesAnywhereRestartOnly<'a> {
+    pub certificate: &'a Path,
+    pub private_key: &'a Path,
+    pub chain: Option<&'a Path>,
+    pub private_key_passphrase_env: Option<&'a str>,
+    pub private_key_passphrase_file: Option<&'a Path>,
+    pub trust_anchor_arn: &'a Arn,
+    pub profile_arn: &'a Arn,
+    pub role_arn: &'a Arn,
+    pub region: Option<&'a str>,
+    pub session_duration: Duration,
+    pub role_session_name: Option<&'a str>,
+    pub endpoint_url: Option<&'a str>,
+}
+
+impl AwsConfig {
+    /// Every field of `[aws]`: all restart-only. Named one by one, so a new field does not
+    /// compile until it is classified.
+    pub fn restart_only(&self) -> AwsRestartOnly<'_> {
+        let AwsConfig {
+            source,
+            profile,
+            region,
+            refresh_before,
+            roles_anywhere,
+        } = self;
+        AwsRestartOnly {
+            source: *source,
+            profile: profile.as_deref(),
+            region: region.as_deref(),
+            refresh_before: *refresh_before,
+            roles_anywhere: roles_anywhere
+                .as_ref()
+                .map(RolesAnywhereConfig::restart_only),
+        }
+    }
+}
+
+impl RolesAnywhereConfig {
+    fn restart_only(&self) -> RolesAnywhereRestartOnly<'_> {
+        let RolesAnywhereConfig {
+            certificate,
+            private_key,
+            chain,
+            private_key_passphrase_env,
+            private_key_passphrase_file,
+            trust_anchor_arn,
+            profile_arn,
+            role_arn,
+            region,
+            session_duration,
+            role_session_name,
+            endpoint_url,
+        } = self;
+        RolesAnywhereRestartOnly {
+            certificate,
+            private_key,
+            chain: chain.as_deref(),
+            private_key_passphrase_env: private_key_passphrase_env.as_deref(),
+            private_key_passphrase_file: private_key_passphrase_file.as_deref(),
+            trust_anchor_arn,
+            profile_arn,
+            role_arn,
+            region: region.as_deref(),
+            session_duration: *session_duration,
+            role_session_name: role_session_name.as_deref(),
+            endpoint_url: endpoint_url.as_deref(),
         }
     }
 }

@@ -59,3 +59,32 @@ impl DbCredentialsConfig {
         }
     }
 }
+
+/// `[db_credentials]` is restart-only as a whole: the credential cache is built once at
+/// start.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DbCredentialsRestartOnly {
+    pub refresh_before: Duration,
+    pub fetches_per_identity_per_minute: u32,
+    pub max_cached_per_identity: usize,
+    pub failure_backoff_max: Duration,
+}
+
+impl DbCredentialsConfig {
+    /// Every field: all restart-only. Named one by one, so a new field does not compile
+    /// until it is classified.
+    pub fn restart_only(&self) -> DbCredentialsRestartOnly {
+        let DbCredentialsConfig {
+            refresh_before,
+            fetches_per_identity_per_minute,
+            max_cached_per_identity,
+            failure_backoff_max,
+        } = self;
+        DbCredentialsRestartOnly {
+            refresh_before: *refresh_before,
+            fetches_per_identity_per_minute: *fetches_per_identity_per_minute,
+            max_cached_per_identity: *max_cached_per_identity,
+            failure_backoff_max: *failure_backoff_max,
+        }
+    }
+}

@@ -13,7 +13,10 @@
 //!
 //! Modules depend on each other in one direction only: values (`address`, `arn`,
 //! `verifier`) and `problems` at the bottom, then the sections, then [`Config`] (`root`),
-//! then what works on a whole configuration (`check`, `keyfile`, `load`).
+//! then what works on a whole configuration (`check`, `restart`, `keyfile`, `load`).
+//!
+//! Which settings a reload applies is part of the types: see [`RestartOnly`] and
+//! [`KeptUntilRestart`].
 
 mod address;
 mod arn;
@@ -27,6 +30,7 @@ mod load;
 pub mod operations;
 pub mod policy;
 mod problems;
+mod restart;
 mod root;
 pub mod security;
 pub mod target;
@@ -47,6 +51,7 @@ pub use operations::{
 };
 pub use policy::{MatchConfig, MultipleSans, PolicyConfig, RuleConfig};
 pub use problems::{KeyPath, Problem, Problems, Warning};
+pub use restart::{KeptUntilRestart, RestartOnly};
 pub use root::Config;
 pub use security::SecurityConfig;
 pub use target::{TargetConfig, TargetKind};

@@ -172,3 +172,52 @@ impl ListenerConfig {
         }
     }
 }
+
+/// What a reload cannot change of a listener: its socket, bound (and a Unix socket's mode
+/// set) when the proxy starts. Listeners are told apart by name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListenerRestartOnly<'a> {
+    /// `name`, else `bind`.
+    pub name: Cow<'a, str>,
+    pub bind: &'a ListenAddress,
+    pub unix_socket_mode: Option<u32>,
+}
+
+impl ListenerConfig {
+    /// The restart-only part of this listener. Every field is named here, so a new one
+    /// does not compile until it is classified.
+    pub fn restart_only(&self) -> ListenerRestartOnly<'_> {
+        let ListenerConfig {
+            name,
+            bind,
+            unix_socket_mode,
+            // A reload applies these to new connections (a new State).
+            target: _,
+            tls_cert: _,
+            tls_key: _,
+            client_ca: _,
+            client_crls: _,
+            login_timeout: _,
+            allow_options: _,
+            max_connections: _,
+            certificates,
+            strict_sni: _,
+            client_auth: _,
+            allow_plaintext: _,
+            users,
+            trust_user: _,
+        } = self;
+        certificates
+            .iter()
+            .for_each(ListenerCertificateConfig::all_reloadable);
+        users.iter().for_each(LocalUserConfig::all_reloadable);
+        ListenerRestartOnly {
+            name: match name {
+                Some(name) => Cow::Borrowed(name),
+                None => Cow::Owned(bind.to_string()),
+            },
+            bind,
+            unix_socket_mode: *unix_socket_mode,
+        }
+    }
+}

@@ -326,3 +326,109 @@ impl ShutdownConfig {
         }
     }
 }
+
+/// Settings a reload does not apply but does not refuse either: the running values stay
+/// until the next restart, and the reload says so in a warning.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogKept<'a> {
+    pub format: LogFormat,
+    pub level: &'a str,
+}
+
+/// `[admin]`: the admin listener is bound once at start.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AdminKept<'a> {
+    pub bind: Option<&'a ListenAddress>,
+    pub allow_remote: bool,
+    pub reload_token_file: Option<&'a std::path::Path>,
+    pub reload_token_env: Option<&'a str>,
+    pub allowed_hosts: &'a [String],
+}
+
+/// `[audit]`: the writer thread and its queue are created once at start.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuditKept {
+    pub enabled: bool,
+    pub queue_capacity: usize,
+}
+
+impl LogConfig {
+    /// The subscriber is installed once at start. Every field is named, so a new one does
+    /// not compile until it is classified.
+    pub fn kept_until_restart(&self) -> LogKept<'_> {
+        let LogConfig { format, level } = self;
+        LogKept {
+            format: *format,
+            level,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Every field is named, so a new one does not compile until it is classified.
+    pub fn kept_until_restart(&self) -> AdminKept<'_> {
+        let AdminConfig {
+            bind,
+            allow_remote,
+            reload_token_file,
+            reload_token_env,
+            allowed_hosts,
+        } = self;
+        AdminKept {
+            bind: bind.as_ref(),
+            allow_remote: *allow_remote,
+            reload_token_file: reload_token_file.as_deref(),
+            reload_token_env: reload_token_env.as_deref(),
+            allowed_hosts,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Every field is named, so a new one does not compile until it is classified.
+    pub fn kept_until_restart(&self) -> AuditKept {
+        let AuditConfig {
+            enabled,
+            queue_capacity,
+            // Reopened by a reload that changes it (log rotation).
+            path: _,
+        } = self;
+        AuditKept {
+            enabled: *enabled,
+            queue_capacity: *queue_capacity,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// A reload applies every limit to new connections (a new State). Every field is
+    /// named, so a new one does not compile until it is classified.
+    pub(crate) fn all_reloadable(&self) {
+        let LimitsConfig {
+            max_connections: _,
+            max_connections_per_listener: _,
+            max_connections_per_identity: _,
+            max_handshakes: _,
+            handshake_timeout: _,
+            max_pending_per_source: _,
+            idle_timeout: _,
+            max_session_lifetime: _,
+            session_lifetime_within_certificate: _,
+            tcp_keepalive: _,
+            tcp_keepalive_interval: _,
+            tcp_keepalive_retries: _,
+            tcp_user_timeout: _,
+        } = self;
+    }
+}
+
+impl ShutdownConfig {
+    /// Read from the state current when shutdown begins. Every field is named, so a new
+    /// one does not compile until it is classified.
+    pub(crate) fn all_reloadable(&self) {
+        let ShutdownConfig {
+            listener_close_delay: _,
+            drain_timeout: _,
+        } = self;
+    }
+}

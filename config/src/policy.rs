@@ -222,3 +222,39 @@ impl RuleConfig {
         self.targets.iter().any(|t| t == target)
     }
 }
+
+impl PolicyConfig {
+    /// A reload compiles the policy anew: every key applies to new logins. Every field
+    /// (down to `match`) is named, so a new one does not compile until it is classified.
+    pub(crate) fn all_reloadable(&self) {
+        let PolicyConfig {
+            placeholder_users: _,
+            deny_users: _,
+            rules,
+        } = self;
+        for rule in rules {
+            let RuleConfig {
+                name: _,
+                matches,
+                targets: _,
+                users: _,
+                default_user: _,
+                databases: _,
+                groups: _,
+                role_arn: _,
+                multiple_sans: _,
+            } = rule;
+            let MatchConfig {
+                cn: _,
+                san_uri: _,
+                san_dns: _,
+                san_email: _,
+                issuer: _,
+                local_user: _,
+                issuer_sha256: _,
+                listener: _,
+                auth: _,
+            } = matches;
+        }
+    }
+}

@@ -147,3 +147,60 @@ impl TargetConfig {
         }
     }
 }
+
+/// What a reload cannot change of a target: what the credential fetcher resolved at start
+/// (its AWS-facing settings). Where the proxy connects and how it verifies the upstream
+/// are applied by a reload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TargetRestartOnly<'a> {
+    pub name: &'a str,
+    pub kind: TargetKind,
+    pub host: &'a str,
+    pub region: Option<&'a str>,
+    pub cluster_identifier: Option<&'a str>,
+    pub workgroup: Option<&'a str>,
+    pub custom_domain_name: Option<&'a str>,
+    pub with_iam: bool,
+    pub auto_create: bool,
+    pub credential_duration: Duration,
+    pub aws_endpoint_url: Option<&'a str>,
+}
+
+impl TargetConfig {
+    /// The restart-only part of this target. Every field is named here, so a new one does
+    /// not compile until it is classified.
+    pub fn restart_only(&self) -> TargetRestartOnly<'_> {
+        let TargetConfig {
+            name,
+            kind,
+            host,
+            region,
+            cluster_identifier,
+            workgroup,
+            custom_domain_name,
+            with_iam,
+            auto_create,
+            credential_duration,
+            aws_endpoint_url,
+            // A reload builds new upstream endpoints from these.
+            port: _,
+            dial: _,
+            ca_bundle: _,
+            connect_timeout: _,
+            login_timeout: _,
+        } = self;
+        TargetRestartOnly {
+            name,
+            kind: *kind,
+            host,
+            region: region.as_deref(),
+            cluster_identifier: cluster_identifier.as_deref(),
+            workgroup: workgroup.as_deref(),
+            custom_domain_name: custom_domain_name.as_deref(),
+            with_iam: *with_iam,
+            auto_create: *auto_create,
+            credential_duration: *credential_duration,
+            aws_endpoint_url: aws_endpoint_url.as_deref(),
+        }
+    }
+}

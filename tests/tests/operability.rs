@@ -392,6 +392,28 @@ fn set_key(text: &str, key: &str, value: &str) -> String {
         .join("\n")
 }
 
+/// A reload that changes restart-only settings is refused, naming them; one that changes
+/// settings kept until restart goes ahead.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_refuses_restart_only_changes_naming_them() {
+    let h = ProxyHarness::start().await;
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(
+        &h.config_path,
+        set_key(&original, "region", "\"eu-west-1\""),
+    )
+    .unwrap();
+    let err = h.running.reload().await.unwrap_err().to_string();
+    assert!(
+        err.contains("restart-only settings changed: [[target]] \"pg\": region"),
+        "{err}"
+    );
+    assert!(err.contains("restart the proxy"), "{err}");
+
+    std::fs::write(&h.config_path, set_key(&original, "level", "\"info\"")).unwrap();
+    assert_eq!(h.running.reload().await.unwrap(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_under_load_keeps_sessions_and_applies_to_new_ones() {
     let h = ProxyHarness::start().await;

@@ -52,6 +52,17 @@ impl std::fmt::Debug for LocalUserConfig {
     }
 }
 
+impl LocalUserConfig {
+    /// A reload applies users and their verifiers to new logins. Every field is named, so
+    /// a new one does not compile until it is classified.
+    pub(crate) fn all_reloadable(&self) {
+        let LocalUserConfig {
+            name: _,
+            scram_verifier: _,
+        } = self;
+    }
+}
+
 /// What the `client_auth` checks read of a `[[listener]]`.
 pub(super) struct AuthSettings<'a> {
     /// The listener as messages name it (its `name`, else its `bind`).
