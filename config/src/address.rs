@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -94,13 +94,39 @@ impl<'de> Deserialize<'de> for ListenAddress {
 }
 
 /// An AWS endpoint override (`[[target]] aws_endpoint_url`, `[aws.roles_anywhere]
-/// endpoint_url`).
+/// endpoint_url`): `https://`, or plain `http://` to a loopback host only (an emulator or a
+/// local tunnel), since over plain HTTP anyone on the path reads the database credentials
+/// or session keys AWS sends back.
 pub fn check_endpoint_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") || url.starts_with("http://") {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?} must be an http:// or https:// URL"));
+    };
+    if is_loopback_host(url_host(rest)) {
         Ok(())
     } else {
-        Err(format!("{url:?} must be an http:// or https:// URL"))
+        Err(format!(
+            "{url:?}: plain http:// only on loopback (127.0.0.0/8, ::1, localhost); use https://"
+        ))
     }
+}
+
+/// The host of the authority that starts `rest` (a URL after its `scheme://`): without
+/// user information, port or IPv6 brackets.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    if let Some(bracketed) = host_port.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or_default();
+    }
+    host_port.split(':').next().unwrap_or_default()
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether `name` is a DNS name: dot-separated labels of 1-63 letters, digits, `-` (not
@@ -148,5 +174,36 @@ mod tests {
         assert!(long.check_usable().unwrap_err().contains("limit"));
         let ok: ListenAddress = "unix:/run/a".parse().unwrap();
         assert_eq!(ok.check_usable(), Ok(()));
+    }
+
+    #[test]
+    fn plain_http_endpoints_only_on_loopback() {
+        for ok in [
+            "https://redshift.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:9000",
+            "http://127.8.9.10/",
+            "http://[::1]:8080/path",
+            "http://LOCALHOST:80",
+            "http://user@localhost:1",
+        ] {
+            assert_eq!(check_endpoint_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.5:9000",
+            "http://emulator:9000",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://[::2]/",
+            "http://localhost@evil.example/",
+        ] {
+            let err = check_endpoint_url(bad).unwrap_err();
+            assert!(
+                err.contains("plain http:// only on loopback"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(check_endpoint_url("ftp://x")
+            .unwrap_err()
+            .contains("http:// or https://"));
     }
 }

@@ -3,10 +3,11 @@
 //! authentication methods, per-rule roles and the credential source, addresses shared by
 //! listeners and the admin listener.
 
-use crate::aws::AwsCredentialSource;
 use crate::problems::{KeyPath, Problems};
 use crate::root::Config;
 use std::collections::HashSet;
+
+mod rules;
 
 impl Config {
     /// Every problem of this configuration, each with its key path. Empty for a
@@ -23,7 +24,7 @@ impl Config {
         self.check_targets(&mut p);
         self.check_listeners(&mut p);
         self.policy.check(&mut p);
-        self.check_rules(&mut p);
+        rules::check_rules(self, &mut p);
         self.db_credentials.check(&mut p);
         self.aws.check(&mut p);
         self.admin.check(&mut p);
@@ -89,22 +90,6 @@ impl Config {
     fn check_target_name(&self, key: KeyPath, name: &str, p: &mut Problems) {
         if self.target(name).is_none() {
             p.add(key, format!("no [[target]] named {name:?}"));
-        }
-    }
-
-    /// What rules refer to: targets, and the credential source their roles need.
-    fn check_rules(&self, p: &mut Problems) {
-        for (i, r) in self.policy.rules.iter().enumerate() {
-            let path = KeyPath::root("policy.rule").index(i);
-            for t in r.targets.iter().filter(|t| *t != "*") {
-                self.check_target_name(path.key("targets"), t, p);
-            }
-            if r.role_arn.is_some() && self.aws.source != AwsCredentialSource::RolesAnywhere {
-                p.add(
-                    path.key("role_arn"),
-                    "per-rule roles need [aws] source = \"roles_anywhere\"",
-                );
-            }
         }
     }
 

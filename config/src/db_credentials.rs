@@ -57,6 +57,24 @@ impl DbCredentialsConfig {
                 "must be greater than 0 and less than 15m (the shortest credential lifetime)",
             );
         }
+        if self.fetches_per_identity_per_minute == 0 {
+            p.add(
+                "db_credentials.fetches_per_identity_per_minute",
+                "must be greater than 0 (with 0 no identity could ever log in)",
+            );
+        }
+        if self.max_cached_per_identity == 0 {
+            p.add(
+                "db_credentials.max_cached_per_identity",
+                "must be greater than 0 (with 0 no credential could be cached)",
+            );
+        }
+        if self.failure_backoff_max < Duration::from_secs(1) {
+            p.add(
+                "db_credentials.failure_backoff_max",
+                "must be at least 1s: the backoff starts at 1s and doubles up to it",
+            );
+        }
     }
 }
 

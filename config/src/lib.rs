@@ -8,12 +8,14 @@
 //! ([`listener`], [`target`], [`policy`], [`aws`], [`operations`], ...); the checks that
 //! tie sections together are in `check.rs`. Checks add to one [`Problems`] collector, so a
 //! file is reported with all its problems at once, each under its key path
-//! (`listener[0].bind`, `policy.rule[2].users`). Secrets never live in the file: it names
-//! files and environment variables that hold them.
+//! (`listener[0].bind`, `policy.rule[2].users`). [`Config::warnings`] names what a loaded
+//! configuration probably does not mean. Secrets never live in the file: it names files
+//! and environment variables that hold them.
 //!
 //! Modules depend on each other in one direction only: values (`address`, `arn`,
 //! `verifier`) and `problems` at the bottom, then the sections, then [`Config`] (`root`),
-//! then what works on a whole configuration (`check`, `restart`, `keyfile`, `load`).
+//! then what works on a whole configuration (`check`, `warnings`, `restart`, `keyfile`,
+//! `load`).
 //!
 //! Which settings a reload applies is part of the types: see [`RestartOnly`] and
 //! [`KeptUntilRestart`].
@@ -35,6 +37,7 @@ mod root;
 pub mod security;
 pub mod target;
 mod verifier;
+mod warnings;
 
 pub use address::{check_endpoint_url, ListenAddress, MAX_UNIX_SOCKET_PATH};
 pub use arn::{Arn, ArnError, ArnKind};

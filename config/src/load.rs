@@ -106,6 +106,9 @@ impl Config {
         if let Some(p) = &mut self.audit.path {
             fix(p);
         }
+        if let Some(p) = &mut self.admin.reload_token_file {
+            fix(p);
+        }
         if let Some(ra) = &mut self.aws.roles_anywhere {
             fix(&mut ra.certificate);
             fix(&mut ra.private_key);

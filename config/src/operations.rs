@@ -1,7 +1,7 @@
 //! How the proxy runs: `[log]`, `[admin]`, `[audit]`, `[limits]`, `[shutdown]`,
 //! `[security]` and `[db_credentials]`.
 
-use crate::address::ListenAddress;
+use crate::address::{is_dns_name, ListenAddress};
 use crate::problems::Problems;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -98,9 +98,20 @@ impl AdminConfig {
     /// Every problem of `[admin]` on its own; that `bind` is no listener's address is
     /// checked by [`crate::Config`].
     pub(crate) fn check(&self, p: &mut Problems) {
+        self.check_reload_token(p);
+        for host in &self.allowed_hosts {
+            p.check("admin.allowed_hosts", check_allowed_host(host));
+        }
         let Some(bind) = &self.bind else {
-            if self.allow_remote {
-                p.add("admin.allow_remote", "only used with admin.bind");
+            for (key, given) in [
+                ("admin.allow_remote", self.allow_remote),
+                ("admin.reload_token_file", self.reload_token_file.is_some()),
+                ("admin.reload_token_env", self.reload_token_env.is_some()),
+                ("admin.allowed_hosts", !self.allowed_hosts.is_empty()),
+            ] {
+                if given {
+                    p.add(key, "only used with admin.bind");
+                }
             }
             return;
         };
@@ -115,6 +126,43 @@ impl AdminConfig {
                 ),
             );
         }
+    }
+}
+
+impl AdminConfig {
+    fn check_reload_token(&self, p: &mut Problems) {
+        if self.reload_token_file.is_some() && self.reload_token_env.is_some() {
+            p.add(
+                "admin.reload_token_env",
+                "give either reload_token_file or reload_token_env, not both",
+            );
+        }
+        if self.reload_token_env.as_deref() == Some("") {
+            p.add(
+                "admin.reload_token_env",
+                "must name an environment variable",
+            );
+        }
+    }
+}
+
+/// An `allowed_hosts` entry: a host name as a `Host` header carries it, without port.
+fn check_allowed_host(host: &str) -> Result<(), String> {
+    if host.contains("://") || host.contains('/') {
+        return Err(format!(
+            "{host:?}: give the host name only, without scheme or path, e.g. \
+             \"proxy.corp.example\""
+        ));
+    }
+    if host.contains(':') && host.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "{host:?}: give the host name without a port (any port is accepted)"
+        ));
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() || is_dns_name(host) {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is not a host name"))
     }
 }
 
@@ -272,6 +320,15 @@ impl LimitsConfig {
         }
         if self.max_handshakes == 0 {
             p.add("limits.max_handshakes", "must be greater than 0");
+        }
+        if self.handshake_timeout.is_zero() {
+            p.add("limits.handshake_timeout", "must be greater than 0");
+        }
+        if self.max_pending_per_source == 0 {
+            p.add(
+                "limits.max_pending_per_source",
+                "must be greater than 0 (with 0 no client could connect)",
+            );
         }
         for (key, v) in [
             ("limits.idle_timeout", self.idle_timeout),

@@ -112,6 +112,23 @@ impl Problems {
     }
 }
 
+/// Collects warnings, like [`Problems`] collects problems.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warnings(Vec<Warning>);
+
+impl Warnings {
+    pub fn add(&mut self, key: impl fmt::Display, message: impl Into<String>) {
+        self.0.push(Warning {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn into_vec(self) -> Vec<Warning> {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

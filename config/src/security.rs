@@ -63,7 +63,34 @@ fn default_password_lockout() -> Duration {
 }
 
 impl SecurityConfig {
-    pub(crate) fn check(&self, _p: &mut Problems) {}
+    pub(crate) fn check(&self, p: &mut Problems) {
+        if self
+            .crl_reload_interval
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            p.add(
+                "security.crl_reload_interval",
+                "must be at least 1s (omit it to re-read CRLs only on reload)",
+            );
+        }
+        if self.password_failure_delay > self.password_failure_delay_max {
+            p.add(
+                "security.password_failure_delay",
+                format!(
+                    "{:?} is longer than password_failure_delay_max ({:?}); the delay \
+                     doubles up to the maximum, so it must start at or below it",
+                    self.password_failure_delay, self.password_failure_delay_max
+                ),
+            );
+        }
+        if self.password_lockout_after > 0 && self.password_lockout.is_zero() {
+            p.add(
+                "security.password_lockout",
+                "must be greater than 0 when password_lockout_after is (set \
+                 password_lockout_after = 0 to never lock)",
+            );
+        }
+    }
 }
 
 impl SecurityConfig {

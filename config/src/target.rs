@@ -89,6 +89,24 @@ impl TargetConfig {
         self.kind == TargetKind::Serverless || self.with_iam
     }
 
+    /// Why this target ignores the database user and groups a rule grants (it logs in as
+    /// the IAM identity), or `None` when it honours them.
+    pub fn why_grants_are_ignored(&self) -> Option<&'static str> {
+        if !self.logs_in_as_iam_identity() {
+            None
+        } else if self.with_iam {
+            Some(
+                "uses GetClusterCredentialsWithIAM (with_iam = true), which logs in as the IAM \
+                 role (IAMR:<role>) and takes no database user or groups",
+            )
+        } else {
+            Some(
+                "is serverless: GetCredentials logs in as the IAM role (IAMR:<role>) and \
+                 takes no database user or groups",
+            )
+        }
+    }
+
     /// The credential API, as messages name it.
     pub fn credential_api(&self) -> &'static str {
         match (self.kind, self.with_iam) {

@@ -77,6 +77,9 @@ impl Shared {
             .as_ref()
             .ok_or(ReloadError::NoConfigFile)?;
         let config = Config::load_with_overrides(path, &self.reload.overrides)?;
+        for w in config.warnings() {
+            warn!("configuration warning: {}: {w}", path.display());
+        }
         let current = self.state();
         let old = current.config();
         check_reloadable(old, &config)?;
