@@ -364,3 +364,19 @@ credential_duration = "10m"
         "{found:?}"
     );
 }
+
+#[test]
+fn odd_text_is_an_error_not_a_panic() {
+    for text in [
+        "",
+        "ü = 1",
+        "[[listener]]\nbind = \"ü:1\"\n",
+        "[[listener]]\nbind = \"unix:\"\n",
+        "[aws.roles_anywhere]\nrole_arn = \"arn:ü:iam::1:role/ü\"\n",
+        "[[policy.rule]]\nrole_arn = \"arn:aws:iam::123456789012:role/\u{1F600}\"\n",
+        "[admin]\nbind = 5\n",
+        "[[target]]\nname = \"t\"\nkind = \"provisioned\"\nhost = \"h\"\naws_endpoint_url = \"http://[::1\"\n",
+    ] {
+        assert!(parse(text).is_err(), "{text:?}");
+    }
+}
