@@ -7,6 +7,7 @@
 //! static-password source.
 
 use async_trait::async_trait;
+use proxy_config::Arn;
 use secrecy::SecretString;
 use std::fmt;
 use std::time::SystemTime;
@@ -17,7 +18,7 @@ pub struct DbCredentialRequest {
     /// `[[target]] name`.
     pub target: String,
     /// IAM role to act as (Roles Anywhere); `None` for the configured default.
-    pub role_arn: Option<String>,
+    pub role_arn: Option<Arn>,
     /// Database user the policy granted (`DbUser`; ignored by IAM-identity APIs).
     pub db_user: String,
     pub db_name: String,

@@ -103,7 +103,7 @@ pub struct Grant {
     /// Database groups, folded, sorted and de-duplicated.
     pub db_groups: Vec<String>,
     /// IAM role for this login; `None` for the configured default.
-    pub role_arn: Option<String>,
+    pub role_arn: Option<proxy_config::Arn>,
 }
 
 impl Grant {

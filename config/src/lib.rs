@@ -1,148 +1,64 @@
 //! Configuration model of `redshift-iam-proxy`.
 //!
 //! The file is TOML. Every table rejects unknown keys, every default lives here, and
-//! [`Config::load`] resolves relative paths against the file's own directory and runs
-//! [`validate`], so a loaded `Config` is one the proxy can act on. Secrets never live in
-//! the file: it names files and environment variables that hold them.
+//! [`Config::load`] resolves relative paths against the file's own directory and checks
+//! the result, so a loaded `Config` is one the proxy can act on.
+//!
+//! Each section is a module with its type and that type's checks side by side
+//! ([`listener`], [`target`], [`policy`], [`aws`], [`operations`], ...); the checks that
+//! tie sections together are in `check.rs`. Checks add to one [`Problems`] collector, so a
+//! file is reported with all its problems at once, each under its key path
+//! (`listener[0].bind`, `policy.rule[2].users`). [`Config::warnings`] names what a loaded
+//! configuration probably does not mean. Secrets never live in the file: it names files
+//! and environment variables that hold them.
+//!
+//! Modules depend on each other in one direction only: values (`address`, `arn`,
+//! `verifier`) and `problems` at the bottom, then the sections, then [`Config`] (`root`),
+//! then what works on a whole configuration (`check`, `warnings`, `restart`, `keyfile`,
+//! `load`).
+//!
+//! Which settings a reload applies is part of the types: see [`RestartOnly`] and
+//! [`KeptUntilRestart`].
 
+mod address;
+mod arn;
+pub mod aws;
+mod check;
+pub mod db_credentials;
 mod error;
 pub mod keyfile;
-mod schema;
-mod validate;
+pub mod listener;
+mod load;
+pub mod operations;
+pub mod policy;
+mod problems;
+mod restart;
+mod root;
+pub mod security;
+pub mod target;
 mod verifier;
+mod warnings;
 
+pub use address::{check_endpoint_url, ListenAddress, MAX_UNIX_SOCKET_PATH};
+pub use arn::{Arn, ArnError, ArnKind};
+pub use aws::{AwsConfig, AwsCredentialSource, RolesAnywhereConfig};
+pub use db_credentials::DbCredentialsConfig;
 pub use error::ConfigError;
-pub use schema::*;
-pub use validate::TEMPLATE_PLACEHOLDERS;
+pub use listener::{
+    ClientAuthMode, ListenerCertificateConfig, ListenerConfig, LocalUserConfig,
+    DEFAULT_UNIX_SOCKET_MODE,
+};
+pub use load::Overrides;
+pub use operations::{
+    AdminConfig, AuditConfig, LimitsConfig, LogConfig, LogFormat, ShutdownConfig,
+};
+pub use policy::{MatchConfig, MultipleSans, PolicyConfig, RuleConfig};
+pub use problems::{KeyPath, Problem, Problems, Warning};
+pub use restart::{KeptUntilRestart, RestartOnly};
+pub use root::Config;
+pub use security::SecurityConfig;
+pub use target::{TargetConfig, TargetKind};
 pub use verifier::{
     ScramVerifier, ScramVerifierError, ScramVerifierText, MAX_SCRAM_ITERATIONS,
     MIN_SCRAM_ITERATIONS,
 };
-
-use std::path::{Path, PathBuf};
-
-/// Values given on the command line or in `REDSHIFT_IAM_PROXY_*` environment variables that
-/// replace keys of the file. Applied before validation, and again on every reload.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Overrides {
-    /// `[admin] bind`.
-    pub admin_bind: Option<String>,
-    /// `[audit] path` (relative paths resolve against the working directory).
-    pub audit_path: Option<PathBuf>,
-}
-
-impl Config {
-    /// Reads, parses and validates the configuration file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-        Config::load_with_overrides(path, &Overrides::default())
-    }
-
-    /// [`Config::load`] with `overrides` applied before validation.
-    pub fn load_with_overrides(
-        path: impl AsRef<Path>,
-        overrides: &Overrides,
-    ) -> Result<Config, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config = Config::from_toml_with_overrides(&text, path, &base, overrides)?;
-        // Here rather than in `validate`: parsing text never touches the file system.
-        if config.security.strict_key_permissions {
-            if let Some((key, readable)) = keyfile::first_readable_key(&config) {
-                return Err(ConfigError::KeyPermissions {
-                    file: path.to_path_buf(),
-                    key,
-                    readable,
-                });
-            }
-        }
-        Ok(config)
-    }
-
-    /// Parses and validates configuration text. `file` is only used in error messages;
-    /// relative paths in the text are resolved against `base_dir`.
-    pub fn from_toml(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        Config::from_toml_with_overrides(text, file, base_dir, &Overrides::default())
-    }
-
-    /// [`Config::from_toml`] with `overrides` applied before validation.
-    pub fn from_toml_with_overrides(
-        text: &str,
-        file: &Path,
-        base_dir: &Path,
-        overrides: &Overrides,
-    ) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        config.resolve_paths(base_dir);
-        if let Some(bind) = &overrides.admin_bind {
-            config.admin.bind = Some(bind.clone());
-        }
-        if let Some(path) = &overrides.audit_path {
-            config.audit.path = Some(path.clone());
-        }
-        validate::validate(&config).map_err(|(key, problem)| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            key,
-            problem,
-        })?;
-        Ok(config)
-    }
-
-    fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        for l in &mut self.listeners {
-            for p in [&mut l.tls_cert, &mut l.tls_key, &mut l.client_ca]
-                .into_iter()
-                .flatten()
-            {
-                fix(p);
-            }
-            l.client_crls.iter_mut().for_each(fix);
-            for c in &mut l.certificates {
-                fix(&mut c.tls_cert);
-                fix(&mut c.tls_key);
-            }
-        }
-        for t in &mut self.targets {
-            if let Some(p) = &mut t.ca_bundle {
-                fix(p);
-            }
-        }
-        if let Some(p) = &mut self.audit.path {
-            fix(p);
-        }
-        if let Some(ra) = &mut self.aws.roles_anywhere {
-            fix(&mut ra.certificate);
-            fix(&mut ra.private_key);
-            if let Some(p) = &mut ra.chain {
-                fix(p);
-            }
-            if let Some(p) = &mut ra.private_key_passphrase_file {
-                fix(p);
-            }
-        }
-    }
-
-    /// The target a listener routes to: its own `target`, or the only target configured.
-    pub fn listener_target(&self, listener: &ListenerConfig) -> Option<&TargetConfig> {
-        match &listener.target {
-            Some(name) => self.target(name),
-            None if self.targets.len() == 1 => self.targets.first(),
-            None => None,
-        }
-    }
-
-    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
-        self.targets.iter().find(|t| t.name == name)
-    }
-}

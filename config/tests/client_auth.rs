@@ -26,9 +26,13 @@ fn parse(listener: &str) -> Result<Config, ConfigError> {
     Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
 }
 
+/// The first problem of the configuration with `listener`, as (key, message).
 fn invalid(listener: &str) -> (String, String) {
     match parse(listener) {
-        Err(ConfigError::Invalid { key, problem, .. }) => (key, problem),
+        Err(e @ ConfigError::Invalid { .. }) => {
+            let first = &e.problems()[0];
+            (first.key.clone(), first.message.clone())
+        }
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
@@ -74,10 +78,8 @@ fn trust_over_a_unix_socket_loads() {
     )
     .unwrap();
     let l = &c.listeners[0];
-    assert_eq!(
-        l.address(),
-        Some(ListenAddress::Unix("/run/rip/.s.PGSQL.5439".into()))
-    );
+    assert_eq!(l.bind, ListenAddress::Unix("/run/rip/.s.PGSQL.5439".into()));
+    assert_eq!(l.display_name(), "sidecar");
     assert_eq!(l.unix_socket_mode(), 0o600);
     assert!(l.accepts_plaintext());
     assert!(l.is_local_only());
@@ -245,10 +247,11 @@ fn a_rule_cannot_mix_certificate_fields_and_local_user() {
          targets = [\"*\"]\nusers = [\"alice\"]\ndatabases = [\"dev\"]\n"
     );
     match Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc")) {
-        Err(ConfigError::Invalid { key, problem, .. }) => {
-            assert_eq!(key, "policy.rule[1].match");
+        Err(e @ ConfigError::Invalid { .. }) => {
+            let problem = &e.problems()[0];
+            assert_eq!(problem.key, "policy.rule[1].match");
             assert!(
-                problem.contains("local_user cannot be combined"),
+                problem.message.contains("local_user cannot be combined"),
                 "{problem}"
             );
         }

@@ -29,14 +29,20 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
 }
 
-fn invalid(text: &str) -> (String, String) {
+/// Every problem of `text`, as (key, message).
+fn problems(text: &str) -> Vec<(String, String)> {
     match parse(text) {
-        Err(ConfigError::Invalid { key, problem, file }) => {
+        Err(ConfigError::Invalid { problems, file }) => {
             assert_eq!(file, Path::new("/etc/proxy.toml"));
-            (key, problem)
+            problems.into_iter().map(|p| (p.key, p.message)).collect()
         }
         other => panic!("expected a validation error, got {other:?}"),
     }
+}
+
+/// The first problem of `text`.
+fn invalid(text: &str) -> (String, String) {
+    problems(text).remove(0)
 }
 
 #[test]
@@ -90,11 +96,6 @@ fn unknown_keys_are_refused_with_their_name() {
 fn validation_errors_name_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "bind = \"127.0.0.1:5439\"",
-            "bind = \"localhost\"",
-            "listener[0].bind",
-        ),
-        (
             "kind = \"provisioned\"",
             "kind = \"serverless\"\nwith_iam = true",
             "target[0].with_iam",
@@ -106,12 +107,12 @@ fn validation_errors_name_the_key() {
         ),
         (
             "users = [\"{cn}\"]",
-            "users = [\"{nope}\"]",
+            "users = [\"\"]",
             "policy.rule[0].users",
         ),
         (
             "users = [\"{cn}\"]",
-            "users = [\"{cn}\"]\ndefault_user = \"{cn\"",
+            "users = [\"{cn}\"]\ndefault_user = \"\"",
             "policy.rule[0].default_user",
         ),
         (
@@ -138,6 +139,40 @@ fn validation_errors_name_the_key() {
     }
 }
 
+/// Values with a type of their own (addresses, ARNs) are parsed while the file is read: a
+/// bad one is a parse error that names its key and says what was expected.
+#[test]
+fn values_that_do_not_parse_name_their_key() {
+    let cases = [
+        (
+            MINIMAL.replace("bind = \"127.0.0.1:5439\"", "bind = \"localhost\""),
+            "listener[0].bind: \"localhost\" is not an address such as 127.0.0.1:5439",
+        ),
+        (
+            format!("{MINIMAL}\n[admin]\nbind = \"nowhere:1\"\n"),
+            "admin.bind: \"nowhere:1\" is not an address",
+        ),
+        (
+            MINIMAL.replace(
+                "users = [\"{cn}\"]",
+                "users = [\"{cn}\"]\nrole_arn = \"arn:aws:iam::123456789012:user/x\"",
+            ),
+            "policy.rule[0].role_arn: \"arn:aws:iam::123456789012:user/x\" is not a valid IAM role ARN",
+        ),
+    ];
+    for (text, expected) in cases {
+        match parse(&text) {
+            Err(e @ ConfigError::Parse { .. }) => {
+                let shown = e.to_string();
+                assert!(shown.starts_with("/etc/proxy.toml: "), "{shown}");
+                assert!(shown.contains(expected), "{shown}");
+                assert!(shown.contains("(line "), "{shown}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn roles_anywhere_needs_its_table_and_valid_arns() {
     let (key, _) = invalid(&format!("{MINIMAL}\n[aws]\nsource = \"roles_anywhere\"\n"));
@@ -158,10 +193,22 @@ role_arn = "arn:aws:iam::123456789012:role/RedshiftAccess"
     assert_eq!(r.certificate, Path::new("/etc/ra.pem"));
     assert_eq!(r.session_duration, Duration::from_secs(3600));
 
+    assert_eq!(r.trust_anchor_arn.region(), "eu-west-1");
+    assert_eq!(r.region(), "eu-west-1");
+    assert_eq!(r.role_arn.resource_name(), "RedshiftAccess");
+
     let bad = ra.replace("trust-anchor/ta", "profile/ta");
-    let (key, problem) = invalid(&format!("{MINIMAL}{bad}"));
-    assert_eq!(key, "aws.roles_anywhere.trust_anchor_arn");
-    assert!(problem.contains("trust-anchor/"), "{problem}");
+    match parse(&format!("{MINIMAL}{bad}")) {
+        Err(ConfigError::Parse {
+            key: Some(key),
+            reason,
+            ..
+        }) => {
+            assert_eq!(key, "aws.roles_anywhere.trust_anchor_arn");
+            assert!(reason.contains("trust-anchor/"), "{reason}");
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -212,7 +259,7 @@ fn a_remote_admin_listener_needs_allow_remote() {
         "{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9187\"\nallow_remote = true\n"
     ))
     .unwrap();
-    assert_eq!(c.admin.bind.as_deref(), Some("0.0.0.0:9187"));
+    assert_eq!(c.admin.bind.unwrap().to_string(), "0.0.0.0:9187");
 }
 
 #[test]
@@ -230,7 +277,7 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     assert_eq!(key, "shutdown.drain_timeout");
 
     let overrides = proxy_config::Overrides {
-        admin_bind: Some("10.0.0.1:9187".into()),
+        admin_bind: Some("10.0.0.1:9187".parse().unwrap()),
         audit_path: Some("audit.jsonl".into()),
     };
     let err = Config::from_toml_with_overrides(
@@ -242,7 +289,7 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     .unwrap_err();
     assert!(err.to_string().contains("admin.bind"), "{err}");
     let overrides = proxy_config::Overrides {
-        admin_bind: Some("127.0.0.1:9187".into()),
+        admin_bind: Some("127.0.0.1:9187".parse().unwrap()),
         ..overrides
     };
     let c = Config::from_toml_with_overrides(
@@ -253,4 +300,83 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     )
     .unwrap();
     assert_eq!(c.audit.path.as_deref(), Some(Path::new("audit.jsonl")));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = MINIMAL
+        .replace(
+            "client_ca = \"/etc/pki/clients.pem\"",
+            "client_ca = \"/etc/pki/clients.pem\"\nmax_connections = 0\nlogin_timeout = \"0s\"",
+        )
+        .replace("kind = \"provisioned\"", "kind = \"provisioned\"\nport = 0")
+        .replace("targets = [\"*\"]", "targets = [\"staging\"]")
+        .replace("databases = [\"dev\"]", "databases = []")
+        + "\n[limits]\nmax_handshakes = 0\n[shutdown]\ndrain_timeout = \"0s\"\n";
+    let keys: Vec<String> = problems(&text).into_iter().map(|(key, _)| key).collect();
+    assert_eq!(
+        keys,
+        [
+            "target[0].port",
+            "listener[0].max_connections",
+            "listener[0].login_timeout",
+            "policy.rule[0].databases",
+            "policy.rule[0].targets",
+            "limits.max_handshakes",
+            "shutdown.drain_timeout",
+        ]
+    );
+    // Displayed one per line, each naming the file and the key.
+    let shown = parse(&text).unwrap_err().to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), keys.len(), "{shown}");
+    assert_eq!(lines[0], "/etc/proxy.toml: target[0].port: must not be 0");
+    assert_eq!(
+        lines[4],
+        "/etc/proxy.toml: policy.rule[0].targets: no [[target]] named \"staging\""
+    );
+}
+
+#[test]
+fn problems_of_several_entries_name_each_entry() {
+    let second = r#"
+[[target]]
+name = "prod"
+kind = "serverless"
+host = ""
+credential_duration = "10m"
+"#;
+    let text = format!("{MINIMAL}{second}");
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "target[1].host",
+            "target[1].credential_duration",
+            "target[1].name",
+            "listener[0].target",
+        ]
+    );
+    assert!(found[1].1.contains("got 600s"), "{found:?}");
+    assert!(
+        found[2].1.contains("duplicate target name \"prod\""),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn odd_text_is_an_error_not_a_panic() {
+    for text in [
+        "",
+        "ü = 1",
+        "[[listener]]\nbind = \"ü:1\"\n",
+        "[[listener]]\nbind = \"unix:\"\n",
+        "[aws.roles_anywhere]\nrole_arn = \"arn:ü:iam::1:role/ü\"\n",
+        "[[policy.rule]]\nrole_arn = \"arn:aws:iam::123456789012:role/\u{1F600}\"\n",
+        "[admin]\nbind = 5\n",
+        "[[target]]\nname = \"t\"\nkind = \"provisioned\"\nhost = \"h\"\naws_endpoint_url = \"http://[::1\"\n",
+    ] {
+        assert!(parse(text).is_err(), "{text:?}");
+    }
 }

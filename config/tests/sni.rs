@@ -42,9 +42,13 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
 }
 
+/// The first problem of `text`, as (key, message).
 fn invalid(text: &str) -> (String, String) {
     match parse(text) {
-        Err(ConfigError::Invalid { key, problem, .. }) => (key, problem),
+        Err(e @ ConfigError::Invalid { .. }) => {
+            let first = &e.problems()[0];
+            (first.key.clone(), first.message.clone())
+        }
         other => panic!("expected a validation error, got {other:?}"),
     }
 }

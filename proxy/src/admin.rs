@@ -20,6 +20,7 @@
 //!   expired or missing *and* its last refresh failed (the background refresher keeps
 //!   retrying, so it turns ready again by itself once AWS or its certificate is fixed).
 
+use crate::listen::BoundListener;
 use crate::runtime::Shared;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -28,7 +29,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -95,35 +95,38 @@ pub fn router(shared: Arc<Shared>, access: AdminAccess) -> Router {
         .with_state(state)
 }
 
-/// Where the admin listener listens.
-pub enum AdminSocket {
-    Tcp(TcpListener),
-    Unix(tokio::net::UnixListener),
-}
+/// Permission bits of a Unix-socket admin listener (`[admin] bind = "unix:/path"`): the
+/// proxy's own user only.
+pub const UNIX_SOCKET_MODE: u32 = 0o600;
 
 /// Serves the admin routes on `socket` until `stop` turns true.
 pub async fn serve(
-    socket: AdminSocket,
+    socket: BoundListener,
     shared: Arc<Shared>,
     access: AdminAccess,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
     let app = router(shared, access);
-    let result = match socket {
-        AdminSocket::Tcp(socket) => {
-            axum::serve(socket, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-        AdminSocket::Unix(socket) => {
-            axum::serve(socket, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-    };
+    match socket {
+        BoundListener::Tcp(listener) => serve_on(listener, app, stop).await,
+        // `_file` removes the socket file once serving ends.
+        BoundListener::Unix {
+            listener,
+            file: _file,
+        } => serve_on(listener, app, stop).await,
+    }
+}
+
+async fn serve_on<L>(listener: L, app: Router, mut stop: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
     if let Err(e) = result {
         error!(error = %e, "admin listener failed");
     }

@@ -40,7 +40,7 @@ pub struct GlobalArgs {
     pub quiet: bool,
     /// Admin listener address; overrides `[admin] bind`.
     #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_ADMIN_BIND")]
-    pub admin_bind: Option<String>,
+    pub admin_bind: Option<proxy_config::ListenAddress>,
     /// Audit file; overrides `[audit] path`.
     #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_AUDIT_PATH")]
     pub audit_path: Option<PathBuf>,
@@ -108,8 +108,8 @@ pub struct CheckArgs {
     #[arg(long = "group")]
     pub groups: Vec<String>,
     /// IAM role to act as (Roles Anywhere; default: the configured role).
-    #[arg(long)]
-    pub role_arn: Option<String>,
+    #[arg(long, value_parser = proxy_config::Arn::iam_role)]
+    pub role_arn: Option<proxy_config::Arn>,
     /// Also log in to the upstream over verify-full TLS and run `select 1`.
     #[arg(long)]
     pub connect: bool,

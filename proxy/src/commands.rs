@@ -2,17 +2,18 @@
 
 use crate::backend::{self, LoginRequest, UpstreamEndpoint};
 use crate::cli::CheckArgs;
-use crate::frontend::ClientTls;
 use crate::metrics::AwsCallMetrics;
 use crate::net::framing::{encode_into, read_message};
 use crate::net::messages::ErrorResponse;
+use crate::runtime::State;
 use crate::server::{Proxy, RunningProxy};
 use bytes::BytesMut;
 use proxy_auth::aws::{AwsCallObserver, AwsCredentials};
 use proxy_auth::db_credentials::{DbCredentialRequest, DbCredentialSource};
-use proxy_auth::policy::Policy;
 use proxy_auth::redshift::RedshiftCredentials;
-use proxy_config::{AwsCredentialSource, ClientAuthMode, Config, Overrides, TargetKind};
+use proxy_config::{
+    AwsCredentialSource, ClientAuthMode, Config, ConfigError, ListenerConfig, Overrides, Warning,
+};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,11 +53,12 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             init_logging(None);
-            error!("invalid configuration: {e}");
+            log_config_error(&e);
             return ExitCode::FAILURE;
         }
     };
     init_logging(Some(&config));
+    log_warnings(path, &config);
     let aws_calls = AwsCallMetrics::default();
     let (aws, credentials) =
         match credential_source_observed(&config, Arc::new(aws_calls.clone())).await {
@@ -138,83 +140,80 @@ pub async fn serve_until_signalled(running: RunningProxy) -> ExitCode {
     }
 }
 
-/// `check-config`: validate, load every file, print a summary. No network access.
+/// `check-config`: check the configuration, then build what startup builds from it (listener
+/// TLS, CA bundles and CRLs, upstream endpoints, the compiled policy, the Roles Anywhere
+/// certificate and key) and print a summary and any warnings. No network access.
 pub fn check_config(path: &Path) -> ExitCode {
     match check_config_inner(path) {
-        Ok(summary) => {
+        Ok((summary, warnings)) => {
             print!("{summary}");
-            println!("configuration OK");
+            for w in &warnings {
+                eprintln!("warning: {}: {w}", path.display());
+            }
+            match warnings.len() {
+                0 => println!("configuration OK"),
+                n => println!("configuration OK, {n} warning(s)"),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn check_config_inner(path: &Path) -> Result<String, String> {
+/// The summary and warnings, or `error: ` lines (one per problem).
+fn check_config_inner(path: &Path) -> Result<(String, Vec<Warning>), String> {
+    let config = Config::load(path).map_err(|e| error_lines(&e))?;
+    // Templates, patterns and group names are compiled here, with the rest of the state.
+    State::build(&config, 0).map_err(|e| format!("error: {e}"))?;
+    if let Some(ra) = &config.aws.roles_anywhere {
+        proxy_auth::aws::roles_anywhere::X509Signer::from_config(ra)
+            .map_err(|e| format!("error: aws.roles_anywhere: {e}"))?;
+    }
+    Ok((summary(path, &config), config.warnings()))
+}
+
+/// `error: file: key: problem` for each problem of an invalid configuration, else the
+/// error on one line.
+fn error_lines(e: &ConfigError) -> String {
+    if e.problems().is_empty() {
+        return format!("error: {e}");
+    }
+    e.to_string()
+        .lines()
+        .map(|line| format!("error: {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Logs an invalid configuration, one line per problem.
+fn log_config_error(e: &ConfigError) {
+    if e.problems().is_empty() {
+        error!("invalid configuration: {e}");
+    } else {
+        for line in e.to_string().lines() {
+            error!("invalid configuration: {line}");
+        }
+    }
+}
+
+/// Logs the configuration's warnings (at startup; reload logs its own).
+fn log_warnings(path: &Path, config: &Config) {
+    for w in config.warnings() {
+        warn!("configuration warning: {}: {w}", path.display());
+    }
+}
+
+fn summary(path: &Path, config: &Config) -> String {
     use std::fmt::Write;
-    let config = Config::load(path).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let _ = writeln!(out, "configuration: {}", path.display());
     for l in &config.listeners {
-        if l.tls_cert.is_some() {
-            ClientTls::from_config(l).map_err(|e| format!("listener {}: {e}", l.display_name()))?;
-        }
-        let target = config
-            .listener_target(l)
-            .map(|t| t.name.as_str())
-            .unwrap_or("?");
-        let tls = match &l.tls_cert {
-            Some(cert) => format!("TLS certificate {}", cert.display()),
-            None => "no TLS".to_string(),
-        };
-        let auth = match l.client_auth {
-            ClientAuthMode::Certificate => format!(
-                "client certificates from {}, {} CRL file(s)",
-                l.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
-                l.client_crls.len()
-            ),
-            ClientAuthMode::Password => {
-                format!("password (SCRAM-SHA-256), {} user(s)", l.users.len())
-            }
-            ClientAuthMode::Trust => format!(
-                "trust as local user {:?}",
-                l.trust_user.as_deref().unwrap_or_default()
-            ),
-        };
-        let plaintext = if l.accepts_plaintext() {
-            ", plaintext accepted"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "listener {}: {} -> target {target}; {tls}; {auth}{plaintext}",
-            l.display_name(),
-            l.bind,
-        );
-        for c in &l.certificates {
-            let _ = writeln!(
-                out,
-                "  server name(s) {} -> target {}; certificate {}",
-                c.server_names.join(", "),
-                c.target.as_deref().unwrap_or(target),
-                c.tls_cert.display()
-            );
-        }
-        if l.strict_sni {
-            let _ = writeln!(out, "  strict_sni: other server names are refused");
-        }
+        listener_summary(config, l, &mut out);
     }
     for t in &config.targets {
-        UpstreamEndpoint::from_config(t).map_err(|e| format!("target {}: {e}", t.name))?;
-        let api = match (t.kind, t.with_iam) {
-            (TargetKind::Serverless, _) => "redshift-serverless GetCredentials",
-            (TargetKind::Provisioned, true) => "GetClusterCredentialsWithIAM",
-            (TargetKind::Provisioned, false) => "GetClusterCredentials",
-        };
         let dial = t
             .dial
             .as_deref()
@@ -222,36 +221,81 @@ fn check_config_inner(path: &Path) -> Result<String, String> {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "target {}: {}:{}{dial} (verify-full), credentials by {api}, {}s lifetime",
+            "target {}: {}:{}{dial} (verify-full), credentials by {}, {}s lifetime",
             t.name,
             t.host,
             t.port,
+            t.credential_api(),
             t.credential_duration.as_secs()
         );
     }
-    Policy::new(&config.policy).map_err(|e| format!("policy: {e}"))?;
     let _ = writeln!(out, "policy: {} rule(s)", config.policy.rules.len());
-    if let Some(ra) = &config.aws.roles_anywhere {
-        proxy_auth::aws::roles_anywhere::X509Signer::from_config(ra)
-            .map_err(|e| format!("aws.roles_anywhere: {e}"))?;
-    }
     let source = match config.aws.source {
         AwsCredentialSource::Default => "default AWS credential chain".to_string(),
         AwsCredentialSource::Profile => format!(
             "AWS profile {:?}",
             config.aws.profile.as_deref().unwrap_or_default()
         ),
-        AwsCredentialSource::RolesAnywhere => {
-            let ra = config.aws.roles_anywhere.as_ref().expect("validated");
-            format!(
+        AwsCredentialSource::RolesAnywhere => match &config.aws.roles_anywhere {
+            Some(ra) => format!(
                 "IAM Roles Anywhere, role {}, certificate {}",
                 ra.role_arn,
                 ra.certificate.display()
-            )
-        }
+            ),
+            None => "IAM Roles Anywhere".to_string(),
+        },
     };
     let _ = writeln!(out, "aws: {source}");
-    Ok(out)
+    out
+}
+
+fn listener_summary(config: &Config, l: &ListenerConfig, out: &mut String) {
+    use std::fmt::Write;
+    let target = config
+        .listener_target(l)
+        .map(|t| t.name.as_str())
+        .unwrap_or("?");
+    let tls = match &l.tls_cert {
+        Some(cert) => format!("TLS certificate {}", cert.display()),
+        None => "no TLS".to_string(),
+    };
+    let auth = match l.client_auth {
+        ClientAuthMode::Certificate => format!(
+            "client certificates from {}, {} CRL file(s)",
+            l.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
+            l.client_crls.len()
+        ),
+        ClientAuthMode::Password => {
+            format!("password (SCRAM-SHA-256), {} user(s)", l.users.len())
+        }
+        ClientAuthMode::Trust => format!(
+            "trust as local user {:?}",
+            l.trust_user.as_deref().unwrap_or_default()
+        ),
+    };
+    let plaintext = if l.accepts_plaintext() {
+        ", plaintext accepted"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "listener {}: {} -> target {target}; {tls}; {auth}{plaintext}",
+        l.display_name(),
+        l.bind,
+    );
+    for c in &l.certificates {
+        let _ = writeln!(
+            out,
+            "  server name(s) {} -> target {}; certificate {}",
+            c.server_names.join(", "),
+            c.target.as_deref().unwrap_or(target),
+            c.tls_cert.display()
+        );
+    }
+    if l.strict_sni {
+        let _ = writeln!(out, "  strict_sni: other server names are refused");
+    }
 }
 
 /// `check`: walk the credential chain step by step and report each outcome.
@@ -263,11 +307,12 @@ pub async fn check(
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{}", error_lines(&e));
             return ExitCode::FAILURE;
         }
     };
     init_logging(Some(&config));
+    log_warnings(path, &config);
     let ok = check_steps(&config, args).await;
     if ok {
         println!("all checks passed");
@@ -315,8 +360,7 @@ async fn check_steps(config: &Config, args: &CheckArgs) -> bool {
         Ok(c) => c,
         Err(e) => return step("credential setup", Err(e)),
     };
-    let role = args.role_arn.as_deref();
-    let summary = aws.check(role).await;
+    let summary = aws.check(args.role_arn.as_ref()).await;
     let aws_ok = step(
         "AWS credentials",
         summary.map(|s| s.to_string()).map_err(|e| e.to_string()),

@@ -46,15 +46,17 @@ impl std::fmt::Display for LocalAddress {
 impl BoundListener {
     /// Binds the listener's address. Errors name what is wrong with a Unix socket path.
     pub async fn bind(listener: &ListenerConfig) -> io::Result<BoundListener> {
-        match listener.address() {
-            Some(ListenAddress::Tcp(addr)) => {
-                Ok(BoundListener::Tcp(TcpListener::bind(addr).await?))
-            }
-            Some(ListenAddress::Unix(path)) => bind_unix(&path, listener.unix_socket_mode()).await,
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{:?} is not a listen address", listener.bind),
-            )),
+        BoundListener::bind_address(&listener.bind, listener.unix_socket_mode()).await
+    }
+
+    /// Binds `address`; a Unix socket file gets the permission bits `unix_mode`.
+    pub async fn bind_address(
+        address: &ListenAddress,
+        unix_mode: u32,
+    ) -> io::Result<BoundListener> {
+        match address {
+            ListenAddress::Tcp(addr) => Ok(BoundListener::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddress::Unix(path) => bind_unix(path, unix_mode).await,
         }
     }
 

@@ -6,7 +6,7 @@
 //! `Arc<State>` when it is accepted and keeps it to the end, so a reload never touches
 //! established sessions and every new connection sees the new state.
 
-use crate::admin::{self, AdminAccess, AdminSocket};
+use crate::admin::{self, AdminAccess};
 use crate::audit::AuditLog;
 use crate::frontend::ClientSocket;
 use crate::listen::{BoundListener, LocalAddress};
@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -92,12 +91,19 @@ impl Proxy {
         let config = self.state.config().clone();
         let bound = bind_listeners(&config).await?;
         let admin_socket = match &config.admin.bind {
-            Some(bind) => Some(bind_admin(bind).await?),
+            Some(bind) => Some(
+                BoundListener::bind_address(bind, admin::UNIX_SOCKET_MODE)
+                    .await
+                    .map_err(|source| SetupError::AdminBind {
+                        bind: bind.to_string(),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let admin_access = AdminAccess::from_config(
             &config.admin,
-            matches!(admin_socket, Some(AdminSocket::Unix(_))),
+            matches!(admin_socket, Some(BoundListener::Unix { .. })),
         )
         .map_err(SetupError::AdminAccess)?;
         let shared = Arc::new(self.into_shared());
@@ -124,10 +130,12 @@ impl Proxy {
         let mut admin_addr = None;
         let mut admin_task = None;
         if let Some(socket) = admin_socket {
-            if let AdminSocket::Tcp(tcp) = &socket {
-                admin_addr = tcp.local_addr().ok();
-            }
-            info!(address = ?config.admin.bind, bound = ?admin_addr, "admin listener: /metrics /livez /readyz /startupz, POST /reload");
+            let address = socket.local_address().ok();
+            info!(address = ?address.as_ref().map(ToString::to_string), "admin listener: /metrics /livez /readyz /startupz, POST /reload");
+            admin_addr = match address {
+                Some(LocalAddress::Tcp(addr)) => Some(addr),
+                _ => None,
+            };
             admin_task = Some(tokio::spawn(admin::serve(
                 socket,
                 shared.clone(),
@@ -178,28 +186,6 @@ impl Proxy {
     }
 }
 
-/// Binds `[admin] bind`: `host:port`, or `unix:/path` (a stale socket file is replaced).
-async fn bind_admin(bind: &str) -> Result<AdminSocket, SetupError> {
-    let error = |source| SetupError::AdminBind {
-        bind: bind.to_string(),
-        source,
-    };
-    match bind.strip_prefix("unix:") {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            let socket = tokio::net::UnixListener::bind(path).map_err(error)?;
-            // Only the proxy's own user (and group) may reach it: it can reload.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-                .map_err(error)?;
-            Ok(AdminSocket::Unix(socket))
-        }
-        None => Ok(AdminSocket::Tcp(
-            TcpListener::bind(bind).await.map_err(error)?,
-        )),
-    }
-}
-
 /// Binds every `[[listener]]`: its name, socket and the address it got.
 async fn bind_listeners(
     config: &Config,
@@ -209,7 +195,7 @@ async fn bind_listeners(
         let name = l.display_name().to_string();
         let bind_error = |source| SetupError::Bind {
             listener: name.clone(),
-            bind: l.bind.clone(),
+            bind: l.bind.to_string(),
             source,
         };
         let socket = BoundListener::bind(l).await.map_err(bind_error)?;

@@ -177,3 +177,84 @@ fn strict_key_permissions_refuse_a_key_others_can_read() {
     let (code, all) = run("check-config", &strict);
     assert_eq!(code, Some(0), "{all}");
 }
+
+/// Runs `check-config` on `config` (next to the PKI files): exit code, stdout, stderr.
+fn check_config(config: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = proxy()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_reports_every_problem_on_its_own_line() {
+    let broken = CONFIG
+        .replace("ca_bundle = \"ca.pem\"", "ca_bundle = \"ca.pem\"\nport = 0")
+        .replace("databases = [\"dev\"]", "databases = []");
+    let (code, _, stderr) = check_config(&broken);
+    assert_eq!(code, Some(1));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0].ends_with("proxy.toml: target[0].port: must not be 0"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("proxy.toml: policy.rule[0].databases: must list at least one database"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_compiles_the_policy() {
+    // Templates are checked by the policy compiler, which knows what each rule matches.
+    let (code, _, stderr) = check_config(&CONFIG.replace("{cn}", "{san_uri_path}"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("policy rule \"everyone\""), "{stderr}");
+    assert!(stderr.contains("{san_uri_path}"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_warnings_and_still_succeeds() {
+    let serverless = r#"
+[[target]]
+name = "wg"
+kind = "serverless"
+host = "wg.123456789012.us-east-1.redshift-serverless.amazonaws.com"
+"#;
+    let config = format!("{CONFIG}{serverless}")
+        .replace(
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"ca.pem\"\ntarget = \"prod\"",
+        )
+        .replace(
+            "databases = [\"dev\"]",
+            "databases = [\"dev\"]\ngroups = [\"analysts\"]",
+        );
+    let (code, stdout, stderr) = check_config(&config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("configuration OK, 2 warning(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("proxy.toml: policy.rule[0].groups: groups [\"analysts\"] are ignored on target \"wg\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("policy.rule[0].users: sessions on target \"wg\" log in as IAMR:<role>"),
+        "{stderr}"
+    );
+}

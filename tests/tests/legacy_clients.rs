@@ -27,18 +27,19 @@ use tokio_postgres::NoTls;
 const ETL_PASSWORD: &str = "correct horse battery staple";
 
 /// Local users: `etl*` (password listeners) log in as themselves; `sidecar` (the trust
-/// listener's user) as `reporting`.
+/// listener's user) as `reporting`. With both kinds of local listener, each rule is scoped
+/// to its method (the configuration refuses unscoped `local_user` rules then).
 const LOCAL_RULES: &str = r#"
 [[policy.rule]]
 name = "etl"
-match = { local_user = "etl*" }
+match = { local_user = "etl*", auth = ["password"] }
 targets = ["*"]
 users = ["{local_user}"]
 databases = ["*"]
 
 [[policy.rule]]
 name = "sidecar"
-match = { local_user = "sidecar" }
+match = { local_user = "sidecar", auth = ["trust"] }
 targets = ["*"]
 users = ["reporting"]
 default_user = "reporting"

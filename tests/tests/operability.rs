@@ -280,6 +280,31 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
     }
 }
 
+/// `[admin] bind = "unix:/path"`: the same endpoints on a socket only the proxy's user can
+/// open, removed when the proxy stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_can_be_a_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let h = ProxyHarness::start_with(HarnessOptions {
+        extra_config: format!("[admin]\nbind = \"unix:{}\"\n", socket.display()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(h.running.admin_addr(), None, "no TCP admin listener");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    s.write_all(b"GET /livez HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out.split(' ').nth(1), Some("200"), "{out}");
+    drop(h);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_health_are_served_over_http() {
     let h = ProxyHarness::start_with(HarnessOptions {
@@ -400,6 +425,28 @@ fn set_key(text: &str, key: &str, value: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A reload that changes restart-only settings is refused, naming them; one that changes
+/// settings kept until restart goes ahead.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_refuses_restart_only_changes_naming_them() {
+    let h = ProxyHarness::start().await;
+    let original = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(
+        &h.config_path,
+        set_key(&original, "region", "\"eu-west-1\""),
+    )
+    .unwrap();
+    let err = h.running.reload().await.unwrap_err().to_string();
+    assert!(
+        err.contains("restart-only settings changed: [[target]] \"pg\": region"),
+        "{err}"
+    );
+    assert!(err.contains("restart the proxy"), "{err}");
+
+    std::fs::write(&h.config_path, set_key(&original, "level", "\"info\"")).unwrap();
+    assert_eq!(h.running.reload().await.unwrap(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

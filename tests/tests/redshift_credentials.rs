@@ -39,7 +39,10 @@ fn pg() -> Option<&'static PgServer> {
 struct SessionAws(SharedCredentialsProvider);
 
 impl AwsCredentialsForRole for SessionAws {
-    fn provider(&self, _: Option<&str>) -> Result<SharedCredentialsProvider, CredentialError> {
+    fn provider(
+        &self,
+        _: Option<&proxy_config::Arn>,
+    ) -> Result<SharedCredentialsProvider, CredentialError> {
         Ok(self.0.clone())
     }
 }

@@ -10,7 +10,7 @@ use super::AwsCredentialsForRole;
 use crate::db_credentials::CredentialError;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use proxy_config::{AwsConfig, AwsCredentialSource};
+use proxy_config::{Arn, AwsConfig, AwsCredentialSource};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -67,9 +67,9 @@ fn source_name(source: AwsCredentialSource) -> &'static str {
 enum Source {
     RolesAnywhere {
         shared: Arc<RolesAnywhere>,
-        default_role: String,
+        default_role: Arn,
         /// Created on first use; roles come from the configuration, so this stays small.
-        providers: Mutex<HashMap<String, RolesAnywhereProvider>>,
+        providers: Mutex<HashMap<Arn, RolesAnywhereProvider>>,
     },
     /// A profile or the default chain: one identity, no explicit roles.
     Single {
@@ -96,7 +96,7 @@ impl fmt::Debug for AwsCredentials {
                 .debug_struct("AwsCredentials")
                 .field("source", &"roles_anywhere")
                 .field("roles_anywhere", shared)
-                .field("default_role", default_role)
+                .field("default_role", &default_role.to_string())
                 .finish(),
             Source::Single { source, .. } => f
                 .debug_struct("AwsCredentials")
@@ -151,14 +151,11 @@ impl AwsCredentials {
     }
 
     /// Roles Anywhere with `default_role` for requests that name no role.
-    pub fn from_roles_anywhere(
-        shared: Arc<RolesAnywhere>,
-        default_role: impl Into<String>,
-    ) -> Self {
+    pub fn from_roles_anywhere(shared: Arc<RolesAnywhere>, default_role: Arn) -> Self {
         AwsCredentials {
             source: Source::RolesAnywhere {
                 shared,
-                default_role: default_role.into(),
+                default_role,
                 providers: Mutex::new(HashMap::new()),
             },
         }
@@ -200,7 +197,7 @@ impl AwsCredentials {
                 let providers = providers.lock().unwrap_or_else(|e| e.into_inner());
                 let mut identities: Vec<(String, CredentialState)> = providers
                     .iter()
-                    .map(|(role, provider)| (role.clone(), provider.state()))
+                    .map(|(role, provider)| (role.to_string(), provider.state()))
                     .collect();
                 identities.sort_by(|a, b| a.0.cmp(&b.0));
                 identities
@@ -230,7 +227,7 @@ impl AwsCredentials {
     /// The Roles Anywhere provider for `role_arn` (or the default role), created on first use.
     fn roles_anywhere_provider(
         &self,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<Option<RolesAnywhereProvider>, CredentialError> {
         let Source::RolesAnywhere {
             shared,
@@ -241,11 +238,10 @@ impl AwsCredentials {
             return Ok(None);
         };
         let role = role_arn.unwrap_or(default_role);
-        super::arn::parse_role_arn(role).map_err(|e| CredentialError::Invalid(e.to_string()))?;
         let mut providers = providers.lock().unwrap_or_else(|e| e.into_inner());
         let provider = providers
-            .entry(role.to_owned())
-            .or_insert_with(|| shared.provider(role));
+            .entry(role.clone())
+            .or_insert_with(|| shared.provider(role.to_string()));
         Ok(Some(provider.clone()))
     }
 
@@ -253,7 +249,7 @@ impl AwsCredentials {
     /// chain's credentials) and describes them without secrets.
     pub async fn check(
         &self,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<CredentialSummary, CredentialError> {
         match &self.source {
             Source::RolesAnywhere { shared, .. } => {
@@ -292,7 +288,7 @@ impl AwsCredentials {
     }
 }
 
-fn refuse_role(source: AwsCredentialSource, role_arn: Option<&str>) -> Result<(), CredentialError> {
+fn refuse_role(source: AwsCredentialSource, role_arn: Option<&Arn>) -> Result<(), CredentialError> {
     match role_arn {
         None => Ok(()),
         Some(role) => Err(CredentialError::Invalid(format!(
@@ -323,7 +319,7 @@ fn sdk_error_to_credential_error(
 impl AwsCredentialsForRole for AwsCredentials {
     fn provider(
         &self,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<SharedCredentialsProvider, CredentialError> {
         match &self.source {
             Source::RolesAnywhere { .. } => self

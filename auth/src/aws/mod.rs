@@ -6,6 +6,7 @@
 
 use crate::db_credentials::CredentialError;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use proxy_config::Arn;
 
 /// Hands out AWS credential providers, one per IAM role.
 ///
@@ -15,11 +16,10 @@ pub trait AwsCredentialsForRole: Send + Sync + 'static {
     /// The provider for `role_arn`, or for the configured default role when `None`.
     fn provider(
         &self,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<SharedCredentialsProvider, CredentialError>;
 }
 
-pub mod arn;
 pub mod clock;
 mod credentials;
 // Its SDK interceptor serves the Redshift clients, which only `aws-sdk` builds have.
@@ -28,7 +28,6 @@ pub mod observe;
 pub mod roles_anywhere;
 mod sdk_sources;
 
-pub use arn::{region_from_trust_anchor_arn, role_name_from_arn};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{AwsCredentials, CredentialSummary};
 pub use observe::{

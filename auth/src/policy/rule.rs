@@ -40,7 +40,7 @@ pub(super) struct Rule {
     pub default_user: Option<Template>,
     pub databases: Vec<Pattern>,
     pub groups: Vec<String>,
-    pub role_arn: Option<String>,
+    pub role_arn: Option<proxy_config::Arn>,
 }
 
 /// How a certificate relates to a rule, beyond a plain yes or no: the operator's log says

@@ -645,7 +645,7 @@ fn empty_database_defaults_to_the_granted_user() {
 fn grant_carries_sorted_unique_groups_role_and_target() {
     let mut r = rule("r", cn("*"));
     r.groups = vec!["readers".into(), "bi".into(), "readers".into()];
-    r.role_arn = Some("arn:aws:iam::123456789012:role/bi".into());
+    r.role_arn = Some(proxy_config::Arn::iam_role("arn:aws:iam::123456789012:role/bi").unwrap());
     let p = policy(vec![r]);
     let g = p
         .authorize(&alice(), &access("main"), "alice", "dev")
@@ -658,7 +658,9 @@ fn grant_carries_sorted_unique_groups_role_and_target() {
             db_user: "alice".into(),
             database: "dev".into(),
             db_groups: vec!["bi".into(), "readers".into()],
-            role_arn: Some("arn:aws:iam::123456789012:role/bi".into()),
+            role_arn: Some(
+                proxy_config::Arn::iam_role("arn:aws:iam::123456789012:role/bi").unwrap()
+            ),
         }
     );
     let req = g.credential_request();

@@ -11,6 +11,7 @@ use crate::aws::AwsCredentialsForRole;
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use async_trait::async_trait;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use proxy_config::Arn;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -55,7 +56,7 @@ pub struct AwsCredentialFetcher {
     aws: Arc<dyn AwsCredentialsForRole>,
     /// SDK clients by (target, role), built on first use. A client holds its credentials
     /// provider and connection pool, so it is reused for every call of that pair.
-    clients: Mutex<HashMap<(String, Option<String>), ApiClient>>,
+    clients: Mutex<HashMap<(String, Option<Arn>), ApiClient>>,
     /// Told of every credential API call (each SDK attempt).
     observer: Arc<dyn AwsCallObserver>,
 }
@@ -103,9 +104,9 @@ impl AwsCredentialFetcher {
     fn client(
         &self,
         target: &ResolvedTarget,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<ApiClient, CredentialError> {
-        let key = (target.name.clone(), role_arn.map(str::to_owned));
+        let key = (target.name.clone(), role_arn.cloned());
         // The map only ever gains complete clients, so a poisoned lock holds no torn state.
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(client) = clients.get(&key) {
@@ -132,7 +133,7 @@ impl FetchDbCredential for AwsCredentialFetcher {
         let target = self.targets.get(&request.target).ok_or_else(|| {
             CredentialError::Invalid(format!("no [[target]] named {:?}", request.target))
         })?;
-        match self.client(target, request.role_arn.as_deref())? {
+        match self.client(target, request.role_arn.as_ref())? {
             ApiClient::Provisioned(client) => provisioned::fetch(&client, target, request).await,
             ApiClient::Serverless(client) => serverless::fetch(&client, target, request).await,
         }

@@ -6,6 +6,7 @@ use aws_smithy_types::date_time::Format;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::DateTime;
+use proxy_config::Arn;
 use secrecy::SecretString;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -79,6 +80,18 @@ pub(crate) fn credential_from(
     })
 }
 
+/// A request's role in log lines: its ARN, or `default` for the configured default role.
+struct RoleName<'a>(Option<&'a Arn>);
+
+impl std::fmt::Display for RoleName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(arn) => write!(f, "{arn}"),
+            None => f.write_str("default"),
+        }
+    }
+}
+
 /// Logs the outcome of one credential API call. Never logs the password.
 pub(crate) fn log_call(
     api: &str,
@@ -95,7 +108,7 @@ pub(crate) fn log_call(
             tracing::info!(
                 api,
                 target = %request.target,
-                role_arn = request.role_arn.as_deref().unwrap_or("default"),
+                role_arn = %RoleName(request.role_arn.as_ref()),
                 db_user = %request.db_user,
                 db_name = ?request.db_name,
                 issued_user = %credential.user,
@@ -116,7 +129,7 @@ pub(crate) fn log_call(
             tracing::warn!(
                 api,
                 target = %request.target,
-                role_arn = request.role_arn.as_deref().unwrap_or("default"),
+                role_arn = %RoleName(request.role_arn.as_ref()),
                 db_user = %request.db_user,
                 db_name = ?request.db_name,
                 request_id = failure.request_id.as_deref().unwrap_or("-"),

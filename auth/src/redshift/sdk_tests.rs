@@ -8,6 +8,7 @@ use crate::db_credentials::{CredentialError, DbCredentialRequest};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use proxy_config::Arn;
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,16 +135,16 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Recorded> {
 #[derive(Default)]
 struct StaticAws {
     lookups: AtomicUsize,
-    roles: Mutex<Vec<Option<String>>>,
+    roles: Mutex<Vec<Option<Arn>>>,
 }
 
 impl AwsCredentialsForRole for StaticAws {
     fn provider(
         &self,
-        role_arn: Option<&str>,
+        role_arn: Option<&Arn>,
     ) -> Result<SharedCredentialsProvider, CredentialError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.roles.lock().unwrap().push(role_arn.map(str::to_owned));
+        self.roles.lock().unwrap().push(role_arn.cloned());
         Ok(SharedCredentialsProvider::new(Credentials::new(
             "AKIDEXAMPLE",
             "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
@@ -158,7 +159,7 @@ impl AwsCredentialsForRole for StaticAws {
 struct NoRole;
 
 impl AwsCredentialsForRole for NoRole {
-    fn provider(&self, _: Option<&str>) -> Result<SharedCredentialsProvider, CredentialError> {
+    fn provider(&self, _: Option<&Arn>) -> Result<SharedCredentialsProvider, CredentialError> {
         Err(CredentialError::Denied(
             "role not allowed for this proxy".into(),
         ))
@@ -183,7 +184,7 @@ impl ProvideCredentials for RefusingProvider {
 struct RefusingAws;
 
 impl AwsCredentialsForRole for RefusingAws {
-    fn provider(&self, _: Option<&str>) -> Result<SharedCredentialsProvider, CredentialError> {
+    fn provider(&self, _: Option<&Arn>) -> Result<SharedCredentialsProvider, CredentialError> {
         Ok(SharedCredentialsProvider::new(RefusingProvider))
     }
 }
@@ -220,7 +221,7 @@ fn serverless(url: &str, workgroup: ResourceName) -> ResolvedTarget {
 fn request(groups: &[&str]) -> DbCredentialRequest {
     DbCredentialRequest {
         target: "t1".into(),
-        role_arn: Some("arn:aws:iam::123456789012:role/bi".into()),
+        role_arn: Some(Arn::iam_role("arn:aws:iam::123456789012:role/bi").unwrap()),
         db_user: "alice".into(),
         db_name: "dev".into(),
         db_groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -293,7 +294,9 @@ async fn get_cluster_credentials_sends_the_grant_and_keeps_the_issued_user() {
     );
     assert_eq!(
         aws.roles.lock().unwrap().as_slice(),
-        &[Some("arn:aws:iam::123456789012:role/bi".to_owned())]
+        &[Some(
+            Arn::iam_role("arn:aws:iam::123456789012:role/bi").unwrap()
+        )]
     );
 }
 

@@ -99,7 +99,7 @@ impl TestPki {
         };
         let listener = ListenerConfig {
             name: Some("test".into()),
-            bind: "127.0.0.1:0".into(),
+            bind: "127.0.0.1:0".parse().unwrap(),
             target: None,
             tls_cert: Some(write("server.pem", server_cert.pem() + &server_ca.pem())),
             tls_key: Some(write("server.key", server_key.serialize_pem())),

@@ -9,7 +9,7 @@ use super::shared::Shared;
 use super::state::{SetupError, State};
 use crate::audit::AuditOpenError;
 use crate::metrics::labels;
-use proxy_config::{Config, ConfigError, TargetConfig};
+use proxy_config::{Config, ConfigError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
@@ -77,17 +77,19 @@ impl Shared {
             .as_ref()
             .ok_or(ReloadError::NoConfigFile)?;
         let config = Config::load_with_overrides(path, &self.reload.overrides)?;
+        for w in config.warnings() {
+            warn!("configuration warning: {}: {w}", path.display());
+        }
         let current = self.state();
-        check_reloadable(current.config(), &config)?;
         let old = current.config();
-        if old.log != config.log
-            || old.admin != config.admin
-            || old.audit.enabled != config.audit.enabled
-            || old.audit.queue_capacity != config.audit.queue_capacity
-        {
+        check_reloadable(old, &config)?;
+        let kept = old
+            .kept_until_restart()
+            .changes(&config.kept_until_restart());
+        if !kept.is_empty() {
             warn!(
-                "[log], [admin] and [audit] enabled/queue_capacity changes apply at the next \
-                 restart"
+                changed = kept.join("; "),
+                "these settings keep their running values until the next restart"
             );
         }
         let generation = self.reload.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -104,55 +106,18 @@ impl Shared {
     }
 }
 
-/// Refuses reloads that would need new sockets or a new AWS credential chain.
+/// Refuses reloads that would need new sockets or a new AWS credential chain: the
+/// restart-only settings ([`proxy_config::RestartOnly`]), named by what changed.
 fn check_reloadable(old: &Config, new: &Config) -> Result<(), ReloadError> {
-    // A Unix socket's mode is set when it is created.
-    let listeners = |c: &Config| -> Vec<(String, String, Option<u32>)> {
-        c.listeners
-            .iter()
-            .map(|l| {
-                (
-                    l.display_name().to_string(),
-                    l.bind.clone(),
-                    l.unix_socket_mode,
-                )
-            })
-            .collect()
-    };
-    if listeners(old) != listeners(new) {
-        return Err(ReloadError::RestartRequired(
-            "the set of listeners, their bind addresses or Unix socket modes changed".into(),
-        ));
+    let changes = old.restart_only().changes(&new.restart_only());
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(ReloadError::RestartRequired(format!(
+            "restart-only settings changed: {}",
+            changes.join("; ")
+        )))
     }
-    // What the credential fetcher resolved at start: AWS-facing target settings.
-    let aws_view = |t: &TargetConfig| {
-        (
-            t.name.clone(),
-            t.kind,
-            t.host.clone(),
-            t.region.clone(),
-            t.cluster_identifier.clone(),
-            t.workgroup.clone(),
-            t.custom_domain_name.clone(),
-            t.with_iam,
-            t.auto_create,
-            t.credential_duration,
-            t.aws_endpoint_url.clone(),
-        )
-    };
-    let old_targets: Vec<_> = old.targets.iter().map(aws_view).collect();
-    let new_targets: Vec<_> = new.targets.iter().map(aws_view).collect();
-    if old_targets != new_targets {
-        return Err(ReloadError::RestartRequired(
-            "targets were added or removed, or their host or AWS settings changed".into(),
-        ));
-    }
-    if old.aws != new.aws || old.db_credentials != new.db_credentials {
-        return Err(ReloadError::RestartRequired(
-            "[aws] or [db_credentials] changed".into(),
-        ));
-    }
-    Ok(())
 }
 
 pub(crate) fn unix_now() -> i64 {

@@ -7,7 +7,7 @@ use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
 use crate::metrics::CertificateExpiry;
 use proxy_auth::policy::{Policy, PolicyError};
-use proxy_config::{Config, LimitsConfig, ShutdownConfig};
+use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub struct TargetContext {
 /// Per-listener state.
 pub struct ListenerContext {
     pub name: String,
-    pub bind: String,
+    pub bind: ListenAddress,
     pub frontend: FrontendSettings,
     /// Where clients go unless their server name selects a `certificates` entry with a
     /// target of its own.
@@ -113,7 +113,7 @@ pub struct State {
     pub limits: LimitsConfig,
     pub shutdown: ShutdownConfig,
     /// The IAM role credential calls use when a rule names none (Roles Anywhere).
-    pub default_role: Option<String>,
+    pub default_role: Option<Arn>,
     /// Pre-authentication slots (`[limits] max_handshakes`). A reload brings a fresh
     /// semaphore; handshakes in flight finish on the old one.
     pub handshakes: Arc<Semaphore>,

@@ -99,13 +99,17 @@ impl Trail {
         self.record.target = Some(target.name.clone());
     }
 
-    pub fn authorized(&mut self, grant: &Grant, default_role: Option<&String>) {
+    pub fn authorized(&mut self, grant: &Grant, default_role: Option<&proxy_config::Arn>) {
         let r = &mut self.record;
         r.rule = Some(grant.rule.clone());
         r.db_user = Some(grant.db_user.clone());
         r.database = Some(grant.database.clone());
         r.groups = grant.db_groups.clone();
-        r.iam_role = grant.role_arn.clone().or_else(|| default_role.cloned());
+        r.iam_role = grant
+            .role_arn
+            .as_ref()
+            .or(default_role)
+            .map(ToString::to_string);
     }
 
     /// The AWS calls behind a credential (also recorded when the login then failed).

@@ -168,16 +168,8 @@ impl RolesAnywhere {
     ) -> Result<Self, CredentialError> {
         let invalid =
             |what: String| CredentialError::Invalid(format!("[aws.roles_anywhere] {what}"));
-        crate::aws::arn::parse_trust_anchor_arn(&config.trust_anchor_arn)
-            .map_err(|e| invalid(e.to_string()))?;
-        crate::aws::arn::parse_profile_arn(&config.profile_arn)
-            .map_err(|e| invalid(e.to_string()))?;
-        crate::aws::arn::parse_role_arn(&config.role_arn).map_err(|e| invalid(e.to_string()))?;
-        let region = match &config.region {
-            Some(region) => region.clone(),
-            None => crate::aws::arn::region_from_trust_anchor_arn(&config.trust_anchor_arn)
-                .ok_or_else(|| invalid("no region and none in trust_anchor_arn".into()))?,
-        };
+        // The ARNs were parsed (and their kinds checked) when the file was read.
+        let region = config.region();
         let signer = X509Signer::from_config(config).map_err(|e| invalid(e.to_string()))?;
         tracing::info!(
             serial = signer.serial_decimal(),
@@ -186,20 +178,17 @@ impl RolesAnywhere {
             not_after = %format_time(signer.not_after()),
             "loaded the Roles Anywhere certificate"
         );
-        let client = SessionClient::new(
-            &region,
-            config.endpoint_url.as_deref(),
-            DEFAULT_CALL_TIMEOUT,
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+        let client =
+            SessionClient::new(region, config.endpoint_url.as_deref(), DEFAULT_CALL_TIMEOUT)
+                .map_err(|e| invalid(e.to_string()))?;
         Ok(RolesAnywhere {
             client,
             signer: SignerSource::Files {
                 config: Box::new(config.clone()),
                 current: Mutex::new(Arc::new(signer)),
             },
-            profile_arn: config.profile_arn.clone(),
-            trust_anchor_arn: config.trust_anchor_arn.clone(),
+            profile_arn: config.profile_arn.to_string(),
+            trust_anchor_arn: config.trust_anchor_arn.to_string(),
             duration: config.session_duration,
             role_session_name: config.role_session_name.clone(),
             refresh_before,

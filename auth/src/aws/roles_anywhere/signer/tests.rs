@@ -553,9 +553,15 @@ fn from_config_reads_files_and_decrypts_with_the_passphrase_file() {
         chain: Some(write("chain.crt", &identity.chain_pem_joined())),
         private_key_passphrase_env: None,
         private_key_passphrase_file: Some(write("pass.txt", "pw\n")),
-        trust_anchor_arn: "arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/t".into(),
-        profile_arn: "arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p".into(),
-        role_arn: "arn:aws:iam::123456789012:role/proxy".into(),
+        trust_anchor_arn: proxy_config::Arn::trust_anchor(
+            "arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/t",
+        )
+        .unwrap(),
+        profile_arn: proxy_config::Arn::roles_anywhere_profile(
+            "arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p",
+        )
+        .unwrap(),
+        role_arn: proxy_config::Arn::iam_role("arn:aws:iam::123456789012:role/proxy").unwrap(),
         region: None,
         session_duration: Duration::from_secs(3600),
         role_session_name: None,

@@ -1,0 +1,224 @@
+//! `[[target]]`: Redshift clusters and serverless workgroups, and how to get database
+//! credentials for them.
+
+use crate::address::check_endpoint_url;
+use crate::problems::{KeyPath, Problems};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A provisioned cluster: GetClusterCredentials(WithIAM).
+    Provisioned,
+    /// A serverless workgroup: redshift-serverless GetCredentials.
+    Serverless,
+}
+
+/// An upstream Redshift endpoint and how to get database credentials for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: TargetKind,
+    /// Endpoint host name; the upstream certificate is always verified against it.
+    pub host: String,
+    #[serde(default = "default_redshift_port")]
+    pub port: u16,
+    /// Address actually dialled (`host` or `host:port`), e.g. a VPC endpoint DNS name,
+    /// while the certificate is still verified for `host`.
+    #[serde(default)]
+    pub dial: Option<String>,
+    /// PEM CA bundle for the upstream; default: the bundled Mozilla roots (which include
+    /// Amazon Root CA 1-4).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream TLS handshake and login after connecting.
+    #[serde(default = "default_upstream_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// AWS region of the cluster or workgroup; parsed from `host` when omitted.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Provisioned: cluster identifier; parsed from `host` when omitted.
+    #[serde(default)]
+    pub cluster_identifier: Option<String>,
+    /// Serverless: workgroup name; parsed from `host` when omitted.
+    #[serde(default)]
+    pub workgroup: Option<String>,
+    /// Custom domain name registered for the cluster or workgroup (used instead of the
+    /// identifier in credential calls).
+    #[serde(default)]
+    pub custom_domain_name: Option<String>,
+    /// Provisioned: use GetClusterCredentialsWithIAM (the database user follows the IAM
+    /// identity) instead of GetClusterCredentials.
+    #[serde(default)]
+    pub with_iam: bool,
+    /// Provisioned GetClusterCredentials: create the database user if it does not exist.
+    #[serde(default)]
+    pub auto_create: bool,
+    /// Lifetime requested for database credentials (900 s to 3600 s).
+    #[serde(default = "default_db_credential_duration", with = "humantime_serde")]
+    pub credential_duration: Duration,
+    /// Override of the Redshift / Redshift Serverless API endpoint URL (VPC endpoints,
+    /// tests): `https://`, or `http://` to a loopback host.
+    #[serde(default)]
+    pub aws_endpoint_url: Option<String>,
+}
+
+fn default_redshift_port() -> u16 {
+    5439
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_upstream_login_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_db_credential_duration() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl TargetConfig {
+    /// Whether the credential call logs in as the IAM identity (`IAMR:<role>`) rather than
+    /// as the database user the policy granted, and so ignores the granted user and
+    /// groups: serverless GetCredentials and GetClusterCredentialsWithIAM.
+    pub fn logs_in_as_iam_identity(&self) -> bool {
+        self.kind == TargetKind::Serverless || self.with_iam
+    }
+
+    /// Why this target ignores the database user and groups a rule grants (it logs in as
+    /// the IAM identity), or `None` when it honours them.
+    pub fn why_grants_are_ignored(&self) -> Option<&'static str> {
+        if !self.logs_in_as_iam_identity() {
+            None
+        } else if self.with_iam {
+            Some(
+                "uses GetClusterCredentialsWithIAM (with_iam = true), which logs in as the IAM \
+                 role (IAMR:<role>) and takes no database user or groups",
+            )
+        } else {
+            Some(
+                "is serverless: GetCredentials logs in as the IAM role (IAMR:<role>) and \
+                 takes no database user or groups",
+            )
+        }
+    }
+
+    /// The credential API, as messages name it.
+    pub fn credential_api(&self) -> &'static str {
+        match (self.kind, self.with_iam) {
+            (TargetKind::Serverless, _) => "redshift-serverless GetCredentials",
+            (TargetKind::Provisioned, true) => "GetClusterCredentialsWithIAM",
+            (TargetKind::Provisioned, false) => "GetClusterCredentials",
+        }
+    }
+
+    /// Every problem of this target on its own, as `path` (`target[0]`). Unique names are
+    /// checked by [`crate::Config`].
+    pub(crate) fn check(&self, path: &KeyPath, p: &mut Problems) {
+        let key = |k: &str| path.key(k);
+        if self.name.is_empty() {
+            p.add(key("name"), "must not be empty");
+        }
+        if self.host.is_empty() {
+            p.add(key("host"), "must not be empty");
+        }
+        if self.port == 0 {
+            p.add(key("port"), "must not be 0");
+        }
+        let d = self.credential_duration;
+        if d < Duration::from_secs(900) || d > Duration::from_secs(3600) {
+            p.add(
+                key("credential_duration"),
+                format!("must be between 15m and 1h (got {}s)", d.as_secs()),
+            );
+        }
+        match self.kind {
+            TargetKind::Serverless => {
+                for (field, given) in [
+                    ("cluster_identifier", self.cluster_identifier.is_some()),
+                    ("with_iam", self.with_iam),
+                    ("auto_create", self.auto_create),
+                ] {
+                    if given {
+                        p.add(key(field), "only applies to kind = \"provisioned\"");
+                    }
+                }
+            }
+            TargetKind::Provisioned => {
+                if self.workgroup.is_some() {
+                    p.add(key("workgroup"), "only applies to kind = \"serverless\"");
+                }
+                if self.with_iam && self.auto_create {
+                    p.add(
+                        key("auto_create"),
+                        "GetClusterCredentialsWithIAM has no AutoCreate; remove it or with_iam",
+                    );
+                }
+            }
+        }
+        if let Some(url) = &self.aws_endpoint_url {
+            p.check(key("aws_endpoint_url"), check_endpoint_url(url));
+        }
+    }
+}
+
+/// What a reload cannot change of a target: what the credential fetcher resolved at start
+/// (its AWS-facing settings). Where the proxy connects and how it verifies the upstream
+/// are applied by a reload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TargetRestartOnly<'a> {
+    pub name: &'a str,
+    pub kind: TargetKind,
+    pub host: &'a str,
+    pub region: Option<&'a str>,
+    pub cluster_identifier: Option<&'a str>,
+    pub workgroup: Option<&'a str>,
+    pub custom_domain_name: Option<&'a str>,
+    pub with_iam: bool,
+    pub auto_create: bool,
+    pub credential_duration: Duration,
+    pub aws_endpoint_url: Option<&'a str>,
+}
+
+impl TargetConfig {
+    /// The restart-only part of this target. Every field is named here, so a new one does
+    /// not compile until it is classified.
+    pub fn restart_only(&self) -> TargetRestartOnly<'_> {
+        let TargetConfig {
+            name,
+            kind,
+            host,
+            region,
+            cluster_identifier,
+            workgroup,
+            custom_domain_name,
+            with_iam,
+            auto_create,
+            credential_duration,
+            aws_endpoint_url,
+            // A reload builds new upstream endpoints from these.
+            port: _,
+            dial: _,
+            ca_bundle: _,
+            connect_timeout: _,
+            login_timeout: _,
+        } = self;
+        TargetRestartOnly {
+            name,
+            kind: *kind,
+            host,
+            region: region.as_deref(),
+            cluster_identifier: cluster_identifier.as_deref(),
+            workgroup: workgroup.as_deref(),
+            custom_domain_name: custom_domain_name.as_deref(),
+            with_iam: *with_iam,
+            auto_create: *auto_create,
+            credential_duration: *credential_duration,
+            aws_endpoint_url: aws_endpoint_url.as_deref(),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What a configuration may contain but probably does not mean. Warnings never stop the
+//! proxy: `check-config` prints them, and the proxy logs them at startup and on every
+//! reload.
+
+use crate::problems::{KeyPath, Warning, Warnings};
+use crate::root::Config;
+
+impl Config {
+    /// Every warning about this configuration, each with its key path.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut w = Warnings::default();
+        self.warn_ignored_grants(&mut w);
+        self.warn_handshake_timeout(&mut w);
+        w.into_vec()
+    }
+
+    /// Rules granting targets that log in as the IAM identity: the user they grant is not
+    /// the one the session gets, and groups they reach only through `"*"` are dropped.
+    /// (Groups on a target the rule names itself are a problem: see `check.rs`.)
+    fn warn_ignored_grants(&self, w: &mut Warnings) {
+        for (i, rule) in self.policy.rules.iter().enumerate() {
+            let path = KeyPath::root("policy.rule").index(i);
+            let role = rule
+                .role_arn
+                .as_ref()
+                .or(self.aws.roles_anywhere.as_ref().map(|ra| &ra.role_arn))
+                .map_or_else(
+                    || "IAMR:<role>".to_owned(),
+                    |arn| format!("IAMR:{}", arn.resource_name()),
+                );
+            for target in &self.targets {
+                if !rule.grants_target(&target.name) || !target.logs_in_as_iam_identity() {
+                    continue;
+                }
+                w.add(
+                    path.key("users"),
+                    format!(
+                        "sessions on target {:?} log in as {role}, not as the database user \
+                         this rule grants ({}): {} logs in as the IAM role",
+                        target.name,
+                        rule.users.join(", "),
+                        target.credential_api()
+                    ),
+                );
+                let why = target.why_grants_are_ignored().unwrap_or_default();
+                if !rule.groups.is_empty() && !rule.names_target(&target.name) {
+                    w.add(
+                        path.key("groups"),
+                        format!(
+                            "groups {:?} are ignored on target {:?} (granted through \"*\"), \
+                             which {why}",
+                            rule.groups, target.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A listener whose `login_timeout` ends the handshake before `handshake_timeout` can.
+    fn warn_handshake_timeout(&self, w: &mut Warnings) {
+        let handshake = self.limits.handshake_timeout;
+        for l in &self.listeners {
+            if l.login_timeout < handshake {
+                w.add(
+                    "limits.handshake_timeout",
+                    format!(
+                        "{handshake:?} is longer than listener {:?}'s login_timeout ({:?}), \
+                         which ends the handshake first there",
+                        l.display_name(),
+                        l.login_timeout
+                    ),
+                );
+            }
+        }
+    }
+}
