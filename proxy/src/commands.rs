@@ -12,7 +12,7 @@ use proxy_auth::aws::{AwsCallObserver, AwsCredentials};
 use proxy_auth::db_credentials::{DbCredentialRequest, DbCredentialSource};
 use proxy_auth::redshift::RedshiftCredentials;
 use proxy_config::{
-    AwsCredentialSource, ClientAuthMode, Config, ConfigError, ListenerConfig, Overrides, Warning,
+    AwsCredentialSource, ClientAuthMode, Config, ConfigError, ListenerConfig, Overrides,
 };
 use std::path::Path;
 use std::process::ExitCode;
@@ -164,15 +164,37 @@ pub fn check_config(path: &Path) -> ExitCode {
 }
 
 /// The summary and warnings, or `error: ` lines (one per problem).
-fn check_config_inner(path: &Path) -> Result<(String, Vec<Warning>), String> {
+fn check_config_inner(path: &Path) -> Result<(String, Vec<String>), String> {
     let config = Config::load(path).map_err(|e| error_lines(&e))?;
     // Templates, patterns and group names are compiled here, with the rest of the state.
-    State::build(&config, 0).map_err(|e| format!("error: {e}"))?;
+    let state = State::build(&config, 0).map_err(|e| format!("error: {e}"))?;
+    // A CRL past its nextUpdate fails closed at run time; here it is an error.
+    let now = crate::runtime::unix_now();
+    let expired: Vec<String> = state
+        .revocation
+        .expired(now)
+        .map(|crl| {
+            format!(
+                "error: listener {}: the certificate revocation list of {:?} expired (nextUpdate \
+                 passed); clients of that CA would be refused",
+                crl.listener, crl.issuer
+            )
+        })
+        .collect();
+    if !expired.is_empty() {
+        return Err(expired.join("\n"));
+    }
     if let Some(ra) = &config.aws.roles_anywhere {
         proxy_auth::aws::roles_anywhere::X509Signer::from_config(ra)
             .map_err(|e| format!("error: aws.roles_anywhere: {e}"))?;
     }
-    Ok((summary(path, &config), config.warnings()))
+    let warnings = config
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .chain(state.warnings.iter().cloned())
+        .collect();
+    Ok((summary(path, &config), warnings))
 }
 
 /// `error: file: key: problem` for each problem of an invalid configuration, else the

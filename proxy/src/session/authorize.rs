@@ -41,7 +41,7 @@ pub(super) fn authorize(
     trail.authorized(&grant, conn.state.default_role.as_ref());
     if !client.startup.dropped_params.is_empty() {
         info!(
-            session_id = %trail.session_id(), identity = %client.principal.short_name(),
+            session_id = %trail.session_id(), identity = ?client.principal.short_name(),
             dropped = ?client.startup.dropped_params,
             "startup parameters accepted but not forwarded upstream"
         );

@@ -81,7 +81,7 @@ async fn login_upstream(
             }
             Err(e) if e.is_auth_failure() && !retried => {
                 warn!(
-                    target = %grant.target, db_user = %credential.user, error = %e,
+                    target = %grant.target, db_user = ?credential.user, error = ?e.to_string(),
                     "upstream refused a cached credential; retrying once with a fresh one"
                 );
                 credentials.invalidate(&request, &credential);

@@ -53,11 +53,11 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
     let principal = &client.principal;
     info!(
         session_id = %trail.session_id(), listener = %conn.listener.name,
-        peer = %trail.record.client_addr, identity = %principal.short_name(),
+        peer = %trail.record.client_addr, identity = ?principal.short_name(),
         auth_method = principal.auth_method(),
         fingerprint = ?principal.certificate().map(|c| &c.fingerprint_sha256), rule = %grant.rule,
-        server_name = ?client.server_name, target = %target.name, db_user = %credential.user,
-        database = %grant.database,
+        server_name = ?client.server_name, target = %target.name, db_user = ?credential.user,
+        database = ?grant.database,
         groups = ?grant.db_groups, aws_request_ids = ?credential.aws_request_ids,
         client_tls = %client.tls.as_ref().map_or("none", |t| t.version.as_str()),
         upstream_tls = %upstream_tls,
@@ -113,8 +113,8 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         .get_or_create(&labels(&[("reason", close_reason)]))
         .inc();
     info!(
-        session_id = %trail.session_id(), listener = %conn.listener.name, identity = %who,
-        target = %target.name, db_user = %credential.user, database = %grant.database,
+        session_id = %trail.session_id(), listener = %conn.listener.name, identity = ?who,
+        target = %target.name, db_user = ?credential.user, database = ?grant.database,
         bytes_from_client = outcome.client_to_upstream, bytes_to_client = outcome.upstream_to_client,
         duration_ms = millis(trail.accepted.elapsed()), close_reason,
         error = ?outcome.error.as_ref().map(ToString::to_string), outcome = "closed",

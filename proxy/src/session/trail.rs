@@ -160,7 +160,7 @@ impl Trail {
             session_id = %self.record.session_id, listener = %self.record.listener,
             peer = %self.record.client_addr, server_name = ?self.record.server_name,
             target = ?self.record.target, reason = wire.reason.as_str(), sqlstate = ?sqlstate,
-            detail = %detail, outcome = "refused",
+            detail = ?detail, outcome = "refused",
             "connection refused"
         );
         self.record.refusal = Some(RefusalRecord {
