@@ -3,6 +3,7 @@
 //! local AWS emulator ([`emulator`]) with its Redshift stand-ins ([`standin`]).
 
 pub mod adversary;
+pub mod config;
 pub mod emulator;
 pub mod harness;
 pub mod pg;
@@ -13,3 +14,4 @@ pub mod proxy;
 pub mod psql;
 pub mod stack;
 pub mod standin;
+pub mod world;

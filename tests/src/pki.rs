@@ -641,6 +641,17 @@ impl ClientCertSpec {
         }
     }
 
+    /// The subject CN.
+    pub fn cn(&self) -> &str {
+        &self.common_name
+    }
+
+    /// Replaces the subject CN.
+    pub fn common_name(mut self, cn: impl Into<String>) -> Self {
+        self.common_name = cn.into();
+        self
+    }
+
     /// Adds `OU=...` to the subject.
     pub fn organizational_unit(mut self, ou: impl Into<String>) -> Self {
         self.organizational_unit = Some(ou.into());

@@ -1,0 +1,423 @@
+//! The world every end-to-end test runs in: the real chain from client to database.
+//!
+//! ```text
+//! client ──TLS──▶ proxy ──Roles Anywhere──▶ emulator ──GetClusterCredentials──▶ emulator
+//!                   └──verify-full TLS, md5 / SHA-256 digest──▶ Redshift stand-in ──▶ PostgreSQL
+//! ```
+//!
+//! A [`World`] is a per-test PKI (the proxy's server certificate, the client CA and its
+//! CRL, the Roles Anywhere trust anchor and the proxy's own identity), the AWS emulator
+//! with its stand-ins for a provisioned cluster and a serverless workgroup (roles carry
+//! the README's IAM policy), over the PostgreSQL server shared by the test binary. Its
+//! [`World::config`] is a complete configuration of the proxy for that world, which a
+//! test adjusts with the typed builder ([`crate::config`]) and starts in-process
+//! ([`World::proxy`], with the production credential chain) or as the binary
+//! ([`World::proxy_process`]).
+//!
+//! Names are unique per world (client certificates get a suffix), so worlds share the
+//! PostgreSQL server without seeing each other's users.
+
+use crate::config::{path, Listener, ProxyConfig, Rule, Target};
+use crate::emulator::{AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec};
+use crate::pg::{quote_ident, PgServer};
+use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
+use crate::proxy::ProxyProcess;
+use crate::stack::{
+    access_role_arn, bi_role_arn, iam_policy, profile_arn, trust_anchor_arn, ACCOUNT, CLUSTER,
+    DATABASE, GROUP, REGION, WORKGROUP, WORKGROUP_ID,
+};
+use redshift_iam_proxy::metrics::AwsCallMetrics;
+use redshift_iam_proxy::runtime::ReloadError;
+use redshift_iam_proxy::server::{Proxy, RunningProxy};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// What a world's emulator may differ in.
+#[derive(Clone)]
+pub struct WorldOptions {
+    /// IAM policy of every role (default: the README's).
+    pub policy: String,
+    /// Roles Anywhere profile accepts role session names.
+    pub accept_role_session_name: bool,
+    /// Login names the stand-ins challenge with Redshift's SHA-256 digest (code 13).
+    pub sha256_users: Vec<String>,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            policy: iam_policy(),
+            accept_role_session_name: false,
+            sha256_users: Vec::new(),
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct World {
+    pub pg: &'static PgServer,
+    pub pki: TestPki,
+    /// The proxy's listener certificate (`localhost`, `127.0.0.1`), issued by `pki`.
+    pub server: ServerCert,
+    /// The CRL of `pki`'s root, which the default listener checks.
+    pub crl: PathBuf,
+    pub trust_anchor: CertAuthority,
+    /// The proxy's own certificate for Roles Anywhere.
+    pub proxy_identity: ClientCert,
+    pub emulator: AwsEmulator,
+    /// Suffix of this world's names.
+    pub tag: String,
+    dir: tempfile::TempDir,
+}
+
+/// The `dev` database and the `analysts` group, created once per PostgreSQL server.
+async fn shared_objects(pg: &'static PgServer) {
+    static CREATED: OnceCell<()> = OnceCell::const_new();
+    CREATED
+        .get_or_init(|| async {
+            let admin = pg.admin().await.expect("PostgreSQL admin session");
+            let exists = admin
+                .query_opt("select 1 from pg_database where datname = $1", &[&DATABASE])
+                .await
+                .expect("query databases")
+                .is_some();
+            if !exists {
+                admin
+                    .batch_execute(&format!("create database {}", quote_ident(DATABASE)))
+                    .await
+                    .expect("create the dev database");
+            }
+            admin
+                .batch_execute(&format!(
+                    "do $$ begin create role {} nologin; exception when duplicate_object then \
+                     null; end $$",
+                    quote_ident(GROUP)
+                ))
+                .await
+                .expect("create the analysts group");
+        })
+        .await;
+}
+
+impl World {
+    pub async fn start() -> World {
+        World::start_with(WorldOptions::default()).await
+    }
+
+    pub async fn start_with(options: WorldOptions) -> World {
+        let pg = PgServer::shared();
+        shared_objects(pg).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = TestPki::new(dir.path().join("pki")).expect("test PKI");
+        let server = pki
+            .server_cert(&["localhost", "127.0.0.1"])
+            .expect("proxy server certificate");
+        let crl = pki.root().crl_pem().expect("CRL");
+        let trust_anchor = pki
+            .new_root_ca("World Roles Anywhere CA", KeyAlgorithm::EcdsaP256)
+            .expect("trust anchor");
+        let proxy_identity = trust_anchor
+            .client_cert(ClientCertSpec::new("redshift-iam-proxy").key(KeyAlgorithm::Rsa2048))
+            .expect("proxy identity");
+        let emulator = AwsEmulator::start(emulator_config(pg, &trust_anchor, &options))
+            .await
+            .expect("AWS emulator");
+        let tag = PgServer::unique_name("w")
+            .trim_start_matches("w_")
+            .replace('_', "-");
+        World {
+            pg,
+            pki,
+            server,
+            crl,
+            trust_anchor,
+            proxy_identity,
+            emulator,
+            tag,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client certificate issued by the world's CA with the CN `<name>-<tag>` (see
+    /// [`ClientCertSpec`] for SANs and validity; its CN is replaced).
+    pub fn client(&self, name: &str) -> ClientCert {
+        self.client_with(ClientCertSpec::new(name))
+    }
+
+    /// [`World::client`] from a full spec; the CN gets the world's tag appended.
+    pub fn client_with(&self, spec: ClientCertSpec) -> ClientCert {
+        let cn = format!("{}-{}", spec.cn(), self.tag);
+        let spec = spec.common_name(cn);
+        self.pki.client_cert(spec).expect("client certificate")
+    }
+
+    /// A complete configuration: listener `main` (certificates of the world's CA, its CRL)
+    /// to target `cluster` (GetClusterCredentials with AutoCreate); targets `cluster-iam`
+    /// (WithIAM) and `serverless` too; rule `people` granting `{cn}` on `dev`; Roles
+    /// Anywhere through the emulator; audit records in the world's directory.
+    pub fn config(&self) -> ProxyConfig {
+        let url = self.emulator.url();
+        let cluster = self.emulator.endpoint(CLUSTER).expect("cluster stand-in");
+        let workgroup = self.emulator.endpoint(WORKGROUP).expect("workgroup stand-in");
+        let target = |t: Target, ca: &Path| {
+            t.set("dial", "127.0.0.1")
+                .set("ca_bundle", path(ca))
+                .set("region", REGION)
+                .set("aws_endpoint_url", url.clone())
+                .set("connect_timeout", "5s")
+                .set("login_timeout", "10s")
+        };
+        ProxyConfig::new()
+            .set("log", "level", "debug")
+            .set("audit", "path", path(self.audit_path()))
+            .listener(
+                Listener::new("main", "127.0.0.1:0")
+                    .target("cluster")
+                    .tls(&self.server.chain_pem, &self.server.key_pem)
+                    .client_ca(self.pki.ca_cert_path(), &[&self.crl])
+                    .set("login_timeout", "10s"),
+            )
+            .target(
+                target(
+                    Target::provisioned("cluster", &cluster.host, cluster.port()),
+                    &cluster.ca_cert,
+                )
+                .set("cluster_identifier", CLUSTER)
+                .set("auto_create", true),
+            )
+            .target(
+                target(
+                    Target::provisioned("cluster-iam", &cluster.host, cluster.port()),
+                    &cluster.ca_cert,
+                )
+                .set("cluster_identifier", CLUSTER)
+                .set("with_iam", true),
+            )
+            .target(
+                target(
+                    Target::serverless("serverless", &workgroup.host, workgroup.port()),
+                    &workgroup.ca_cert,
+                )
+                .set("workgroup", WORKGROUP),
+            )
+            .rule(
+                Rule::new("people")
+                    .matching("cn", "*")
+                    .targets(["cluster"])
+                    .users(["{cn}"])
+                    .default_user("{cn}")
+                    .databases([DATABASE]),
+            )
+            .set("aws", "source", "roles_anywhere")
+            .set(
+                "aws.roles_anywhere",
+                "certificate",
+                path(&self.proxy_identity.cert_pem),
+            )
+            .set(
+                "aws.roles_anywhere",
+                "private_key",
+                path(&self.proxy_identity.key_pem),
+            )
+            .set("aws.roles_anywhere", "trust_anchor_arn", trust_anchor_arn())
+            .set("aws.roles_anywhere", "profile_arn", profile_arn())
+            .set("aws.roles_anywhere", "role_arn", access_role_arn())
+            .set("aws.roles_anywhere", "endpoint_url", url)
+    }
+
+    /// Where [`World::config`] sends audit records.
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// Starts `config` in this process with the production credential chain (Roles
+    /// Anywhere and Redshift through the emulator), exactly as `redshift-iam-proxy run`
+    /// builds it.
+    pub async fn proxy(&self, config: ProxyConfig) -> TestProxy {
+        self.try_proxy(config).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`World::proxy`], returning what failed.
+    pub async fn try_proxy(&self, config: ProxyConfig) -> Result<TestProxy, String> {
+        let file = config.write(self.dir.path());
+        let parsed = proxy_config::Config::load(&file).map_err(|e| format!("{e}\n{}", config.to_toml()))?;
+        let aws_calls = AwsCallMetrics::default();
+        let (aws, credentials) = redshift_iam_proxy::commands::credential_source_observed(
+            &parsed,
+            Arc::new(aws_calls.clone()),
+        )
+        .await?;
+        let running = Proxy::new(&parsed, credentials.clone())
+            .map_err(|e| e.to_string())?
+            .with_config_path(&file, Default::default())
+            .with_credential_stats(credentials)
+            .with_aws_credentials(aws)
+            .with_aws_call_metrics(aws_calls)
+            .bind()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(TestProxy {
+            running,
+            config,
+            file,
+            audit_path: self.audit_path(),
+            ca: self.pki.ca_cert_path().to_path_buf(),
+        })
+    }
+
+    /// Starts `config` as the `redshift-iam-proxy` binary, once its first TCP listener
+    /// (which must name a fixed port) accepts connections.
+    pub async fn proxy_process(&self, config: &ProxyConfig, port: u16) -> ProxyProcess {
+        ProxyProcess::builder(config.to_toml(), self.dir.path())
+            .wait_for_port(port)
+            .startup_timeout(Duration::from_secs(20))
+            .start()
+            .await
+            .expect("the proxy binary starts")
+    }
+}
+
+fn emulator_config(
+    pg: &PgServer,
+    trust_anchor: &CertAuthority,
+    options: &WorldOptions,
+) -> EmulatorConfig {
+    let admin = PgAdmin::new(pg.socket_dir().to_string_lossy(), pg.port(), pg.superuser());
+    let standin = StandInSpec {
+        sha256_users: options.sha256_users.clone(),
+        ..StandInSpec::default()
+    };
+    EmulatorConfig {
+        trust_anchor_arn: trust_anchor_arn(),
+        trust_anchor_ca_pem: None,
+        trust_anchor_ca_file: Some(trust_anchor.cert_pem.clone()),
+        profile_arn: profile_arn(),
+        accept_role_session_name: options.accept_role_session_name,
+        role_arns: vec![access_role_arn(), bi_role_arn()],
+        max_session_duration: Duration::from_secs(12 * 3600),
+        cloudtrail_file: None,
+        clusters: vec![ClusterSpec {
+            identifier: CLUSTER.into(),
+            region: REGION.into(),
+            custom_domain_name: None,
+            admin: admin.clone(),
+            standin: standin.clone(),
+        }],
+        workgroups: vec![WorkgroupSpec {
+            name: WORKGROUP.into(),
+            id: WORKGROUP_ID.into(),
+            region: REGION.into(),
+            custom_domain_name: None,
+            admin,
+            standin,
+        }],
+        role_policies: BTreeMap::from([
+            (access_role_arn(), options.policy.clone()),
+            (bi_role_arn(), options.policy.clone()),
+        ]),
+    }
+}
+
+/// The account the world's ARNs live in.
+pub fn account() -> &'static str {
+    ACCOUNT
+}
+
+/// A proxy running in the test process.
+pub struct TestProxy {
+    pub running: RunningProxy,
+    pub config: ProxyConfig,
+    /// The configuration file (rewrite it, then [`TestProxy::reload`]).
+    pub file: PathBuf,
+    pub audit_path: PathBuf,
+    /// The CA clients verify the proxy with.
+    pub ca: PathBuf,
+}
+
+impl TestProxy {
+    /// The first TCP listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+
+    /// The address of the TCP listener named `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.running
+            .local_addrs()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no TCP listener named {name:?}"))
+    }
+
+    /// psql to the first listener with `cert`, verify-full against the proxy's CA,
+    /// database `dev`.
+    pub fn psql(&self, cert: &ClientCert) -> crate::psql::Psql {
+        self.psql_to(self.addr(), cert)
+    }
+
+    pub fn psql_to(&self, addr: SocketAddr, cert: &ClientCert) -> crate::psql::Psql {
+        crate::psql::Psql::new("localhost", addr.port())
+            .hostaddr("127.0.0.1")
+            .root_cert(&self.ca)
+            .client(cert)
+            .dbname(DATABASE)
+    }
+
+    /// tokio-postgres to the first listener; `cert = None` presents no certificate.
+    pub async fn connect(
+        &self,
+        cert: Option<&ClientCert>,
+        user: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        crate::harness::connect_through_proxy(self.addr().port(), &self.ca, cert, user, database)
+            .await
+    }
+
+    /// Writes `config` to the file and reloads.
+    pub async fn reload(&mut self, config: ProxyConfig) -> Result<u64, ReloadError> {
+        std::fs::write(&self.file, config.to_toml()).expect("rewrite the configuration");
+        self.config = config;
+        self.running.reload().await
+    }
+
+    /// Audit records written so far, waiting (up to 10 s) until there are at least `n`.
+    pub async fn audit(&self, n: usize) -> Vec<Value> {
+        audit_records(&self.audit_path, n).await
+    }
+}
+
+/// The JSON records of an audit file, waiting (up to 10 s) until there are at least `n`.
+pub async fn audit_records(file: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
+            .collect();
+        if records.len() >= n || Instant::now() >= deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `select current_user` on `client`.
+pub async fn current_user(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("select current_user", &[])
+        .await
+        .expect("select current_user")
+        .get(0)
+}
