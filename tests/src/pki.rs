@@ -503,12 +503,33 @@ impl CertAuthority {
         self.write_crl(&mut state)
     }
 
+    /// Writes this CA's current CRL with the given thisUpdate and nextUpdate (e.g. one
+    /// that expired) and returns its path.
+    pub fn crl_pem_valid(
+        &self,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<PathBuf, PkiError> {
+        let mut state = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write_crl_valid(&mut state, this_update, next_update)
+    }
+
     fn write_crl(&self, state: &mut RevocationState) -> Result<PathBuf, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        self.write_crl_valid(state, now - Duration::hours(1), now + Duration::days(7))
+    }
+
+    fn write_crl_valid(
+        &self,
+        state: &mut RevocationState,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<PathBuf, PkiError> {
         state.crl_number += 1;
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
+            this_update,
+            next_update,
             crl_number: SerialNumber::from_slice(&state.crl_number.to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs: state

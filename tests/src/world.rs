@@ -18,7 +18,9 @@
 //! PostgreSQL server without seeing each other's users.
 
 use crate::config::{path, Listener, ProxyConfig, Rule, Target};
-use crate::emulator::{AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec};
+use crate::emulator::{
+    AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec,
+};
 use crate::pg::{quote_ident, PgServer};
 use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
 use crate::proxy::ProxyProcess;
@@ -167,7 +169,10 @@ impl World {
     pub fn config(&self) -> ProxyConfig {
         let url = self.emulator.url();
         let cluster = self.emulator.endpoint(CLUSTER).expect("cluster stand-in");
-        let workgroup = self.emulator.endpoint(WORKGROUP).expect("workgroup stand-in");
+        let workgroup = self
+            .emulator
+            .endpoint(WORKGROUP)
+            .expect("workgroup stand-in");
         let target = |t: Target, ca: &Path| {
             t.set("dial", "127.0.0.1")
                 .set("ca_bundle", path(ca))
@@ -243,13 +248,16 @@ impl World {
     /// Anywhere and Redshift through the emulator), exactly as `redshift-iam-proxy run`
     /// builds it.
     pub async fn proxy(&self, config: ProxyConfig) -> TestProxy {
-        self.try_proxy(config).await.unwrap_or_else(|e| panic!("{e}"))
+        self.try_proxy(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`World::proxy`], returning what failed.
     pub async fn try_proxy(&self, config: ProxyConfig) -> Result<TestProxy, String> {
         let file = config.write(self.dir.path());
-        let parsed = proxy_config::Config::load(&file).map_err(|e| format!("{e}\n{}", config.to_toml()))?;
+        let parsed =
+            proxy_config::Config::load(&file).map_err(|e| format!("{e}\n{}", config.to_toml()))?;
         let aws_calls = AwsCallMetrics::default();
         let (aws, credentials) = redshift_iam_proxy::commands::credential_source_observed(
             &parsed,
@@ -382,6 +390,38 @@ impl TestProxy {
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         crate::harness::connect_through_proxy(self.addr().port(), &self.ca, cert, user, database)
             .await
+    }
+
+    /// tokio-postgres to the first listener, with the connection task returned: an
+    /// ErrorResponse the proxy sends while the session is idle (it ended the session)
+    /// arrives there.
+    pub async fn connect_watched(
+        &self,
+        cert: &ClientCert,
+        user: &str,
+        database: &str,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+        ),
+        tokio_postgres::Error,
+    > {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("localhost")
+            .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
+            .port(self.addr().port())
+            .user(user)
+            .dbname(database)
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .connect_timeout(Duration::from_secs(20));
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::harness::client_tls(
+            &self.ca,
+            Some(cert),
+        ));
+        let (client, connection) = config.connect(tls).await?;
+        Ok((client, tokio::spawn(connection)))
     }
 
     /// Writes `config` to the file and reloads.

@@ -69,7 +69,10 @@ async fn silent_sockets_do_not_starve_a_legitimate_psql() {
         .iter()
         .filter(|r| r["refusal"]["reason"] == "handshake_timeout")
         .count();
-    assert_eq!(timed_out, 300, "every silent socket was ended by the handshake timeout");
+    assert_eq!(
+        timed_out, 300,
+        "every silent socket was ended by the handshake timeout"
+    );
     drop(silent);
 }
 
@@ -92,16 +95,24 @@ async fn pending_connections_are_capped_per_source_address() {
     over.write_all(&request(SSL_REQUEST_CODE)).await.unwrap();
     let mut first = [0u8; 1];
     over.read_exact(&mut first).await.unwrap();
-    assert_eq!(&first, b"E", "refused at the SSLRequest, before any handshake");
+    assert_eq!(
+        &first, b"E",
+        "refused at the SSLRequest, before any handshake"
+    );
 
     let alice = world.client("alice");
     let client = proxy
         .connect(Some(&alice), &alice.common_name, "dev")
         .await
         .expect("another address logs in");
-    assert_eq!(current_user(&client).await, format!("IAMA:{}", alice.common_name));
+    assert_eq!(
+        current_user(&client).await,
+        format!("IAMA:{}", alice.common_name)
+    );
     let records = proxy.audit(1).await;
-    assert!(records.iter().any(|r| r["refusal"]["reason"] == "max_pending_per_source"
-        && r["refusal"]["sqlstate"] == "53300"));
+    assert!(records
+        .iter()
+        .any(|r| r["refusal"]["reason"] == "max_pending_per_source"
+            && r["refusal"]["sqlstate"] == "53300"));
     drop(held);
 }

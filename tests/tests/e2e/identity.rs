@@ -46,7 +46,12 @@ async fn a_second_san_cannot_choose_another_database_user() {
             .uri("spiffe://corp.example/ns/bi/sa/svc"),
     );
     for user in ["postgres", "svc"] {
-        let out = proxy.psql(&evil).user(user).run("select current_user").await.unwrap();
+        let out = proxy
+            .psql(&evil)
+            .user(user)
+            .run("select current_user")
+            .await
+            .unwrap();
         assert!(!out.success(), "{user}: {out:?}");
         assert!(
             out.stderr
@@ -64,10 +69,16 @@ async fn a_second_san_cannot_choose_another_database_user() {
     }
     assert_eq!(refusals(&proxy, "policy"), 2.0);
     // The upstream never saw a login.
-    assert!(world.emulator.standin(proxy_testkit::stack::CLUSTER).unwrap().logins().is_empty());
+    assert!(world
+        .emulator
+        .standin(proxy_testkit::stack::CLUSTER)
+        .unwrap()
+        .logins()
+        .is_empty());
 
     // A certificate with only the corp SAN still works, as its own user.
-    let svc = world.client_with(ClientCertSpec::new("svc").uri("spiffe://corp.example/ns/bi/sa/svc"));
+    let svc =
+        world.client_with(ClientCertSpec::new("svc").uri("spiffe://corp.example/ns/bi/sa/svc"));
     let client = proxy.connect(Some(&svc), "svc", "dev").await.unwrap();
     assert_eq!(current_user(&client).await, "IAMA:svc");
 }
@@ -99,7 +110,12 @@ async fn reserved_database_users_are_never_granted() {
     assert!(records
         .iter()
         .all(|r| refusal(r).2.starts_with("reserved_user")));
-    assert_eq!(world.emulator.calls(proxy_testkit::emulator::Api::GetClusterCredentials), 0);
+    assert_eq!(
+        world
+            .emulator
+            .calls(proxy_testkit::emulator::Api::GetClusterCredentials),
+        0
+    );
 }
 
 /// `Alice` and `alice` are one database user to Redshift (unquoted names fold to lower
@@ -137,14 +153,19 @@ async fn email_local_is_only_valid_where_the_domain_is_pinned() {
         .targets(["cluster"])
         .users(["{email_local}"])
         .databases(["dev"]);
-    let proxy = world.proxy(world.config().without_rules().rule(pinned)).await;
+    let proxy = world
+        .proxy(world.config().without_rules().rule(pinned))
+        .await;
     let local = format!("carol{}", world.tag.replace('-', ""));
-    let partner = world.client_with(
-        ClientCertSpec::new("carol").email(format!("{local}@partner.example")),
-    );
-    let err = proxy.connect(Some(&partner), &local, "dev").await.unwrap_err();
+    let partner =
+        world.client_with(ClientCertSpec::new("carol").email(format!("{local}@partner.example")));
+    let err = proxy
+        .connect(Some(&partner), &local, "dev")
+        .await
+        .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "28000");
-    let corp = world.client_with(ClientCertSpec::new("carol").email(format!("{local}@corp.example")));
+    let corp =
+        world.client_with(ClientCertSpec::new("carol").email(format!("{local}@corp.example")));
     let client = proxy.connect(Some(&corp), &local, "dev").await.unwrap();
     assert_eq!(current_user(&client).await, format!("IAMA:{local}"));
 }

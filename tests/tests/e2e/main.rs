@@ -3,4 +3,7 @@
 //! in front of PostgreSQL. One binary, one module per area.
 
 mod admission;
+mod hygiene;
 mod identity;
+mod revocation;
+mod throttling;
