@@ -2,7 +2,8 @@
 //!
 //! - [`identity`]: who a client is, read from its verified X.509 certificate.
 //! - [`principal`]: a client authenticated by certificate or as a local user.
-//! - [`scram`]: SCRAM-SHA-256 for local users of `password` listeners.
+//! - [`password`]: password logins of local users of `password` listeners (SCRAM-SHA-256,
+//!   md5, Redshift's SHA-256 digest).
 //! - [`policy`]: which target, database user, database and groups that identity may use.
 //! - [`db_credentials`]: the contract for obtaining temporary database credentials.
 //! - [`aws`]: the proxy's own AWS credentials (Roles Anywhere, profile, default chain).
@@ -12,8 +13,8 @@
 pub mod aws;
 pub mod db_credentials;
 pub mod identity;
+pub mod password;
 pub mod policy;
 pub mod principal;
 pub mod redshift;
 pub mod refresh;
-pub mod scram;

@@ -8,7 +8,7 @@ use std::fmt;
 /// How a local user was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LocalAuthMethod {
-    /// SCRAM-SHA-256 against a verifier in the listener's `[[listener.users]]`.
+    /// A password checked against a verifier in the listener's `[[listener.users]]`.
     Password,
     /// Not at all: the listener's `trust_user` (loopback and Unix sockets only).
     Trust,
@@ -29,6 +29,8 @@ impl LocalAuthMethod {
 pub struct LocalUser {
     pub name: String,
     pub method: LocalAuthMethod,
+    /// How a `Password` user proved its password (for the audit).
+    pub password_method: Option<proxy_config::PasswordMethod>,
 }
 
 /// An authenticated client.

@@ -59,6 +59,7 @@ pub use root::Config;
 pub use security::SecurityConfig;
 pub use target::{TargetConfig, TargetKind};
 pub use verifier::{
-    ScramVerifier, ScramVerifierError, ScramVerifierText, MAX_SCRAM_ITERATIONS,
-    MIN_SCRAM_ITERATIONS,
+    Md5Verifier, PasswordMethod, PasswordVerifier, PasswordVerifierError, PasswordVerifierText,
+    RedshiftSha256Verifier, ScramVerifier, ScramVerifierError, MAX_SCRAM_ITERATIONS,
+    MIN_SCRAM_ITERATIONS, REDSHIFT_SALT_LEN,
 };

@@ -39,6 +39,12 @@ pub struct TargetConfig {
     /// Time allowed for the upstream TLS handshake and login after connecting.
     #[serde(default = "default_upstream_login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,
+    /// How long a login keeps retrying, with backoff, an upstream that refuses, drops or
+    /// stalls connections the way a resuming serverless workgroup does. Default `30s` for
+    /// serverless targets, `0s` (no retries) for provisioned ones; see
+    /// [`TargetConfig::resume_wait`].
+    #[serde(default, with = "humantime_serde")]
+    pub resume_wait: Option<Duration>,
     /// AWS region of the cluster or workgroup; parsed from `host` when omitted.
     #[serde(default)]
     pub region: Option<String>,
@@ -77,6 +83,9 @@ fn default_connect_timeout() -> Duration {
 fn default_upstream_login_timeout() -> Duration {
     Duration::from_secs(15)
 }
+/// Longest `resume_wait` accepted: clients give up long before.
+pub const MAX_RESUME_WAIT: Duration = Duration::from_secs(300);
+
 fn default_db_credential_duration() -> Duration {
     Duration::from_secs(3600)
 }
@@ -105,6 +114,17 @@ impl TargetConfig {
                  takes no database user or groups",
             )
         }
+    }
+
+    /// How long logins retry an upstream that looks like it is resuming. A serverless
+    /// workgroup that was idle resumes on first contact and refuses, drops or holds the
+    /// first connections meanwhile (research: redshift-server.md §8); a paused provisioned
+    /// cluster does not resume by itself, so retrying it only delays the error.
+    pub fn resume_wait(&self) -> Duration {
+        self.resume_wait.unwrap_or(match self.kind {
+            TargetKind::Serverless => Duration::from_secs(30),
+            TargetKind::Provisioned => Duration::ZERO,
+        })
     }
 
     /// The credential API, as messages name it.
@@ -163,6 +183,15 @@ impl TargetConfig {
         if let Some(url) = &self.aws_endpoint_url {
             p.check(key("aws_endpoint_url"), check_endpoint_url(url));
         }
+        if self.resume_wait.is_some_and(|w| w > MAX_RESUME_WAIT) {
+            p.add(
+                key("resume_wait"),
+                format!(
+                    "must be at most {}s: clients give up their logins long before",
+                    MAX_RESUME_WAIT.as_secs()
+                ),
+            );
+        }
     }
 }
 
@@ -206,6 +235,7 @@ impl TargetConfig {
             ca_bundle: _,
             connect_timeout: _,
             login_timeout: _,
+            resume_wait: _,
         } = self;
         TargetRestartOnly {
             name,

@@ -206,7 +206,7 @@ fn with_local_listeners(rules: &str) -> String {
     format!(
         "{BASE}\n[[listener]]\nname = \"legacy\"\nbind = \"127.0.0.1:5440\"\ntarget = \"cluster\"\n\
          client_auth = \"password\"\nallow_plaintext = true\n\
-         [[listener.users]]\nname = \"etl\"\nscram_verifier = \"{VERIFIER}\"\n\
+         [[listener.users]]\nname = \"etl\"\npassword_verifier = \"{VERIFIER}\"\n\
          [[listener]]\nname = \"sidecar\"\nbind = \"unix:/run/rip/.s.PGSQL.5439\"\n\
          target = \"cluster\"\nclient_auth = \"trust\"\ntrust_user = \"etl\"\n{rules}"
     )

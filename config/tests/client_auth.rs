@@ -1,7 +1,7 @@
 //! `client_auth`, `[[listener.users]]`, `trust_user`, `allow_plaintext` and Unix-socket
 //! listeners: what loads, and what is refused with which key and message.
 
-use proxy_config::{ClientAuthMode, Config, ConfigError, ListenAddress};
+use proxy_config::{ClientAuthMode, Config, ConfigError, ListenAddress, PasswordMethod};
 use std::path::Path;
 
 /// `pencil`, hashed by PostgreSQL 15.
@@ -38,7 +38,7 @@ fn invalid(listener: &str) -> (String, String) {
 }
 
 fn users() -> String {
-    format!("[[listener.users]]\nname = \"etl\"\nscram_verifier = \"{VERIFIER}\"\n")
+    format!("[[listener.users]]\nname = \"etl\"\npassword_verifier = \"{VERIFIER}\"\n")
 }
 
 #[test]
@@ -52,11 +52,54 @@ fn a_password_listener_over_tls_loads_and_requests_no_client_ca() {
     let l = &c.listeners[0];
     assert_eq!(l.client_auth, ClientAuthMode::Password);
     assert_eq!(l.users[0].name, "etl");
-    assert_eq!(l.users[0].scram_verifier.parse().unwrap().iterations, 4096);
+    assert_eq!(
+        l.users[0].password_verifier.parse().unwrap().method(),
+        PasswordMethod::ScramSha256
+    );
     assert!(!l.accepts_plaintext());
     assert_eq!(l.client_ca, None);
     // The verifier stays out of Debug output.
     assert!(!format!("{c:?}").contains("NxzLL"));
+}
+
+#[test]
+fn the_old_key_scram_verifier_still_reads() {
+    let c = parse(&format!(
+        "name = \"legacy\"\nbind = \"0.0.0.0:5440\"\nclient_auth = \"password\"\n\
+         tls_cert = \"tls/proxy.pem\"\ntls_key = \"tls/proxy.key\"\n\
+         [[listener.users]]\nname = \"etl\"\nscram_verifier = \"{VERIFIER}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listeners[0].users[0]
+            .password_verifier
+            .parse()
+            .unwrap()
+            .method(),
+        PasswordMethod::ScramSha256
+    );
+}
+
+#[test]
+fn md5_and_sha256_verifiers_are_accepted_per_user() {
+    let md5 = format!("md5{}", "0a".repeat(16));
+    let sha = format!("sha256|{}|{}", "1b".repeat(32), "2c".repeat(32));
+    let c = parse(&format!(
+        "name = \"legacy\"\nbind = \"0.0.0.0:5440\"\nclient_auth = \"password\"\n\
+         tls_cert = \"tls/proxy.pem\"\ntls_key = \"tls/proxy.key\"\n\
+         [[listener.users]]\nname = \"bi\"\npassword_verifier = \"{md5}\"\n\
+         [[listener.users]]\nname = \"etl\"\npassword_verifier = \"{sha}\"\n"
+    ))
+    .unwrap();
+    let methods: Vec<_> = c.listeners[0]
+        .users
+        .iter()
+        .map(|u| u.password_verifier.parse().unwrap().method())
+        .collect();
+    assert_eq!(
+        methods,
+        [PasswordMethod::Md5, PasswordMethod::RedshiftSha256]
+    );
 }
 
 #[test]
@@ -203,7 +246,7 @@ fn password_users_must_exist_be_unique_and_printable() {
     assert_eq!(key, "listener[0].users[1].name");
     assert!(problem.contains("duplicate"), "{problem}");
     let (key, _) = invalid(&format!(
-        "{tls}[[listener.users]]\nname = \"a\\u0007b\"\nscram_verifier = \"{VERIFIER}\"\n"
+        "{tls}[[listener.users]]\nname = \"a\\u0007b\"\npassword_verifier = \"{VERIFIER}\"\n"
     ));
     assert_eq!(key, "listener[0].users[0].name");
 }
@@ -213,13 +256,16 @@ fn a_bad_verifier_is_refused_without_being_echoed() {
     let secret_ish = "SCRAM-SHA-256$4096:c2FsdA==$bm90MzJieXRlcw==:bm90MzJieXRlcw==";
     let text = format!(
         "[[listener]]\nbind = \"127.0.0.1:5440\"\nclient_auth = \"password\"\nallow_plaintext = true\n\
-         [[listener.users]]\nname = \"etl\"\nscram_verifier = \"{secret_ish}\"\n{REST}"
+         [[listener.users]]\nname = \"etl\"\npassword_verifier = \"{secret_ish}\"\n{REST}"
     );
     let err = Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("StoredKey is not 32 bytes long"), "{err}");
-    assert!(err.contains("listener[0].users[0].scram_verifier"), "{err}");
+    assert!(
+        err.contains("listener[0].users[0].password_verifier"),
+        "{err}"
+    );
     assert!(!err.contains("bm90MzJieXRlcw"), "{err}");
 }
 

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(before - input.len(), body.len() + 4, "reader over-read");
                     match StartupPacket::parse(&body) {
                         Ok(StartupPacket::Startup(msg)) => {
-                            let _ = classify(&msg, false);
+                            let _ = classify(&msg);
                             return;
                         }
                         Ok(_) => {}

@@ -1,8 +1,11 @@
-//! Startup-packet parsing (`StartupPacket::parse`) and parameter classification: no input
-//! may panic, and a StartupMessage that parses re-encodes to bytes that parse the same.
+//! Startup-packet parsing (`StartupPacket::parse`), parameter classification and the
+//! Redshift parameter table (with its `options` rewriting): no input may panic, and a
+//! StartupMessage that parses re-encodes to bytes that parse the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use proxy_config::TargetKind;
+use redshift_iam_proxy::backend::startup_params::upstream_params;
 use redshift_iam_proxy::frontend::params::classify;
 use redshift_iam_proxy::net::messages::startup::StartupPacket;
 
@@ -17,15 +20,19 @@ fuzz_target!(|data: &[u8]| {
             Ok(StartupPacket::Startup(msg.clone())),
             "re-encoded StartupMessage parses differently"
         );
+        let Ok(c) = classify(&msg) else {
+            return;
+        };
+        assert!(!c.startup.user.is_empty());
         for allow_options in [false, true] {
-            if let Ok(c) = classify(&msg, allow_options) {
-                assert!(!c.startup.user.is_empty());
-                // Nothing forwarded upstream may be a protocol option or `replication`.
-                for (name, _) in &c.startup.params {
-                    assert!(!name.starts_with("_pq_."), "{name}");
-                    assert_ne!(name, "replication");
-                    assert!(allow_options || !name.eq_ignore_ascii_case("options"));
-                }
+            let upstream = upstream_params(TargetKind::Provisioned, &c.startup.params, allow_options);
+            // Nothing forwarded upstream may be a protocol option, `replication`, a
+            // parameter Redshift refuses, or `options` where the listener forbids it.
+            for (name, _) in &upstream.forwarded {
+                assert!(!name.starts_with("_pq_."), "{name}");
+                assert_ne!(name, "replication");
+                assert!(!name.eq_ignore_ascii_case("IntervalStyle"), "{name}");
+                assert!(allow_options || !name.eq_ignore_ascii_case("options"));
             }
         }
     }

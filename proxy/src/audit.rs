@@ -213,6 +213,10 @@ pub struct AuditRecord {
     /// (the listener's `client_auth`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_method: Option<String>,
+    /// How a `password` login's user proved its password: `scram-sha-256`, `md5` or
+    /// `sha256` (Redshift's digest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_method: Option<String>,
     /// The local user of a `password` or `trust` login.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_user: Option<String>,
@@ -251,6 +255,10 @@ pub struct AuditRecord {
     pub aws_request_ids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_tls: Option<TlsRecord>,
+    /// Connection attempts the upstream login took (more than one while a serverless
+    /// workgroup resumed; see `[[target]] resume_wait`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_attempts: Option<u32>,
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub duration_ms: u64,
@@ -274,6 +282,7 @@ impl AuditRecord {
             client_uid: None,
             client_pid: None,
             auth_method: None,
+            password_method: None,
             local_user: None,
             refusal: None,
             client_certificate: None,
@@ -289,6 +298,7 @@ impl AuditRecord {
             iam_role: None,
             aws_request_ids: Vec::new(),
             upstream_tls: None,
+            upstream_attempts: None,
             bytes_from_client: 0,
             bytes_to_client: 0,
             duration_ms: 0,

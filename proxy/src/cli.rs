@@ -71,9 +71,9 @@ pub enum Command {
     /// Prove a setup step by step: AWS credentials, database credentials and, with
     /// --connect, an upstream login running `select 1`.
     Check(CheckArgs),
-    /// Print a SCRAM-SHA-256 verifier for `[[listener.users]] scram_verifier`. The password
-    /// is typed at the terminal (not echoed, asked twice), or read from standard input with
-    /// --stdin.
+    /// Print a verifier for `[[listener.users]] password_verifier` (SCRAM-SHA-256, md5 or
+    /// Redshift's sha256). The password is typed at the terminal (not echoed, asked twice),
+    /// or read from standard input with --stdin.
     HashPassword(HashPasswordArgs),
 }
 
@@ -85,12 +85,28 @@ pub struct HashPasswordArgs {
     /// PBKDF2 iterations (4096 to 100000; clients refuse more).
     #[arg(
         long,
-        default_value_t = proxy_auth::scram::DEFAULT_ITERATIONS,
+        default_value_t = proxy_auth::password::scram::DEFAULT_ITERATIONS,
         value_parser = clap::value_parser!(u32).range(
             proxy_config::MIN_SCRAM_ITERATIONS as i64..=proxy_config::MAX_SCRAM_ITERATIONS as i64
         )
     )]
     pub iterations: u32,
+    /// The login method the verifier selects: scram-sha-256 (psql, pgjdbc, psqlODBC,
+    /// psycopg), md5 (every PostgreSQL and Redshift driver) or sha256 (Redshift's digest:
+    /// the Redshift JDBC, ODBC and Python drivers). See docs/clients.md.
+    #[arg(long, value_enum, default_value_t = HashMethodArg::ScramSha256)]
+    pub method: HashMethodArg,
+    /// The user name: required by md5, whose verifier hashes it with the password.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashMethodArg {
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    Md5,
+    Sha256,
 }
 
 #[derive(Debug, Clone, Args)]

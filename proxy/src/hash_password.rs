@@ -1,12 +1,13 @@
-//! `hash-password`: prints a SCRAM-SHA-256 verifier for a `password` listener's
-//! `[[listener.users]] scram_verifier`, in PostgreSQL's format (so the same text also works
-//! as `CREATE ROLE ... PASSWORD '<verifier>'`).
+//! `hash-password`: prints a verifier for a `password` listener's
+//! `[[listener.users]] password_verifier`, in the method `--method` names:
+//! SCRAM-SHA-256 (the default) and md5 in PostgreSQL's `rolpassword` forms, or Redshift's
+//! `sha256|<digest>|<salt>`.
 //!
 //! The password is typed at a terminal with echo off and asked twice, or, with `--stdin`,
 //! read from the first line of standard input. It is never an argument (which `ps` and
 //! shell history would show) and is wiped from memory after hashing.
 
-use crate::cli::HashPasswordArgs;
+use crate::cli::{HashMethodArg, HashPasswordArgs};
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -27,6 +28,10 @@ pub enum ReadPasswordError {
 }
 
 pub fn run(args: &HashPasswordArgs) -> ExitCode {
+    if args.method == HashMethodArg::Md5 && args.user.is_none() {
+        eprintln!("error: --method md5 needs --user: an md5 verifier is bound to the user name");
+        return ExitCode::FAILURE;
+    }
     let password = if args.stdin {
         read_line(&mut io::stdin().lock())
     } else {
@@ -34,14 +39,24 @@ pub fn run(args: &HashPasswordArgs) -> ExitCode {
     };
     match password {
         Ok(password) => {
-            let verifier = proxy_auth::scram::hash_password(&password, args.iterations);
-            println!("{}", verifier.to_text());
+            println!("{}", verifier(args, &password));
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn verifier(args: &HashPasswordArgs, password: &str) -> String {
+    use proxy_auth::password::{md5, redshift_digest, scram};
+    match args.method {
+        HashMethodArg::ScramSha256 => scram::hash_password(password, args.iterations).to_text(),
+        HashMethodArg::Md5 => {
+            md5::hash_password(args.user.as_deref().unwrap_or_default(), password).to_text()
+        }
+        HashMethodArg::Sha256 => redshift_digest::hash_password(password).to_text(),
     }
 }
 
@@ -91,6 +106,34 @@ fn prompt(stdin: &io::Stdin, text: &str) -> Result<Zeroizing<String>, ReadPasswo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_config::{PasswordMethod, PasswordVerifier};
+
+    fn args(method: HashMethodArg, user: Option<&str>) -> HashPasswordArgs {
+        HashPasswordArgs {
+            stdin: true,
+            iterations: 4096,
+            method,
+            user: user.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn each_method_prints_a_verifier_the_configuration_accepts() {
+        for (method, expected) in [
+            (HashMethodArg::ScramSha256, PasswordMethod::ScramSha256),
+            (HashMethodArg::Md5, PasswordMethod::Md5),
+            (HashMethodArg::Sha256, PasswordMethod::RedshiftSha256),
+        ] {
+            let text = verifier(&args(method, Some("etl")), "pencil");
+            let parsed = PasswordVerifier::parse(&text).unwrap();
+            assert_eq!(parsed.method(), expected);
+            assert!(!text.contains("pencil"));
+        }
+        assert_eq!(
+            verifier(&args(HashMethodArg::Md5, Some("etl")), "pencil"),
+            "md5b287cfdd4fdfbce9ca5e821ced1f044c"
+        );
+    }
 
     #[test]
     fn reads_the_first_line_without_its_ending() {

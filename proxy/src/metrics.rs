@@ -137,6 +137,7 @@ pub struct Metrics {
     pub credential_fetch_seconds: HistogramFamily,
     pub upstream_connect_seconds: HistogramFamily,
     pub upstream_auth_seconds: HistogramFamily,
+    pub upstream_resume_retries: Family<Labels, Counter>,
     pub bytes_from_clients: Counter<u64, AtomicU64>,
     pub bytes_to_clients: Counter<u64, AtomicU64>,
     pub cancels: Family<Labels, Counter>,
@@ -173,6 +174,7 @@ impl Metrics {
             credential_fetch_seconds: Family::new_with_constructor(latency_histogram),
             upstream_connect_seconds: Family::new_with_constructor(latency_histogram),
             upstream_auth_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_resume_retries: Family::default(),
             bytes_from_clients: Counter::default(),
             bytes_to_clients: Counter::default(),
             cancels: Family::default(),
@@ -287,6 +289,12 @@ impl Metrics {
             "upstream_auth_seconds",
             "Upstream authentication up to ReadyForQuery, by target",
             m.upstream_auth_seconds.clone(),
+        );
+        registry.register(
+            "upstream_resume_retries",
+            "Upstream logins retried because the target looked like it was resuming \
+             (refused, dropped or stalled connections), by target",
+            m.upstream_resume_retries.clone(),
         );
         registry.register(
             "client_bytes_received",

@@ -18,8 +18,9 @@ use crate::net::messages::startup::StartupError;
 use crate::net::messages::ErrorResponse;
 use crate::sqlstate;
 use proxy_auth::db_credentials::CredentialError;
+use proxy_auth::password::PasswordError;
 use proxy_auth::policy::Denial;
-use proxy_auth::scram::ScramError;
+use proxy_config::PasswordMethod;
 
 /// Why a connection did not become a relayed session.
 #[derive(Debug)]
@@ -371,7 +372,11 @@ fn frontend(kind: &FrontendErrorKind) -> (RefusalReason, Option<ErrorResponse>) 
             R::StartupParameters,
             Some(fatal(sqlstate::INVALID_AUTHORIZATION, r.to_string())),
         ),
-        K::Password { user, error } => password(user, error),
+        K::Password {
+            user,
+            method,
+            error,
+        } => password(user, *method, error),
     }
 }
 
@@ -394,71 +399,99 @@ fn client_certificate(e: &ClientCertError) -> ErrorResponse {
     }
 }
 
-fn password(user: &str, error: &PasswordAuthError) -> (RefusalReason, Option<ErrorResponse>) {
+fn password(
+    user: &str,
+    method: PasswordMethod,
+    error: &PasswordAuthError,
+) -> (RefusalReason, Option<ErrorResponse>) {
     use PasswordAuthError as P;
     use RefusalReason as R;
     let protocol = |message: String| Some(fatal(sqlstate::PROTOCOL_VIOLATION, message));
     match error {
         P::Disconnected | P::Io(_) => (R::ClientDisconnected, None),
         P::Timeout => (R::LoginTimeout, protocol("login timeout expired".into())),
-        P::UnexpectedMessage(tag) => (
+        P::UnexpectedMessage { expected, got } => (
             R::Protocol,
             protocol(format!(
-                "expected SASL response, got message type {}",
-                *tag as u32
+                "expected {expected} message, got message type {}",
+                *got as u32
             )),
         ),
-        P::Framing(_) => (R::Protocol, protocol("invalid SASL response length".into())),
+        P::Framing(_) => (
+            R::Protocol,
+            protocol("invalid password message length".into()),
+        ),
         P::InitialResponse(_) => (
             R::Protocol,
             protocol("malformed SASL initial response".into()),
         ),
+        P::Response(_) => (R::Protocol, protocol("malformed password response".into())),
         P::Mechanism(_) => (
             R::Protocol,
             protocol("client selected an invalid SASL authentication mechanism".into()),
         ),
-        P::Scram(e) => scram(user, e),
+        P::Password(e) => password_check(user, method, e),
     }
 }
 
-/// PostgreSQL's own answers to the same SCRAM failures; an unknown user and a wrong
-/// password read the same.
-fn scram(user: &str, e: &ScramError) -> (RefusalReason, Option<ErrorResponse>) {
+/// PostgreSQL's own answers to the same failures; an unknown user and a wrong password
+/// read the same. A client speaking Redshift's digest is a Redshift driver, and Redshift
+/// reports a failed password as 28000 where PostgreSQL says 28P01 (research:
+/// redshift-server.md §3); redshift_connector tells the two apart (InterfaceError vs
+/// ProgrammingError).
+fn password_check(
+    user: &str,
+    method: PasswordMethod,
+    e: &PasswordError,
+) -> (RefusalReason, Option<ErrorResponse>) {
     use RefusalReason as R;
-    let malformed = |detail: &str| {
-        fatal(sqlstate::PROTOCOL_VIOLATION, "malformed SCRAM message").with_detail(detail)
+    let malformed = |method: &str, detail: &str| {
+        fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("malformed {method} message"),
+        )
+        .with_detail(detail)
     };
     let response = match e {
-        ScramError::UnknownUser | ScramError::WrongPassword | ScramError::Locked => {
-            let reason = if *e == ScramError::Locked {
+        PasswordError::UnknownUser | PasswordError::WrongPassword | PasswordError::Locked => {
+            let reason = if *e == PasswordError::Locked {
                 R::PasswordLocked
             } else {
                 R::PasswordAuthentication
             };
+            let code = match method {
+                PasswordMethod::RedshiftSha256 => sqlstate::INVALID_AUTHORIZATION,
+                PasswordMethod::ScramSha256 | PasswordMethod::Md5 => sqlstate::INVALID_PASSWORD,
+            };
             return (
                 reason,
                 Some(fatal(
-                    sqlstate::INVALID_PASSWORD,
+                    code,
                     format!("password authentication failed for user {}", quoted(user)),
                 )),
             );
         }
-        ScramError::Malformed(detail) => malformed(detail),
-        ScramError::ChannelBindingNotOffered => malformed(
+        PasswordError::Malformed { method, detail } => malformed(method, detail),
+        PasswordError::ChannelBindingNotOffered => malformed(
+            "SCRAM",
             "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message \
              includes channel binding data.",
         ),
-        ScramError::AuthorizationIdentity => fatal(
+        PasswordError::AuthorizationIdentity => fatal(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "client uses authorization identity, but it is not supported",
         ),
-        ScramError::ChannelBindingMismatch => fatal(
+        PasswordError::ChannelBindingMismatch => fatal(
             sqlstate::PROTOCOL_VIOLATION,
             "SCRAM channel binding check failed",
         ),
-        ScramError::NonceMismatch => fatal(sqlstate::PROTOCOL_VIOLATION, "invalid SCRAM response")
-            .with_detail("Nonce does not match."),
-        ScramError::OutOfOrder => fatal(sqlstate::PROTOCOL_VIOLATION, "unexpected SCRAM message"),
+        PasswordError::NonceMismatch => {
+            fatal(sqlstate::PROTOCOL_VIOLATION, "invalid SCRAM response")
+                .with_detail("Nonce does not match.")
+        }
+        PasswordError::OutOfOrder => {
+            fatal(sqlstate::PROTOCOL_VIOLATION, "unexpected SCRAM message")
+        }
     };
     (R::Protocol, Some(response))
 }
@@ -489,6 +522,12 @@ pub fn upstream_response(e: &UpstreamError) -> ErrorResponse {
         U::UnsupportedAuth { code } => unable(format!(
             "the upstream server requested an unsupported authentication method ({code})"
         )),
+        U::IdentityTokenRequested => unable(
+            "the upstream server requested an identity-provider token (Redshift auth code 14); \
+             the proxy signs in with temporary IAM database credentials, so the target must \
+             accept IAM password logins"
+                .into(),
+        ),
         U::UnsupportedDigest { algorithm } => unable(format!(
             "the upstream server requested an unsupported digest algorithm ({algorithm})"
         )),

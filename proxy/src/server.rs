@@ -11,7 +11,7 @@ use crate::audit::AuditLog;
 use crate::frontend::ClientSocket;
 use crate::listen::{BoundListener, LocalAddress};
 use crate::metrics::{labels, AwsCallMetrics, CredentialStats, Metrics};
-use crate::net::set_socket_options;
+use crate::net::SocketOptions;
 use crate::runtime::{unix_now, ReloadError, Scrape, Services, SetupError, Shared, State};
 use arc_swap::ArcSwap;
 use proxy_auth::aws::AwsCredentials;
@@ -362,7 +362,7 @@ async fn accept_loop(
                 accepted_metric.inc();
                 let state = shared.state();
                 if let ClientSocket::Tcp(tcp) = &client {
-                    set_socket_options(tcp, &state.limits);
+                    SocketOptions::from_limits(&state.limits).apply(tcp);
                 }
                 tokio::spawn(crate::session::serve_connection(
                     client,

@@ -23,6 +23,9 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 /// `admin_shutdown`: the proxy ended the session (drain, lifetime, certificate expiry).
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `cannot_connect_now`: the server is starting up (recognised from the upstream, never
+/// sent).
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `idle_session_timeout`.
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 /// `internal_error`: an upstream ErrorResponse that carried no code.

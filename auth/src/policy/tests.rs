@@ -882,6 +882,7 @@ fn local(name: &str, method: crate::principal::LocalAuthMethod) -> crate::princi
     crate::principal::LocalUser {
         name: name.into(),
         method,
+        password_method: None,
     }
 }
 

@@ -282,6 +282,7 @@ mod tests {
             ca_bundle: None,
             connect_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(15),
+            resume_wait: None,
             region: None,
             cluster_identifier: None,
             workgroup: None,

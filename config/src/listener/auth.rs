@@ -4,7 +4,7 @@
 
 use crate::address::ListenAddress;
 use crate::problems::{KeyPath, Problems};
-use crate::verifier::ScramVerifierText;
+use crate::verifier::PasswordVerifierText;
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -15,7 +15,8 @@ pub enum ClientAuthMode {
     /// TLS with a client certificate verified against `client_ca`.
     #[default]
     Certificate,
-    /// SCRAM-SHA-256 against the verifiers in `[[listener.users]]`.
+    /// A password checked against the verifiers in `[[listener.users]]` (SCRAM-SHA-256,
+    /// md5 or Redshift's SHA-256 digest, per user).
     Password,
     /// No authentication: every client is `trust_user`.
     Trust,
@@ -31,23 +32,25 @@ impl ClientAuthMode {
     }
 }
 
-/// A local user of a `password` listener. Only the SCRAM verifier is stored, never the
-/// password (`redshift-iam-proxy hash-password` makes one).
+/// A local user of a `password` listener. Only a verifier is stored, never the password
+/// (`redshift-iam-proxy hash-password` makes one); its form selects the login method.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalUserConfig {
     /// The user name clients log in with (their startup `user`).
     pub name: String,
-    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, PostgreSQL's format
-    /// (checked by validation).
-    pub scram_verifier: ScramVerifierText,
+    /// `SCRAM-SHA-256$...`, `md5...` or `sha256|...|...` (checked by validation; see
+    /// [`crate::PasswordVerifier`]). `scram_verifier`, its name before md5 and sha256 were
+    /// added, is still read.
+    #[serde(alias = "scram_verifier")]
+    pub password_verifier: PasswordVerifierText,
 }
 
 impl std::fmt::Debug for LocalUserConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalUserConfig")
             .field("name", &self.name)
-            .field("scram_verifier", &self.scram_verifier)
+            .field("password_verifier", &self.password_verifier)
             .finish()
     }
 }
@@ -58,7 +61,7 @@ impl LocalUserConfig {
     pub(crate) fn all_reloadable(&self) {
         let LocalUserConfig {
             name: _,
-            scram_verifier: _,
+            password_verifier: _,
         } = self;
     }
 }
@@ -222,8 +225,8 @@ impl AuthSettings<'_> {
         for (j, u) in self.users.iter().enumerate() {
             let user = path.key("users").index(j);
             p.check(user.key("name"), check_local_user_name(&u.name));
-            if let Err(e) = u.scram_verifier.parse() {
-                p.add(user.key("scram_verifier"), e.to_string());
+            if let Err(e) = u.password_verifier.parse() {
+                p.add(user.key("password_verifier"), e.to_string());
             }
             if !seen.insert(u.name.as_str()) {
                 p.add(user.key("name"), format!("duplicate user {:?}", u.name));

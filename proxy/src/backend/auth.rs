@@ -36,25 +36,6 @@ pub(crate) fn md5_password(user: &str, password: &[u8], salt: [u8; 4]) -> String
     postgres_protocol::authentication::md5_hash(user.as_bytes(), password, salt)
 }
 
-/// Redshift's digest: `SHA256( SHA256(password ‖ salt) ‖ serverNonce ‖ clientNonce )`.
-pub(crate) fn redshift_digest(
-    password: &[u8],
-    salt: &[u8],
-    server_nonce: &[u8],
-    client_nonce: &[u8],
-) -> [u8; 32] {
-    let inner = Sha256::new()
-        .chain_update(password)
-        .chain_update(salt)
-        .finalize();
-    Sha256::new()
-        .chain_update(inner)
-        .chain_update(server_nonce)
-        .chain_update(client_nonce)
-        .finalize()
-        .into()
-}
-
 /// The client nonce Redshift drivers send: current Unix time in milliseconds, in ASCII.
 pub(crate) fn redshift_client_nonce() -> String {
     let ms = std::time::SystemTime::now()

@@ -1,6 +1,7 @@
 //! [`UpstreamEndpoint`]: everything needed to reach one `[[target]]`, built once at startup.
 
 use super::scram::SaltedPasswordCache;
+use crate::net::SocketOptions;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::RootCertStore;
@@ -19,6 +20,8 @@ pub struct UpstreamEndpoint {
     pub dial_port: u16,
     pub connect_timeout: Duration,
     pub login_timeout: Duration,
+    /// TCP keepalive and user timeout, set on every upstream connection as it is made.
+    pub socket_options: SocketOptions,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// SCRAM salted passwords of the credentials used with this upstream (shared by
@@ -110,6 +113,7 @@ impl UpstreamEndpoint {
             dial_port,
             connect_timeout: target.connect_timeout,
             login_timeout: target.login_timeout,
+            socket_options: SocketOptions::default(),
             server_name,
             tls: Arc::new(tls),
             scram_cache: Arc::default(),

@@ -120,6 +120,13 @@ pub enum UpstreamError {
     Protocol { phase: Phase, detail: String },
     #[error("upstream requested authentication method {code}, which the proxy does not support")]
     UnsupportedAuth { code: i32 },
+    /// Auth code 14: the server wants an IdP / IAM Identity Center token (what Redshift asks
+    /// drivers that sent `idp_type`), not the temporary IAM password the proxy holds.
+    #[error(
+        "upstream requested an identity-provider token (auth code 14, IAM Identity Center / \
+         native IdP); the proxy logs in with temporary IAM database credentials only"
+    )]
+    IdentityTokenRequested,
     #[error(
         "upstream requested Redshift digest algorithm {algorithm}; only 0 (SHA-256) is supported"
     )]
@@ -167,6 +174,36 @@ impl UpstreamError {
     /// credential and retries once with a fresh one.
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, UpstreamError::AuthFailed { .. })
+    }
+
+    /// True when the failure is what a workgroup that is resuming does to the first
+    /// connections: refuse or reset them, close them mid-handshake, hold the handshake
+    /// past the timeouts (research: redshift-server.md §8: exmergo/dex#97,
+    /// redshift_connector#176), or answer "the database system is starting up" (57P03)
+    /// as PostgreSQL does. Never a refused password, a certificate problem or a protocol
+    /// error: retrying those only delays the answer.
+    pub fn may_mean_resuming(&self) -> bool {
+        use std::io::ErrorKind as K;
+        let transient = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::TimedOut
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+            )
+        };
+        match self {
+            UpstreamError::Connect { source, .. } => transient(source),
+            UpstreamError::Timeout { phase, .. } | UpstreamError::Closed { phase } => {
+                *phase != Phase::Cancel
+            }
+            UpstreamError::Io { phase, source } => *phase != Phase::Cancel && transient(source),
+            UpstreamError::Server { sqlstate, .. } => sqlstate == sqlstate::CANNOT_CONNECT_NOW,
+            _ => false,
+        }
     }
 
     /// Maps an ErrorResponse received during login.

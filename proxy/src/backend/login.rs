@@ -9,10 +9,11 @@ use super::transport::{self, UpstreamStream};
 use crate::net::framing::{encode_into, read_message, Message};
 use crate::net::messages::authentication_request::AuthenticationRequest;
 use crate::net::messages::backend_key_data::BackendKeyData;
-use crate::net::messages::upstream_password as answer;
+use crate::net::messages::password_response as answer;
 use crate::net::messages::upstream_startup::startup_message;
 use crate::net::messages::ErrorResponse;
 use bytes::BytesMut;
+use proxy_auth::password::redshift_digest;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -215,12 +216,15 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                     server_nonce,
                 },
             ) => {
-                if algorithm != 0 {
+                if algorithm != redshift_digest::ALGORITHM_SHA256 {
                     return Err(UpstreamError::UnsupportedDigest { algorithm });
                 }
                 let client_nonce = auth::redshift_client_nonce();
-                let digest =
-                    auth::redshift_digest(password, salt, server_nonce, client_nonce.as_bytes());
+                let digest = redshift_digest::digest(
+                    &redshift_digest::salted_password(password, salt),
+                    server_nonce,
+                    client_nonce.as_bytes(),
+                );
                 answer::redshift_digest_response(&digest, client_nonce.as_bytes(), &mut out)
                     .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
                 AuthState::AwaitOk(AuthMethod::RedshiftDigestSha256)
@@ -248,6 +252,10 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 // login by itself.
                 last.verify(data).map_err(scram_failure)?;
                 AuthState::AwaitOk(method)
+            }
+            // Redshift's AUTH_REQ_IDP (research: redshift-server.md §2).
+            (_, AuthenticationRequest::Unsupported { code: 14 }) => {
+                return Err(UpstreamError::IdentityTokenRequested)
             }
             (_, AuthenticationRequest::Unsupported { code }) => {
                 return Err(UpstreamError::UnsupportedAuth { code })

@@ -8,8 +8,9 @@ mod auth;
 mod cancel;
 mod endpoint;
 mod error;
-mod login;
+pub(crate) mod login;
 pub mod scram;
+pub mod startup_params;
 mod transport;
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// `Hi()`, for callers of the client (and the upstream_auth fuzz target).
-pub use proxy_auth::scram::primitives::hi;
-use proxy_auth::scram::primitives::{hmac, normalize};
+pub use proxy_auth::password::scram::primitives::hi;
+use proxy_auth::password::scram::primitives::{hmac, normalize};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -85,6 +85,7 @@ fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetCo
         ca_bundle: Some(ca.to_path_buf()),
         connect_timeout: Duration::from_secs(5),
         login_timeout: Duration::from_secs(10),
+        resume_wait: None,
         region: None,
         cluster_identifier: None,
         workgroup: None,
@@ -241,6 +242,8 @@ async fn cleartext_login_sends_startup_literally_and_collects_messages_up_to_rea
         let post = [
             auth(0, b""),
             msg(b'S', b"server_version\x008.0.2\0"),
+            // Redshift's answer to client_protocol_version goes to the client unchanged.
+            msg(b'S', b"server_protocol_version\x002\0"),
             msg(b'K', &[0, 0, 0x30, 0x39, 0xde, 0xad, 0xbe, 0xef]),
             msg(b'N', b"SNOTICE\0Mafter auth\0\0"),
             msg(b'S', b"TimeZone\0UTC\0"),
@@ -269,6 +272,7 @@ async fn cleartext_login_sends_startup_literally_and_collects_messages_up_to_rea
     );
     let expected_after_auth = [
         msg(b'S', b"server_version\x008.0.2\0"),
+        msg(b'S', b"server_protocol_version\x002\0"),
         msg(b'N', b"SNOTICE\0Mafter auth\0\0"),
         msg(b'S', b"TimeZone\0UTC\0"),
         msg(b'Z', b"I"),
@@ -885,6 +889,22 @@ async fn an_unknown_authentication_code_is_named() {
     );
     assert!(err.to_string().contains('7'));
     assert!(err.client_message().contains('7'));
+}
+
+#[tokio::test]
+async fn an_identity_center_token_request_is_explained_not_a_protocol_failure() {
+    // Redshift sends code 14 with no further bytes to drivers that asked for IdP auth.
+    let err = login_against(auth(14, b"")).await;
+    assert!(
+        matches!(err, UpstreamError::IdentityTokenRequested),
+        "{err:?}"
+    );
+    let told = err.client_message();
+    assert!(told.contains("auth code 14"), "{told}");
+    assert!(
+        told.contains("temporary IAM database credentials"),
+        "{told}"
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub(crate) async fn dial(ep: &UpstreamEndpoint) -> Result<TcpStream, UpstreamErr
         })?;
     tcp.set_nodelay(true)
         .map_err(|source| UpstreamError::Connect { addr, source })?;
+    // Before the handshake: a resuming serverless workgroup may hold it for a while.
+    ep.socket_options.apply(&tcp);
     Ok(tcp)
 }
 

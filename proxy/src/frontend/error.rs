@@ -7,6 +7,7 @@ use crate::frontend::tls::ClientCertError;
 use crate::frontend::transport::SessionStream;
 use crate::net::messages::startup::StartupError;
 use proxy_auth::identity::{ClientIdentity, IdentityError};
+use proxy_config::PasswordMethod;
 use std::io;
 
 /// Why negotiation failed.
@@ -50,9 +51,10 @@ pub enum FrontendErrorKind {
     /// A direct TLS handshake on a listener that has no certificate.
     #[error("client started TLS directly, but this listener has no TLS certificate")]
     TlsNotConfigured,
-    #[error("password authentication of user {user:?} failed: {error}")]
+    #[error("password authentication ({method}) of user {user:?} failed: {error}")]
     Password {
         user: String,
+        method: PasswordMethod,
         error: PasswordAuthError,
     },
 }

@@ -424,7 +424,7 @@ async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     gate: &Gate<'_>,
 ) -> Result<(ClientPrincipal, ClientStartup), FrontendErrorKind> {
-    let classified = classify(msg, settings.allow_options)?;
+    let classified = classify(msg)?;
 
     // Newer minors (3.2, greased 3.9999) continue at 3.0. Protocol options alone at 3.0 are
     // dropped silently: the Redshift JDBC driver sends `_pq_.compression` at 3.0 and fails
@@ -452,6 +452,7 @@ async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map_err(|error| FrontendErrorKind::Password {
                     user: user.clone(),
+                    method: users.method_for(user),
                     error,
                 })?;
             ClientPrincipal::LocalUser(local)
@@ -459,6 +460,7 @@ async fn startup_phase<S: AsyncRead + AsyncWrite + Unpin>(
         (ClientAuth::Trust(name), _) => ClientPrincipal::LocalUser(LocalUser {
             name: name.clone(),
             method: LocalAuthMethod::Trust,
+            password_method: None,
         }),
     };
     Ok((principal, classified.startup))

@@ -1,31 +1,36 @@
-//! Password authentication of clients (`client_auth = "password"`): SCRAM-SHA-256 in
-//! PostgreSQL's SASL messages, as a PostgreSQL server runs it.
+//! Password authentication of clients (`client_auth = "password"`), in the method the
+//! user's verifier selects, as a PostgreSQL or Redshift server runs it:
 //!
 //! ```text
-//! proxy:  AuthenticationSASL ["SCRAM-SHA-256"]
-//! client: SASLInitialResponse "SCRAM-SHA-256" client-first-message
-//! proxy:  AuthenticationSASLContinue server-first-message
-//! client: SASLResponse client-final-message
-//! proxy:  AuthenticationSASLFinal server-final-message
+//! SCRAM-SHA-256:  R 10 ["SCRAM-SHA-256"]     p SASLInitialResponse
+//!                 R 11 server-first          p client-final
+//!                 R 12 server-final
+//! md5:            R 5 salt                   p "md5..."
+//! SHA-256 digest: R 13 0 salt server-nonce   d digest client-nonce
 //! ```
 //!
 //! The AuthenticationOk that completes the login is sent later, with the upstream's login
-//! reply. The exchange itself lives in [`proxy_auth::scram`].
+//! reply. The exchanges themselves live in [`proxy_auth::password`].
 
 use crate::net::framing::{read_message, FramingError};
-use crate::net::messages::client_sasl::{
-    authentication_sasl, authentication_sasl_continue, authentication_sasl_final,
-    SaslInitialResponse, SaslInitialResponseError,
+use crate::net::messages::authentication_request::AuthenticationRequest;
+use crate::net::messages::client_sasl::{SaslInitialResponse, SaslInitialResponseError};
+use crate::net::messages::password_response::{
+    parse_password_message, DigestResponse, PasswordParseError,
 };
 use bytes::BytesMut;
+use proxy_auth::password::md5::Md5Challenge;
+use proxy_auth::password::redshift_digest::{DigestChallenge, ALGORITHM_SHA256};
+use proxy_auth::password::scram::{ScramExchange, SCRAM_SHA_256};
+use proxy_auth::password::{LocalUsers, PasswordError, PasswordLogin};
 use proxy_auth::principal::{LocalAuthMethod, LocalUser};
-use proxy_auth::scram::{LocalUsers, ScramError, SCRAM_SHA_256};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
-/// Longest SASL message accepted from a client. Real SCRAM messages are around 100 bytes.
-const MAX_SASL_MESSAGE: usize = 4096;
+/// Longest password-phase message accepted from a client. Real SCRAM messages are around
+/// 100 bytes, md5 answers 36, digest answers about 60.
+const MAX_PASSWORD_MESSAGE: usize = 4096;
 
 /// Why password authentication did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -36,24 +41,26 @@ pub enum PasswordAuthError {
     Io(#[source] io::Error),
     #[error("login timeout expired during authentication")]
     Timeout,
-    #[error("expected a SASL response, got message type {0:?}")]
-    UnexpectedMessage(char),
-    #[error("invalid SASL message: {0}")]
+    #[error("expected a {expected} message, got message type {got:?}")]
+    UnexpectedMessage { expected: &'static str, got: char },
+    #[error("invalid password message: {0}")]
     Framing(FramingError),
     #[error("malformed SASL initial response: {0}")]
     InitialResponse(SaslInitialResponseError),
+    #[error("malformed password response: {0}")]
+    Response(PasswordParseError),
     /// A mechanism that was not offered (`SCRAM-SHA-256-PLUS` included).
     #[error("client selected SASL mechanism {0:?}, which was not offered")]
     Mechanism(String),
     #[error("{0}")]
-    Scram(#[from] ScramError),
+    Password(#[from] PasswordError),
 }
 
 impl PasswordAuthError {
     /// The client failed to prove a password (unknown user or wrong password), as opposed
     /// to breaking the protocol or leaving.
     pub fn is_authentication_failure(&self) -> bool {
-        matches!(self, PasswordAuthError::Scram(e) if e.is_authentication_failure())
+        matches!(self, PasswordAuthError::Password(e) if e.is_authentication_failure())
     }
 }
 
@@ -69,7 +76,7 @@ impl From<io::Error> for PasswordAuthError {
     }
 }
 
-/// Runs SCRAM-SHA-256 with the client for the startup `user`, within `deadline`.
+/// Runs the login of the startup `user` within `deadline`.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     users: &LocalUsers,
@@ -77,23 +84,37 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     locked: bool,
 ) -> Result<LocalUser, PasswordAuthError> {
-    match timeout_at(deadline, exchange(stream, users, user, locked)).await {
-        Ok(result) => result,
-        Err(_) => Err(PasswordAuthError::Timeout),
+    let mut login = users.begin(user);
+    if locked {
+        login.lock();
     }
+    let method = login.method();
+    let exchange = async {
+        match login {
+            PasswordLogin::Scram(exchange) => scram(stream, exchange).await,
+            PasswordLogin::Md5(challenge) => md5(stream, &challenge).await,
+            PasswordLogin::RedshiftSha256(challenge) => digest(stream, &challenge).await,
+        }
+    };
+    match timeout_at(deadline, exchange).await {
+        Ok(result) => result?,
+        Err(_) => return Err(PasswordAuthError::Timeout),
+    }
+    Ok(LocalUser {
+        name: user.to_owned(),
+        method: LocalAuthMethod::Password,
+        password_method: Some(method),
+    })
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    users: &LocalUsers,
-    user: &str,
-    locked: bool,
-) -> Result<LocalUser, PasswordAuthError> {
-    let mut out = BytesMut::new();
-    authentication_sasl(&[SCRAM_SHA_256], &mut out);
-    send(stream, &mut out).await?;
+    mut scram: ScramExchange,
+) -> Result<(), PasswordAuthError> {
+    let mechanisms = vec![SCRAM_SHA_256];
+    send(stream, AuthenticationRequest::Sasl { mechanisms }).await?;
 
-    let initial = read_sasl(stream).await?;
+    let initial = read(stream, b'p', "SASL response").await?;
     let initial =
         SaslInitialResponse::parse(&initial).map_err(PasswordAuthError::InitialResponse)?;
     if initial.mechanism != SCRAM_SHA_256.as_bytes() {
@@ -101,55 +122,83 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             String::from_utf8_lossy(initial.mechanism).into_owned(),
         ));
     }
-    let mut scram = users.begin(user);
-    if locked {
-        scram.lock();
-    }
     // RFC 4422 lets a client leave out its initial response; the server then asks for it
     // with an empty challenge.
     let client_first = match initial.data {
         Some(data) => data.to_vec(),
         None => {
-            authentication_sasl_continue(b"", &mut out);
-            send(stream, &mut out).await?;
-            read_sasl(stream).await?.to_vec()
+            send(stream, AuthenticationRequest::SaslContinue { data: b"" }).await?;
+            read(stream, b'p', "SASL response").await?.to_vec()
         }
     };
     let server_first = scram.client_first(&client_first)?;
-    authentication_sasl_continue(server_first.as_bytes(), &mut out);
-    send(stream, &mut out).await?;
+    let data = server_first.as_bytes();
+    send(stream, AuthenticationRequest::SaslContinue { data }).await?;
 
-    let client_final = read_sasl(stream).await?;
+    let client_final = read(stream, b'p', "SASL response").await?;
     let server_final = scram.client_final(&client_final)?;
-    authentication_sasl_final(server_final.as_bytes(), &mut out);
-    send(stream, &mut out).await?;
-    Ok(LocalUser {
-        name: user.to_owned(),
-        method: LocalAuthMethod::Password,
-    })
+    let data = server_final.as_bytes();
+    send(stream, AuthenticationRequest::SaslFinal { data }).await
+}
+
+async fn md5<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    challenge: &Md5Challenge,
+) -> Result<(), PasswordAuthError> {
+    let salt = challenge.salt();
+    send(stream, AuthenticationRequest::Md5Password { salt }).await?;
+    let body = read(stream, b'p', "password").await?;
+    let answer = parse_password_message(&body).map_err(PasswordAuthError::Response)?;
+    Ok(challenge.verify(answer)?)
+}
+
+async fn digest<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    challenge: &DigestChallenge,
+) -> Result<(), PasswordAuthError> {
+    let request = AuthenticationRequest::Digest {
+        algorithm: ALGORITHM_SHA256,
+        salt: challenge.salt(),
+        server_nonce: challenge.server_nonce(),
+    };
+    send(stream, request).await?;
+    let body = read(stream, b'd', "digest response").await?;
+    let answer = DigestResponse::parse(&body).map_err(PasswordAuthError::Response)?;
+    Ok(challenge.verify(answer.digest, answer.client_nonce)?)
 }
 
 async fn send<S: AsyncWrite + Unpin>(
     stream: &mut S,
-    out: &mut BytesMut,
+    request: AuthenticationRequest<'_>,
 ) -> Result<(), PasswordAuthError> {
-    stream.write_all(out).await?;
+    let mut out = BytesMut::new();
+    request.encode(&mut out);
+    stream.write_all(&out).await?;
     stream.flush().await?;
-    out.clear();
     Ok(())
 }
 
-/// The body of the client's next `p` message.
-async fn read_sasl<S: AsyncRead + Unpin>(stream: &mut S) -> Result<BytesMut, PasswordAuthError> {
-    let message = read_message(stream, MAX_SASL_MESSAGE)
+/// The body of the client's next message, which must be a `tag` message.
+async fn read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    tag: u8,
+    expected: &'static str,
+) -> Result<BytesMut, PasswordAuthError> {
+    let message = read_message(stream, MAX_PASSWORD_MESSAGE)
         .await
         .map_err(|e| match e {
             FramingError::Closed => PasswordAuthError::Disconnected,
             FramingError::Io(e) => e.into(),
             other => PasswordAuthError::Framing(other),
         })?;
-    if message.tag != b'p' {
-        return Err(PasswordAuthError::UnexpectedMessage(message.tag as char));
+    if message.tag != tag {
+        return Err(PasswordAuthError::UnexpectedMessage {
+            expected,
+            got: message.tag as char,
+        });
     }
     Ok(message.body)
 }
+
+#[cfg(test)]
+mod tests;

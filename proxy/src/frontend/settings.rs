@@ -1,6 +1,6 @@
 //! What the client side needs from a listener's configuration.
 
-use proxy_auth::scram::LocalUsers;
+use proxy_auth::password::LocalUsers;
 use proxy_config::ClientAuthMode;
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,5 +8,5 @@ pub mod messages;
 pub mod socket_options;
 pub mod tls_names;
 
-pub use socket_options::set_socket_options;
+pub use socket_options::SocketOptions;
 pub use tls_names::tls_names;

@@ -11,13 +11,14 @@ fn an_unknown_local_user_reads_exactly_like_a_wrong_password() {
     let wire = |e| {
         Refusal::Frontend(FrontendErrorKind::Password {
             user: "x".into(),
-            error: PasswordAuthError::Scram(e),
+            method: PasswordMethod::ScramSha256,
+            error: PasswordAuthError::Password(e),
         })
         .wire()
     };
     let (unknown, wrong) = (
-        wire(ScramError::UnknownUser),
-        wire(ScramError::WrongPassword),
+        wire(PasswordError::UnknownUser),
+        wire(PasswordError::WrongPassword),
     );
     assert_eq!(unknown.response, wrong.response);
     assert_eq!(unknown.reason, wrong.reason);
@@ -30,9 +31,29 @@ fn an_unknown_local_user_reads_exactly_like_a_wrong_password() {
     assert_eq!(
         code(Refusal::Frontend(FrontendErrorKind::Password {
             user: "x".into(),
-            error: PasswordAuthError::Scram(ScramError::ChannelBindingNotOffered),
+            method: PasswordMethod::ScramSha256,
+            error: PasswordAuthError::Password(PasswordError::ChannelBindingNotOffered),
         })),
         Some("08P01".into())
+    );
+}
+
+#[test]
+fn a_failed_password_reads_as_the_server_the_client_speaks_to_would_say_it() {
+    let code_for = |method| {
+        code(Refusal::Frontend(FrontendErrorKind::Password {
+            user: "x".into(),
+            method,
+            error: PasswordAuthError::Password(PasswordError::WrongPassword),
+        }))
+    };
+    // PostgreSQL's invalid_password for the PostgreSQL methods, Redshift's 28000 for the
+    // digest only Redshift servers ask for.
+    assert_eq!(code_for(PasswordMethod::ScramSha256), Some("28P01".into()));
+    assert_eq!(code_for(PasswordMethod::Md5), Some("28P01".into()));
+    assert_eq!(
+        code_for(PasswordMethod::RedshiftSha256),
+        Some("28000".into())
     );
 }
 

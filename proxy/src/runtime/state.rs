@@ -6,11 +6,13 @@ use crate::audit::AuditOpenError;
 use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
 use crate::metrics::CertificateExpiry;
+use crate::net::SocketOptions;
 use proxy_auth::policy::{Policy, PolicyError};
-use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig};
+use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig, TargetKind};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Why the proxy could not be set up from a configuration.
@@ -60,6 +62,10 @@ pub enum SetupError {
 /// An upstream target and how to reach it.
 pub struct TargetContext {
     pub name: String,
+    /// Decides which startup parameters go upstream.
+    pub kind: TargetKind,
+    /// How long logins retry an upstream that looks like it is resuming.
+    pub resume_wait: Duration,
     pub endpoint: Arc<UpstreamEndpoint>,
 }
 
@@ -132,15 +138,18 @@ impl State {
     pub fn build(config: &Config, generation: u64) -> Result<State, SetupError> {
         let mut targets = HashMap::new();
         for t in &config.targets {
-            let endpoint =
+            let mut endpoint =
                 UpstreamEndpoint::from_config(t).map_err(|source| SetupError::Upstream {
                     target: t.name.clone(),
                     source,
                 })?;
+            endpoint.socket_options = SocketOptions::from_limits(&config.limits);
             targets.insert(
                 t.name.clone(),
                 Arc::new(TargetContext {
                     name: t.name.clone(),
+                    kind: t.kind,
+                    resume_wait: t.resume_wait(),
                     endpoint: Arc::new(endpoint),
                 }),
             );

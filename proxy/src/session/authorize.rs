@@ -5,7 +5,6 @@ use super::trail::{Refused, Trail};
 use super::Connection;
 use crate::refusal::Refusal;
 use proxy_auth::policy::{Access, Grant};
-use tracing::info;
 
 /// A client with a grant: database user, database, groups and role.
 pub(super) struct Authorized {
@@ -39,12 +38,5 @@ pub(super) fn authorize(
         }
     };
     trail.authorized(&grant, conn.state.default_role.as_ref());
-    if !client.startup.dropped_params.is_empty() {
-        info!(
-            session_id = %trail.session_id(), identity = ?client.principal.short_name(),
-            dropped = ?client.startup.dropped_params,
-            "startup parameters accepted but not forwarded upstream"
-        );
-    }
     Ok(Authorized { admitted, grant })
 }

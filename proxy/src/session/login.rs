@@ -1,15 +1,24 @@
-//! Phase 4: a database credential for the grant, and a verify-full login upstream with it.
+//! Phase 4: a database credential for the grant, and a verify-full login upstream with it,
+//! sending the startup parameters the target kind accepts and riding out a serverless
+//! workgroup that is resuming.
 
 use super::authorize::Authorized;
 use super::trail::{Refused, Trail};
 use super::{terminated, Connection};
-use crate::backend::{self, LoginRequest, UpstreamSession};
-use crate::metrics::Metrics;
-use crate::net::set_socket_options;
+use crate::backend::startup_params::{upstream_params, UpstreamParams};
+use crate::backend::{self, LoginRequest, UpstreamError, UpstreamSession};
+use crate::metrics::{labels, Metrics};
 use crate::refusal::{Refusal, ShutdownStage};
+use crate::runtime::TargetContext;
 use proxy_auth::db_credentials::DbCredential;
-use std::time::Instant;
-use tracing::warn;
+use rand::Rng as _;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// First pause before retrying an upstream that looks like it is resuming; doubled per
+/// retry up to [`RESUME_BACKOFF_MAX`].
+const RESUME_BACKOFF: Duration = Duration::from_millis(250);
+const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 /// A client whose upstream session is logged in, not yet told so.
 pub(super) struct LoggedIn {
@@ -23,14 +32,24 @@ pub(super) async fn login(
     trail: &mut Trail,
     authorized: Authorized,
 ) -> Result<LoggedIn, Refused> {
+    let target = &authorized.admitted.target;
+    let params = upstream_params(
+        target.kind,
+        &authorized.admitted.client.startup.params,
+        conn.listener.frontend.allow_options,
+    );
+    log_dropped(trail, &authorized, &params);
     let mut terminate = conn.terminate.clone();
+    let mut attempts = 0;
     let result = tokio::select! {
-        r = login_upstream(conn, &authorized) => r,
+        r = login_upstream(conn, trail.accepted, &authorized, &params, &mut attempts) => r,
         _ = terminated(&mut terminate) => Err((Refusal::ShuttingDown(ShutdownStage::Login), Vec::new())),
     };
+    if attempts > 0 {
+        trail.upstream_attempts(attempts);
+    }
     match result {
         Ok((upstream, credential)) => {
-            set_socket_options(upstream.stream.get_ref().0.get_ref(), &conn.state.limits);
             trail.logged_in(&credential, &upstream);
             Ok(LoggedIn {
                 authorized,
@@ -45,13 +64,37 @@ pub(super) async fn login(
     }
 }
 
+/// One log line naming what the client sent that does not go upstream.
+fn log_dropped(trail: &Trail, authorized: &Authorized, params: &UpstreamParams) {
+    let client = &authorized.admitted.client;
+    if client.startup.dropped_params.is_empty() && params.dropped.is_empty() {
+        return;
+    }
+    let dropped: Vec<&str> = client
+        .startup
+        .dropped_params
+        .iter()
+        .map(String::as_str)
+        .chain(params.dropped.iter().map(|(name, _)| name.as_str()))
+        .collect();
+    let reasons: Vec<&str> = params.dropped.iter().map(|(_, why)| *why).collect();
+    info!(
+        session_id = %trail.session_id(), identity = ?client.principal.short_name(),
+        target = %authorized.admitted.target.name, ?dropped, ?reasons,
+        "startup parameters accepted but not forwarded upstream"
+    );
+}
+
 /// Obtains a credential and logs in upstream. A login refused with an authentication
 /// error after a cached credential is retried once with a fresh one: the cached password
 /// may have been revoked or rotated behind our back. On failure, also the AWS request ids
 /// of the credential that was refused.
 async fn login_upstream(
     conn: &Connection,
+    accepted: Instant,
     authorized: &Authorized,
+    params: &UpstreamParams,
+    attempts: &mut u32,
 ) -> Result<(UpstreamSession, DbCredential), (Refusal, Vec<String>)> {
     let grant = &authorized.grant;
     let target = &authorized.admitted.target;
@@ -60,6 +103,8 @@ async fn login_upstream(
     let credentials = &conn.shared.credentials;
     // AWS calls are budgeted per client identity.
     let requester = authorized.admitted.client.principal.limit_key();
+    // Retries for a resuming upstream stop where the client's login would time out.
+    let client_deadline = accepted + conn.listener.frontend.login_timeout;
     let mut retried = false;
     loop {
         let fetch_started = Instant::now();
@@ -71,9 +116,9 @@ async fn login_upstream(
             user: &credential.user,
             password: &credential.password,
             database: &grant.database,
-            params: &authorized.admitted.client.startup.params,
+            params: &params.forwarded,
         };
-        match backend::connect_and_login(&target.endpoint, &login).await {
+        match connect_while_resuming(conn, target, &login, client_deadline, attempts).await {
             Ok(session) => {
                 observe(&metrics.upstream_connect_seconds, session.connect_time);
                 observe(&metrics.upstream_auth_seconds, session.auth_time);
@@ -96,5 +141,43 @@ async fn login_upstream(
                 return Err((Refusal::Upstream(e), credential.aws_request_ids.clone()));
             }
         }
+    }
+}
+
+/// Connects and logs in; while the failures look like a workgroup that is resuming and
+/// the target's `resume_wait` and the client's login deadline allow, waits with backoff
+/// and tries again. Counts every attempt into `attempts`.
+async fn connect_while_resuming(
+    conn: &Connection,
+    target: &TargetContext,
+    login: &LoginRequest<'_>,
+    client_deadline: Instant,
+    attempts: &mut u32,
+) -> Result<UpstreamSession, UpstreamError> {
+    let deadline = client_deadline.min(Instant::now() + target.resume_wait);
+    let mut backoff = RESUME_BACKOFF;
+    loop {
+        *attempts += 1;
+        let error = match backend::connect_and_login(&target.endpoint, login).await {
+            Ok(session) => return Ok(session),
+            Err(e) => e,
+        };
+        // Equal jitter: many clients of one resuming workgroup do not retry in step.
+        let pause = backoff / 2 + rand::rng().random_range(Duration::ZERO..=backoff / 2);
+        if !error.may_mean_resuming() || Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        conn.shared
+            .metrics
+            .upstream_resume_retries
+            .get_or_create(&labels(&[("target", &target.name)]))
+            .inc();
+        warn!(
+            target = %target.name, attempt = *attempts, error = %error,
+            retry_in_ms = pause.as_millis() as u64,
+            "upstream refused or dropped the login; retrying (the workgroup may be resuming)"
+        );
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(RESUME_BACKOFF_MAX);
     }
 }

@@ -58,7 +58,7 @@ pub(super) async fn negotiate(
                 trail.refused_peer(peer);
             }
             // The startup user a password login was attempted for (never the password).
-            if let FrontendErrorKind::Password { user, error } = &e.kind {
+            if let FrontendErrorKind::Password { user, error, .. } = &e.kind {
                 trail.record.requested_user = Some(user.clone());
                 if error.is_authentication_failure() {
                     throttled(conn, user, source).await;

@@ -10,7 +10,7 @@ use crate::backend::UpstreamSession;
 use crate::cancel::{CancelOutcome, ProxyKey};
 use crate::frontend::SessionStream;
 use crate::metrics::labels;
-use crate::net::framing::encode_into;
+use crate::net::messages::authentication_request::AuthenticationRequest;
 use crate::net::messages::backend_key_data::BackendKeyData;
 use crate::refusal::{Refusal, StopReason};
 use crate::relay::{relay, Ended, RelayControl, RelayOutcome, Side};
@@ -208,7 +208,7 @@ fn login_reply(after_auth: &[u8], key: ProxyKey) -> Option<BytesMut> {
         return None;
     }
     let mut out = BytesMut::with_capacity(after_auth.len() + 32);
-    encode_into(&mut out, b'R', &0i32.to_be_bytes());
+    AuthenticationRequest::Ok.encode(&mut out);
     out.put_slice(messages);
     BackendKeyData {
         pid: key.pid,
@@ -222,6 +222,7 @@ fn login_reply(after_auth: &[u8], key: ProxyKey) -> Option<BytesMut> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::framing::encode_into;
 
     #[test]
     fn login_reply_inserts_the_proxy_key_before_ready_for_query() {

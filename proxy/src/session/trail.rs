@@ -86,6 +86,11 @@ impl Trail {
         let r = &mut self.record;
         r.client_certificate = client.identity().map(CertificateRecord::verified);
         r.local_user = client.principal.local_user().map(|u| u.name.clone());
+        r.password_method = client
+            .principal
+            .local_user()
+            .and_then(|u| u.password_method)
+            .map(|m| m.as_str().to_string());
         r.client_tls = client.tls.as_ref().map(|t| TlsRecord {
             version: t.version.clone(),
             cipher: t.cipher.clone(),
@@ -115,6 +120,12 @@ impl Trail {
     /// The AWS calls behind a credential (also recorded when the login then failed).
     pub fn aws_request_ids(&mut self, ids: &[String]) {
         self.record.aws_request_ids = ids.to_vec();
+    }
+
+    /// How many connection attempts the upstream login took (recorded also when it
+    /// failed).
+    pub fn upstream_attempts(&mut self, attempts: u32) {
+        self.record.upstream_attempts = Some(attempts);
     }
 
     pub fn logged_in(&mut self, credential: &DbCredential, upstream: &UpstreamSession) {

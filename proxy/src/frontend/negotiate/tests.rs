@@ -71,11 +71,15 @@ async fn valid_certificate_yields_a_session() {
     assert_eq!(s.identity().unwrap().common_name.as_deref(), Some("alice"));
     assert_eq!(s.startup.user, "a&user=b");
     assert_eq!(s.startup.database, "dev");
+    // Kept as sent; the target kind's table decides at login what goes upstream.
     assert_eq!(
         s.startup.params,
-        [("application_name".to_string(), "psql".to_string())]
+        [
+            ("application_name".to_string(), "psql".to_string()),
+            ("driver_version".to_string(), "x".to_string())
+        ]
     );
-    assert_eq!(s.startup.dropped_params, ["driver_version"]);
+    assert!(s.startup.dropped_params.is_empty());
     let tls = s.tls.unwrap();
     assert_eq!(tls.version, "TLSv1.3");
     assert!(tls.cipher.starts_with("TLS13_"), "{}", tls.cipher);

@@ -1,9 +1,11 @@
-//! The server's authentication requests (`R` messages), as sent to the proxy by the upstream.
+//! The server's authentication requests (`R` messages): parsed when the upstream sends
+//! them to the proxy, encoded when the proxy asks its own clients for a password.
 //!
 //! Only the shape is checked here (lengths, terminators, bounds); what to answer is the
-//! backend's business.
+//! backend's business, what to ask the frontend's.
 
-use crate::net::framing::Fields;
+use crate::net::framing::{encode_into, Fields};
+use bytes::{BufMut, BytesMut};
 
 /// Longest salt or nonce accepted in a Redshift digest request. Real servers send a few
 /// dozen bytes; anything much larger is a broken or hostile server.
@@ -139,6 +141,47 @@ impl<'a> AuthenticationRequest<'a> {
     }
 }
 
+impl AuthenticationRequest<'_> {
+    /// Appends the whole `R` message. A digest request carries exactly its fields: the
+    /// Redshift JDBC driver reads them one after another and ignores the length word, so
+    /// trailing bytes would put it out of step (research: redshift-server.md §1).
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut body = BytesMut::new();
+        body.put_i32(self.code());
+        match self {
+            AuthenticationRequest::Ok
+            | AuthenticationRequest::CleartextPassword
+            | AuthenticationRequest::Unsupported { .. } => {}
+            AuthenticationRequest::Md5Password { salt } => body.put_slice(salt),
+            AuthenticationRequest::Sasl { mechanisms } => {
+                for m in mechanisms {
+                    body.put_slice(m.as_bytes());
+                    body.put_u8(0);
+                }
+                body.put_u8(0);
+            }
+            AuthenticationRequest::SaslContinue { data }
+            | AuthenticationRequest::SaslFinal { data } => body.put_slice(data),
+            AuthenticationRequest::Digest {
+                algorithm,
+                salt,
+                server_nonce,
+            } => {
+                body.put_i32(*algorithm);
+                put_counted(&mut body, salt);
+                put_counted(&mut body, server_nonce);
+            }
+        }
+        encode_into(out, b'R', &body);
+    }
+}
+
+/// Our own salts and nonces are a few dozen bytes.
+fn put_counted(body: &mut BytesMut, field: &[u8]) {
+    body.put_i32(i32::try_from(field.len()).expect("salts and nonces are short"));
+    body.put_slice(field);
+}
+
 /// An `Int32` length followed by that many bytes, bounded by [`MAX_DIGEST_FIELD`].
 fn counted<'a>(f: &mut Fields<'a>) -> Result<&'a [u8], &'static str> {
     let len = f.next_i32().ok_or("missing length")?;
@@ -157,6 +200,57 @@ mod tests {
         let mut b = code.to_be_bytes().to_vec();
         b.extend_from_slice(rest);
         b
+    }
+
+    #[test]
+    fn every_request_encodes_to_what_parses_back() {
+        let requests = [
+            AuthenticationRequest::Ok,
+            AuthenticationRequest::CleartextPassword,
+            AuthenticationRequest::Md5Password { salt: [1, 2, 3, 4] },
+            AuthenticationRequest::Sasl {
+                mechanisms: vec!["SCRAM-SHA-256"],
+            },
+            AuthenticationRequest::SaslContinue { data: b"r=x" },
+            AuthenticationRequest::SaslFinal { data: b"v=y" },
+            AuthenticationRequest::Digest {
+                algorithm: 0,
+                salt: &[7; 32],
+                server_nonce: &[9; 32],
+            },
+        ];
+        for request in requests {
+            let mut out = BytesMut::new();
+            request.encode(&mut out);
+            assert_eq!(out[0], b'R');
+            let len = i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize;
+            assert_eq!(len, out.len() - 1, "{request:?}");
+            assert_eq!(AuthenticationRequest::parse(&out[5..]), Ok(request));
+        }
+    }
+
+    #[test]
+    fn encodes_the_wire_bytes_postgresql_sends() {
+        let mut out = BytesMut::new();
+        AuthenticationRequest::Sasl {
+            mechanisms: vec!["SCRAM-SHA-256"],
+        }
+        .encode(&mut out);
+        assert_eq!(&out[..], b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0");
+        out.clear();
+        AuthenticationRequest::Md5Password { salt: *b"abcd" }.encode(&mut out);
+        assert_eq!(&out[..], b"R\0\0\0\x0c\0\0\0\x05abcd");
+        out.clear();
+        AuthenticationRequest::Digest {
+            algorithm: 0,
+            salt: b"s",
+            server_nonce: b"nn",
+        }
+        .encode(&mut out);
+        assert_eq!(
+            &out[..],
+            b"R\0\0\0\x17\0\0\0\x0d\0\0\0\0\0\0\0\x01s\0\0\0\x02nn"
+        );
     }
 
     #[test]

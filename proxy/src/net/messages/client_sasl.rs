@@ -1,37 +1,7 @@
-//! SASL authentication toward the proxy's own clients (`password` listeners): the server's
-//! AuthenticationSASL / SASLContinue / SASLFinal (`R` 10, 11, 12) and the client's
-//! SASLInitialResponse (`p`).
+//! The SASLInitialResponse (`p`) of the proxy's own clients (`password` listeners). The
+//! server's side of SASL is in [`super::authentication_request`].
 
-use crate::net::framing::{encode_into, Fields};
-use bytes::{BufMut, BytesMut};
-
-/// AuthenticationSASL offering `mechanisms`.
-pub fn authentication_sasl(mechanisms: &[&str], out: &mut BytesMut) {
-    let mut body = BytesMut::new();
-    body.put_i32(10);
-    for m in mechanisms {
-        body.put_slice(m.as_bytes());
-        body.put_u8(0);
-    }
-    body.put_u8(0);
-    encode_into(out, b'R', &body);
-}
-
-/// AuthenticationSASLContinue carrying a server-first-message.
-pub fn authentication_sasl_continue(data: &[u8], out: &mut BytesMut) {
-    let mut body = BytesMut::with_capacity(4 + data.len());
-    body.put_i32(11);
-    body.put_slice(data);
-    encode_into(out, b'R', &body);
-}
-
-/// AuthenticationSASLFinal carrying a server-final-message.
-pub fn authentication_sasl_final(data: &[u8], out: &mut BytesMut) {
-    let mut body = BytesMut::with_capacity(4 + data.len());
-    body.put_i32(12);
-    body.put_slice(data);
-    encode_into(out, b'R', &body);
-}
+use crate::net::framing::Fields;
 
 /// A client's SASLInitialResponse: the mechanism it chose and its first message (`None`
 /// when it sent none, length -1).
@@ -75,19 +45,6 @@ impl<'a> SaslInitialResponse<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encodes_the_authentication_requests() {
-        let mut out = BytesMut::new();
-        authentication_sasl(&["SCRAM-SHA-256"], &mut out);
-        assert_eq!(&out[..], b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0");
-        out.clear();
-        authentication_sasl_continue(b"r=x", &mut out);
-        assert_eq!(&out[..], b"R\0\0\0\x0b\0\0\0\x0br=x");
-        out.clear();
-        authentication_sasl_final(b"v=y", &mut out);
-        assert_eq!(&out[..], b"R\0\0\0\x0b\0\0\0\x0cv=y");
-    }
 
     #[test]
     fn parses_initial_responses_and_bounds_their_lengths() {

@@ -4,7 +4,7 @@ pub mod authentication_request;
 pub mod backend_key_data;
 pub mod client_sasl;
 pub mod error_response;
-pub mod upstream_password;
+pub mod password_response;
 pub mod upstream_startup;
 
 pub use error_response::{ErrorResponse, Severity};

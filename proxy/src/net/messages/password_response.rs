@@ -1,10 +1,12 @@
-//! The proxy's answers to the upstream's authentication requests: PasswordMessage,
-//! SASLInitialResponse, SASLResponse (all tagged `p`) and Redshift's digest response (`d`).
+//! Answers to authentication requests: PasswordMessage, SASLInitialResponse, SASLResponse
+//! (all tagged `p`) and Redshift's digest response (`d`). The proxy builds them toward the
+//! upstream and parses them from its own clients (`password` listeners; the SASL ones from
+//! clients are in [`super::client_sasl`]).
 //!
-//! These functions build wire bytes that may contain secrets; callers send them and drop
-//! them, and never log them.
+//! These messages carry secrets or what stands in for them; callers send or check them,
+//! drop them, and never log them.
 
-use crate::net::framing::encode_into;
+use crate::net::framing::{encode_into, Fields};
 use bytes::{BufMut, BytesMut};
 
 /// Why an answer could not be built.
@@ -74,9 +76,87 @@ pub fn redshift_digest_response(
     Ok(())
 }
 
+/// Why a client's answer is malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordParseError {
+    #[error("the password is not NUL-terminated, or bytes follow its NUL")]
+    Password,
+    #[error("a field of the digest response is missing or does not have its declared length")]
+    Digest,
+}
+
+/// The string of a client's PasswordMessage (`p`: a cleartext password or an `md5...`
+/// answer), without its NUL.
+pub fn parse_password_message(body: &[u8]) -> Result<&[u8], PasswordParseError> {
+    let mut f = Fields::new(body);
+    let password = f.next_cstr().ok_or(PasswordParseError::Password)?;
+    if !f.remaining().is_empty() {
+        return Err(PasswordParseError::Password);
+    }
+    Ok(password)
+}
+
+/// A client's answer to AUTH_REQ_DIGEST (`d`): the digest and the client nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestResponse<'a> {
+    pub digest: &'a [u8],
+    pub client_nonce: &'a [u8],
+}
+
+impl<'a> DigestResponse<'a> {
+    /// Parses the body of a `d` message. Trailing bytes are refused: every driver sends
+    /// exactly the two fields (JDBC CFI 789-794, redshift_connector core.py, ODBC
+    /// `pqDigestResponsePacketSend`).
+    pub fn parse(body: &'a [u8]) -> Result<Self, PasswordParseError> {
+        let mut f = Fields::new(body);
+        let mut counted = || -> Result<&'a [u8], PasswordParseError> {
+            let len = f.next_i32().ok_or(PasswordParseError::Digest)?;
+            let len = usize::try_from(len).map_err(|_| PasswordParseError::Digest)?;
+            f.take(len).ok_or(PasswordParseError::Digest)
+        };
+        let digest = counted()?;
+        let client_nonce = counted()?;
+        if !f.remaining().is_empty() {
+            return Err(PasswordParseError::Digest);
+        }
+        Ok(DigestResponse {
+            digest,
+            client_nonce,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_proxy_sends_upstream_parses_back() {
+        let mut out = BytesMut::new();
+        password_message(b"md5abc", &mut out).unwrap();
+        assert_eq!(parse_password_message(&out[5..]), Ok(&b"md5abc"[..]));
+        let mut out = BytesMut::new();
+        redshift_digest_response(&[0xAA; 32], b"1764979200000", &mut out).unwrap();
+        let parsed = DigestResponse::parse(&out[5..]).unwrap();
+        assert_eq!(parsed.digest, [0xAA; 32]);
+        assert_eq!(parsed.client_nonce, b"1764979200000");
+    }
+
+    #[test]
+    fn malformed_client_answers_are_refused() {
+        for bad in [&b"abc"[..], b"abc\0x", b""] {
+            assert!(parse_password_message(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"\0\0\0\x02\xaa",
+            b"\0\0\0\x01\xaa\0\0\0\x05ab",
+            b"\0\0\0\x01\xaa\0\0\0\x01a!",
+            b"\xff\xff\xff\xff\0\0\0\0",
+        ] {
+            assert!(DigestResponse::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn password_message_is_nul_terminated_and_refuses_embedded_nul() {

@@ -1,30 +1,22 @@
-//! SCRAM-SHA-256 for clients of `password` listeners: the server side of RFC 5802 / RFC 7677
-//! as PostgreSQL runs it (`SCRAM-SHA-256` in AuthenticationSASL), and the verifiers
-//! `redshift-iam-proxy hash-password` writes.
-//!
-//! The exchange is pure computation; the wire messages around it are the frontend's. What it
-//! holds to:
+//! SCRAM-SHA-256 for local users: the server side of RFC 5802 / RFC 7677 as PostgreSQL
+//! runs it (`SCRAM-SHA-256` in AuthenticationSASL), and the verifiers
+//! `redshift-iam-proxy hash-password --method scram-sha-256` writes.
 //!
 //! - **No channel binding.** Only `SCRAM-SHA-256` is offered, never `-PLUS`, so a client
 //!   that demands channel binding (`p=` flag) is refused rather than silently downgraded.
 //!   A `y` flag ("I could bind, but the server cannot") is accepted because it is true here
 //!   (RFC 5802 §6 makes it an error only for servers that support channel binding). The
 //!   `c=` attribute of the final message must repeat the GS2 header exactly.
-//! - **Unknown users look like wrong passwords.** An unknown user runs the whole exchange
-//!   against a mock verifier whose salt is derived from the user name with a key made from
-//!   the listener's verifiers (stable across restarts, unpredictable to clients, the same
-//!   iteration count as a real user), and fails at the proof like a wrong password.
-//!   Malformed messages are refused the same way whether or not the user exists.
-//! - **Constant-time comparison** of the recomputed StoredKey.
+//! - Malformed messages are refused the same way whether or not the user exists.
 //! - Passwords are SASLprep-normalised when hashed, as PostgreSQL and libpq do (falling
 //!   back to the raw bytes when SASLprep refuses the string).
 
+use super::{judge, PasswordError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use primitives::{hi, hmac, normalize};
-use proxy_config::{ListenerConfig, ScramVerifier};
+use proxy_config::ScramVerifier;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::fmt;
 use subtle::ConstantTimeEq;
 
@@ -33,7 +25,7 @@ pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 /// PostgreSQL's default iteration count, and `hash-password`'s.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 /// Salt length of new verifiers (PostgreSQL's).
-const SALT_LEN: usize = 16;
+pub(crate) const SALT_LEN: usize = 16;
 /// Random bytes in the server's nonce part (PostgreSQL's `SCRAM_RAW_NONCE_LEN`).
 const SERVER_NONCE_LEN: usize = 18;
 
@@ -52,134 +44,6 @@ fn hash_password_with_salt(password: &str, salt: &[u8], iterations: u32) -> Scra
         salt: salt.to_vec(),
         stored_key: Sha256::digest(client_key).into(),
         server_key: hmac(&*salted, b"Server Key"),
-    }
-}
-
-/// The local users of one `password` listener and their verifiers.
-pub struct LocalUsers {
-    users: HashMap<String, ScramVerifier>,
-    /// Key for the salts of users that do not exist.
-    mock_key: [u8; 32],
-    mock_iterations: u32,
-}
-
-impl fmt::Debug for LocalUsers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalUsers")
-            .field("users", &self.users.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl LocalUsers {
-    /// The `[[listener.users]]` of `listener` (validated, so names are unique).
-    pub fn from_listener(listener: &ListenerConfig) -> LocalUsers {
-        // Validation parsed every verifier; one that does not parse lets nobody in.
-        LocalUsers::new(
-            listener
-                .users
-                .iter()
-                .filter_map(|u| u.scram_verifier.parse().ok().map(|v| (u.name.clone(), v))),
-        )
-    }
-
-    pub fn new(users: impl IntoIterator<Item = (String, ScramVerifier)>) -> LocalUsers {
-        let users: Vec<(String, ScramVerifier)> = users.into_iter().collect();
-        let mock_iterations = users
-            .first()
-            .map(|(_, v)| v.iterations)
-            .unwrap_or(DEFAULT_ITERATIONS);
-        // Derived from secrets only the configuration holds, so mock salts stay the same
-        // across restarts (a salt that changed would mark the user as unknown) and cannot
-        // be predicted by a client.
-        let mut sorted: Vec<&(String, ScramVerifier)> = users.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut h = Sha256::new();
-        h.update(b"redshift-iam-proxy SCRAM mock salt\0");
-        for (name, v) in &sorted {
-            h.update(name.as_bytes());
-            h.update([0]);
-            h.update(v.stored_key);
-            h.update(v.server_key);
-        }
-        if sorted.is_empty() {
-            h.update(rand::random::<[u8; 32]>());
-        }
-        LocalUsers {
-            mock_key: h.finalize().into(),
-            mock_iterations,
-            users: users.into_iter().collect(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-
-    /// Starts an exchange for the startup `user`, known or not.
-    pub fn begin(&self, user: &str) -> ScramExchange {
-        let (verifier, known) = match self.users.get(user) {
-            Some(v) => (v.clone(), true),
-            None => (
-                ScramVerifier {
-                    iterations: self.mock_iterations,
-                    salt: hmac(&self.mock_key, user.as_bytes())[..SALT_LEN].to_vec(),
-                    stored_key: rand::random(),
-                    server_key: rand::random(),
-                },
-                false,
-            ),
-        };
-        ScramExchange {
-            verifier,
-            known,
-            locked: false,
-            stage: Stage::AwaitingClientFirst,
-        }
-    }
-}
-
-/// Why an exchange failed. `Display` is for the operator and tells an unknown user from a
-/// wrong password, which the client never learns (the proxy's refusal mapping answers
-/// both alike).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScramError {
-    #[error("malformed SCRAM message: {0}")]
-    Malformed(&'static str),
-    /// The client demands channel binding (`p=`), which was not offered.
-    #[error("the client requires channel binding, which the proxy does not offer")]
-    ChannelBindingNotOffered,
-    #[error("the client uses an authorization identity, which is not supported")]
-    AuthorizationIdentity,
-    /// `c=` of the final message does not repeat the first message's GS2 header.
-    #[error("SCRAM channel binding check failed")]
-    ChannelBindingMismatch,
-    #[error("SCRAM nonce does not match")]
-    NonceMismatch,
-    #[error("SCRAM message out of order")]
-    OutOfOrder,
-    #[error("no such local user")]
-    UnknownUser,
-    #[error("wrong password")]
-    WrongPassword,
-    /// The user or the client's address is locked after repeated failures: refused
-    /// whatever the proof, exactly like a wrong password.
-    #[error("locked after repeated failures")]
-    Locked,
-}
-
-impl ScramError {
-    /// Whether the client simply failed to prove the password (as opposed to breaking the
-    /// protocol).
-    pub fn is_authentication_failure(&self) -> bool {
-        matches!(
-            self,
-            ScramError::UnknownUser | ScramError::WrongPassword | ScramError::Locked
-        )
     }
 }
 
@@ -203,6 +67,19 @@ pub struct ScramExchange {
     stage: Stage,
 }
 
+impl ScramExchange {
+    /// An exchange against `verifier`; `known` is false for the mock of a user that does
+    /// not exist.
+    pub(crate) fn new(verifier: ScramVerifier, known: bool) -> ScramExchange {
+        ScramExchange {
+            verifier,
+            known,
+            locked: false,
+            stage: Stage::AwaitingClientFirst,
+        }
+    }
+}
+
 impl fmt::Debug for ScramExchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramExchange").finish_non_exhaustive()
@@ -210,11 +87,11 @@ impl fmt::Debug for ScramExchange {
 }
 
 /// The message as text: SCRAM messages are UTF-8 without NUL bytes.
-fn message_text(message: &[u8]) -> Result<&str, ScramError> {
+fn message_text(message: &[u8]) -> Result<&str, PasswordError> {
     let text = std::str::from_utf8(message)
-        .map_err(|_| ScramError::Malformed("The message is not valid UTF-8."))?;
+        .map_err(|_| PasswordError::scram("The message is not valid UTF-8."))?;
     if text.contains('\0') {
-        return Err(ScramError::Malformed("The message contains a NUL byte."));
+        return Err(PasswordError::scram("The message contains a NUL byte."));
     }
     Ok(text)
 }
@@ -232,7 +109,7 @@ fn is_attribute(s: &str) -> bool {
 
 impl ScramExchange {
     /// Takes the client-first-message, returns the server-first-message.
-    pub fn client_first(&mut self, message: &[u8]) -> Result<String, ScramError> {
+    pub fn client_first(&mut self, message: &[u8]) -> Result<String, PasswordError> {
         let server_nonce = STANDARD.encode(rand::random::<[u8; SERVER_NONCE_LEN]>());
         self.client_first_with_nonce(message, &server_nonce)
     }
@@ -241,33 +118,33 @@ impl ScramExchange {
         &mut self,
         message: &[u8],
         server_nonce: &str,
-    ) -> Result<String, ScramError> {
+    ) -> Result<String, PasswordError> {
         if !matches!(self.stage, Stage::AwaitingClientFirst) {
-            return Err(ScramError::OutOfOrder);
+            return Err(PasswordError::OutOfOrder);
         }
         self.stage = Stage::Done;
         let text = message_text(message)?;
 
-        let (flag, rest) = text.split_once(',').ok_or(ScramError::Malformed(
+        let (flag, rest) = text.split_once(',').ok_or(PasswordError::scram(
             "Comma expected after the channel-binding flag.",
         ))?;
         match flag {
             "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBindingNotOffered),
+            f if f.starts_with("p=") => return Err(PasswordError::ChannelBindingNotOffered),
             _ => {
-                return Err(ScramError::Malformed(
+                return Err(PasswordError::scram(
                     "Unexpected channel-binding flag in client-first-message.",
                 ))
             }
         }
-        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed(
+        let (authzid, bare) = rest.split_once(',').ok_or(PasswordError::scram(
             "Comma expected after the authorization identity.",
         ))?;
         if !authzid.is_empty() {
             return Err(if authzid.starts_with("a=") {
-                ScramError::AuthorizationIdentity
+                PasswordError::AuthorizationIdentity
             } else {
-                ScramError::Malformed("Unexpected attribute in client-first-message.")
+                PasswordError::scram("Unexpected attribute in client-first-message.")
             });
         }
         let gs2_header = &text[..flag.len() + authzid.len() + 2];
@@ -275,25 +152,25 @@ impl ScramExchange {
         let mut attrs = bare.split(',');
         let username = attrs.next().unwrap_or_default();
         if username.starts_with("m=") {
-            return Err(ScramError::Malformed(
+            return Err(PasswordError::scram(
                 "Mandatory extensions are not supported.",
             ));
         }
         // PostgreSQL ignores this name (libpq sends it empty): the startup `user` counts.
         if !username.starts_with("n=") {
-            return Err(ScramError::Malformed(
+            return Err(PasswordError::scram(
                 "Expected the user name attribute \"n\".",
             ));
         }
         let client_nonce = attrs
             .next()
             .and_then(|a| a.strip_prefix("r="))
-            .ok_or(ScramError::Malformed("Expected the nonce attribute \"r\"."))?;
+            .ok_or(PasswordError::scram("Expected the nonce attribute \"r\"."))?;
         if !is_printable_nonce(client_nonce) {
-            return Err(ScramError::Malformed("The client nonce is not printable."));
+            return Err(PasswordError::scram("The client nonce is not printable."));
         }
         if !attrs.all(is_attribute) {
-            return Err(ScramError::Malformed(
+            return Err(PasswordError::scram(
                 "Malformed extension in client-first-message.",
             ));
         }
@@ -321,7 +198,7 @@ impl ScramExchange {
 
     /// Takes the client-final-message; returns the server-final-message when the client
     /// proved the password.
-    pub fn client_final(&mut self, message: &[u8]) -> Result<String, ScramError> {
+    pub fn client_final(&mut self, message: &[u8]) -> Result<String, PasswordError> {
         let Stage::AwaitingClientFinal {
             gs2_header,
             client_first_bare,
@@ -329,47 +206,47 @@ impl ScramExchange {
             nonce,
         } = std::mem::replace(&mut self.stage, Stage::Done)
         else {
-            return Err(ScramError::OutOfOrder);
+            return Err(PasswordError::OutOfOrder);
         };
         let text = message_text(message)?;
 
         let parts: Vec<&str> = text.split(',').collect();
-        let channel_binding = parts[0].strip_prefix("c=").ok_or(ScramError::Malformed(
+        let channel_binding = parts[0].strip_prefix("c=").ok_or(PasswordError::scram(
             "Expected the channel binding attribute \"c\".",
         ))?;
         let client_nonce = parts
             .get(1)
             .and_then(|a| a.strip_prefix("r="))
-            .ok_or(ScramError::Malformed("Expected the nonce attribute \"r\"."))?;
+            .ok_or(PasswordError::scram("Expected the nonce attribute \"r\"."))?;
         let last = parts[parts.len() - 1];
         let proof = match (parts.len() >= 3, last.strip_prefix("p=")) {
             (true, Some(p)) => p,
             _ => {
-                return Err(ScramError::Malformed(
+                return Err(PasswordError::scram(
                     "Expected the proof attribute \"p\" at the end of client-final-message.",
                 ))
             }
         };
         if !parts[2..parts.len() - 1].iter().all(|a| is_attribute(a)) {
-            return Err(ScramError::Malformed(
+            return Err(PasswordError::scram(
                 "Malformed extension in client-final-message.",
             ));
         }
         let channel_binding = STANDARD.decode(channel_binding).map_err(|_| {
-            ScramError::Malformed("Invalid base64 in the channel binding attribute.")
+            PasswordError::scram("Invalid base64 in the channel binding attribute.")
         })?;
         let proof: [u8; 32] = STANDARD
             .decode(proof)
             .ok()
             .and_then(|p| p.try_into().ok())
-            .ok_or(ScramError::Malformed(
+            .ok_or(PasswordError::scram(
                 "Malformed proof in client-final-message.",
             ))?;
         if channel_binding != gs2_header.as_bytes() {
-            return Err(ScramError::ChannelBindingMismatch);
+            return Err(PasswordError::ChannelBindingMismatch);
         }
         if client_nonce != nonce {
-            return Err(ScramError::NonceMismatch);
+            return Err(PasswordError::NonceMismatch);
         }
 
         let without_proof = &text[..text.len() - last.len() - 1];
@@ -382,12 +259,8 @@ impl ScramExchange {
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
         let proof_ok: bool = stored_key.ct_eq(&self.verifier.stored_key).into();
-        match (proof_ok, self.known, self.locked) {
-            (_, _, true) => Err(ScramError::Locked),
-            (true, true, false) => Ok(format!("v={}", STANDARD.encode(server_signature))),
-            (_, false, false) => Err(ScramError::UnknownUser),
-            (false, true, false) => Err(ScramError::WrongPassword),
-        }
+        judge(proof_ok, self.known, self.locked)?;
+        Ok(format!("v={}", STANDARD.encode(server_signature)))
     }
 }
 

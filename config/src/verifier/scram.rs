@@ -7,8 +7,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::Deserialize;
 use std::fmt;
+
+pub(super) const PREFIX: &str = "SCRAM-SHA-256$";
 
 /// Fewest PBKDF2 iterations accepted: PostgreSQL's default.
 pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
@@ -56,7 +57,7 @@ impl ScramVerifier {
     /// Parses PostgreSQL's text form.
     pub fn parse(text: &str) -> Result<ScramVerifier, ScramVerifierError> {
         let rest = text
-            .strip_prefix("SCRAM-SHA-256$")
+            .strip_prefix(PREFIX)
             .ok_or(ScramVerifierError::Format)?;
         let (params, keys) = rest.split_once('$').ok_or(ScramVerifierError::Format)?;
         let (iterations, salt) = params.split_once(':').ok_or(ScramVerifierError::Format)?;
@@ -109,28 +110,6 @@ impl fmt::Debug for ScramVerifier {
     }
 }
 
-/// A verifier as written in the configuration file. Parsed by validation rather than by
-/// the TOML reader, whose errors quote the offending line.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct ScramVerifierText(String);
-
-impl ScramVerifierText {
-    pub fn new(text: impl Into<String>) -> Self {
-        ScramVerifierText(text.into())
-    }
-
-    pub fn parse(&self) -> Result<ScramVerifier, ScramVerifierError> {
-        ScramVerifier::parse(&self.0)
-    }
-}
-
-impl fmt::Debug for ScramVerifierText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScramVerifierText(<redacted>)")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +129,6 @@ mod tests {
     #[test]
     fn refuses_malformed_verifiers_without_echoing_them() {
         let cases = [
-            ("md5abcdef", ScramVerifierError::Format),
             ("SCRAM-SHA-256$4096:c2FsdA==", ScramVerifierError::Format),
             (
                 "SCRAM-SHA-256$x:c2FsdA==$a:b",
@@ -185,7 +163,5 @@ mod tests {
     fn debug_output_is_redacted() {
         let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
         assert_eq!(format!("{v:?}"), "ScramVerifier(<redacted>)");
-        let t = ScramVerifierText::new(PG_VERIFIER);
-        assert_eq!(format!("{t:?}"), "ScramVerifierText(<redacted>)");
     }
 }

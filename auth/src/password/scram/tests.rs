@@ -1,13 +1,29 @@
 use super::*;
+use crate::password::{LocalUsers, PasswordLogin};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use proxy_config::PasswordVerifier;
 
 /// `rolpassword` of a role created with `PASSWORD 'pencil'` on PostgreSQL 15.
 const PG_PENCIL: &str = "SCRAM-SHA-256$4096:NxzLLSnOL+kfSJxu5E0Vug==$i8/jTNcjsoMWQ7k0fiBfKdWAdDYZJpV9C4MJUIGvyKE=:n+326DETgU6ZGtfT7+oeq8hnKskmglb7EK37hajcxoA=";
 
+/// The SCRAM exchange of a user whose verifier (or listener's mock) is SCRAM.
+trait BeginScram {
+    fn begin_scram(&self, user: &str) -> ScramExchange;
+}
+
+impl BeginScram for LocalUsers {
+    fn begin_scram(&self, user: &str) -> ScramExchange {
+        match self.begin(user) {
+            PasswordLogin::Scram(exchange) => exchange,
+            other => panic!("expected SCRAM, got {:?}", other.method()),
+        }
+    }
+}
+
 fn users(list: &[(&str, &str)]) -> LocalUsers {
     LocalUsers::new(
         list.iter()
-            .map(|(n, v)| (n.to_string(), ScramVerifier::parse(v).unwrap())),
+            .map(|(n, v)| (n.to_string(), PasswordVerifier::parse(v).unwrap())),
     )
 }
 
@@ -18,8 +34,8 @@ fn login(
     user: &str,
     password: &str,
     binding: ChannelBinding,
-) -> Result<(), ScramError> {
-    let mut exchange = users.begin(user);
+) -> Result<(), PasswordError> {
+    let mut exchange = users.begin_scram(user);
     let mut client = ScramSha256::new(password.as_bytes(), binding);
     let server_first = exchange.client_first(client.message())?;
     client
@@ -39,8 +55,8 @@ fn rfc7677_example_exchange() {
         &STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap(),
         4096,
     );
-    let users = LocalUsers::new([("user".to_string(), verifier)]);
-    let mut exchange = users.begin("user");
+    let users = LocalUsers::new([("user".to_string(), PasswordVerifier::ScramSha256(verifier))]);
+    let mut exchange = users.begin_scram("user");
     let server_first = exchange
         .client_first_with_nonce(
             b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
@@ -72,7 +88,7 @@ fn a_verifier_made_by_postgresql_accepts_its_password_only() {
     );
     assert_eq!(
         login(&users, "etl", "pencil2", ChannelBinding::unsupported()),
-        Err(ScramError::WrongPassword)
+        Err(PasswordError::WrongPassword)
     );
 }
 
@@ -100,7 +116,7 @@ fn hash_password_round_trips_through_a_real_client() {
             "Correct horse",
             ChannelBinding::unsupported()
         ),
-        Err(ScramError::WrongPassword)
+        Err(PasswordError::WrongPassword)
     );
     assert_ne!(
         hash_password("correct horse", DEFAULT_ITERATIONS).salt,
@@ -113,7 +129,7 @@ fn hash_password_round_trips_through_a_real_client() {
 fn passwords_are_saslprep_normalised_like_postgresql_does() {
     // U+00A0 (no-break space) maps to a space under SASLprep; libpq normalises the same way.
     let verifier = hash_password("a\u{a0}b", DEFAULT_ITERATIONS);
-    let users = LocalUsers::new([("u".to_string(), verifier)]);
+    let users = LocalUsers::new([("u".to_string(), PasswordVerifier::ScramSha256(verifier))]);
     assert_eq!(
         login(&users, "u", "a b", ChannelBinding::unsupported()),
         Ok(())
@@ -141,7 +157,7 @@ fn a_client_demanding_channel_binding_is_refused() {
         ChannelBinding::tls_server_end_point(vec![0; 32]),
     )
     .unwrap_err();
-    assert_eq!(err, ScramError::ChannelBindingNotOffered);
+    assert_eq!(err, PasswordError::ChannelBindingNotOffered);
 }
 
 #[test]
@@ -149,16 +165,20 @@ fn unknown_user_fails_exactly_like_a_wrong_password() {
     let users = users(&[("etl", PG_PENCIL)]);
     let unknown = login(&users, "nobody", "pencil", ChannelBinding::unsupported()).unwrap_err();
     let wrong = login(&users, "etl", "nope", ChannelBinding::unsupported()).unwrap_err();
-    assert_eq!(unknown, ScramError::UnknownUser);
-    assert_eq!(wrong, ScramError::WrongPassword);
+    assert_eq!(unknown, PasswordError::UnknownUser);
+    assert_eq!(wrong, PasswordError::WrongPassword);
     // What the client reads is the same for both: proxy/src/refusal/tests.rs.
     assert!(unknown.is_authentication_failure() && wrong.is_authentication_failure());
 }
 
 #[test]
 fn unknown_users_get_a_stable_salt_of_the_real_shape() {
-    let first =
-        |users: &LocalUsers, user: &str| users.begin(user).client_first(b"n,,n=,r=abc").unwrap();
+    let first = |users: &LocalUsers, user: &str| {
+        users
+            .begin_scram(user)
+            .client_first(b"n,,n=,r=abc")
+            .unwrap()
+    };
     let salt_and_iterations =
         |server_first: &str| server_first.split_once(",s=").unwrap().1.to_string();
     let a = users(&[("etl", PG_PENCIL)]);
@@ -178,56 +198,56 @@ fn unknown_users_get_a_stable_salt_of_the_real_shape() {
 #[test]
 fn malformed_client_first_messages_are_refused_the_same_for_any_user() {
     let users = users(&[("etl", PG_PENCIL)]);
-    let cases: &[(&[u8], ScramError)] = &[
+    let cases: &[(&[u8], PasswordError)] = &[
         (
             b"",
-            ScramError::Malformed("Comma expected after the channel-binding flag."),
+            PasswordError::scram("Comma expected after the channel-binding flag."),
         ),
         (
             b"x,,n=,r=abc",
-            ScramError::Malformed("Unexpected channel-binding flag in client-first-message."),
+            PasswordError::scram("Unexpected channel-binding flag in client-first-message."),
         ),
         (
             b"p=tls-server-end-point,,n=,r=abc",
-            ScramError::ChannelBindingNotOffered,
+            PasswordError::ChannelBindingNotOffered,
         ),
-        (b"n,a=admin,n=,r=abc", ScramError::AuthorizationIdentity),
+        (b"n,a=admin,n=,r=abc", PasswordError::AuthorizationIdentity),
         (
             b"n,,m=ext,n=,r=abc",
-            ScramError::Malformed("Mandatory extensions are not supported."),
+            PasswordError::scram("Mandatory extensions are not supported."),
         ),
         (
             b"n,,r=abc",
-            ScramError::Malformed("Expected the user name attribute \"n\"."),
+            PasswordError::scram("Expected the user name attribute \"n\"."),
         ),
         (
             b"n,,n=",
-            ScramError::Malformed("Expected the nonce attribute \"r\"."),
+            PasswordError::scram("Expected the nonce attribute \"r\"."),
         ),
         (
             b"n,,n=,r=",
-            ScramError::Malformed("The client nonce is not printable."),
+            PasswordError::scram("The client nonce is not printable."),
         ),
         (
             b"n,,n=,r=a b",
-            ScramError::Malformed("The client nonce is not printable."),
+            PasswordError::scram("The client nonce is not printable."),
         ),
         (
             b"n,,n=,r=abc,,",
-            ScramError::Malformed("Malformed extension in client-first-message."),
+            PasswordError::scram("Malformed extension in client-first-message."),
         ),
         (
             b"n,,n=,r=abc\0",
-            ScramError::Malformed("The message contains a NUL byte."),
+            PasswordError::scram("The message contains a NUL byte."),
         ),
         (
             b"n,,n=\xff,r=abc",
-            ScramError::Malformed("The message is not valid UTF-8."),
+            PasswordError::scram("The message is not valid UTF-8."),
         ),
     ];
     for (message, expected) in cases {
         for user in ["etl", "nobody"] {
-            let got = users.begin(user).client_first(message).unwrap_err();
+            let got = users.begin_scram(user).client_first(message).unwrap_err();
             assert_eq!(
                 &got,
                 expected,
@@ -240,7 +260,7 @@ fn malformed_client_first_messages_are_refused_the_same_for_any_user() {
 
 /// Drives an exchange up to the client-final-message; returns it with the combined nonce.
 fn after_first(users: &LocalUsers, user: &str, flag: &str) -> (ScramExchange, String) {
-    let mut exchange = users.begin(user);
+    let mut exchange = users.begin_scram(user);
     let server_first = exchange
         .client_first(format!("{flag},,n=,r=clientnonce").as_bytes())
         .unwrap();
@@ -259,52 +279,52 @@ fn malformed_or_mismatched_client_final_messages_are_refused() {
     let users = users(&[("etl", PG_PENCIL)]);
     let proof = STANDARD.encode([7u8; 32]);
     let biws = "biws"; // base64("n,,")
-    let cases: Vec<(String, ScramError)> = vec![
+    let cases: Vec<(String, PasswordError)> = vec![
         (
             "r=x,p=y".into(),
-            ScramError::Malformed("Expected the channel binding attribute \"c\"."),
+            PasswordError::scram("Expected the channel binding attribute \"c\"."),
         ),
         (
             format!("c={biws}"),
-            ScramError::Malformed("Expected the nonce attribute \"r\"."),
+            PasswordError::scram("Expected the nonce attribute \"r\"."),
         ),
         (
             format!("c={biws},r=NONCE"),
-            ScramError::Malformed(
+            PasswordError::scram(
                 "Expected the proof attribute \"p\" at the end of client-final-message.",
             ),
         ),
         (
             format!("c={biws},r=NONCE,p={proof},x=1"),
-            ScramError::Malformed(
+            PasswordError::scram(
                 "Expected the proof attribute \"p\" at the end of client-final-message.",
             ),
         ),
         (
             format!("c={biws},r=NONCE,1,p={proof}"),
-            ScramError::Malformed("Malformed extension in client-final-message."),
+            PasswordError::scram("Malformed extension in client-final-message."),
         ),
         (
             format!("c=!!,r=NONCE,p={proof}"),
-            ScramError::Malformed("Invalid base64 in the channel binding attribute."),
+            PasswordError::scram("Invalid base64 in the channel binding attribute."),
         ),
         (
             format!("c={biws},r=NONCE,p=c2hvcnQ="),
-            ScramError::Malformed("Malformed proof in client-final-message."),
+            PasswordError::scram("Malformed proof in client-final-message."),
         ),
         // base64("y,,"): the header of the first message was "n,,".
         (
             format!("c=eSws,r=NONCE,p={proof}"),
-            ScramError::ChannelBindingMismatch,
+            PasswordError::ChannelBindingMismatch,
         ),
         // Channel-binding data smuggled into c= of a client that sent "n".
         (
             format!("c={},r=NONCE,p={proof}", STANDARD.encode(b"n,,junk")),
-            ScramError::ChannelBindingMismatch,
+            PasswordError::ChannelBindingMismatch,
         ),
         (
             format!("c={biws},r=othernonce,p={proof}"),
-            ScramError::NonceMismatch,
+            PasswordError::NonceMismatch,
         ),
     ];
     for (message, expected) in cases {
@@ -319,29 +339,29 @@ fn malformed_or_mismatched_client_final_messages_are_refused() {
     let (mut exchange, nonce) = after_first(&users, "etl", "n");
     assert_eq!(
         exchange.client_final(format!("c={biws},r={nonce},p={proof}").as_bytes()),
-        Err(ScramError::WrongPassword)
+        Err(PasswordError::WrongPassword)
     );
 }
 
 #[test]
 fn messages_out_of_order_are_refused() {
     let users = users(&[("etl", PG_PENCIL)]);
-    let mut exchange = users.begin("etl");
+    let mut exchange = users.begin_scram("etl");
     assert_eq!(
         exchange.client_final(b"c=biws,r=x,p=y"),
-        Err(ScramError::OutOfOrder)
+        Err(PasswordError::OutOfOrder)
     );
     let (mut exchange, _) = after_first(&users, "etl", "n");
     assert_eq!(
         exchange.client_first(b"n,,n=,r=abc"),
-        Err(ScramError::OutOfOrder)
+        Err(PasswordError::OutOfOrder)
     );
 }
 
 #[test]
 fn debug_output_reveals_no_verifier() {
     let users = users(&[("etl", PG_PENCIL)]);
-    let text = format!("{users:?} {:?}", users.begin("etl"));
+    let text = format!("{users:?} {:?}", users.begin_scram("etl"));
     assert!(!text.contains("NxzLL"), "{text}");
 }
 
@@ -356,7 +376,7 @@ fn random_messages_never_panic() {
         let junk: Vec<u8> = (0..len)
             .map(|_| alphabet[rng.random_range(0..alphabet.len())])
             .collect();
-        let mut exchange = users.begin("etl");
+        let mut exchange = users.begin_scram("etl");
         if exchange.client_first(&junk).is_ok() {
             let _ = exchange.client_final(&junk);
         }
