@@ -109,7 +109,7 @@ impl Listener {
     pub fn user(mut self, name: &str, verifier: &str) -> Self {
         let mut user = Table::default();
         user.set("name", name);
-        user.set("scram_verifier", verifier);
+        user.set("password_verifier", verifier);
         let users = self
             .0
              .0

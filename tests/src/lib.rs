@@ -12,6 +12,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod psql;
+pub mod redshift_python;
 pub mod stack;
 pub mod standin;
 pub mod world;

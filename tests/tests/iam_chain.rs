@@ -493,8 +493,6 @@ async fn redshift_driver_parameters_pass_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "proxy gap: it forwards IntervalStyle (and geqo), which Redshift refuses at \
-            login with FATAL 42704 (skunk#229, LibPQ.jl#71); see the stand-in's params.rs"]
 async fn a_client_intervalstyle_does_not_fail_the_login() {
     let stack = Stack::start().await.unwrap();
     let outcome = raw_proxy_login(

@@ -62,7 +62,7 @@ impl Legacy {
 
     async fn start_with(extra_config: String) -> Legacy {
         let socket_dir = tempfile::tempdir().unwrap();
-        let verifier = proxy_auth::scram::hash_password(ETL_PASSWORD, 4096).to_text();
+        let verifier = proxy_auth::password::scram::hash_password(ETL_PASSWORD, 4096).to_text();
         let users =
             format!("[[listener.users]]\nname = \"etl\"\nscram_verifier = \"{verifier}\"\n");
         let h = ProxyHarness::start_with(HarnessOptions {
@@ -504,11 +504,16 @@ async fn the_operator_log_explains_refusals_and_never_holds_a_password_or_verifi
     l.audit(3).await;
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(
-        text.contains("password authentication of user \"etl\" failed: wrong password"),
+        // Client-chosen strings are quoted in the log (`detail` is Debug-formatted).
+        text.contains(
+            r#"password authentication (scram-sha-256) of user \"etl\" failed: wrong password"#
+        ),
         "{text}"
     );
     assert!(
-        text.contains("password authentication of user \"etl_ghost\" failed: no such local user"),
+        text.contains(
+            r#"password authentication (scram-sha-256) of user \"etl_ghost\" failed: no such local user"#
+        ),
         "{text}"
     );
     assert!(

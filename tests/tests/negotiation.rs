@@ -406,15 +406,23 @@ async fn cancel_request_after_ssl_request_cancels_a_running_query() {
     );
 }
 
+/// Through the real chain: Redshift (the stand-in) refuses parameters it does not know, so
+/// this is where the Redshift driver's startup packet must work.
 #[tokio::test(flavor = "multi_thread")]
 async fn redshift_jdbc_startup_parameters_get_a_working_session() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let mut tls = ssl_request_session(&h).await;
+    let world = proxy_testkit::world::World::start().await;
+    let proxy = world.proxy(world.config()).await;
+    let alice = world.client("alice");
+    let mut tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(negotiate_byte(&mut tcp, SSL_REQUEST).await, b'S');
+    let config = Arc::new(client_tls(world.pki.ca_cert_path(), Some(&alice)));
+    let mut tls = tls_handshake(tcp, config)
+        .await
+        .expect("TLS after SSLRequest");
     // What the Redshift JDBC driver 2.x sends, in its order, at protocol 3.0.
     let params = [
-        ("user", "alice"),
-        ("database", "postgres"),
+        ("user", alice.common_name.as_str()),
+        ("database", "dev"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO"),
         ("TimeZone", "Europe/Berlin"),
@@ -444,11 +452,37 @@ async fn redshift_jdbc_startup_parameters_get_a_working_session() {
         login.parameters["application_name"],
         "Redshift JDBC Driver matrix"
     );
-    // The settings reached the server; the driver metadata was dropped, not refused.
+    // Redshift's answers pass through: its version and its protocol level.
+    assert_eq!(login.parameters["server_version"], "8.0.2");
+    assert_eq!(login.parameters["server_protocol_version"], "0");
+    // The JDBC driver refuses a BackendKeyData of any other length than 12.
+    assert_eq!(
+        login.backend_key.as_ref().map(|(_, key)| key.len()),
+        Some(4)
+    );
+    // The settings reached the server; the IdP keys were dropped, not refused.
     let rows = simple_query(
         &mut tls,
         "select current_user, current_setting('DateStyle'), current_setting('extra_float_digits')",
     )
     .await;
-    assert_eq!(rows, [[pg_user, "ISO, MDY".into(), "3".into()]]);
+    assert_eq!(
+        rows,
+        [[
+            format!("IAMA:{}", alice.common_name),
+            "ISO, MDY".into(),
+            "3".into()
+        ]]
+    );
+    let standin = world
+        .emulator
+        .standin(proxy_testkit::stack::CLUSTER)
+        .unwrap();
+    let seen = standin.logins().pop().expect("the stand-in's record");
+    assert_eq!(seen.param("client_protocol_version"), Some("2"));
+    assert_eq!(
+        seen.param("plugin_name").map(|p| p.contains("Azure")),
+        Some(true)
+    );
+    assert_eq!(seen.param("idp_type"), None);
 }

@@ -27,6 +27,7 @@ fn endpoint(pg: &PgServer) -> UpstreamEndpoint {
         ca_bundle: Some(pg.ca_cert_path().to_path_buf()),
         connect_timeout: Duration::from_secs(10),
         login_timeout: Duration::from_secs(20),
+        resume_wait: None,
         region: None,
         cluster_identifier: None,
         workgroup: None,

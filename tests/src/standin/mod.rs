@@ -10,11 +10,10 @@
 //!   to PostgreSQL (the BackendKeyData the client holds is PostgreSQL's own) and answered
 //!   with nothing.
 //! - Startup parameters: Redshift's closed list; anything else is FATAL 42704 (see
-//!   `params.rs`). `client_protocol_version` is answered with ParameterStatus
-//!   `server_protocol_version` = min(requested, 0) = `0`, just before BackendKeyData: the
-//!   stand-in relays PostgreSQL's plain RowDescriptions, i.e. level 0 (BASE_SERVER); a
-//!   higher level would make every driver parse extra per-column fields that are not there
-//!   (research §5).
+//!   `params.rs`).
+//! - The startup burst reports Redshift's `server_version` (8.0.2), `padb_version` and
+//!   `padb_revision`, and answers `client_protocol_version` with `server_protocol_version`
+//!   = min(requested, 0) = `0` just before BackendKeyData (see `burst.rs`).
 //! - Authentication: md5 (code 5) for IAM users and Redshift's SHA-256 digest (code 13) for
 //!   the users configured so; never SCRAM. Every unexpired password the AWS emulator issued
 //!   for that user and database works on its own ([`issued`]); an expired one fails with
@@ -32,6 +31,7 @@
 //! plays a resuming serverless workgroup (research §8: the handshake is torn down).
 
 mod auth;
+mod burst;
 mod groups;
 pub mod issued;
 pub mod names;

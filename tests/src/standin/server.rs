@@ -1,6 +1,7 @@
 //! Connections of the stand-in: negotiation, login, and the relay.
 
 use super::auth::{Answer, Challenge};
+use super::burst;
 use super::names::pg_role_name;
 use super::params::{classify, Classified};
 use super::protocol::{
@@ -356,12 +357,10 @@ async fn login(
     match connect_postgres(shared, &role, &database, &classified).await {
         Ok((pg, burst)) => {
             let mut reply = authenticated;
-            for message in &burst {
-                if message.tag == b'K' && classified.client_protocol_version().is_some() {
-                    reply.extend(protocol::parameter_status("server_protocol_version", "0"));
-                }
-                reply.extend(message.encode());
-            }
+            reply.extend(burst::redshift_burst(
+                &burst,
+                classified.client_protocol_version(),
+            ));
             if stream.write_all(&reply).await.is_err() || stream.flush().await.is_err() {
                 shared.groups.leave(&role, &groups).await;
                 shared.record(record);

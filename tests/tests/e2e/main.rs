@@ -5,5 +5,6 @@
 mod admission;
 mod hygiene;
 mod identity;
+mod redshift_drivers;
 mod revocation;
 mod throttling;

@@ -43,7 +43,7 @@ fn code(e: &tokio_postgres::Error) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn password_guessing_slows_down_then_locks_the_user() {
     let world = World::start().await;
-    let verifier = proxy_auth::scram::hash_password(PASSWORD, 4096).to_text();
+    let verifier = proxy_auth::password::scram::hash_password(PASSWORD, 4096).to_text();
     let config = world
         .config()
         .listener(
@@ -122,7 +122,7 @@ async fn password_guessing_slows_down_then_locks_the_user() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_and_known_users_fail_alike() {
     let world = World::start().await;
-    let verifier = proxy_auth::scram::hash_password(PASSWORD, 4096).to_text();
+    let verifier = proxy_auth::password::scram::hash_password(PASSWORD, 4096).to_text();
     let proxy = world
         .proxy(
             world.config().listener(
