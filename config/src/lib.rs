@@ -35,6 +35,7 @@ mod problems;
 mod restart;
 mod root;
 pub mod security;
+mod size;
 pub mod target;
 mod verifier;
 mod warnings;
@@ -57,6 +58,7 @@ pub use problems::{KeyPath, Problem, Problems, Warning};
 pub use restart::{KeptUntilRestart, RestartOnly};
 pub use root::Config;
 pub use security::SecurityConfig;
+pub use size::ByteSize;
 pub use target::{TargetConfig, TargetKind};
 pub use verifier::{
     Md5Verifier, PasswordMethod, PasswordVerifier, PasswordVerifierError, PasswordVerifierText,

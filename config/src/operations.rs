@@ -3,6 +3,7 @@
 
 use crate::address::{is_dns_name, ListenAddress};
 use crate::problems::Problems;
+use crate::size::ByteSize;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -173,13 +174,20 @@ pub struct AuditConfig {
     /// Write audit records at all (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// JSON-lines file, opened for append (and reopened on reload, for log rotation).
-    /// Absent: standard output.
+    /// JSON-lines file, opened for append and reopened by every reload (SIGHUP), so an
+    /// external rotator (logrotate) can rename it. Absent: standard output.
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Records queued for the writer before new ones are dropped (and counted).
     #[serde(default = "default_audit_queue")]
     pub queue_capacity: usize,
+    /// Rotate the file itself when it reaches this size: `path` becomes `path.1`, the
+    /// older ones shift up. Absent: never (leave rotation to logrotate).
+    #[serde(default)]
+    pub max_file_size: Option<ByteSize>,
+    /// Rotated files kept beside `path` (`path.1` .. `path.N`); older ones are deleted.
+    #[serde(default = "default_audit_max_files")]
+    pub max_files: usize,
 }
 
 impl Default for AuditConfig {
@@ -188,6 +196,8 @@ impl Default for AuditConfig {
             enabled: true,
             path: None,
             queue_capacity: default_audit_queue(),
+            max_file_size: None,
+            max_files: default_audit_max_files(),
         }
     }
 }
@@ -198,6 +208,12 @@ fn default_true() -> bool {
 fn default_audit_queue() -> usize {
     8192
 }
+fn default_audit_max_files() -> usize {
+    10
+}
+
+/// Smallest `max_file_size`: below it a busy proxy would rotate every few records.
+const MIN_AUDIT_FILE_SIZE: u64 = 64 * 1024;
 
 impl AuditConfig {
     pub(crate) fn check(&self, p: &mut Problems) {
@@ -206,6 +222,26 @@ impl AuditConfig {
         }
         if self.path.is_some() && !self.enabled {
             p.add("audit.path", "set, but audit.enabled = false");
+        }
+        if let Some(size) = self.max_file_size {
+            if self.path.is_none() {
+                p.add(
+                    "audit.max_file_size",
+                    "needs audit.path (standard output is not rotated)",
+                );
+            }
+            if size.0 < MIN_AUDIT_FILE_SIZE {
+                p.add(
+                    "audit.max_file_size",
+                    format!("must be at least 64KiB (got {size})"),
+                );
+            }
+        }
+        if self.max_files == 0 {
+            p.add(
+                "audit.max_files",
+                "must be at least 1 (rotating without keeping the old file loses records)",
+            );
         }
     }
 }
@@ -447,8 +483,10 @@ impl AuditConfig {
         let AuditConfig {
             enabled,
             queue_capacity,
-            // Reopened by a reload that changes it (log rotation).
+            // A reload reopens the file with these (log rotation).
             path: _,
+            max_file_size: _,
+            max_files: _,
         } = self;
         AuditKept {
             enabled: *enabled,

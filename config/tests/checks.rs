@@ -377,3 +377,48 @@ fn several_problems_in_several_sections_are_all_reported() {
         "{shown}"
     );
 }
+
+#[test]
+fn audit_rotation_needs_a_file_a_sane_size_and_a_file_to_keep() {
+    let p = problems(&format!(
+        "{BASE}\n[audit]\nmax_file_size = \"1KiB\"\nmax_files = 0\n"
+    ));
+    assert!(has(&p, "audit.max_file_size", "needs audit.path"), "{p:?}");
+    assert!(has(&p, "audit.max_file_size", "at least 64KiB"), "{p:?}");
+    assert!(has(&p, "audit.max_files", "at least 1"), "{p:?}");
+    let err = parse(&format!(
+        "{BASE}\n[audit]\npath = \"audit.jsonl\"\nmax_file_size = \"100 parsecs\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("audit.max_file_size"), "{err}");
+    assert!(err.contains("unknown size unit"), "{err}");
+    let ok = parse(&format!(
+        "{BASE}\n[audit]\npath = \"audit.jsonl\"\nmax_file_size = \"100MiB\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.audit.max_file_size,
+        Some(proxy_config::ByteSize(100 << 20))
+    );
+}
+
+#[test]
+fn resume_wait_has_a_per_kind_default_and_a_ceiling() {
+    let c = parse(BASE).unwrap();
+    let wait = |name: &str| {
+        c.targets
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .resume_wait()
+    };
+    assert_eq!(wait("wg"), std::time::Duration::from_secs(30));
+    assert_eq!(wait("cluster"), std::time::Duration::ZERO);
+    let text = BASE.replace("with_iam = true", "with_iam = true\nresume_wait = \"10m\"");
+    assert!(has(
+        &problems(&text),
+        "target[2].resume_wait",
+        "at most 300s"
+    ));
+}

@@ -71,6 +71,18 @@ impl Shared {
         if self.is_shutting_down() {
             return Err(ReloadError::ShuttingDown);
         }
+        let result = self.apply_new_config();
+        if result.is_err() {
+            // SIGHUP also means "reopen your files" to logrotate: a configuration that
+            // does not load must not leave the audit trail in the file it just renamed.
+            if let Err(e) = self.audit.reopen(&self.state().config().audit) {
+                error!(error = %e, "cannot reopen the audit file");
+            }
+        }
+        result
+    }
+
+    fn apply_new_config(&self) -> Result<u64, ReloadError> {
         let path = self
             .reload
             .config_path
@@ -94,9 +106,8 @@ impl Shared {
         }
         let generation = self.reload.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let state = State::build(&config, generation)?;
-        if old.audit.path != config.audit.path {
-            self.audit.reopen(&config.audit)?;
-        }
+        // Every reload reopens the audit file: logrotate renames it and sends SIGHUP.
+        self.audit.reopen(&config.audit)?;
         for warning in &state.warnings {
             warn!("{warning}");
         }

@@ -3,6 +3,7 @@
 //! in front of PostgreSQL. One binary, one module per area.
 
 mod admission;
+mod audit_files;
 mod hygiene;
 mod identity;
 mod redshift_drivers;
