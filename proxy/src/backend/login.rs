@@ -159,6 +159,20 @@ enum AuthState {
     ScramFinal(Box<scram::ClientFinal>, AuthMethod),
 }
 
+/// What the exchange needs to answer a request.
+struct Answering<'a> {
+    user: &'a str,
+    password: &'a [u8],
+    server_leaf_cert: Option<&'a [u8]>,
+    scram_cache: &'a SaltedPasswordCache,
+}
+
+/// After one request: the exchange goes on, or the server said AuthenticationOk.
+enum Step {
+    Continue(AuthState),
+    Authenticated(AuthMethod),
+}
+
 /// Runs the authentication exchange up to AuthenticationOk and returns the method used.
 pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
@@ -166,12 +180,34 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     server_leaf_cert: Option<&[u8]>,
     scram_cache: &SaltedPasswordCache,
 ) -> Result<AuthMethod, UpstreamError> {
-    let password = req.password.expose_secret().as_bytes();
+    let ctx = Answering {
+        user: req.user,
+        password: req.password.expose_secret().as_bytes(),
+        server_leaf_cert,
+        scram_cache,
+    };
     let mut state = AuthState::Start;
+    loop {
+        let msg = next_request(s).await?;
+        let request = AuthenticationRequest::parse(&msg.body)
+            .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+        let mut out = BytesMut::new();
+        state = match answer(&ctx, state, request, &mut out).await? {
+            Step::Continue(next) => next,
+            Step::Authenticated(method) => return Ok(method),
+        };
+        if !out.is_empty() {
+            write_flush(s, &out).await?;
+        }
+    }
+}
+
+/// The server's next authentication request (`R`), skipping what may come between.
+async fn next_request<S: AsyncRead + Unpin>(s: &mut S) -> Result<Message, UpstreamError> {
     loop {
         let msg = next_message(s).await?;
         match msg.tag {
-            b'R' => {}
+            b'R' => return Ok(msg),
             b'E' => return Err(server_error(&msg.body)),
             // Notices before AuthenticationOk carry nothing the client needs.
             b'N' => continue,
@@ -188,89 +224,92 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 ))
             }
         }
-        let request = AuthenticationRequest::parse(&msg.body)
-            .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
-        let mut out = BytesMut::new();
-        state = match (state, request) {
-            (AuthState::Start, AuthenticationRequest::Ok) => return Ok(AuthMethod::None),
-            (AuthState::AwaitOk(method), AuthenticationRequest::Ok) => return Ok(method),
-            (AuthState::Start, AuthenticationRequest::CleartextPassword) => {
-                answer::password_message(password, &mut out).map_err(|_| {
-                    UpstreamError::UnusableCredential {
-                        reason: "the password contains a NUL byte",
-                    }
-                })?;
-                AuthState::AwaitOk(AuthMethod::Cleartext)
-            }
-            (AuthState::Start, AuthenticationRequest::Md5Password { salt }) => {
-                let hash = auth::md5_password(req.user, password, salt);
-                answer::password_message(hash.as_bytes(), &mut out)
-                    .map_err(|_| UpstreamError::protocol(Phase::Login, "bad md5 hash"))?;
-                AuthState::AwaitOk(AuthMethod::Md5)
-            }
-            (
-                AuthState::Start,
-                AuthenticationRequest::Digest {
-                    algorithm,
-                    salt,
-                    server_nonce,
-                },
-            ) => {
-                if algorithm != redshift_digest::ALGORITHM_SHA256 {
-                    return Err(UpstreamError::UnsupportedDigest { algorithm });
-                }
-                let client_nonce = auth::redshift_client_nonce();
-                let digest = redshift_digest::digest(
-                    &redshift_digest::salted_password(password, salt),
-                    server_nonce,
-                    client_nonce.as_bytes(),
-                );
-                answer::redshift_digest_response(&digest, client_nonce.as_bytes(), &mut out)
-                    .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
-                AuthState::AwaitOk(AuthMethod::RedshiftDigestSha256)
-            }
-            (AuthState::Start, AuthenticationRequest::Sasl { mechanisms }) => {
-                let (mechanism, method, binding) = choose_sasl(&mechanisms, server_leaf_cert)?;
-                let scram = ScramClient::new(password, binding);
-                answer::sasl_initial_response(mechanism, scram.client_first().as_bytes(), &mut out)
-                    .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
-                AuthState::ScramContinue(Box::new(scram), method)
-            }
-            (
-                AuthState::ScramContinue(scram, method),
-                AuthenticationRequest::SaslContinue { data },
-            ) => {
-                let first = scram.server_first(data).map_err(scram_failure)?;
-                let salted = salted_password(scram_cache, &scram, &first).await?;
-                let last = scram.client_final(&first, &salted);
-                answer::sasl_response(last.message.as_bytes(), &mut out);
-                AuthState::ScramFinal(Box::new(last), method)
-            }
-            (AuthState::ScramFinal(last, method), AuthenticationRequest::SaslFinal { data }) => {
-                // The server proves it knows the password (or its verifier). Without this
-                // check a man in the middle holding a valid certificate could complete the
-                // login by itself.
-                last.verify(data).map_err(scram_failure)?;
-                AuthState::AwaitOk(method)
-            }
-            // Redshift's AUTH_REQ_IDP (research: redshift-server.md §2).
-            (_, AuthenticationRequest::Unsupported { code: 14 }) => {
-                return Err(UpstreamError::IdentityTokenRequested)
-            }
-            (_, AuthenticationRequest::Unsupported { code }) => {
-                return Err(UpstreamError::UnsupportedAuth { code })
-            }
-            (_, request) => {
-                return Err(UpstreamError::protocol(
-                    Phase::Login,
-                    format!("unexpected authentication request {}", request.code()),
-                ))
-            }
-        };
-        if !out.is_empty() {
-            write_flush(s, &out).await?;
-        }
     }
+}
+
+/// Answers one request into `out`, as `state` allows.
+async fn answer(
+    ctx: &Answering<'_>,
+    state: AuthState,
+    request: AuthenticationRequest<'_>,
+    out: &mut BytesMut,
+) -> Result<Step, UpstreamError> {
+    let password = ctx.password;
+    let next = match (state, request) {
+        (AuthState::Start, AuthenticationRequest::Ok) => {
+            return Ok(Step::Authenticated(AuthMethod::None))
+        }
+        (AuthState::AwaitOk(method), AuthenticationRequest::Ok) => {
+            return Ok(Step::Authenticated(method))
+        }
+        (AuthState::Start, AuthenticationRequest::CleartextPassword) => {
+            answer::password_message(password, out).map_err(|_| {
+                UpstreamError::UnusableCredential {
+                    reason: "the password contains a NUL byte",
+                }
+            })?;
+            AuthState::AwaitOk(AuthMethod::Cleartext)
+        }
+        (AuthState::Start, AuthenticationRequest::Md5Password { salt }) => {
+            let hash = auth::md5_password(ctx.user, password, salt);
+            answer::password_message(hash.as_bytes(), out)
+                .map_err(|_| UpstreamError::protocol(Phase::Login, "bad md5 hash"))?;
+            AuthState::AwaitOk(AuthMethod::Md5)
+        }
+        (
+            AuthState::Start,
+            AuthenticationRequest::Digest {
+                algorithm,
+                salt,
+                server_nonce,
+            },
+        ) => {
+            if algorithm != redshift_digest::ALGORITHM_SHA256 {
+                return Err(UpstreamError::UnsupportedDigest { algorithm });
+            }
+            let client_nonce = auth::redshift_client_nonce();
+            let salted = redshift_digest::salted_password(password, salt);
+            let digest = redshift_digest::digest(&salted, server_nonce, client_nonce.as_bytes());
+            answer::redshift_digest_response(&digest, client_nonce.as_bytes(), out)
+                .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+            AuthState::AwaitOk(AuthMethod::RedshiftDigestSha256)
+        }
+        (AuthState::Start, AuthenticationRequest::Sasl { mechanisms }) => {
+            let (mechanism, method, binding) = choose_sasl(&mechanisms, ctx.server_leaf_cert)?;
+            let scram = ScramClient::new(password, binding);
+            answer::sasl_initial_response(mechanism, scram.client_first().as_bytes(), out)
+                .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+            AuthState::ScramContinue(Box::new(scram), method)
+        }
+        (AuthState::ScramContinue(scram, method), AuthenticationRequest::SaslContinue { data }) => {
+            let first = scram.server_first(data).map_err(scram_failure)?;
+            let salted = salted_password(ctx.scram_cache, &scram, &first).await?;
+            let last = scram.client_final(&first, &salted);
+            answer::sasl_response(last.message.as_bytes(), out);
+            AuthState::ScramFinal(Box::new(last), method)
+        }
+        (AuthState::ScramFinal(last, method), AuthenticationRequest::SaslFinal { data }) => {
+            // The server proves it knows the password (or its verifier). Without this
+            // check a man in the middle holding a valid certificate could complete the
+            // login by itself.
+            last.verify(data).map_err(scram_failure)?;
+            AuthState::AwaitOk(method)
+        }
+        // Redshift's AUTH_REQ_IDP (research: redshift-server.md §2).
+        (_, AuthenticationRequest::Unsupported { code: 14 }) => {
+            return Err(UpstreamError::IdentityTokenRequested)
+        }
+        (_, AuthenticationRequest::Unsupported { code }) => {
+            return Err(UpstreamError::UnsupportedAuth { code })
+        }
+        (_, request) => {
+            return Err(UpstreamError::protocol(
+                Phase::Login,
+                format!("unexpected authentication request {}", request.code()),
+            ))
+        }
+    };
+    Ok(Step::Continue(next))
 }
 
 /// Picks the SASL mechanism: SCRAM-SHA-256-PLUS with `tls-server-end-point` binding when

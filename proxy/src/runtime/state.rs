@@ -132,28 +132,34 @@ pub struct State {
     config: Config,
 }
 
+/// The upstream of every `[[target]]`, by name.
+fn build_targets(config: &Config) -> Result<HashMap<String, Arc<TargetContext>>, SetupError> {
+    let mut targets = HashMap::new();
+    for t in &config.targets {
+        let mut endpoint =
+            UpstreamEndpoint::from_config(t).map_err(|source| SetupError::Upstream {
+                target: t.name.clone(),
+                source,
+            })?;
+        endpoint.socket_options = SocketOptions::from_limits(&config.limits);
+        targets.insert(
+            t.name.clone(),
+            Arc::new(TargetContext {
+                name: t.name.clone(),
+                kind: t.kind,
+                resume_wait: t.resume_wait(),
+                endpoint: Arc::new(endpoint),
+            }),
+        );
+    }
+    Ok(targets)
+}
+
 impl State {
     /// Loads every certificate, key, CA bundle, CRL and the policy the configuration names.
     /// Blocking file I/O: run it off the async runtime when the proxy is serving.
     pub fn build(config: &Config, generation: u64) -> Result<State, SetupError> {
-        let mut targets = HashMap::new();
-        for t in &config.targets {
-            let mut endpoint =
-                UpstreamEndpoint::from_config(t).map_err(|source| SetupError::Upstream {
-                    target: t.name.clone(),
-                    source,
-                })?;
-            endpoint.socket_options = SocketOptions::from_limits(&config.limits);
-            targets.insert(
-                t.name.clone(),
-                Arc::new(TargetContext {
-                    name: t.name.clone(),
-                    kind: t.kind,
-                    resume_wait: t.resume_wait(),
-                    endpoint: Arc::new(endpoint),
-                }),
-            );
-        }
+        let targets = build_targets(config)?;
         let mut listeners = HashMap::new();
         let mut certificates = Vec::new();
         let mut revocation = Revocation::default();
