@@ -384,8 +384,15 @@ async fn credentials_fail_readiness_only_once_expired_after_a_failed_refresh() {
     clock.set(t0() + HOUR - Duration::from_secs(240));
     wait_for_calls(&server, 2).await;
     assert!(matches!(provider.state(), CredentialState::Usable { .. }));
-    // Expired and not refreshed: failing, with AWS's reason.
+    // Expired and not refreshed: failing, with AWS's reason (once the refused answer,
+    // which the server has sent, has been recorded).
     clock.set(t0() + HOUR + Duration::from_secs(1));
+    for _ in 0..300 {
+        if matches!(provider.state(), CredentialState::Failing { .. }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     match provider.state() {
         CredentialState::Failing { reason } => {
             assert!(
@@ -404,7 +411,9 @@ async fn a_failed_first_session_is_retried_in_the_background_until_it_works() {
     let provider = roles_anywhere(&server, &clock).provider(ROLE);
     provider.credentials().await.unwrap_err();
     assert!(matches!(provider.state(), CredentialState::Failing { .. }));
-    // Nobody asks again (an unready proxy gets no logins), yet the role recovers.
+    // Nobody asks again (an unready proxy gets no logins), yet the role recovers once the
+    // failure's backoff (judged on the wall clock) has passed.
+    clock.advance(crate::refresh::INITIAL_BACKOFF);
     wait_for_calls(&server, 2).await;
     for _ in 0..300 {
         if matches!(provider.state(), CredentialState::Usable { .. }) {
