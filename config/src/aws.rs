@@ -150,21 +150,23 @@ impl RolesAnywhereConfig {
             );
         }
         if let Some(name) = &self.role_session_name {
-            let ok = (2..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b));
-            if !ok {
-                p.add(
-                    key("role_session_name"),
-                    "must be 2-64 characters of letters, digits and =,.@-_",
-                );
-            }
+            p.check(key("role_session_name"), check_role_session_name(name));
         }
         if let Some(url) = &self.endpoint_url {
             p.check(key("endpoint_url"), check_endpoint_url(url));
         }
     }
+}
+
+/// AWS's rule for role session names, which Roles Anywhere passes on to AssumeRole: 2 to
+/// 64 characters matching `[\w+=,.@-]` (STS `roleSessionNameType`; Roles Anywhere documents
+/// no rule of its own).
+pub fn check_role_session_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b);
+    if !(2..=64).contains(&name.len()) || !name.bytes().all(allowed) {
+        return Err("must be 2-64 characters of letters, digits and _+=,.@-".into());
+    }
+    Ok(())
 }
 
 /// `[aws]` is restart-only as a whole: the credential chain is built once at start.

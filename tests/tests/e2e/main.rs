@@ -3,6 +3,7 @@
 //! in front of PostgreSQL. One binary, one module per area.
 
 mod admission;
+mod credential_process;
 mod hygiene;
 mod identity;
 mod revocation;
