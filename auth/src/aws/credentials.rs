@@ -313,6 +313,26 @@ impl AwsCredentialsForRole for AwsCredentials {
             }
         }
     }
+
+    fn session_provider(
+        &self,
+        role_arn: Option<&Arn>,
+        role_session_name: &str,
+    ) -> Result<SharedCredentialsProvider, CredentialError> {
+        match &self.source {
+            Source::RolesAnywhere {
+                shared,
+                default_role,
+            } => Ok(SharedCredentialsProvider::new(shared.session_provider(
+                role_arn.unwrap_or(default_role).to_string(),
+                role_session_name,
+            ))),
+            Source::Single { source, .. } => Err(CredentialError::Invalid(format!(
+                "a role session name needs [aws] source = \"roles_anywhere\", not \"{}\"",
+                source_name(*source)
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

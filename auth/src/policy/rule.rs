@@ -1,6 +1,7 @@
 //! One compiled policy rule: which clients it matches, and what each way of matching binds.
 
 use super::pattern::{Captures, Pattern, PatternError};
+use super::session_name::SessionNameTemplate;
 use super::template::{Binding, Scope, Template, TemplateSyntaxError};
 use super::{check_name, fold, is_reserved, PolicyError};
 use crate::identity::ClientIdentity;
@@ -41,6 +42,8 @@ pub(super) struct Rule {
     pub databases: Vec<Pattern>,
     pub groups: Vec<String>,
     pub role_arn: Option<proxy_config::Arn>,
+    /// `[aws.roles_anywhere] role_session_name` when it is a template.
+    pub role_session_name: Option<SessionNameTemplate>,
 }
 
 /// How a certificate relates to a rule, beyond a plain yes or no: the operator's log says
@@ -53,7 +56,13 @@ pub(super) enum Matched {
 }
 
 impl Rule {
-    pub fn compile(c: &RuleConfig, deny_users: &[String]) -> Result<Rule, PolicyError> {
+    /// Compiles `c`; `role_session_name` is the role session name template every rule
+    /// must be able to fill, if one is configured.
+    pub fn compile(
+        c: &RuleConfig,
+        deny_users: &[String],
+        role_session_name: Option<&str>,
+    ) -> Result<Rule, PolicyError> {
         let m = &c.matches;
         let pattern = |key, source: &Option<String>, case_insensitive| {
             compile_pattern(&c.name, key, source.as_deref(), case_insensitive)
@@ -76,6 +85,18 @@ impl Rule {
             captures: capture_names(&c.name, patterns.into_iter().flatten())?,
         };
         let template = |key, source: &str| compile_template(c, key, source, &scope, deny_users);
+        let session_name = role_session_name
+            .map(|source| {
+                SessionNameTemplate::compile(source, &scope).map_err(|reason| {
+                    PolicyError::InvalidTemplate {
+                        rule: c.name.clone(),
+                        key: "aws.roles_anywhere.role_session_name",
+                        template: source.to_owned(),
+                        reason,
+                    }
+                })
+            })
+            .transpose()?;
         let issuer_sha256 = m
             .issuer_sha256
             .as_deref()
@@ -115,6 +136,7 @@ impl Rule {
                 .collect::<Result<_, _>>()?,
             groups: compile_groups(&c.name, &c.groups)?,
             role_arn: c.role_arn.clone(),
+            role_session_name: session_name,
         })
     }
 

@@ -7,4 +7,5 @@ mod credential_process;
 mod hygiene;
 mod identity;
 mod revocation;
+mod role_sessions;
 mod throttling;

@@ -122,6 +122,11 @@ impl RolesAnywhere {
             config: Box::new(config.clone()),
             current: Mutex::new(Arc::new(signer)),
         };
+        // A template names per-identity sessions (their keys carry the rendered names).
+        let plain_name = config
+            .role_session_name
+            .clone()
+            .filter(|name| !proxy_config::is_template(name));
         Ok(Self::build(
             client,
             signer,
@@ -130,7 +135,8 @@ impl RolesAnywhere {
             config.session_duration,
             refresh_before,
         )
-        .with_role_session_name(config.role_session_name.clone()))
+        .with_role_session_name(plain_name)
+        .with_max_sessions(config.max_sessions))
     }
 
     /// Parts given directly (tests, tools): a fixed signer that is never reloaded.

@@ -569,6 +569,7 @@ fn from_config_reads_files_and_decrypts_with_the_passphrase_file() {
         region: None,
         session_duration: Duration::from_secs(3600),
         role_session_name: None,
+        max_sessions: 1000,
         endpoint_url: None,
     };
     let signer = X509Signer::from_config(&config).unwrap();
