@@ -24,6 +24,9 @@ pub struct DbCredentialRequest {
     pub db_name: String,
     /// Database groups, sorted and de-duplicated so equal grants share a cache entry.
     pub db_groups: Vec<String>,
+    /// The client's own AWS role session (Roles Anywhere, `role_session_name` template);
+    /// `None`: the role's shared session.
+    pub role_session_name: Option<String>,
 }
 
 /// A temporary database login. `Debug` never shows the password.

@@ -68,6 +68,7 @@ mod denial;
 mod names;
 mod pattern;
 mod rule;
+mod session_name;
 mod template;
 
 use denial::DenialDetails;
@@ -104,6 +105,9 @@ pub struct Grant {
     pub db_groups: Vec<String>,
     /// IAM role for this login; `None` for the configured default.
     pub role_arn: Option<proxy_config::Arn>,
+    /// The client's own AWS role session, when `[aws.roles_anywhere] role_session_name` is
+    /// a template; `None` for the role's shared session.
+    pub role_session_name: Option<String>,
 }
 
 impl Grant {
@@ -115,6 +119,7 @@ impl Grant {
             db_user: self.db_user.clone(),
             db_name: self.database.clone(),
             db_groups: self.db_groups.clone(),
+            role_session_name: self.role_session_name.clone(),
         }
     }
 }
@@ -148,10 +153,20 @@ impl Policy {
     /// Compiles `config`. Fails on the first pattern, template or group name that cannot
     /// work.
     pub fn new(config: &proxy_config::PolicyConfig) -> Result<Policy, PolicyError> {
+        Policy::compile(config, None)
+    }
+
+    /// [`Policy::new`], with the role session name template of `[aws.roles_anywhere]`
+    /// (when `role_session_name` is one, [`proxy_config::is_template`]): every rule must be
+    /// able to fill it, and grants carry the client's session name.
+    pub fn compile(
+        config: &proxy_config::PolicyConfig,
+        role_session_name: Option<&str>,
+    ) -> Result<Policy, PolicyError> {
         let rules = config
             .rules
             .iter()
-            .map(|r| Rule::compile(r, &config.deny_users))
+            .map(|r| Rule::compile(r, &config.deny_users, role_session_name))
             .collect::<Result<_, _>>()?;
         Ok(Policy {
             placeholder_users: config.placeholder_users.clone(),
@@ -230,6 +245,20 @@ impl Policy {
             return Err(denial.into());
         }
 
+        let role_session_name = match &rule.role_session_name {
+            None => None,
+            Some(template) => match template.render(&bindings) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    denial.reason = DenialReason::RoleSessionName;
+                    denial.notes.clear();
+                    denial
+                        .notes
+                        .push(format!("role_session_name {:?}: {e}", template.source()));
+                    return Err(denial.into());
+                }
+            },
+        };
         Ok(Grant {
             rule: rule.name.clone(),
             target: access.target.to_owned(),
@@ -237,6 +266,7 @@ impl Policy {
             database,
             db_groups: rule.groups.clone(),
             role_arn: rule.role_arn.clone(),
+            role_session_name,
         })
     }
 

@@ -1,15 +1,18 @@
-//! The refresh-ahead engine behind every expiring credential the proxy holds: a keyed cache
-//! that serves a value until shortly before it expires, refreshes it ahead of that in the
-//! background, shares one fetch among concurrent callers, and backs off after failures.
+//! The refresh-ahead engine behind every expiring credential the proxy holds (database
+//! credentials, Roles Anywhere sessions): a keyed cache that serves a value until shortly
+//! before it expires, refreshes it ahead of that, shares one fetch among concurrent
+//! callers, and backs off after failures.
 //!
-//! For a value fetched at `f` that expires at `e` (lifetime `L = e - f`) and the configured
-//! `refresh_before` `R`:
+//! Each cached value has two deadlines ([`Margins`]; by default those of
+//! [`Margins::doubled`] with the policy's `refresh_before` `R`). For a value fetched at `f`
+//! that expires at `e` (lifetime `L = e - f`):
 //!
-//! - margin `M = min(R, L/2)`, so short-lived values still get used for half their life;
-//! - **hard** deadline `e - M`: from then on the value is never served, callers wait for a
-//!   fresh one;
-//! - **soft** deadline `e - min(2M, 3L/4)`: from then on each use still serves the cached
-//!   value but starts one background refresh, so once warm, callers never wait.
+//! - **hard** deadline `e - min(hard, L/2)` (by default `e - min(R, L/2)`): from then on the
+//!   value is never served, callers wait for a fresh one; short-lived values still get used
+//!   for half their life;
+//! - **soft** deadline `e - min(soft + jitter, 3L/4)` (by default `e - min(2R, 3L/4)`):
+//!   from then on each use still serves the cached value but starts one background
+//!   refresh, so once warm, callers never wait.
 //!
 //! Deadlines are judged on the wall clock ([`Clock`]) at the moment of use, because
 //! expirations are wall-clock times: if the clock jumps forward the entry just looks
@@ -27,6 +30,10 @@
 //! deadline. Bounded retries keep a broken IAM policy or an unknown database user from
 //! turning every login into a call to AWS; a fixed policy takes effect within
 //! `backoff_max`.
+//!
+//! **Options** ([`EngineOptions`]): other [`Margins`]; a [`Background`] refresher that
+//! keeps chosen keys fresh (and retries their failures) even when nobody uses them; and a
+//! capacity, beyond which the least recently used key is forgotten.
 
 use crate::aws::clock::Clock;
 use async_trait::async_trait;
@@ -34,8 +41,20 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
+
+mod background;
+mod deadlines;
+mod entry;
+mod retry;
+
+use entry::{backing_off, record_failure, Cached, Entries, Entry, EntryState, InFlight};
+
+pub use background::Background;
+pub(crate) use deadlines::Deadlines;
+pub use deadlines::Margins;
+pub use retry::RetryPolicy;
 
 /// A value with an expiration.
 pub trait Expiring: Clone + Send + Sync + 'static {
@@ -66,6 +85,27 @@ pub struct RefreshPolicy {
     pub backoff_max: Duration,
 }
 
+/// What an engine does beyond [`RefreshPolicy`]; the default adds nothing.
+pub struct EngineOptions<K> {
+    /// Deadlines other than [`Margins::doubled`]`(refresh_before)`.
+    pub margins: Option<Margins>,
+    /// Keep some keys fresh without being asked.
+    pub background: Option<Background<K>>,
+    /// Most keys held at once: a new key beyond it evicts the least recently used one
+    /// (never one the [`Background`] keeps warm).
+    pub capacity: Option<usize>,
+}
+
+impl<K> Default for EngineOptions<K> {
+    fn default() -> Self {
+        EngineOptions {
+            margins: None,
+            background: None,
+            capacity: None,
+        }
+    }
+}
+
 /// A snapshot of the engine's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RefreshStats {
@@ -81,87 +121,24 @@ pub struct RefreshStats {
     pub fetch_errors: u64,
     /// Requests answered with a recent failure instead of a new fetch.
     pub backed_off: u64,
+    /// Keys forgotten to stay within the capacity.
+    pub evicted: u64,
     /// Keys currently held (including ones with only a fetch in flight).
     pub entries: usize,
     /// The earliest expiration among cached values.
     pub earliest_expiry: Option<SystemTime>,
 }
 
-/// When a cached value stops being served, and when it starts being refreshed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Deadlines {
-    pub soft: SystemTime,
-    pub hard: SystemTime,
-}
-
-impl Deadlines {
-    pub fn new(fetched_at: SystemTime, expiration: SystemTime, refresh_before: Duration) -> Self {
-        // A value that already looks expired (clock skew) has no lifetime left.
-        let lifetime = expiration
-            .duration_since(fetched_at)
-            .unwrap_or(Duration::ZERO);
-        let margin = refresh_before.min(lifetime / 2);
-        let soft_margin = (margin * 2).min(lifetime * 3 / 4);
-        let before = |d: Duration| expiration.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
-        Deadlines {
-            soft: before(soft_margin),
-            hard: before(margin),
-        }
-    }
+/// What the engine holds for one key, without fetching: for health reports.
+#[derive(Debug, Clone)]
+pub struct Standing<V, E> {
+    /// The latest value, even one past its hard deadline (it may still be unexpired).
+    pub value: Option<V>,
+    /// The last failure since the last success.
+    pub failure: Option<E>,
 }
 
 type Flight<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
-
-struct Cached<V> {
-    value: V,
-    deadlines: Deadlines,
-}
-
-struct InFlight<V, E> {
-    id: u64,
-    future: Flight<V, E>,
-}
-
-/// The last failure of a key and until when it stands in for a fetch.
-struct Failure<E> {
-    error: E,
-    until: SystemTime,
-    /// Failures in a row.
-    count: u32,
-}
-
-struct EntryState<V, E> {
-    current: Option<Cached<V>>,
-    inflight: Option<InFlight<V, E>>,
-    failure: Option<Failure<E>>,
-}
-
-struct Entry<V, E> {
-    state: Mutex<EntryState<V, E>>,
-}
-
-impl<V, E> Entry<V, E> {
-    fn new() -> Self {
-        Entry {
-            state: Mutex::new(EntryState {
-                current: None,
-                inflight: None,
-                failure: None,
-            }),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, EntryState<V, E>> {
-        // Critical sections only assign whole fields, so a poisoned lock holds no torn state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-struct Entries<K, V, E> {
-    map: HashMap<K, Arc<Entry<V, E>>>,
-    /// Sweep expired entries when the map grows to this size (amortised O(1) per insert).
-    sweep_at: usize,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -171,15 +148,32 @@ struct Counters {
     refreshes: AtomicU64,
     fetch_errors: AtomicU64,
     backed_off: AtomicU64,
+    evicted: AtomicU64,
     flight_ids: AtomicU64,
+    /// A logical clock of uses, for least-recently-used eviction.
+    ticks: AtomicU64,
 }
 
 struct Inner<K, V, E> {
     fetcher: Arc<dyn Fetch<K, V, E>>,
     clock: Arc<dyn Clock>,
     policy: RefreshPolicy,
+    margins: Margins,
+    background: Option<Background<K>>,
+    capacity: Option<usize>,
+    /// The background refresher, once started.
+    refresher: Mutex<Option<tokio::task::AbortHandle>>,
     entries: Mutex<Entries<K, V, E>>,
     counters: Counters,
+}
+
+impl<K, V, E> Drop for Inner<K, V, E> {
+    fn drop(&mut self) {
+        let refresher = self.refresher.get_mut();
+        if let Some(task) = refresher.unwrap_or_else(PoisonError::into_inner).take() {
+            task.abort();
+        }
+    }
 }
 
 /// See the module documentation. Cheap to clone; clones share the cache. Fetches run as
@@ -221,11 +215,26 @@ where
         clock: Arc<dyn Clock>,
         policy: RefreshPolicy,
     ) -> Self {
+        Self::with_options(fetcher, clock, policy, EngineOptions::default())
+    }
+
+    pub fn with_options(
+        fetcher: Arc<dyn Fetch<K, V, E>>,
+        clock: Arc<dyn Clock>,
+        policy: RefreshPolicy,
+        options: EngineOptions<K>,
+    ) -> Self {
         RefreshAhead {
             inner: Arc::new(Inner {
                 fetcher,
                 clock,
                 policy,
+                margins: options
+                    .margins
+                    .unwrap_or_else(|| Margins::doubled(policy.refresh_before)),
+                background: options.background,
+                capacity: options.capacity,
+                refresher: Mutex::new(None),
                 entries: Mutex::new(Entries {
                     map: HashMap::new(),
                     sweep_at: MIN_SWEEP_THRESHOLD,
@@ -243,30 +252,30 @@ where
     /// [`get`](Self::get), asking `admit` before starting a fetch of its own.
     pub async fn get_or_admit(&self, key: &K, admit: impl Admit<E>) -> Result<V, E> {
         let inner = &self.inner;
+        inner.ensure_refresher();
         let now = inner.clock.now();
         let entry = inner.entry(key, now);
         let flight = {
             let mut state = entry.lock();
-            if let Some(cached) = &state.current {
-                if now < cached.deadlines.hard {
-                    inner.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    let value = cached.value.clone();
-                    let refresh = now >= cached.deadlines.soft
-                        && state.inflight.is_none()
-                        && !state
-                            .failure
-                            .as_ref()
-                            .is_some_and(|f| backing_off(f, now, inner.policy.backoff_max));
-                    if refresh {
-                        inner.counters.refreshes.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(key = ?key, "refreshing ahead of expiry");
-                        // The flight is recorded in the entry; nobody needs to await it.
-                        drop(inner.start_fetch(key, &entry, &mut state, true));
-                    }
-                    return Ok(value);
+            if let Some(cached) = state.current.as_ref().filter(|c| now < c.deadlines.hard) {
+                inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                let value = cached.value.clone();
+                let refresh = now >= cached.deadlines.soft
+                    && state.inflight.is_none()
+                    && !state
+                        .failure
+                        .as_ref()
+                        .is_some_and(|f| backing_off(f, now, inner.policy.backoff_max));
+                if refresh {
+                    inner.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = ?key, "refreshing ahead of expiry");
+                    // The flight is recorded in the entry; nobody needs to await it.
+                    drop(inner.start_fetch(key, &entry, &mut state, true));
                 }
-                state.current = None;
+                return Ok(value);
             }
+            // A value past its hard deadline stays recorded (health reports judge it by
+            // its real expiry) but is never served.
             inner.counters.misses.fetch_add(1, Ordering::Relaxed);
             match (&state.inflight, &state.failure) {
                 (Some(flight), _) => flight.future.clone(),
@@ -278,6 +287,22 @@ where
                     admit.admit()?;
                     inner.start_fetch(key, &entry, &mut state, false)
                 }
+            }
+        };
+        flight.await
+    }
+
+    /// A value fetched now, whatever the cache holds and however recent a failure (an
+    /// operator's check): joins a fetch in flight, else starts one.
+    pub async fn fetch_now(&self, key: &K) -> Result<V, E> {
+        let inner = &self.inner;
+        inner.ensure_refresher();
+        let entry = inner.entry(key, inner.clock.now());
+        let flight = {
+            let mut state = entry.lock();
+            match &state.inflight {
+                Some(flight) => flight.future.clone(),
+                None => inner.start_fetch(key, &entry, &mut state, false),
             }
         };
         flight.await
@@ -329,6 +354,28 @@ where
             .map(|c| c.value.clone())
     }
 
+    /// What is held for each key (no fetch, no counters).
+    pub fn standings(&self) -> Vec<(K, Standing<V, E>)> {
+        let entries: Vec<_> = self
+            .inner
+            .lock_entries()
+            .map
+            .iter()
+            .map(|(k, e)| (k.clone(), Arc::clone(e)))
+            .collect();
+        entries
+            .into_iter()
+            .map(|(key, entry)| (key, entry.lock().standing()))
+            .collect()
+    }
+
+    /// What is held for `key` (no fetch, no counters).
+    pub fn standing(&self, key: &K) -> Option<Standing<V, E>> {
+        let entry = self.inner.lock_entries().map.get(key).cloned()?;
+        let standing = entry.lock().standing();
+        Some(standing)
+    }
+
     pub fn stats(&self) -> RefreshStats {
         let c = &self.inner.counters;
         let entries = self.inner.lock_entries();
@@ -344,6 +391,7 @@ where
             refreshes: c.refreshes.load(Ordering::Relaxed),
             fetch_errors: c.fetch_errors.load(Ordering::Relaxed),
             backed_off: c.backed_off.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
             entries: entries.map.len(),
             earliest_expiry,
         }
@@ -361,72 +409,12 @@ where
     }
 }
 
-/// Whether `failure` still stands in for a fetch at `now`. A clock that went backwards
-/// must not suppress fetches for longer than the longest backoff.
-fn backing_off<E>(failure: &Failure<E>, now: SystemTime, backoff_max: Duration) -> bool {
-    let started = failure
-        .until
-        .checked_sub(backoff_max)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    now < failure.until && now >= started
-}
-
-fn record_failure<V, E>(state: &mut EntryState<V, E>, error: E, now: SystemTime, max: Duration) {
-    let count = state
-        .failure
-        .as_ref()
-        .map_or(0, |f| f.count)
-        .saturating_add(1);
-    let backoff = INITIAL_BACKOFF
-        .saturating_mul(1u32 << (count - 1).min(16))
-        .min(max);
-    state.failure = Some(Failure {
-        error,
-        until: now + backoff,
-        count,
-    });
-}
-
 impl<K, V, E> Inner<K, V, E>
 where
     K: Clone + Eq + Hash + Send + Sync + std::fmt::Debug + 'static,
     V: Expiring,
     E: Clone + Send + Sync + std::fmt::Display + From<FetchAborted> + 'static,
 {
-    fn lock_entries(&self) -> MutexGuard<'_, Entries<K, V, E>> {
-        // Critical sections leave the map consistent at every step.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The entry for `key`, created if absent.
-    fn entry(&self, key: &K, now: SystemTime) -> Arc<Entry<V, E>> {
-        let mut entries = self.lock_entries();
-        if let Some(entry) = entries.map.get(key) {
-            return Arc::clone(entry);
-        }
-        if entries.map.len() >= entries.sweep_at {
-            // Keys come from policy grants (e.g. one db user per certificate CN), so the
-            // key space can grow without bound: drop entries that hold nothing usable.
-            let max = self.policy.backoff_max;
-            entries.map.retain(|_, entry| {
-                let state = entry.lock();
-                state.inflight.is_some()
-                    || state
-                        .failure
-                        .as_ref()
-                        .is_some_and(|f| backing_off(f, now, max))
-                    || state
-                        .current
-                        .as_ref()
-                        .is_some_and(|c| now < c.value.expiration())
-            });
-            entries.sweep_at = (entries.map.len() * 2).max(MIN_SWEEP_THRESHOLD);
-        }
-        let entry = Arc::new(Entry::new());
-        entries.map.insert(key.clone(), Arc::clone(&entry));
-        entry
-    }
-
     /// Starts fetching `key` in its own task and records the flight in `state` (whose lock
     /// the caller holds, so the task cannot complete before the flight is recorded).
     fn start_fetch(
@@ -478,7 +466,7 @@ where
             // Detached by `invalidate`: it may carry the refused value.
             Ok(_) if detached => {}
             Ok(value) => {
-                let deadlines = Deadlines::new(now, value.expiration(), self.policy.refresh_before);
+                let deadlines = Deadlines::place(now, value.expiration(), &self.margins);
                 if now >= deadlines.hard {
                     // Still handed to the callers waiting for it: it was just issued, so
                     // our clock is the likelier culprit. It will not be served from cache.
@@ -497,10 +485,15 @@ where
                 self.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
                 record_failure(&mut state, error.clone(), now, self.policy.backoff_max);
                 if background {
+                    let serving = state
+                        .current
+                        .as_ref()
+                        .is_some_and(|c| now < c.deadlines.hard);
                     tracing::warn!(
                         key = ?key,
                         %error,
-                        "background refresh failed; serving the cached credential while it lasts"
+                        serving_cached = serving,
+                        "background refresh failed; a cached credential is served while it lasts"
                     );
                 }
             }

@@ -73,8 +73,14 @@ pub struct RolesAnywhereConfig {
     pub region: Option<String>,
     #[serde(default = "default_session_duration", with = "humantime_serde")]
     pub session_duration: Duration,
+    /// A role session name, or an identity template such as `"{cn}"` (the policy's template
+    /// language) naming one session per client identity ([`is_template`]).
     #[serde(default)]
     pub role_session_name: Option<String>,
+    /// Most Roles Anywhere sessions held at once; beyond it the least recently used
+    /// per-identity session is forgotten.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
     /// Override of the Roles Anywhere endpoint URL (VPC endpoints, tests): `https://`, or
     /// `http://` to a loopback host.
     #[serde(default)]
@@ -83,6 +89,16 @@ pub struct RolesAnywhereConfig {
 
 fn default_session_duration() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn default_max_sessions() -> usize {
+    1000
+}
+
+/// Whether a `role_session_name` is an identity template (has placeholders) rather than a
+/// name: the policy compiles templates against each rule and renders them per session.
+pub fn is_template(role_session_name: &str) -> bool {
+    role_session_name.contains(['{', '}'])
 }
 
 impl RolesAnywhereConfig {
@@ -149,22 +165,32 @@ impl RolesAnywhereConfig {
                 "give either private_key_passphrase_env or private_key_passphrase_file, not both",
             );
         }
-        if let Some(name) = &self.role_session_name {
-            let ok = (2..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b));
-            if !ok {
-                p.add(
-                    key("role_session_name"),
-                    "must be 2-64 characters of letters, digits and =,.@-_",
-                );
-            }
+        // Templates are checked where they are compiled, against each policy rule.
+        if let Some(name) = self
+            .role_session_name
+            .as_deref()
+            .filter(|n| !is_template(n))
+        {
+            p.check(key("role_session_name"), check_role_session_name(name));
+        }
+        if self.max_sessions == 0 {
+            p.add(key("max_sessions"), "must be at least 1");
         }
         if let Some(url) = &self.endpoint_url {
             p.check(key("endpoint_url"), check_endpoint_url(url));
         }
     }
+}
+
+/// AWS's rule for role session names, which Roles Anywhere passes on to AssumeRole: 2 to
+/// 64 characters matching `[\w+=,.@-]` (STS `roleSessionNameType`; Roles Anywhere documents
+/// no rule of its own).
+pub fn check_role_session_name(name: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b);
+    if !(2..=64).contains(&name.len()) || !name.bytes().all(allowed) {
+        return Err("must be 2-64 characters of letters, digits and _+=,.@-".into());
+    }
+    Ok(())
 }
 
 /// `[aws]` is restart-only as a whole: the credential chain is built once at start.
@@ -191,6 +217,7 @@ pub struct RolesAnywhereRestartOnly<'a> {
     pub region: Option<&'a str>,
     pub session_duration: Duration,
     pub role_session_name: Option<&'a str>,
+    pub max_sessions: usize,
     pub endpoint_url: Option<&'a str>,
 }
 
@@ -231,6 +258,7 @@ impl RolesAnywhereConfig {
             region,
             session_duration,
             role_session_name,
+            max_sessions,
             endpoint_url,
         } = self;
         RolesAnywhereRestartOnly {
@@ -245,6 +273,7 @@ impl RolesAnywhereConfig {
             region: region.as_deref(),
             session_duration: *session_duration,
             role_session_name: role_session_name.as_deref(),
+            max_sessions: *max_sessions,
             endpoint_url: endpoint_url.as_deref(),
         }
     }

@@ -42,7 +42,9 @@ mod warnings;
 
 pub use address::{check_endpoint_url, ListenAddress, MAX_UNIX_SOCKET_PATH};
 pub use arn::{Arn, ArnError, ArnKind};
-pub use aws::{AwsConfig, AwsCredentialSource, RolesAnywhereConfig};
+pub use aws::{
+    check_role_session_name, is_template, AwsConfig, AwsCredentialSource, RolesAnywhereConfig,
+};
 pub use db_credentials::DbCredentialsConfig;
 pub use error::ConfigError;
 pub use listener::{

@@ -203,7 +203,7 @@ impl RolesAnywhereRestartOnly<'_> {
         changed_fields!(self, new;
             certificate, private_key, chain, private_key_passphrase_env,
             private_key_passphrase_file, trust_anchor_arn, profile_arn, role_arn, region,
-            session_duration, role_session_name, endpoint_url)
+            session_duration, role_session_name, max_sessions, endpoint_url)
     }
 }
 

@@ -76,6 +76,17 @@ fn the_base_configuration_is_clean() {
     assert_eq!(warnings(BASE), Vec::<String>::new());
 }
 
+/// The base configuration with Roles Anywhere credentials and `extra` keys of its table.
+fn with_roles_anywhere(extra: &str) -> String {
+    format!(
+        "{BASE}\n[aws]\nsource = \"roles_anywhere\"\n[aws.roles_anywhere]\n\
+         certificate = \"ra.pem\"\nprivate_key = \"ra.key\"\n\
+         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/t\"\n\
+         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
+         role_arn = \"arn:aws:iam::123456789012:role/Proxy\"\n{extra}\n"
+    )
+}
+
 #[test]
 fn plain_http_to_aws_only_on_loopback() {
     let target = BASE.replace(
@@ -105,15 +116,7 @@ fn plain_http_to_aws_only_on_loopback() {
         .unwrap();
     }
 
-    let ra = format!(
-        "{BASE}\n[aws]\nsource = \"roles_anywhere\"\n[aws.roles_anywhere]\n\
-         certificate = \"ra.pem\"\nprivate_key = \"ra.key\"\n\
-         trust_anchor_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:trust-anchor/t\"\n\
-         profile_arn = \"arn:aws:rolesanywhere:eu-west-1:123456789012:profile/p\"\n\
-         role_arn = \"arn:aws:iam::123456789012:role/Proxy\"\n\
-         endpoint_url = \"http://10.1.2.3\"\n"
-    );
-    let found = problems(&ra);
+    let found = problems(&with_roles_anywhere("endpoint_url = \"http://10.1.2.3\""));
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
         has(
@@ -421,4 +424,31 @@ fn resume_wait_has_a_per_kind_default_and_a_ceiling() {
         "target[2].resume_wait",
         "at most 300s"
     ));
+}
+
+#[test]
+fn role_session_names_follow_aws_and_templates_are_left_to_the_policy() {
+    let ra = with_roles_anywhere;
+    for ok in [
+        "role_session_name = \"svc+proxy=1,a.b@c-d_e\"",
+        "role_session_name = \"{cn}\"",
+        "role_session_name = \"{cn} is checked against each rule\"",
+        "max_sessions = 1",
+    ] {
+        parse(&ra(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (bad, key) in [
+        (
+            "role_session_name = \"a\"",
+            "aws.roles_anywhere.role_session_name",
+        ),
+        (
+            "role_session_name = \"with space\"",
+            "aws.roles_anywhere.role_session_name",
+        ),
+        ("max_sessions = 0", "aws.roles_anywhere.max_sessions"),
+    ] {
+        let found = problems(&ra(bad));
+        assert!(has(&found, key, ""), "{bad}: {found:?}");
+    }
 }

@@ -75,6 +75,56 @@ pub enum Command {
     /// Redshift's sha256). The password is typed at the terminal (not echoed, asked twice),
     /// or read from standard input with --stdin.
     HashPassword(HashPasswordArgs),
+    /// Print temporary AWS credentials from IAM Roles Anywhere in the AWS `credential_process`
+    /// format, as `aws_signing_helper credential-process` does (same flags), for an AWS
+    /// profile's `credential_process = redshift-iam-proxy credential-process ...`.
+    CredentialProcess(CredentialProcessArgs),
+}
+
+/// The flags of `aws_signing_helper credential-process` that name files, ARNs and the
+/// session (certificate stores, PKCS#11 and TPM are not supported).
+#[derive(Debug, Clone, Args)]
+pub struct CredentialProcessArgs {
+    /// PEM certificate; certificates after the first are sent as intermediates.
+    #[arg(long)]
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#1, PKCS#8 or SEC1; not encrypted).
+    #[arg(long)]
+    pub private_key: PathBuf,
+    /// PEM bundle of intermediate CA certificates (`X-Amz-X509-Chain`).
+    #[arg(long)]
+    pub intermediates: Option<PathBuf>,
+    #[arg(long, value_parser = proxy_config::Arn::trust_anchor)]
+    pub trust_anchor_arn: proxy_config::Arn,
+    #[arg(long, value_parser = proxy_config::Arn::roles_anywhere_profile)]
+    pub profile_arn: proxy_config::Arn,
+    #[arg(long, value_parser = proxy_config::Arn::iam_role)]
+    pub role_arn: proxy_config::Arn,
+    /// Region of the CreateSession call (default: the trust anchor ARN's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// CreateSession endpoint URL, e.g. a VPC endpoint or an emulator: `https://`, or
+    /// `http://` to a loopback host.
+    #[arg(long, value_parser = endpoint_url)]
+    pub endpoint: Option<String>,
+    /// Session duration in seconds (900 to 43200).
+    #[arg(
+        long,
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(900..=43200)
+    )]
+    pub session_duration: u64,
+    /// Role session name (the profile must accept role session names).
+    #[arg(long, value_parser = role_session_name)]
+    pub role_session_name: Option<String>,
+}
+
+fn endpoint_url(text: &str) -> Result<String, String> {
+    proxy_config::check_endpoint_url(text).map(|()| text.to_owned())
+}
+
+fn role_session_name(text: &str) -> Result<String, String> {
+    proxy_config::check_role_session_name(text).map(|()| text.to_owned())
 }
 
 #[derive(Debug, Clone, Args)]

@@ -402,6 +402,7 @@ async fn check_steps(config: &Config, args: &CheckArgs) -> bool {
         db_user,
         db_name: database.clone(),
         db_groups: groups,
+        role_session_name: None,
     };
     let credential = match redshift.credential(&request, "check").await {
         Ok(c) => {

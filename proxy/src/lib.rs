@@ -23,6 +23,7 @@ pub mod cli;
 /// The subcommands need the production credential chain, i.e. the AWS SDK.
 #[cfg(feature = "aws-sdk")]
 pub mod commands;
+pub mod credential_process;
 pub mod frontend;
 pub mod hash_password;
 pub mod listen;

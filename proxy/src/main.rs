@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use redshift_iam_proxy::cli::{Cli, Command, LogFormatArg};
-use redshift_iam_proxy::{commands, hash_password, logging};
+use redshift_iam_proxy::{commands, credential_process, hash_password, logging};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::CheckConfig => commands::check_config(&cli.global.config),
             Command::Check(args) => commands::check(&cli.global.config, &args, init_logging).await,
             Command::HashPassword(args) => hash_password::run(&args),
+            Command::CredentialProcess(args) => credential_process::run(&args).await,
         }
     })
 }

@@ -258,6 +258,22 @@ impl ProxyConfig {
         self
     }
 
+    /// Removes `key` of the table `section` (`unset("aws", "roles_anywhere")` drops that
+    /// nested table), if present.
+    pub fn unset(mut self, section: &str, key: &str) -> Self {
+        let mut table = Some(&mut self.sections);
+        for part in section.split('.') {
+            table = match table.and_then(|t| t.get_mut(part)) {
+                Some(Value::Table(t)) => Some(t),
+                _ => None,
+            };
+        }
+        if let Some(table) = table {
+            table.remove(key);
+        }
+        self
+    }
+
     /// Changes the listener named `name`.
     pub fn edit_listener(mut self, name: &str, edit: impl FnOnce(Listener) -> Listener) -> Self {
         if let Some(i) = self.listeners.iter().position(|l| l.name() == name) {

@@ -198,6 +198,7 @@ fn request(target: &str, db_user: &str, groups: Vec<String>) -> DbCredentialRequ
         db_user: db_user.to_owned(),
         db_name: "postgres".to_owned(),
         db_groups: groups,
+        role_session_name: None,
     }
 }
 

@@ -11,9 +11,8 @@ use crate::db_credentials::CredentialError;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use proxy_config::{Arn, AwsConfig, AwsCredentialSource};
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What an operator `check` learns about the proxy's AWS credentials. No secrets.
@@ -68,8 +67,6 @@ enum Source {
     RolesAnywhere {
         shared: Arc<RolesAnywhere>,
         default_role: Arn,
-        /// Created on first use; roles come from the configuration, so this stays small.
-        providers: Mutex<HashMap<Arn, RolesAnywhereProvider>>,
     },
     /// A profile or the default chain: one identity, no explicit roles.
     Single {
@@ -156,7 +153,6 @@ impl AwsCredentials {
             source: Source::RolesAnywhere {
                 shared,
                 default_role,
-                providers: Mutex::new(HashMap::new()),
             },
         }
     }
@@ -189,19 +185,11 @@ impl AwsCredentials {
         }
     }
 
-    /// The state of every set of credentials used so far (one per Roles Anywhere role, or
-    /// the profile / default chain), judged from their last refresh: no call to AWS.
+    /// The state of every set of credentials used so far (one per Roles Anywhere session,
+    /// or the profile / default chain), judged from their last refresh: no call to AWS.
     pub fn health(&self) -> CredentialHealth {
-        let identities = match &self.source {
-            Source::RolesAnywhere { providers, .. } => {
-                let providers = providers.lock().unwrap_or_else(|e| e.into_inner());
-                let mut identities: Vec<(String, CredentialState)> = providers
-                    .iter()
-                    .map(|(role, provider)| (role.to_string(), provider.state()))
-                    .collect();
-                identities.sort_by(|a, b| a.0.cmp(&b.0));
-                identities
-            }
+        let identities: Vec<(String, CredentialState)> = match &self.source {
+            Source::RolesAnywhere { shared, .. } => shared.health(),
             Source::Single {
                 source, refresh, ..
             } => refresh
@@ -224,25 +212,16 @@ impl AwsCredentials {
         }
     }
 
-    /// The Roles Anywhere provider for `role_arn` (or the default role), created on first use.
-    fn roles_anywhere_provider(
-        &self,
-        role_arn: Option<&Arn>,
-    ) -> Result<Option<RolesAnywhereProvider>, CredentialError> {
+    /// The Roles Anywhere provider for `role_arn` (or the default role).
+    fn roles_anywhere_provider(&self, role_arn: Option<&Arn>) -> Option<RolesAnywhereProvider> {
         let Source::RolesAnywhere {
             shared,
             default_role,
-            providers,
         } = &self.source
         else {
-            return Ok(None);
+            return None;
         };
-        let role = role_arn.unwrap_or(default_role);
-        let mut providers = providers.lock().unwrap_or_else(|e| e.into_inner());
-        let provider = providers
-            .entry(role.clone())
-            .or_insert_with(|| shared.provider(role.to_string()));
-        Ok(Some(provider.clone()))
+        Some(shared.provider(role_arn.unwrap_or(default_role).to_string()))
     }
 
     /// Obtains credentials now (a fresh Roles Anywhere session, or the profile / default
@@ -254,7 +233,7 @@ impl AwsCredentials {
         match &self.source {
             Source::RolesAnywhere { shared, .. } => {
                 let provider = self
-                    .roles_anywhere_provider(role_arn)?
+                    .roles_anywhere_provider(role_arn)
                     .ok_or_else(|| CredentialError::Invalid("no Roles Anywhere provider".into()))?;
                 let session = provider.refresh_now().await?;
                 let signer = shared.signer().await;
@@ -323,7 +302,7 @@ impl AwsCredentialsForRole for AwsCredentials {
     ) -> Result<SharedCredentialsProvider, CredentialError> {
         match &self.source {
             Source::RolesAnywhere { .. } => self
-                .roles_anywhere_provider(role_arn)?
+                .roles_anywhere_provider(role_arn)
                 .map(SharedCredentialsProvider::new)
                 .ok_or_else(|| CredentialError::Invalid("no Roles Anywhere provider".into())),
             Source::Single {
@@ -332,6 +311,26 @@ impl AwsCredentialsForRole for AwsCredentials {
                 refuse_role(*source, role_arn)?;
                 Ok(provider.clone())
             }
+        }
+    }
+
+    fn session_provider(
+        &self,
+        role_arn: Option<&Arn>,
+        role_session_name: &str,
+    ) -> Result<SharedCredentialsProvider, CredentialError> {
+        match &self.source {
+            Source::RolesAnywhere {
+                shared,
+                default_role,
+            } => Ok(SharedCredentialsProvider::new(shared.session_provider(
+                role_arn.unwrap_or(default_role).to_string(),
+                role_session_name,
+            ))),
+            Source::Single { source, .. } => Err(CredentialError::Invalid(format!(
+                "a role session name needs [aws] source = \"roles_anywhere\", not \"{}\"",
+                source_name(*source)
+            ))),
         }
     }
 }

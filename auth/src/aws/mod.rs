@@ -18,6 +18,21 @@ pub trait AwsCredentialsForRole: Send + Sync + 'static {
         &self,
         role_arn: Option<&Arn>,
     ) -> Result<SharedCredentialsProvider, CredentialError>;
+
+    /// The provider of the role session of `role_arn` (or the default role) named
+    /// `role_session_name`: one session per client identity, so CloudTrail names the client.
+    /// The provider caches and refreshes its credentials itself. Only Roles Anywhere names
+    /// sessions; other sources refuse.
+    fn session_provider(
+        &self,
+        role_arn: Option<&Arn>,
+        role_session_name: &str,
+    ) -> Result<SharedCredentialsProvider, CredentialError> {
+        let _ = (role_arn, role_session_name);
+        Err(CredentialError::Invalid(
+            "per-identity role sessions need [aws] source = \"roles_anywhere\"".into(),
+        ))
+    }
 }
 
 pub mod clock;

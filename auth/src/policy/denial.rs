@@ -17,6 +17,9 @@ pub enum DenialReason {
     DatabaseNotGranted,
     /// The granted user is reserved (`rdsdb`, `pg_*`, `padb_*`, `[policy] deny_users`).
     ReservedUser,
+    /// `[aws.roles_anywhere] role_session_name` yields no valid AWS role session name for
+    /// this client (e.g. a CN with a space, or longer than 64 characters).
+    RoleSessionName,
 }
 
 impl DenialReason {
@@ -29,6 +32,7 @@ impl DenialReason {
             DenialReason::NoDefaultUser => "no_default_user",
             DenialReason::DatabaseNotGranted => "database_not_granted",
             DenialReason::ReservedUser => "reserved_user",
+            DenialReason::RoleSessionName => "role_session_name",
         }
     }
 }
@@ -116,6 +120,10 @@ impl Denial {
                     )
                 }
             }
+            DenialReason::RoleSessionName => format!(
+                "this {} does not yield a valid AWS role session name",
+                self.details.subject
+            ),
             DenialReason::DatabaseNotGranted => {
                 if self.details.database_defaulted {
                     // The defaulted database is the granted user name; do not echo it.
@@ -165,6 +173,10 @@ impl Denial {
                 "rule {}: requested user {} is a placeholder and the rule yields no default_user",
                 quote(self.details.rule.as_deref().unwrap_or_default()),
                 quote(&self.details.requested_user)
+            )),
+            DenialReason::RoleSessionName => out.push_str(&format!(
+                "rule {}: [aws.roles_anywhere] role_session_name yields no AWS role session name",
+                quote(self.details.rule.as_deref().unwrap_or_default())
             )),
             DenialReason::DatabaseNotGranted => out.push_str(&format!(
                 "rule {}: database {}{} matches none of the rule's databases",

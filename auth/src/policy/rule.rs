@@ -1,6 +1,7 @@
 //! One compiled policy rule: which clients it matches, and what each way of matching binds.
 
 use super::pattern::{Captures, Pattern, PatternError};
+use super::session_name::SessionNameTemplate;
 use super::template::{Binding, Scope, Template, TemplateSyntaxError};
 use super::{check_name, fold, is_reserved, PolicyError};
 use crate::identity::ClientIdentity;
@@ -41,6 +42,8 @@ pub(super) struct Rule {
     pub databases: Vec<Pattern>,
     pub groups: Vec<String>,
     pub role_arn: Option<proxy_config::Arn>,
+    /// `[aws.roles_anywhere] role_session_name` when it is a template.
+    pub role_session_name: Option<SessionNameTemplate>,
 }
 
 /// How a certificate relates to a rule, beyond a plain yes or no: the operator's log says
@@ -53,23 +56,17 @@ pub(super) enum Matched {
 }
 
 impl Rule {
-    pub fn compile(c: &RuleConfig, deny_users: &[String]) -> Result<Rule, PolicyError> {
-        let pattern = |key: &'static str, source: &Option<String>, case_insensitive: bool| {
-            source
-                .as_deref()
-                .map(|p| {
-                    Pattern::compile(p, case_insensitive).map_err(|e: PatternError| {
-                        PolicyError::InvalidPattern {
-                            rule: c.name.clone(),
-                            key,
-                            pattern: p.to_owned(),
-                            reason: e.to_string(),
-                        }
-                    })
-                })
-                .transpose()
-        };
+    /// Compiles `c`; `role_session_name` is the role session name template every rule
+    /// must be able to fill, if one is configured.
+    pub fn compile(
+        c: &RuleConfig,
+        deny_users: &[String],
+        role_session_name: Option<&str>,
+    ) -> Result<Rule, PolicyError> {
         let m = &c.matches;
+        let pattern = |key, source: &Option<String>, case_insensitive| {
+            compile_pattern(&c.name, key, source.as_deref(), case_insensitive)
+        };
         let cn = pattern("match.cn", &m.cn, false)?;
         let san_uri = pattern("match.san_uri", &m.san_uri, false)?;
         // DNS names are case-insensitive (RFC 4343).
@@ -78,22 +75,6 @@ impl Rule {
         let issuer = pattern("match.issuer", &m.issuer, false)?;
         let local_user = pattern("match.local_user", &m.local_user, false)?;
         let patterns = [&cn, &san_uri, &san_dns, &san_email, &issuer, &local_user];
-        let mut captures: Vec<String> = Vec::new();
-        for p in patterns.into_iter().flatten() {
-            for name in p.capture_names() {
-                if captures.contains(name) || super::template::BUILT_IN.contains(&name.as_str()) {
-                    return Err(PolicyError::InvalidPattern {
-                        rule: c.name.clone(),
-                        key: "match",
-                        pattern: p.source().to_owned(),
-                        reason: format!(
-                            "capture {{{name}}} is defined twice or shadows a built-in placeholder"
-                        ),
-                    });
-                }
-                captures.push(name.clone());
-            }
-        }
         let scope = Scope {
             cn: cn.is_some(),
             san_uri: san_uri.is_some(),
@@ -101,45 +82,26 @@ impl Rule {
             san_email: san_email.is_some(),
             san_email_pinned: san_email.as_ref().is_some_and(pins_domain),
             local_user: local_user.is_some(),
-            captures,
+            captures: capture_names(&c.name, patterns.into_iter().flatten())?,
         };
-        let template = |key: &'static str, source: &str| {
-            let invalid = |reason: String| PolicyError::InvalidTemplate {
-                rule: c.name.clone(),
-                key,
-                template: source.to_owned(),
-                reason,
-            };
-            let t = Template::parse(source, &scope)
-                .map_err(|e: TemplateSyntaxError| invalid(e.to_string()))?;
-            if let Some(literal) = t.literal() {
-                if is_reserved(&fold(literal), deny_users) {
-                    return Err(invalid(
-                        "names a reserved database user (rdsdb, pg_*, padb_* or \
-                         [policy] deny_users)"
-                            .into(),
-                    ));
-                }
-            }
-            Ok(t)
-        };
-
-        let mut groups: Vec<String> = c.groups.iter().map(|g| fold(g)).collect();
-        groups.sort();
-        groups.dedup();
-        for group in &groups {
-            check_name(group).map_err(|reason| PolicyError::InvalidGroup {
-                rule: c.name.clone(),
-                group: group.clone(),
-                reason,
-            })?;
-        }
+        let template = |key, source: &str| compile_template(c, key, source, &scope, deny_users);
+        let session_name = role_session_name
+            .map(|source| {
+                SessionNameTemplate::compile(source, &scope).map_err(|reason| {
+                    PolicyError::InvalidTemplate {
+                        rule: c.name.clone(),
+                        key: "aws.roles_anywhere.role_session_name",
+                        template: source.to_owned(),
+                        reason,
+                    }
+                })
+            })
+            .transpose()?;
         let issuer_sha256 = m
             .issuer_sha256
             .as_deref()
             .map(|f| parse_fingerprint(&c.name, f))
             .transpose()?;
-
         Ok(Rule {
             name: c.name.clone(),
             cn,
@@ -170,17 +132,11 @@ impl Rule {
             databases: c
                 .databases
                 .iter()
-                .map(|d| {
-                    Pattern::compile(d, false).map_err(|e| PolicyError::InvalidPattern {
-                        rule: c.name.clone(),
-                        key: "databases",
-                        pattern: d.clone(),
-                        reason: e.to_string(),
-                    })
-                })
+                .map(|d| compile_one(&c.name, "databases", d, false))
                 .collect::<Result<_, _>>()?,
-            groups,
+            groups: compile_groups(&c.name, &c.groups)?,
             role_arn: c.role_arn.clone(),
+            role_session_name: session_name,
         })
     }
 
@@ -315,6 +271,101 @@ impl Rule {
         }
         Matched::Yes(bindings)
     }
+}
+
+/// The pattern at `key` of rule `rule`, if given.
+fn compile_pattern(
+    rule: &str,
+    key: &'static str,
+    source: Option<&str>,
+    case_insensitive: bool,
+) -> Result<Option<Pattern>, PolicyError> {
+    source
+        .map(|p| compile_one(rule, key, p, case_insensitive))
+        .transpose()
+}
+
+fn compile_one(
+    rule: &str,
+    key: &'static str,
+    source: &str,
+    case_insensitive: bool,
+) -> Result<Pattern, PolicyError> {
+    Pattern::compile(source, case_insensitive).map_err(|e: PatternError| {
+        PolicyError::InvalidPattern {
+            rule: rule.to_owned(),
+            key,
+            pattern: source.to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The named captures of a rule's `match` patterns: each defined once, none shadowing a
+/// built-in placeholder.
+fn capture_names<'a>(
+    rule: &str,
+    patterns: impl Iterator<Item = &'a Pattern>,
+) -> Result<Vec<String>, PolicyError> {
+    let mut captures: Vec<String> = Vec::new();
+    for p in patterns {
+        for name in p.capture_names() {
+            if captures.contains(name) || super::template::BUILT_IN.contains(&name.as_str()) {
+                return Err(PolicyError::InvalidPattern {
+                    rule: rule.to_owned(),
+                    key: "match",
+                    pattern: p.source().to_owned(),
+                    reason: format!(
+                        "capture {{{name}}} is defined twice or shadows a built-in placeholder"
+                    ),
+                });
+            }
+            captures.push(name.clone());
+        }
+    }
+    Ok(captures)
+}
+
+/// A user template of rule `c`: one its match can fill, never naming a reserved user.
+fn compile_template(
+    c: &RuleConfig,
+    key: &'static str,
+    source: &str,
+    scope: &Scope,
+    deny_users: &[String],
+) -> Result<Template, PolicyError> {
+    let invalid = |reason: String| PolicyError::InvalidTemplate {
+        rule: c.name.clone(),
+        key,
+        template: source.to_owned(),
+        reason,
+    };
+    let t =
+        Template::parse(source, scope).map_err(|e: TemplateSyntaxError| invalid(e.to_string()))?;
+    if let Some(literal) = t.literal() {
+        if is_reserved(&fold(literal), deny_users) {
+            return Err(invalid(
+                "names a reserved database user (rdsdb, pg_*, padb_* or [policy] deny_users)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(t)
+}
+
+/// The rule's groups, folded, sorted and de-duplicated, each a valid name.
+fn compile_groups(rule: &str, groups: &[String]) -> Result<Vec<String>, PolicyError> {
+    let mut groups: Vec<String> = groups.iter().map(|g| fold(g)).collect();
+    groups.sort();
+    groups.dedup();
+    for group in &groups {
+        check_name(group).map_err(|reason| PolicyError::InvalidGroup {
+            rule: rule.to_owned(),
+            group: group.clone(),
+            reason,
+        })?;
+    }
+    Ok(groups)
 }
 
 /// Whether an email pattern fixes the domain: nothing but literal text after its last `@`.

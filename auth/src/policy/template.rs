@@ -196,6 +196,21 @@ impl Template {
     /// Parses `source`, checks that every placeholder is one its rule can fill (`scope`),
     /// and that some binding could make it a valid user name.
     pub(crate) fn parse(source: &str, scope: &Scope) -> Result<Template, TemplateSyntaxError> {
+        let template = Template::parse_in_scope(source, scope)?;
+        // Filling every placeholder with "a" yields the most permissive candidate: it is the
+        // shortest possible value, a letter (so it may start a name), and the result cannot be
+        // "public" (which has no 'a'). If even that is invalid, every expansion is, and the
+        // rule is a configuration mistake worth reporting at load time.
+        check_name(&template.render(|_| "a")).map_err(TemplateSyntaxError::NeverValid)?;
+        Ok(template)
+    }
+
+    /// Parses `source` and checks that every placeholder is one its rule can fill, without
+    /// judging what it expands to.
+    pub(crate) fn parse_in_scope(
+        source: &str,
+        scope: &Scope,
+    ) -> Result<Template, TemplateSyntaxError> {
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find(['{', '}']) {
@@ -217,16 +232,10 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        let template = Template {
+        Ok(Template {
             source: source.to_owned(),
             parts,
-        };
-        // Filling every placeholder with "a" yields the most permissive candidate: it is the
-        // shortest possible value, a letter (so it may start a name), and the result cannot be
-        // "public" (which has no 'a'). If even that is invalid, every expansion is, and the
-        // rule is a configuration mistake worth reporting at load time.
-        check_name(&template.render(|_| "a")).map_err(TemplateSyntaxError::NeverValid)?;
-        Ok(template)
+        })
     }
 
     pub(crate) fn source(&self) -> &str {
@@ -244,14 +253,19 @@ impl Template {
 
     /// The user name this template yields for `binding`.
     pub(crate) fn expand(&self, binding: &Binding) -> Result<String, ExpandError> {
-        if let Some(p) = self.placeholders().find(|p| p.value(binding).is_none()) {
-            return Err(ExpandError::Unfillable(p.clone()));
-        }
-        let expanded = self.render(|p| p.value(binding).unwrap_or_default());
+        let expanded = self.fill(binding).map_err(ExpandError::Unfillable)?;
         match check_name(&expanded) {
             Ok(()) => Ok(expanded),
             Err(reason) => Err(ExpandError::InvalidName { expanded, reason }),
         }
+    }
+
+    /// The template with `binding`'s values, or the placeholder it lacks a value for.
+    pub(crate) fn fill(&self, binding: &Binding) -> Result<String, Placeholder> {
+        if let Some(p) = self.placeholders().find(|p| p.value(binding).is_none()) {
+            return Err(p.clone());
+        }
+        Ok(self.render(|p| p.value(binding).unwrap_or_default()))
     }
 
     fn placeholders(&self) -> impl Iterator<Item = &Placeholder> + '_ {
@@ -261,7 +275,7 @@ impl Template {
         })
     }
 
-    fn render<'a>(&'a self, value: impl Fn(&'a Placeholder) -> &'a str) -> String {
+    pub(crate) fn render<'a>(&'a self, value: impl Fn(&'a Placeholder) -> &'a str) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {

@@ -661,6 +661,7 @@ fn grant_carries_sorted_unique_groups_role_and_target() {
             role_arn: Some(
                 proxy_config::Arn::iam_role("arn:aws:iam::123456789012:role/bi").unwrap()
             ),
+            role_session_name: None,
         }
     );
     let req = g.credential_request();

@@ -133,9 +133,22 @@ impl FetchDbCredential for AwsCredentialFetcher {
         let target = self.targets.get(&request.target).ok_or_else(|| {
             CredentialError::Invalid(format!("no [[target]] named {:?}", request.target))
         })?;
-        match self.client(target, request.role_arn.as_ref())? {
-            ApiClient::Provisioned(client) => provisioned::fetch(&client, target, request).await,
-            ApiClient::Serverless(client) => serverless::fetch(&client, target, request).await,
+        let client = self.client(target, request.role_arn.as_ref())?;
+        // A per-identity session stands in for the client's own (per-role) credentials for
+        // this one call, so the clients stay one per (target, role) however many identities
+        // call through them.
+        let session = request
+            .role_session_name
+            .as_deref()
+            .map(|name| self.aws.session_provider(request.role_arn.as_ref(), name))
+            .transpose()?;
+        match client {
+            ApiClient::Provisioned(client) => {
+                provisioned::fetch(&client, target, request, session).await
+            }
+            ApiClient::Serverless(client) => {
+                serverless::fetch(&client, target, request, session).await
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use super::issued::{credential_from, log_call, retry_config, timeout_config, Iss
 use crate::aws::observe::{code_of, AwsApi, AwsCallObserver, SdkCallInterceptor};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_redshift::client::customize::CustomizableOperation;
 use aws_sdk_redshift::config::{BehaviorVersion, Region};
 use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
 use aws_sdk_redshift::operation::get_cluster_credentials_with_iam::GetClusterCredentialsWithIAMError;
@@ -42,6 +43,17 @@ pub(crate) fn client(
     Client::from_conf(config.build())
 }
 
+/// `call`, made with the credentials of `session` when given.
+fn in_session<T, E, B>(
+    call: CustomizableOperation<T, E, B>,
+    session: &Option<aws_sdk_redshift::config::Builder>,
+) -> CustomizableOperation<T, E, B> {
+    match session {
+        Some(config) => call.config_override(config.clone()),
+        None => call,
+    }
+}
+
 /// The AWS error code of a failed provisioned credential call.
 fn error_code(error: &Error) -> Option<String> {
     code_of::<GetClusterCredentialsError>(error)
@@ -53,7 +65,15 @@ pub(crate) async fn fetch(
     client: &Client,
     target: &ResolvedTarget,
     request: &DbCredentialRequest,
+    session: Option<SharedCredentialsProvider>,
 ) -> Result<DbCredential, CredentialError> {
+    let session = session.map(|provider| {
+        // The provider caches and refreshes its session itself: an SDK cache in front of it
+        // would keep one entry per provider ever passed.
+        aws_sdk_redshift::config::Builder::default()
+            .credentials_provider(provider)
+            .identity_cache(aws_sdk_redshift::config::IdentityCache::no_cache())
+    });
     let TargetApi::Provisioned {
         cluster,
         with_iam,
@@ -76,7 +96,7 @@ pub(crate) async fn fetch(
             ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
         };
         let api = GET_CLUSTER_CREDENTIALS_WITH_IAM;
-        let outcome = match call.send().await {
+        let outcome = match in_session(call.customize(), &session).send().await {
             Ok(out) => credential_from(
                 api,
                 &target.name,
@@ -105,7 +125,7 @@ pub(crate) async fn fetch(
             ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
         };
         let api = GET_CLUSTER_CREDENTIALS;
-        let outcome = match call.send().await {
+        let outcome = match in_session(call.customize(), &session).send().await {
             Ok(out) => credential_from(
                 api,
                 &target.name,

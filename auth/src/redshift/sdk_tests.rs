@@ -153,6 +153,21 @@ impl AwsCredentialsForRole for StaticAws {
             "test",
         )))
     }
+
+    /// Each named session signs with a key of its own name.
+    fn session_provider(
+        &self,
+        _: Option<&Arn>,
+        name: &str,
+    ) -> Result<SharedCredentialsProvider, CredentialError> {
+        Ok(SharedCredentialsProvider::new(Credentials::new(
+            format!("ASIA{}", name.to_uppercase()),
+            "session-secret",
+            Some("session-token".into()),
+            None,
+            "test",
+        )))
+    }
 }
 
 /// A role whose credential source refuses at look-up time.
@@ -225,6 +240,7 @@ fn request(groups: &[&str]) -> DbCredentialRequest {
         db_user: "alice".into(),
         db_name: "dev".into(),
         db_groups: groups.iter().map(|g| g.to_string()).collect(),
+        role_session_name: None,
     }
 }
 
@@ -646,4 +662,72 @@ async fn calls_abandoned_before_sending_are_not_reported() {
     fetcher.fetch(&request(&[])).await.expect_err("refused");
     assert!(endpoint.requests().is_empty());
     assert!(seen.0.lock().unwrap().is_empty(), "{:?}", seen.0);
+}
+
+/// A request naming a role session is signed with that session's credentials, through the
+/// one client of its (target, role); the others keep the role's own.
+#[tokio::test]
+async fn named_role_sessions_sign_their_own_calls() {
+    let cluster = CannedEndpoint::start(
+        200,
+        &[("x-amzn-RequestId", "rid-1")],
+        &cluster_credentials_xml("GetClusterCredentials", "IAMA:alice"),
+    )
+    .await;
+    let workgroup = CannedEndpoint::start(
+        200,
+        &[("Content-Type", "application/x-amz-json-1.1")],
+        r#"{"dbUser":"IAMR:bi","dbPassword":"pw","expiration":1893456900}"#,
+    )
+    .await;
+    let aws = Arc::new(StaticAws::default());
+    let mut target_wg = serverless(&workgroup.url, ResourceName::Identifier("wg1".into()));
+    target_wg.name = "t2".into();
+    let fetcher = AwsCredentialFetcher::with_targets(
+        [
+            provisioned(
+                &cluster.url,
+                ResourceName::Identifier("c1".into()),
+                false,
+                true,
+            ),
+            target_wg,
+        ],
+        aws.clone(),
+    );
+    let named = |target: &str, name: Option<&str>| DbCredentialRequest {
+        target: target.into(),
+        role_session_name: name.map(str::to_owned),
+        ..request(&[])
+    };
+    for target in ["t1", "t2"] {
+        for name in [Some("alice"), Some("bob"), None] {
+            fetcher
+                .fetch(&named(target, name))
+                .await
+                .expect("credential");
+        }
+    }
+    for endpoint in [&cluster, &workgroup] {
+        let keys: Vec<String> = endpoint
+            .requests()
+            .iter()
+            .map(|r| {
+                let auth = &r.headers["authorization"];
+                let credential = auth.split("Credential=").nth(1).unwrap();
+                credential.split('/').next().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(keys, ["ASIAALICE", "ASIABOB", "AKIDEXAMPLE"]);
+        assert!(endpoint.requests()[0].headers["x-amz-security-token"] == "session-token");
+    }
+    assert_eq!(
+        aws.lookups.load(Ordering::SeqCst),
+        2,
+        "one client per target and role"
+    );
+    // Distinct sessions are distinct credentials, whatever the API ignores.
+    let key = |name| fetcher.cache_key(&named("t2", name));
+    assert_ne!(key(Some("alice")), key(Some("bob")));
+    assert_eq!(key(Some("alice")).db_user, "");
 }

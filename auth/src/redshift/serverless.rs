@@ -45,6 +45,7 @@ pub(crate) async fn fetch(
     client: &Client,
     target: &ResolvedTarget,
     request: &DbCredentialRequest,
+    session: Option<SharedCredentialsProvider>,
 ) -> Result<DbCredential, CredentialError> {
     let TargetApi::Serverless { workgroup } = &target.api else {
         return Err(CredentialError::Invalid(format!(
@@ -60,6 +61,16 @@ pub(crate) async fn fetch(
     let call = match workgroup {
         ResourceName::Identifier(name) => call.workgroup_name(name),
         ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
+    };
+    let call = call.customize();
+    // See `provisioned::fetch`: the session's provider caches, the SDK must not.
+    let call = match session {
+        Some(provider) => call.config_override(
+            aws_sdk_redshiftserverless::config::Builder::default()
+                .credentials_provider(provider)
+                .identity_cache(aws_sdk_redshiftserverless::config::IdentityCache::no_cache()),
+        ),
+        None => call,
     };
     let outcome = match call.send().await {
         Ok(out) => credential_from(

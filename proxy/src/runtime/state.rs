@@ -227,7 +227,7 @@ impl State {
         Ok(State {
             generation,
             listeners,
-            policy: Policy::new(&config.policy)?,
+            policy: Policy::compile(&config.policy, role_session_template(config))?,
             limits: config.limits.clone(),
             shutdown: config.shutdown.clone(),
             default_role: config
@@ -250,6 +250,14 @@ impl State {
     pub fn config(&self) -> &Config {
         &self.config
     }
+}
+
+/// `[aws.roles_anywhere] role_session_name` when it names one session per identity.
+fn role_session_template(config: &Config) -> Option<&str> {
+    let ra = config.aws.roles_anywhere.as_ref()?;
+    ra.role_session_name
+        .as_deref()
+        .filter(|name| proxy_config::is_template(name))
 }
 
 /// notAfter of the certificates in a PEM file (only the first when `leaf_only`). Files were

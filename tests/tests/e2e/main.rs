@@ -4,8 +4,10 @@
 
 mod admission;
 mod audit_files;
+mod credential_process;
 mod hygiene;
 mod identity;
 mod redshift_drivers;
 mod revocation;
+mod role_sessions;
 mod throttling;

@@ -37,6 +37,7 @@ fn roles_anywhere_config(dir: &Path, endpoint: Option<String>) -> (AwsConfig, Te
         region: None,
         session_duration: Duration::from_secs(3600),
         role_session_name: None,
+        max_sessions: 1000,
         endpoint_url: endpoint,
     };
     let config = AwsConfig {

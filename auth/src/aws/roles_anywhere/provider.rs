@@ -1,128 +1,50 @@
-//! Refreshing Roles Anywhere credentials, one [`RolesAnywhereProvider`] per IAM role, all
-//! sharing one [`RolesAnywhere`] (certificate, key, profile, trust anchor, HTTP client).
+//! Roles Anywhere credentials on the [refresh engine](crate::refresh): one session per IAM
+//! role, or per (role, role session name) when `role_session_name` is an identity template,
+//! all sharing one [`RolesAnywhere`] (certificate, key, profile, trust anchor, HTTP client).
 //!
-//! - Credentials are refreshed in the background `refresh_before` ahead of expiry (with a
-//!   little jitter so many roles or proxies do not refresh in lockstep).
+//! - A session is refreshed `refresh_before` ahead of expiry, plus up to a minute of jitter
+//!   so that many roles or proxies do not refresh in lockstep; callers use it until a minute
+//!   (at most half of `refresh_before`) before it expires, then wait for a new one.
+//! - Role sessions are kept fresh in the background and, after a failure, retried there
+//!   until one works: a proxy without AWS credentials reports itself unready, gets no
+//!   logins, and must still recover on its own. Per-identity sessions are refreshed ahead
+//!   when used and left to lapse when not; at most `max_sessions` are held, the least
+//!   recently used giving way.
 //! - Expiry is judged on the wall clock at the moment of use (see [`crate::aws::clock`]).
-//!   A caller finding credentials about to expire (after a laptop sleep, or when background
-//!   refreshes keep failing) fetches new ones itself.
-//! - Concurrent callers share one CreateSession call.
-//! - Throttling, 5xx, connection failures and timeouts are retried with jittered exponential
-//!   backoff.
+//! - Concurrent callers share one CreateSession call; failures back off (1 s doubling to a
+//!   minute). Throttling, 5xx, connection failures and timeouts are retried within a call
+//!   with jittered exponential backoff ([`RetryPolicy`]).
 
-use super::session::{SessionClient, SessionCredentials, SessionError, SessionRequest};
+mod create;
+
+use super::session::SessionClient;
 use super::signer::X509Signer;
 use crate::aws::clock::{Clock, SystemClock};
-use crate::aws::observe::{
-    no_observer, AwsApi, AwsCallObserver, AwsCallOutcome, CredentialState, RefreshRecord,
-};
+use crate::aws::observe::{no_observer, AwsCallObserver, CredentialState};
 use crate::db_credentials::CredentialError;
+use crate::refresh::{Background, EngineOptions, Margins, RefreshAhead, RefreshPolicy, Standing};
 use aws_credential_types::provider::{self, error::CredentialsError, ProvideCredentials};
 use aws_credential_types::Credentials;
-use rand::Rng as _;
-use secrecy::ExposeSecret;
+use create::{Session, SessionCreator, SignerSource};
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
 
-/// Name reported by the credentials to the AWS SDK (shows up in SDK debug logs).
-const PROVIDER_NAME: &str = "RolesAnywhere";
-/// Callers accept cached credentials until this close to expiry (or half of
-/// `refresh_before`, if smaller), then fetch new ones themselves.
+pub use crate::refresh::RetryPolicy;
+
+/// Callers use cached credentials until this close to expiry (or half of
+/// `refresh_before`, if smaller), then wait for new ones.
 const MIN_REMAINING: Duration = Duration::from_secs(60);
-/// Upper bound of the background jitter.
+/// Upper bound of the jitter added to `refresh_before`.
 const MAX_JITTER: Duration = Duration::from_secs(60);
+/// Longest wait after failed CreateSession rounds before the next one.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest background sleep: the wall clock is re-read at least this often.
+const POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Default timeout of one CreateSession call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Retries of retryable CreateSession failures.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Total attempts, first one included.
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A delay drawn uniformly from `[delay / 2, delay]` ("equal jitter"): retries from many
-/// callers spread out, while the backoff still grows.
-fn jittered(delay: Duration) -> Duration {
-    let half = delay / 2;
-    let extra_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    half + Duration::from_millis(rand::rng().random_range(0..=extra_ms))
-}
-
-/// How one CreateSession call ended, for [`AwsCallObserver`]; `None` when no request was
-/// sent (it could not be built or signed).
-fn call_outcome(result: &Result<SessionCredentials, SessionError>) -> Option<AwsCallOutcome> {
-    match result {
-        // A success status with an unusable body still reached AWS and succeeded there.
-        Ok(_) | Err(SessionError::MalformedResponse { .. }) => Some(AwsCallOutcome::Success),
-        Err(SessionError::Service { status, code, .. }) => {
-            Some(AwsCallOutcome::from_status(*status, code.as_deref()))
-        }
-        Err(SessionError::Transport { .. }) => Some(AwsCallOutcome::Transport),
-        Err(SessionError::Timeout { .. }) => Some(AwsCallOutcome::Timeout),
-        Err(SessionError::Request(_)) => None,
-    }
-}
-
-/// Where the signer comes from: fixed (tests) or the configured files, re-read before each
-/// CreateSession so that a renewed certificate is picked up without a restart.
-enum SignerSource {
-    Fixed(Arc<X509Signer>),
-    Files {
-        config: Box<proxy_config::RolesAnywhereConfig>,
-        current: Mutex<Arc<X509Signer>>,
-    },
-}
-
-impl SignerSource {
-    async fn current(&self) -> Arc<X509Signer> {
-        match self {
-            SignerSource::Fixed(signer) => signer.clone(),
-            SignerSource::Files { config, current } => {
-                let config = config.as_ref().clone();
-                // File reads and (for encrypted keys) PBKDF2 are blocking work.
-                let loaded = tokio::task::spawn_blocking(move || X509Signer::from_config(&config))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
-                match loaded {
-                    Ok(signer) => {
-                        if signer.serial_decimal() != current.serial_decimal() {
-                            tracing::info!(
-                                serial = signer.serial_decimal(),
-                                subject = signer.subject(),
-                                not_after = %format_time(signer.not_after()),
-                                "Roles Anywhere certificate changed on disk; using the new one"
-                            );
-                        }
-                        *current = Arc::new(signer);
-                    }
-                    Err(error) => tracing::warn!(
-                        %error,
-                        serial = current.serial_decimal(),
-                        "cannot reload the Roles Anywhere certificate or key; keeping the loaded one"
-                    ),
-                }
-                current.clone()
-            }
-        }
-    }
-}
+/// Default bound of the sessions held at once (`[aws.roles_anywhere] max_sessions`).
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
 
 pub(crate) fn format_time(time: SystemTime) -> String {
     time::OffsetDateTime::from(time)
@@ -130,30 +52,41 @@ pub(crate) fn format_time(time: SystemTime) -> String {
         .unwrap_or_else(|_| format!("{time:?}"))
 }
 
+/// Which session: a role, and the role session name when it is per identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub role_arn: String,
+    /// `None`: the role's own session (named by a plain `role_session_name`, if any).
+    pub role_session_name: Option<String>,
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role_session_name {
+            None => f.write_str(&self.role_arn),
+            Some(name) => write!(f, "{} (role session {name})", self.role_arn),
+        }
+    }
+}
+
+type Engine = RefreshAhead<SessionKey, Session, CredentialError>;
+
 /// Everything shared by the providers of one `[aws.roles_anywhere]` configuration.
 pub struct RolesAnywhere {
-    client: SessionClient,
-    signer: SignerSource,
-    profile_arn: String,
-    trust_anchor_arn: String,
-    duration: Duration,
-    role_session_name: Option<String>,
+    creator: Arc<SessionCreator>,
     refresh_before: Duration,
-    retry: RetryPolicy,
-    clock: Arc<dyn Clock>,
-    /// Longest background sleep: the wall clock is re-read at least this often, so a
-    /// machine waking from sleep refreshes promptly.
     poll_interval: Duration,
-    observer: Arc<dyn AwsCallObserver>,
+    max_sessions: usize,
+    engine: Engine,
 }
 
 impl fmt::Debug for RolesAnywhere {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RolesAnywhere")
-            .field("client", &self.client)
-            .field("profile_arn", &self.profile_arn)
-            .field("trust_anchor_arn", &self.trust_anchor_arn)
-            .field("duration", &self.duration)
+            .field("client", &self.creator.client)
+            .field("profile_arn", &self.creator.profile_arn)
+            .field("trust_anchor_arn", &self.creator.trust_anchor_arn)
+            .field("duration", &self.creator.duration)
             .field("refresh_before", &self.refresh_before)
             .finish_non_exhaustive()
     }
@@ -161,7 +94,9 @@ impl fmt::Debug for RolesAnywhere {
 
 impl RolesAnywhere {
     /// Loads the certificate and key (failing fast on any problem with them) and prepares
-    /// the client. The region is `config.region`, else the trust anchor ARN's.
+    /// the client. The region is `config.region`, else the trust anchor ARN's. A
+    /// `role_session_name` with placeholders names per-identity sessions (see
+    /// [`Self::session_provider`]); a plain one names every role session.
     pub fn from_config(
         config: &proxy_config::RolesAnywhereConfig,
         refresh_before: Duration,
@@ -169,7 +104,6 @@ impl RolesAnywhere {
         let invalid =
             |what: String| CredentialError::Invalid(format!("[aws.roles_anywhere] {what}"));
         // The ARNs were parsed (and their kinds checked) when the file was read.
-        let region = config.region();
         let signer = X509Signer::from_config(config).map_err(|e| invalid(e.to_string()))?;
         tracing::info!(
             serial = signer.serial_decimal(),
@@ -178,25 +112,31 @@ impl RolesAnywhere {
             not_after = %format_time(signer.not_after()),
             "loaded the Roles Anywhere certificate"
         );
-        let client =
-            SessionClient::new(region, config.endpoint_url.as_deref(), DEFAULT_CALL_TIMEOUT)
-                .map_err(|e| invalid(e.to_string()))?;
-        Ok(RolesAnywhere {
+        let client = SessionClient::new(
+            config.region(),
+            config.endpoint_url.as_deref(),
+            DEFAULT_CALL_TIMEOUT,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        let signer = SignerSource::Files {
+            config: Box::new(config.clone()),
+            current: Mutex::new(Arc::new(signer)),
+        };
+        // A template names per-identity sessions (their keys carry the rendered names).
+        let plain_name = config
+            .role_session_name
+            .clone()
+            .filter(|name| !proxy_config::is_template(name));
+        Ok(Self::build(
             client,
-            signer: SignerSource::Files {
-                config: Box::new(config.clone()),
-                current: Mutex::new(Arc::new(signer)),
-            },
-            profile_arn: config.profile_arn.to_string(),
-            trust_anchor_arn: config.trust_anchor_arn.to_string(),
-            duration: config.session_duration,
-            role_session_name: config.role_session_name.clone(),
+            signer,
+            config.profile_arn.to_string(),
+            config.trust_anchor_arn.to_string(),
+            config.session_duration,
             refresh_before,
-            retry: RetryPolicy::default(),
-            clock: Arc::new(SystemClock),
-            poll_interval: Duration::from_secs(60),
-            observer: no_observer(),
-        })
+        )
+        .with_role_session_name(plain_name)
+        .with_max_sessions(config.max_sessions))
     }
 
     /// Parts given directly (tests, tools): a fixed signer that is never reloaded.
@@ -208,106 +148,186 @@ impl RolesAnywhere {
         duration: Duration,
         refresh_before: Duration,
     ) -> Self {
-        RolesAnywhere {
+        Self::build(
             client,
-            signer: SignerSource::Fixed(Arc::new(signer)),
-            profile_arn: profile_arn.into(),
-            trust_anchor_arn: trust_anchor_arn.into(),
+            SignerSource::Fixed(Arc::new(signer)),
+            profile_arn.into(),
+            trust_anchor_arn.into(),
             duration,
-            role_session_name: None,
             refresh_before,
+        )
+    }
+
+    fn build(
+        client: SessionClient,
+        signer: SignerSource,
+        profile_arn: String,
+        trust_anchor_arn: String,
+        duration: Duration,
+        refresh_before: Duration,
+    ) -> Self {
+        let creator = Arc::new(SessionCreator {
+            client,
+            signer: Arc::new(signer),
+            profile_arn,
+            trust_anchor_arn,
+            duration,
+            default_session_name: None,
             retry: RetryPolicy::default(),
             clock: Arc::new(SystemClock),
-            poll_interval: Duration::from_secs(60),
             observer: no_observer(),
+        });
+        let engine = engine(
+            &creator,
+            refresh_before,
+            POLL_INTERVAL,
+            DEFAULT_MAX_SESSIONS,
+        );
+        RolesAnywhere {
+            creator,
+            refresh_before,
+            poll_interval: POLL_INTERVAL,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            engine,
         }
     }
 
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+    /// A new engine for changed settings (the builders run before any use, so nothing
+    /// cached is lost).
+    fn rebuilt(mut self, change: impl FnOnce(&mut SessionCreator)) -> Self {
+        let mut creator = (*self.creator).clone();
+        change(&mut creator);
+        self.creator = Arc::new(creator);
+        self.engine = engine(
+            &self.creator,
+            self.refresh_before,
+            self.poll_interval,
+            self.max_sessions,
+        );
         self
     }
 
-    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.rebuilt(|c| c.clock = clock)
+    }
+
+    pub fn with_retry_policy(self, retry: RetryPolicy) -> Self {
+        self.rebuilt(|c| c.retry = retry)
     }
 
     /// Where each CreateSession call (every attempt) is reported.
-    pub fn with_observer(mut self, observer: Arc<dyn AwsCallObserver>) -> Self {
-        self.observer = observer;
-        self
+    pub fn with_observer(self, observer: Arc<dyn AwsCallObserver>) -> Self {
+        self.rebuilt(|c| c.observer = observer)
     }
 
-    pub fn with_role_session_name(mut self, name: Option<String>) -> Self {
-        self.role_session_name = name;
-        self
+    /// The name of role sessions that name none themselves.
+    pub fn with_role_session_name(self, name: Option<String>) -> Self {
+        self.rebuilt(|c| c.default_session_name = name)
     }
 
     /// How often, at most, the background refresher sleeps before re-reading the clock.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
-        self
+        self.poll_interval = interval;
+        self.rebuilt(|_| {})
+    }
+
+    /// Most sessions held at once; beyond it the least recently used one is forgotten.
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max.max(1);
+        self.rebuilt(|_| {})
     }
 
     pub fn region(&self) -> &str {
-        self.client.region()
+        self.creator.client.region()
     }
 
     /// The certificate currently in use.
     pub async fn signer(&self) -> Arc<X509Signer> {
-        self.signer.current().await
+        self.creator.signer.current().await
     }
 
-    /// A new provider for `role_arn` (each has its own session and refresh).
+    /// The provider of `role_arn`'s own session.
     pub fn provider(self: &Arc<Self>, role_arn: impl Into<String>) -> RolesAnywhereProvider {
+        self.provider_for(SessionKey {
+            role_arn: role_arn.into(),
+            role_session_name: None,
+        })
+    }
+
+    /// The provider of the session of `role_arn` named `role_session_name`.
+    pub fn session_provider(
+        self: &Arc<Self>,
+        role_arn: impl Into<String>,
+        role_session_name: impl Into<String>,
+    ) -> RolesAnywhereProvider {
+        self.provider_for(SessionKey {
+            role_arn: role_arn.into(),
+            role_session_name: Some(role_session_name.into()),
+        })
+    }
+
+    fn provider_for(self: &Arc<Self>, key: SessionKey) -> RolesAnywhereProvider {
         RolesAnywhereProvider {
-            inner: Arc::new(ProviderInner {
-                shared: self.clone(),
-                role_arn: role_arn.into(),
-                cache: Mutex::new(None),
-                fetch: tokio::sync::Mutex::new(()),
-                refresher: Mutex::new(None),
-                wake: Arc::new(Notify::new()),
-                refresh: RefreshRecord::default(),
-            }),
+            shared: self.clone(),
+            key,
         }
+    }
+
+    /// The state of every session held, judged on the wall clock now (no call to AWS).
+    pub fn health(&self) -> Vec<(String, CredentialState)> {
+        let now = self.creator.clock.now();
+        let mut states: Vec<_> = self
+            .engine
+            .standings()
+            .into_iter()
+            .map(|(key, standing)| (key.to_string(), state_of(Some(standing), now)))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
     }
 }
 
-#[derive(Clone)]
-struct Cached {
-    credentials: Credentials,
-    expiration: SystemTime,
-    /// When the background refresher replaces these credentials.
-    refresh_at: SystemTime,
-    request_id: Option<String>,
+fn engine(
+    creator: &Arc<SessionCreator>,
+    refresh_before: Duration,
+    poll_interval: Duration,
+    max_sessions: usize,
+) -> Engine {
+    let options = EngineOptions {
+        margins: Some(Margins {
+            hard: MIN_REMAINING.min(refresh_before / 2),
+            soft: refresh_before,
+            jitter: MAX_JITTER.min(refresh_before / 4),
+        }),
+        background: Some(Background::new(poll_interval, |key: &SessionKey| {
+            key.role_session_name.is_none()
+        })),
+        capacity: Some(max_sessions),
+    };
+    let policy = RefreshPolicy {
+        refresh_before,
+        backoff_max: BACKOFF_MAX,
+    };
+    RefreshAhead::with_options(creator.clone(), creator.clock.clone(), policy, options)
 }
 
-struct ProviderInner {
-    shared: Arc<RolesAnywhere>,
-    role_arn: String,
-    cache: Mutex<Option<Cached>>,
-    /// Held while calling CreateSession: one call at a time, whoever else needs new
-    /// credentials waits for it and uses its result.
-    fetch: tokio::sync::Mutex<()>,
-    refresher: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Wakes the refresher early (stale credentials seen by a caller).
-    wake: Arc<Notify>,
-    /// The outcome of the last CreateSession round, for readiness.
-    refresh: RefreshRecord,
-}
-
-impl Drop for ProviderInner {
-    fn drop(&mut self) {
-        if let Some(task) = self
-            .refresher
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
+/// Usable while unexpired (even after a failed refresh), failing once a failure stands
+/// and nothing unexpired is held, unknown before the first fetch.
+fn state_of(
+    standing: Option<Standing<Session, CredentialError>>,
+    now: SystemTime,
+) -> CredentialState {
+    let Some(standing) = standing else {
+        return CredentialState::Unknown;
+    };
+    match (standing.value, standing.failure) {
+        (Some(session), _) if now < session.expiration => CredentialState::Usable {
+            expiration: Some(session.expiration),
+        },
+        (_, Some(error)) => CredentialState::Failing {
+            reason: error.to_string(),
+        },
+        _ => CredentialState::Unknown,
     }
 }
 
@@ -319,17 +339,20 @@ pub struct SessionSummary {
     pub request_id: Option<String>,
 }
 
-/// AWS credentials for one IAM role through Roles Anywhere. Cheap to clone (shared state).
+/// AWS credentials for one Roles Anywhere session. Cheap to clone (a handle on the shared
+/// engine).
 #[derive(Clone)]
 pub struct RolesAnywhereProvider {
-    inner: Arc<ProviderInner>,
+    shared: Arc<RolesAnywhere>,
+    key: SessionKey,
 }
 
 impl fmt::Debug for RolesAnywhereProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let expiration = self.cached().map(|c| format_time(c.expiration));
+        let expiration = self.current().map(|s| format_time(s.expiration));
         f.debug_struct("RolesAnywhereProvider")
-            .field("role_arn", &self.inner.role_arn)
+            .field("role_arn", &self.key.role_arn)
+            .field("role_session_name", &self.key.role_session_name)
             .field("expiration", &expiration)
             .finish()
     }
@@ -337,299 +360,42 @@ impl fmt::Debug for RolesAnywhereProvider {
 
 impl RolesAnywhereProvider {
     pub fn role_arn(&self) -> &str {
-        &self.inner.role_arn
+        &self.key.role_arn
     }
 
-    fn now(&self) -> SystemTime {
-        self.inner.shared.clock.now()
-    }
-
-    fn cached(&self) -> Option<Cached> {
-        self.inner
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Still fine to hand out at `now` (even if a refresh is due).
-    fn usable(&self, cached: &Cached, now: SystemTime) -> bool {
-        let margin = MIN_REMAINING.min(self.inner.shared.refresh_before / 2);
-        now + margin < cached.expiration
+    fn current(&self) -> Option<Session> {
+        self.shared.engine.standing(&self.key)?.value
     }
 
     /// Credentials valid now: cached ones when usable, else from a new session.
     pub async fn credentials(&self) -> Result<Credentials, CredentialError> {
-        let now = self.now();
-        if let Some(cached) = self.cached() {
-            if now < cached.refresh_at {
-                return Ok(cached.credentials);
-            }
-            if self.usable(&cached, now) {
-                // Due for refresh but still valid: hand them out and let the refresher work.
-                self.ensure_refresher();
-                self.inner.wake.notify_one();
-                return Ok(cached.credentials);
-            }
-        }
-        let _one_at_a_time = self.inner.fetch.lock().await;
-        // Whoever held the lock before may have just fetched what is needed.
-        if let Some(cached) = self.cached() {
-            if self.usable(&cached, self.now()) {
-                return Ok(cached.credentials);
-            }
-        }
-        self.fetch_with_retries().await.map(|c| c.credentials)
+        Ok(self.shared.engine.get(&self.key).await?.credentials)
     }
 
     /// A new session right now, regardless of the cache (operator `check`, tests).
     pub async fn refresh_now(&self) -> Result<SessionSummary, CredentialError> {
-        let _one_at_a_time = self.inner.fetch.lock().await;
-        let cached = self.fetch_with_retries().await?;
+        let session = self.shared.engine.fetch_now(&self.key).await?;
         Ok(SessionSummary {
-            role_arn: self.inner.role_arn.clone(),
-            expiration: cached.expiration,
-            request_id: cached.request_id,
+            role_arn: self.key.role_arn.clone(),
+            expiration: session.expiration,
+            request_id: session.request_id,
         })
     }
 
-    /// Whether this role's credentials are usable, failing or not fetched yet, judged on
+    /// Whether this session's credentials are usable, failing or not fetched yet, judged on
     /// the wall clock now (no call to AWS).
     pub fn state(&self) -> CredentialState {
-        self.inner.refresh.state(self.now())
+        let now = self.shared.creator.clock.now();
+        state_of(self.shared.engine.standing(&self.key), now)
     }
 
     /// The cached session, if any (no call to AWS).
     pub fn current_session(&self) -> Option<SessionSummary> {
-        self.cached().map(|c| SessionSummary {
-            role_arn: self.inner.role_arn.clone(),
-            expiration: c.expiration,
-            request_id: c.request_id,
+        self.current().map(|s| SessionSummary {
+            role_arn: self.key.role_arn.clone(),
+            expiration: s.expiration,
+            request_id: s.request_id,
         })
-    }
-
-    /// Calls CreateSession, retrying retryable failures; caches and returns the result.
-    /// The caller holds `fetch`.
-    async fn fetch_with_retries(&self) -> Result<Cached, CredentialError> {
-        let shared = &self.inner.shared;
-        let request = SessionRequest {
-            profile_arn: shared.profile_arn.clone(),
-            role_arn: self.inner.role_arn.clone(),
-            trust_anchor_arn: shared.trust_anchor_arn.clone(),
-            duration: shared.duration,
-            role_session_name: shared.role_session_name.clone(),
-        };
-        let mut delay = shared.retry.initial_backoff;
-        let mut attempt = 1;
-        loop {
-            let signer = shared.signer.current().await;
-            let now = self.now();
-            let started = std::time::Instant::now();
-            let result = shared.client.create_session(&signer, &request, now).await;
-            if let Some(outcome) = call_outcome(&result) {
-                shared
-                    .observer
-                    .aws_call(AwsApi::CreateSession, outcome, started.elapsed());
-            }
-            let error = match result {
-                Ok(session) => {
-                    let stored = self.store(session, now);
-                    if let Err(error) = &stored {
-                        self.failed(error);
-                    }
-                    return stored;
-                }
-                Err(error) => error,
-            };
-            if error.is_retryable() && attempt < shared.retry.max_attempts {
-                let wait = jittered(delay);
-                tracing::warn!(
-                    role_arn = %self.inner.role_arn,
-                    attempt,
-                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    request_id = error.request_id(),
-                    %error,
-                    "Roles Anywhere CreateSession failed; retrying"
-                );
-                tokio::time::sleep(wait).await;
-                delay = (delay * 2).min(shared.retry.max_backoff);
-                attempt += 1;
-                continue;
-            }
-            tracing::warn!(
-                role_arn = %self.inner.role_arn,
-                attempt,
-                request_id = error.request_id(),
-                %error,
-                "Roles Anywhere CreateSession failed"
-            );
-            let error = error.to_credential_error(&self.inner.role_arn);
-            self.failed(&error);
-            return Err(error);
-        }
-    }
-
-    /// Records a failed round and makes sure the refresher keeps trying in the background:
-    /// a proxy without AWS credentials reports itself unready, gets no traffic, and must
-    /// still recover on its own once AWS (or its certificate) is fixed.
-    fn failed(&self, error: &CredentialError) {
-        self.inner.refresh.failed(error.to_string());
-        self.ensure_refresher();
-    }
-
-    fn store(
-        &self,
-        session: SessionCredentials,
-        now: SystemTime,
-    ) -> Result<Cached, CredentialError> {
-        let shared = &self.inner.shared;
-        if session.expiration <= now {
-            // Storing these would make every caller fetch again at once.
-            return Err(SessionError::MalformedResponse {
-                reason: format!(
-                    "credentials expire at {}, which is not in the future: check the system clock",
-                    format_time(session.expiration)
-                ),
-                request_id: session.request_id,
-            }
-            .to_credential_error(&self.inner.role_arn));
-        }
-        let lifetime = session.expiration.duration_since(now).unwrap_or_default();
-        let jitter_cap = MAX_JITTER.min(shared.refresh_before / 4);
-        let jitter = Duration::from_millis(
-            rand::rng().random_range(0..=u64::try_from(jitter_cap.as_millis()).unwrap_or(0)),
-        );
-        // Never plan a refresh before half the lifetime has passed, or a session shorter
-        // than `refresh_before` would be refreshed continuously.
-        let refresh_at = session
-            .expiration
-            .checked_sub(shared.refresh_before + jitter)
-            .unwrap_or(now)
-            .max(now + lifetime / 2);
-        tracing::info!(
-            role_arn = %self.inner.role_arn,
-            expiration = %format_time(session.expiration),
-            request_id = session.request_id.as_deref().unwrap_or("-"),
-            assumed_role = session.assumed_role_arn.as_deref().unwrap_or("-"),
-            "Roles Anywhere session created"
-        );
-        let cached = Cached {
-            credentials: Credentials::new(
-                session.access_key_id,
-                session.secret_access_key.expose_secret(),
-                Some(session.session_token.expose_secret().to_owned()),
-                Some(session.expiration),
-                PROVIDER_NAME,
-            ),
-            expiration: session.expiration,
-            refresh_at,
-            request_id: session.request_id,
-        };
-        *self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cached.clone());
-        self.inner.refresh.succeeded(Some(cached.expiration));
-        self.ensure_refresher();
-        Ok(cached)
-    }
-
-    /// Starts the background refresher unless it is running. Needs a Tokio runtime, which
-    /// every caller of this (async) code has.
-    fn ensure_refresher(&self) {
-        let mut refresher = self
-            .inner
-            .refresher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if refresher.as_ref().is_some_and(|task| !task.is_finished()) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let task = runtime.spawn(refresh_loop(
-            Arc::downgrade(&self.inner),
-            self.inner.wake.clone(),
-        ));
-        *refresher = Some(task.abort_handle());
-    }
-}
-
-/// Keeps one provider's credentials fresh until the provider is dropped. Holds only a weak
-/// reference between rounds so it never keeps a provider alive.
-async fn refresh_loop(provider: Weak<ProviderInner>, wake: Arc<Notify>) {
-    let mut failures: u32 = 0;
-    // Set once this task has waited out a caller's failed round.
-    let mut waited_after_failure = false;
-    loop {
-        // `(how long to sleep, whether a stale-credentials signal may cut the sleep short)`.
-        let (wait, wakeable) = {
-            let Some(inner) = provider.upgrade() else {
-                return;
-            };
-            let provider = RolesAnywhereProvider { inner };
-            let shared = provider.inner.shared.clone();
-            let cached = provider.cached();
-            if cached.is_none() && failures == 0 && !waited_after_failure {
-                // No credentials yet because a caller's round just failed: wait before
-                // retrying, so that failure is not repeated at once.
-                if !matches!(provider.state(), CredentialState::Failing { .. }) {
-                    return;
-                }
-                waited_after_failure = true;
-                let wait = shared.retry.max_backoff.min(shared.poll_interval);
-                drop(provider);
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let now = provider.now();
-            if let Some(cached) = cached.filter(|c| now < c.refresh_at) {
-                failures = 0;
-                let until_due = cached.refresh_at.duration_since(now).unwrap_or_default();
-                (until_due.min(shared.poll_interval), true)
-            } else {
-                let _one_at_a_time = provider.inner.fetch.lock().await;
-                // A caller may have refreshed while we waited for the lock.
-                let still_due = provider
-                    .cached()
-                    .is_none_or(|c| provider.now() >= c.refresh_at);
-                if !still_due {
-                    continue;
-                }
-                match provider.fetch_with_retries().await {
-                    Ok(_) => {
-                        failures = 0;
-                        waited_after_failure = false;
-                        continue;
-                    }
-                    Err(error) => {
-                        failures = failures.saturating_add(1);
-                        let usable = provider
-                            .cached()
-                            .is_some_and(|c| provider.usable(&c, provider.now()));
-                        tracing::warn!(
-                            role_arn = %provider.inner.role_arn,
-                            failures,
-                            still_usable = usable,
-                            %error,
-                            "background refresh of Roles Anywhere credentials failed"
-                        );
-                        // Back off without listening to callers, who would otherwise turn
-                        // an outage into a tight retry loop.
-                        (
-                            (shared.retry.max_backoff * failures).min(shared.poll_interval),
-                            false,
-                        )
-                    }
-                }
-            }
-        };
-        if wakeable {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = wake.notified() => {}
-            }
-        } else {
-            tokio::time::sleep(wait).await;
-        }
     }
 }
 
@@ -647,9 +413,10 @@ impl ProvideCredentials for RolesAnywhereProvider {
     }
 
     fn fallback_on_interrupt(&self) -> Option<Credentials> {
-        let cached = self.cached()?;
-        self.usable(&cached, self.now())
-            .then_some(cached.credentials)
+        self.shared
+            .engine
+            .peek(&self.key)
+            .map(|session| session.credentials)
     }
 }
 

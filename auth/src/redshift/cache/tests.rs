@@ -96,6 +96,7 @@ fn request(user: &str) -> DbCredentialRequest {
         db_user: user.into(),
         db_name: "dev".into(),
         db_groups: vec![],
+        role_session_name: None,
     }
 }
 

@@ -384,8 +384,15 @@ async fn credentials_fail_readiness_only_once_expired_after_a_failed_refresh() {
     clock.set(t0() + HOUR - Duration::from_secs(240));
     wait_for_calls(&server, 2).await;
     assert!(matches!(provider.state(), CredentialState::Usable { .. }));
-    // Expired and not refreshed: failing, with AWS's reason.
+    // Expired and not refreshed: failing, with AWS's reason (once the refused answer,
+    // which the server has sent, has been recorded).
     clock.set(t0() + HOUR + Duration::from_secs(1));
+    for _ in 0..300 {
+        if matches!(provider.state(), CredentialState::Failing { .. }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     match provider.state() {
         CredentialState::Failing { reason } => {
             assert!(
@@ -404,7 +411,9 @@ async fn a_failed_first_session_is_retried_in_the_background_until_it_works() {
     let provider = roles_anywhere(&server, &clock).provider(ROLE);
     provider.credentials().await.unwrap_err();
     assert!(matches!(provider.state(), CredentialState::Failing { .. }));
-    // Nobody asks again (an unready proxy gets no logins), yet the role recovers.
+    // Nobody asks again (an unready proxy gets no logins), yet the role recovers once the
+    // failure's backoff (judged on the wall clock) has passed.
+    clock.advance(crate::refresh::INITIAL_BACKOFF);
     wait_for_calls(&server, 2).await;
     for _ in 0..300 {
         if matches!(provider.state(), CredentialState::Usable { .. }) {
@@ -413,4 +422,59 @@ async fn a_failed_first_session_is_retried_in_the_background_until_it_works() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("still {:?}", provider.state());
+}
+
+#[tokio::test]
+async fn named_sessions_are_one_per_name_and_bounded_least_recently_used_first() {
+    let server = FakeRolesAnywhere::start(hourly).await;
+    let clock = ManualClock::new(t0());
+    let ra = Arc::new(unshared(&server, &clock).with_max_sessions(2));
+    let get = |name: &str| {
+        let provider = ra.session_provider(ROLE, name);
+        async move {
+            provider
+                .credentials()
+                .await
+                .unwrap()
+                .access_key_id()
+                .to_owned()
+        }
+    };
+    assert_eq!(get("alice").await, "AKID0");
+    assert_eq!(get("bob").await, "AKID1");
+    assert_eq!(get("alice").await, "AKID0", "cached per name");
+    // A third name evicts the least recently used one (bob), whose next use fetches anew.
+    assert_eq!(get("carol").await, "AKID2");
+    assert_eq!(get("alice").await, "AKID0");
+    assert_eq!(get("bob").await, "AKID3");
+    let names: Vec<_> = server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.body["roleSessionName"].clone())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol", "bob"]);
+    let health = ra.health();
+    assert_eq!(health.len(), 2, "{health:?}");
+    assert!(
+        health[0].0.contains(ROLE) && health[0].0.contains("role session"),
+        "{health:?}"
+    );
+}
+
+#[tokio::test]
+async fn named_sessions_refresh_when_used_and_lapse_when_not() {
+    let server = FakeRolesAnywhere::start(hourly).await;
+    let clock = ManualClock::new(t0());
+    let ra = roles_anywhere(&server, &clock);
+    let alice = ra.session_provider(ROLE, "alice");
+    alice.credentials().await.unwrap();
+    // In the refresh window nobody uses it: no background refresh, unlike a role session.
+    clock.set(t0() + HOUR - Duration::from_secs(240));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.calls(), 1);
+    // Its next use still gets the valid session and starts the refresh behind it.
+    assert_eq!(alice.credentials().await.unwrap().access_key_id(), "AKID0");
+    wait_for_calls(&server, 2).await;
 }

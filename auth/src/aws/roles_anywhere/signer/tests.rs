@@ -1,7 +1,11 @@
+use super::key::ec_points_equal;
 use super::*;
 use crate::aws::roles_anywhere::test_support::{pem, verify_request, TestIdentity};
+use aws_lc_rs::signature::EcdsaKeyPair;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA256_ASN1};
+use p384::pkcs8::DecodePrivateKey as _;
 use rcgen::{PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256};
+use secrecy::ExposeSecret;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The published Roles Anywhere signing test vector of the `needroleshere` crate
@@ -565,6 +569,7 @@ fn from_config_reads_files_and_decrypts_with_the_passphrase_file() {
         region: None,
         session_duration: Duration::from_secs(3600),
         role_session_name: None,
+        max_sessions: 1000,
         endpoint_url: None,
     };
     let signer = X509Signer::from_config(&config).unwrap();
