@@ -61,7 +61,7 @@ pub use restart::{KeptUntilRestart, RestartOnly};
 pub use root::Config;
 pub use security::SecurityConfig;
 pub use size::ByteSize;
-pub use target::{TargetConfig, TargetKind};
+pub use target::{TargetConfig, TargetKind, ATTRIBUTION_PLACEHOLDERS};
 pub use verifier::{
     Md5Verifier, PasswordMethod, PasswordVerifier, PasswordVerifierError, PasswordVerifierText,
     RedshiftSha256Verifier, ScramVerifier, ScramVerifierError, MAX_SCRAM_ITERATIONS,

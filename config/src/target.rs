@@ -45,6 +45,12 @@ pub struct TargetConfig {
     /// [`TargetConfig::resume_wait`].
     #[serde(default, with = "humantime_serde")]
     pub resume_wait: Option<Duration>,
+    /// Template of the `application_name` sent upstream, so Redshift's connection log
+    /// (STL_CONNECTION_LOG, SYS_CONNECTION_LOG) names who is behind each session, e.g.
+    /// `"{client_application} via redshift-iam-proxy for {identity}"`. Absent: the
+    /// client's own `application_name` goes up unchanged. See [`ATTRIBUTION_PLACEHOLDERS`].
+    #[serde(default)]
+    pub application_name: Option<String>,
     /// AWS region of the cluster or workgroup; parsed from `host` when omitted.
     #[serde(default)]
     pub region: Option<String>,
@@ -83,6 +89,21 @@ fn default_connect_timeout() -> Duration {
 fn default_upstream_login_timeout() -> Duration {
     Duration::from_secs(15)
 }
+/// What an `application_name` template may name: the client's certificate CN, its local
+/// user, either one (`identity`), the application name the client sent, and the proxy's
+/// session id (which the audit record carries too).
+pub const ATTRIBUTION_PLACEHOLDERS: &[&str] = &[
+    "cn",
+    "local_user",
+    "identity",
+    "client_application",
+    "session_id",
+];
+
+/// Longest `application_name` template accepted (the rendered name is cut to what
+/// Redshift keeps anyway).
+const MAX_APPLICATION_NAME_TEMPLATE: usize = 256;
+
 /// Longest `resume_wait` accepted: clients give up long before.
 pub const MAX_RESUME_WAIT: Duration = Duration::from_secs(300);
 
@@ -183,6 +204,12 @@ impl TargetConfig {
         if let Some(url) = &self.aws_endpoint_url {
             p.check(key("aws_endpoint_url"), check_endpoint_url(url));
         }
+        if let Some(template) = &self.application_name {
+            p.check(
+                key("application_name"),
+                check_attribution_template(template),
+            );
+        }
         if self.resume_wait.is_some_and(|w| w > MAX_RESUME_WAIT) {
             p.add(
                 key("resume_wait"),
@@ -236,6 +263,7 @@ impl TargetConfig {
             connect_timeout: _,
             login_timeout: _,
             resume_wait: _,
+            application_name: _,
         } = self;
         TargetRestartOnly {
             name,
@@ -250,5 +278,62 @@ impl TargetConfig {
             credential_duration: *credential_duration,
             aws_endpoint_url: aws_endpoint_url.as_deref(),
         }
+    }
+}
+
+/// An `application_name` template: printable text whose `{...}` name
+/// [`ATTRIBUTION_PLACEHOLDERS`].
+fn check_attribution_template(template: &str) -> Result<(), String> {
+    if template.len() > MAX_APPLICATION_NAME_TEMPLATE {
+        return Err(format!(
+            "is longer than {MAX_APPLICATION_NAME_TEMPLATE} bytes"
+        ));
+    }
+    if template.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| "has a `{` without its `}`".to_string())?;
+        let name = &after[..close];
+        if !ATTRIBUTION_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{name}}} (known: {})",
+                ATTRIBUTION_PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') || template.matches('}').count() != template.matches('{').count() {
+        return Err("has a `}` without its `{`".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod attribution_tests {
+    use super::check_attribution_template as check;
+
+    #[test]
+    fn templates_name_known_placeholders_only() {
+        assert_eq!(
+            check("{client_application} via redshift-iam-proxy for {identity}"),
+            Ok(())
+        );
+        assert_eq!(check("proxy"), Ok(()));
+        assert!(check("{password}")
+            .unwrap_err()
+            .contains("unknown placeholder"));
+        assert!(check("{cn").is_err());
+        assert!(check("cn}").is_err());
+        assert!(check("a\nb").is_err());
+        assert!(check(&"x".repeat(300)).is_err());
     }
 }

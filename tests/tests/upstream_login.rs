@@ -28,6 +28,7 @@ fn endpoint(pg: &PgServer) -> UpstreamEndpoint {
         connect_timeout: Duration::from_secs(10),
         login_timeout: Duration::from_secs(20),
         resume_wait: None,
+        application_name: None,
         region: None,
         cluster_identifier: None,
         workgroup: None,

@@ -283,6 +283,7 @@ mod tests {
             connect_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(15),
             resume_wait: None,
+            application_name: None,
             region: None,
             cluster_identifier: None,
             workgroup: None,

@@ -87,6 +87,15 @@ pub struct UpstreamParams {
     pub dropped: Vec<(String, &'static str)>,
 }
 
+impl UpstreamParams {
+    /// Sends `name` with `value`, in place of what the client sent under any spelling.
+    pub fn set(&mut self, name: &str, value: String) {
+        self.forwarded
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.forwarded.push((name.to_owned(), value));
+    }
+}
+
 /// Applies `kind`'s table to the client's parameters (names and values as sent, `user`
 /// and `database` already taken out).
 pub fn upstream_params(

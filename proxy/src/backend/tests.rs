@@ -86,6 +86,7 @@ fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetCo
         connect_timeout: Duration::from_secs(5),
         login_timeout: Duration::from_secs(10),
         resume_wait: None,
+        application_name: None,
         region: None,
         cluster_identifier: None,
         workgroup: None,

@@ -27,6 +27,17 @@ pub struct ClientStartup {
     pub requested_protocol_minor: u16,
 }
 
+impl ClientStartup {
+    /// The value of parameter `name` as the client sent it (compared case-insensitively,
+    /// as GUC names are).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A StartupMessage the proxy will not serve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartupRefusal {

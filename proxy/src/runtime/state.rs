@@ -66,6 +66,8 @@ pub struct TargetContext {
     pub kind: TargetKind,
     /// How long logins retry an upstream that looks like it is resuming.
     pub resume_wait: Duration,
+    /// `[[target]] application_name`: the template of the name sent upstream.
+    pub application_name: Option<String>,
     pub endpoint: Arc<UpstreamEndpoint>,
 }
 
@@ -148,6 +150,7 @@ fn build_targets(config: &Config) -> Result<HashMap<String, Arc<TargetContext>>,
                 name: t.name.clone(),
                 kind: t.kind,
                 resume_wait: t.resume_wait(),
+                application_name: t.application_name.clone(),
                 endpoint: Arc::new(endpoint),
             }),
         );

@@ -2,6 +2,7 @@
 //! sending the startup parameters the target kind accepts and riding out a serverless
 //! workgroup that is resuming.
 
+use super::attribution::Attribution;
 use super::authorize::Authorized;
 use super::trail::{Refused, Trail};
 use super::{terminated, Connection};
@@ -33,11 +34,20 @@ pub(super) async fn login(
     authorized: Authorized,
 ) -> Result<LoggedIn, Refused> {
     let target = &authorized.admitted.target;
-    let params = upstream_params(
+    let client = &authorized.admitted.client;
+    let mut params = upstream_params(
         target.kind,
-        &authorized.admitted.client.startup.params,
+        &client.startup.params,
         conn.listener.frontend.allow_options,
     );
+    if let Some(template) = &target.application_name {
+        let attribution = Attribution {
+            principal: &client.principal,
+            client_application: client.startup.param("application_name"),
+            session_id: trail.session_id(),
+        };
+        params.set("application_name", attribution.render(template));
+    }
     log_dropped(trail, &authorized, &params);
     let mut terminate = conn.terminate.clone();
     let mut attempts = 0;

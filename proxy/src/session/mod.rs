@@ -14,6 +14,7 @@
 //! (as [`crate::refusal`] maps it), counts, logs and audits. Never panics on client input.
 
 mod admit;
+mod attribution;
 mod authorize;
 mod cancel;
 mod login;

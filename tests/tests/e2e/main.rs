@@ -3,6 +3,7 @@
 //! in front of PostgreSQL. One binary, one module per area.
 
 mod admission;
+mod attribution;
 mod audit_files;
 mod credential_process;
 mod hygiene;
