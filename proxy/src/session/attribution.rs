@@ -118,7 +118,7 @@ mod tests {
         };
         assert_eq!(
             a.render("{client_application} for {identity}"),
-            "evil?name??? for etl"
+            "evil?name?? for etl"
         );
         // A long name of the client's own cannot push the identity out.
         let long = "x".repeat(200);
