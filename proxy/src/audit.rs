@@ -204,6 +204,10 @@ pub struct AuditRecord {
     pub listener: String,
     /// `host:port`, or `unix:<socket path>` for a Unix-socket client.
     pub client_addr: String,
+    /// The load balancer that relayed the connection with a PROXY protocol header
+    /// (`client_addr` is then the client it named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// A Unix-socket client's user and process id (`SO_PEERCRED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_uid: Option<u32>,
@@ -271,6 +275,7 @@ impl AuditRecord {
             outcome: Outcome::Refused,
             listener: listener.to_string(),
             client_addr,
+            via: None,
             client_uid: None,
             client_pid: None,
             auth_method: None,

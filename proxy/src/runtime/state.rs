@@ -7,7 +7,7 @@ use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
 use crate::metrics::CertificateExpiry;
 use proxy_auth::policy::{Policy, PolicyError};
-use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig};
+use proxy_config::{Arn, Cidr, Config, LimitsConfig, ListenAddress, ShutdownConfig};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -78,6 +78,9 @@ pub struct ListenerContext {
     /// Connections this listener holds at once: its own `max_connections`, else
     /// `[limits] max_connections_per_listener`.
     pub max_connections: Option<usize>,
+    /// `proxy_protocol`: the balancers trusted to send the PROXY header every connection
+    /// must start with (`None`: clients connect directly).
+    pub proxy_protocol_from: Option<Vec<Cidr>>,
 }
 
 impl ListenerContext {
@@ -198,6 +201,9 @@ impl State {
                     max_connections: l
                         .max_connections
                         .or(config.limits.max_connections_per_listener),
+                    proxy_protocol_from: l
+                        .proxy_protocol
+                        .then(|| l.proxy_protocol_from.clone()),
                 }),
             );
         }
