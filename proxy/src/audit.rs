@@ -262,6 +262,10 @@ pub struct AuditRecord {
     pub close_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_outcome: Option<String>,
+    /// The `[peering] id` of the instance a cancel request's key belongs to, when it is
+    /// not this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_peer: Option<u8>,
 }
 
 impl AuditRecord {
@@ -299,6 +303,7 @@ impl AuditRecord {
             duration_ms: 0,
             close_reason: None,
             cancel_outcome: None,
+            cancel_peer: None,
         }
     }
 }

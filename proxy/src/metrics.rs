@@ -228,7 +228,8 @@ impl Metrics {
         );
         registry.register(
             "cancel_requests",
-            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed)",
+            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed; \
+             with [peering]: forwarded_to_peer, unknown_peer, peer_failed, ttl_exhausted)",
             m.cancels.clone(),
         );
         registry.register(

@@ -69,7 +69,10 @@ impl HeaderError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A whole header, `len` bytes long; whatever follows is the client's.
-    Complete { header: ProxyHeader, len: usize },
+    Complete {
+        header: ProxyHeader,
+        len: usize,
+    },
     /// A valid beginning: every byte so far belongs to the header.
     Incomplete,
     Invalid(Invalid),
@@ -224,8 +227,7 @@ fn as_v6(addr: SocketAddr) -> SocketAddr {
 
 /// A v2 LOCAL header with no addresses.
 const LOCAL_V2: [u8; 16] = [
-    0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00,
-    0x00,
+    0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00,
 ];
 
 #[cfg(test)]

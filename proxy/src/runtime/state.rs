@@ -201,9 +201,7 @@ impl State {
                     max_connections: l
                         .max_connections
                         .or(config.limits.max_connections_per_listener),
-                    proxy_protocol_from: l
-                        .proxy_protocol
-                        .then(|| l.proxy_protocol_from.clone()),
+                    proxy_protocol_from: l.proxy_protocol.then(|| l.proxy_protocol_from.clone()),
                 }),
             );
         }

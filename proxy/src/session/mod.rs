@@ -74,8 +74,7 @@ pub async fn serve_connection(
             .admission
             .admit(&listener.name, listener.max_connections, &state.limits);
     // Behind a balancer, the client is who its PROXY header says, for everything below.
-    let Some(arrival) = proxied::arrive(&mut socket, peer, &listener, &state, &shared).await
-    else {
+    let Some(arrival) = proxied::arrive(&mut socket, peer, &listener, &state, &shared).await else {
         return;
     };
     let peer = arrival.peer;

@@ -50,14 +50,22 @@ pub(super) async fn arrive(
         None
     };
     if !is_trusted(trusted, balancer) {
-        return reject("untrusted_source", &"the address is not in proxy_protocol_from");
+        return reject(
+            "untrusted_source",
+            &"the address is not in proxy_protocol_from",
+        );
     }
     let limit = state
         .limits
         .handshake_timeout
         .min(listener.frontend.login_timeout);
     let header = match tokio::time::timeout(limit, read_header(tcp)).await {
-        Err(_) => return reject("timeout", &format_args!("no complete header within {limit:?}")),
+        Err(_) => {
+            return reject(
+                "timeout",
+                &format_args!("no complete header within {limit:?}"),
+            )
+        }
         Ok(Err(e)) => return reject(e.as_str(), &e),
         Ok(Ok(header)) => header,
     };

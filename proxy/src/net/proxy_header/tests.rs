@@ -76,8 +76,17 @@ fn every_prefix_of_a_header_is_incomplete() {
 
 #[test]
 fn other_first_bytes_are_a_missing_header_and_broken_ones_malformed() {
-    for missing in [SSL_REQUEST, b"GET / HTTP/1.1\r\n", b"\x16\x03\x01", b"proxy tcp4"] {
-        assert_eq!(parse(missing), Parsed::Invalid(Invalid::Missing), "{missing:?}");
+    for missing in [
+        SSL_REQUEST,
+        b"GET / HTTP/1.1\r\n",
+        b"\x16\x03\x01",
+        b"proxy tcp4",
+    ] {
+        assert_eq!(
+            parse(missing),
+            Parsed::Invalid(Invalid::Missing),
+            "{missing:?}"
+        );
     }
     for malformed in [
         &b"PROXY TCP4 203.0.113.999 10.0.0.5 1 2\r\n"[..],
@@ -159,7 +168,10 @@ async fn a_header_sent_a_byte_at_a_time_is_read_and_nothing_after_it() {
         let _client = writer.await.unwrap();
         let mut next = [0u8; 8];
         server.read_exact(&mut next).await.unwrap();
-        assert_eq!(next, SSL_REQUEST, "the PostgreSQL bytes stay for the negotiation");
+        assert_eq!(
+            next, SSL_REQUEST,
+            "the PostgreSQL bytes stay for the negotiation"
+        );
     }
 }
 
