@@ -5,5 +5,6 @@
 mod admission;
 mod hygiene;
 mod identity;
+mod load_balancer;
 mod revocation;
 mod throttling;
