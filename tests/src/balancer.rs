@@ -218,7 +218,7 @@ impl Drop for HaProxy {
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; the body (HAProxy 2.6 answers it chunked).
-fn http_get(port: u16, path: &str) -> io::Result<String> {
+pub fn http_get(port: u16, path: &str) -> io::Result<String> {
     let mut tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;

@@ -103,11 +103,19 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     // ppp 2.3 calls a v1 line cut right after its last space ("... 51234 ") invalid, where
     // more bytes would complete it; a v1 header is only judged once its line ends
     // (a CR arrived) or could no longer end in time.
-    if bytes.starts_with(b"P") && !bytes.contains(&b'\r') && bytes.len() < V1_MAX_LEN {
+    let is_v1 = bytes.starts_with(b"P");
+    if is_v1 && !bytes.contains(&b'\r') && bytes.len() < V1_MAX_LEN {
         return Parsed::Incomplete;
     }
     let result = HeaderResult::parse(bytes);
     if result.is_incomplete() {
+        // ...and calls a finished v1 line with fields missing ("PROXY TCP4 a b\r\n")
+        // incomplete: nothing can complete it once it has ended.
+        if is_v1 && bytes.windows(2).any(|w| w == b"\r\n") {
+            return Parsed::Invalid(Invalid::Malformed(
+                "the v1 header line ended with fields missing".into(),
+            ));
+        }
         return Parsed::Incomplete;
     }
     match result {

@@ -6,5 +6,6 @@ mod admission;
 mod hygiene;
 mod identity;
 mod load_balancer;
+mod proxy_protocol;
 mod revocation;
 mod throttling;

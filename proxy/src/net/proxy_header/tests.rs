@@ -94,6 +94,8 @@ fn other_first_bytes_are_a_missing_header_and_broken_ones_malformed() {
         b"PROXY TCP4 1.2.3.4 1.2.3.4 01 2\r\n",
         b"PROXY TCP4 1.2.3.4 1.2.3.4 1 99999\r\n",
         b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\rX",
+        b"PROXY TCP4 nonsense here\r\n",
+        b"PROXY TCP4 1.2.3.4\r\n",
     ] {
         assert!(
             matches!(parse(malformed), Parsed::Invalid(Invalid::Malformed(_))),
