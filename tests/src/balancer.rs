@@ -28,14 +28,22 @@ pub struct Backend {
     pub admin_port: u16,
 }
 
+/// Clients of one port, spread over the instances behind it (a frontend and a backend).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// The backend's name (statistics, logs).
+    pub name: String,
+    /// Where clients connect (127.0.0.1).
+    pub port: u16,
+    pub backends: Vec<Backend>,
+}
+
 /// What the balancer looks like.
 #[derive(Debug, Clone)]
 pub struct BalancerSpec {
-    /// Where clients connect (127.0.0.1).
-    pub port: u16,
+    pub pools: Vec<Pool>,
     /// HAProxy's statistics page (127.0.0.1, `/stats`).
     pub stats_port: u16,
-    pub backends: Vec<Backend>,
     /// `roundrobin` (predictable, for tests) or `leastconn` (production: sessions are long).
     pub balance: &'static str,
     /// Health check interval; an instance is taken out after two failed checks.
@@ -45,30 +53,39 @@ pub struct BalancerSpec {
 impl BalancerSpec {
     /// HAProxy's configuration file.
     pub fn haproxy_config(&self) -> String {
-        let inter = self.check_interval.as_millis();
-        let mut servers = String::new();
-        for b in &self.backends {
-            let _ = writeln!(
-                servers,
-                "    server {} 127.0.0.1:{} check port {}",
-                b.name, b.port, b.admin_port
-            );
-        }
-        format!(
+        let mut text = String::from(
             "global\n    maxconn 4096\n\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    \
-             timeout server 1h\n    retries 2\n    option redispatch\n\n\
-             frontend redshift\n    bind 127.0.0.1:{port}\n    default_backend redshift_iam_proxy\n\n\
-             backend redshift_iam_proxy\n    balance {balance}\n    option httpchk\n    \
-             http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost\n    \
-             http-check expect status 200\n    \
-             default-server send-proxy-v2 inter {inter}ms fall 2 rise 2\n{servers}\n\
-             listen stats\n    bind 127.0.0.1:{stats}\n    mode http\n    stats enable\n    \
+             timeout server 1h\n    retries 2\n    option redispatch\n",
+        );
+        let inter = self.check_interval.as_millis();
+        for pool in &self.pools {
+            let _ = write!(
+                text,
+                "\nfrontend {name}\n    bind 127.0.0.1:{port}\n    default_backend {name}\n\n\
+                 backend {name}\n    balance {balance}\n    option httpchk\n    \
+                 http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost\n    \
+                 http-check expect status 200\n    \
+                 default-server send-proxy-v2 inter {inter}ms fall 2 rise 2\n",
+                name = pool.name,
+                port = pool.port,
+                balance = self.balance,
+            );
+            for b in &pool.backends {
+                let _ = writeln!(
+                    text,
+                    "    server {} 127.0.0.1:{} check port {}",
+                    b.name, b.port, b.admin_port
+                );
+            }
+        }
+        let _ = write!(
+            text,
+            "\nlisten stats\n    bind 127.0.0.1:{}\n    mode http\n    stats enable\n    \
              stats uri /stats\n",
-            port = self.port,
-            balance = self.balance,
-            stats = self.stats_port,
-        )
+            self.stats_port
+        );
+        text
     }
 }
 
@@ -91,9 +108,11 @@ pub struct HaProxy {
     pub log_path: PathBuf,
 }
 
-/// One row of the statistics page: a server (instance) or the backend's total.
+/// One row of the statistics page: a server (instance) or a backend's total.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStats {
+    /// The pool (backend) it belongs to.
+    pub pool: String,
     pub name: String,
     /// `UP`, `DOWN`, `UP 1/2`, `MAINT`, ...
     pub status: String,
@@ -137,47 +156,22 @@ impl HaProxy {
         Ok(haproxy)
     }
 
+    /// Where the first pool's clients connect.
     pub fn port(&self) -> u16 {
-        self.spec.port
+        self.spec.pools[0].port
     }
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The instances and the backend's total (named `BACKEND`), from the statistics page.
+    /// The instances of every pool and each pool's total (named `BACKEND`), from the
+    /// statistics page.
     pub fn stats(&self) -> io::Result<Vec<ServerStats>> {
-        let csv = http_get(self.spec.stats_port, "/stats;csv")?;
-        let mut lines = csv.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let column = |name: &str| header.iter().position(|h| *h == name);
-        let (Some(px), Some(sv), Some(st), Some(retr), Some(redis)) = (
-            column("pxname"),
-            column("svname"),
-            column("status"),
-            column("wretr"),
-            column("wredis"),
-        ) else {
-            return Err(io::Error::other(format!("unexpected statistics: {csv}")));
-        };
-        Ok(lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.get(px) == Some(&"redshift_iam_proxy"))
-            .map(|f| ServerStats {
-                name: f[sv].to_string(),
-                status: f[st].to_string(),
-                retries: f[retr].parse().unwrap_or(0),
-                redispatches: f[redis].parse().unwrap_or(0),
-            })
-            .collect())
+        server_stats(self.spec.stats_port, &self.spec.pools)
     }
 
-    /// The status of instance `name` (`UP`, `DOWN`, ...).
+    /// The status of instance `name` (`UP`, `DOWN`, ...) in the first pool it is in.
     pub fn status(&self, name: &str) -> Option<String> {
         self.stats()
             .ok()?
@@ -215,6 +209,43 @@ impl Drop for HaProxy {
             let _ = process::terminate(&mut child, Signal::SIGTERM, Duration::from_secs(3));
         }
     }
+}
+
+/// The servers of `pools` and each pool's total (named `BACKEND`), from the statistics page
+/// of the HAProxy whose stats listener is 127.0.0.1:`stats_port`.
+pub fn server_stats(stats_port: u16, pools: &[Pool]) -> io::Result<Vec<ServerStats>> {
+    let csv = http_get(stats_port, "/stats;csv")?;
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let column = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(px), Some(sv), Some(st), Some(retr), Some(redis)) = (
+        column("pxname"),
+        column("svname"),
+        column("status"),
+        column("wretr"),
+        column("wredis"),
+    ) else {
+        return Err(io::Error::other(format!("unexpected statistics: {csv}")));
+    };
+    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    Ok(lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.get(px).is_some_and(|p| names.contains(p)) && f.len() > sv.max(st))
+        // A frontend of the same name as its pool has a row of its own.
+        .filter(|f| f[sv] != "FRONTEND")
+        .map(|f| ServerStats {
+            pool: f[px].to_string(),
+            name: f[sv].to_string(),
+            status: f[st].to_string(),
+            retries: f[retr].parse().unwrap_or(0),
+            redispatches: f[redis].parse().unwrap_or(0),
+        })
+        .collect())
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; the body (HAProxy 2.6 answers it chunked).

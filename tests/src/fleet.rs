@@ -13,7 +13,7 @@
 //! the others as peers. Clients choose their source address on the loopback network
 //! ([`connect_from`]), so the address the balancer relays is told apart from its own.
 
-use crate::balancer::{Backend, BalancerSpec, HaProxy};
+use crate::balancer::{Backend, BalancerSpec, HaProxy, Pool};
 use crate::config::{path, strings, ProxyConfig, Table};
 use crate::pki::ClientCert;
 use crate::ports::free_port;
@@ -81,16 +81,19 @@ impl Fleet {
             });
         }
         let spec = BalancerSpec {
-            port: free_port(),
+            pools: vec![Pool {
+                name: "redshift_iam_proxy".into(),
+                port: free_port(),
+                backends: instances
+                    .iter()
+                    .map(|i| Backend {
+                        name: i.name.clone(),
+                        port: i.port,
+                        admin_port: i.admin_port,
+                    })
+                    .collect(),
+            }],
             stats_port: free_port(),
-            backends: instances
-                .iter()
-                .map(|i| Backend {
-                    name: i.name.clone(),
-                    port: i.port,
-                    admin_port: i.admin_port,
-                })
-                .collect(),
             balance: "roundrobin",
             check_interval: Duration::from_millis(250),
         };

@@ -8,4 +8,5 @@ mod identity;
 mod load_balancer;
 mod proxy_protocol;
 mod revocation;
+mod sandbox_fleet;
 mod throttling;
