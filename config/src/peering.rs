@@ -12,12 +12,14 @@ use std::collections::HashSet;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeeringConfig {
-    /// This instance's id, 1-255, unique among the instances behind one balancer. The cancel
+    /// This instance's id, 0-255, unique among the instances behind one balancer. The cancel
     /// keys clients receive carry it. Without it, keys are wholly random and cancel requests
     /// for other instances' sessions are unknown keys.
     #[serde(default)]
     pub id: Option<u8>,
-    /// `[[peering.peer]]`: the other instances.
+    /// `[[peering.peer]]`: the other instances. An entry with this instance's own id is
+    /// skipped, so every instance can share one list (and one file, each given its own id
+    /// with `--peering-id`).
     #[serde(rename = "peer", default)]
     pub peers: Vec<PeerConfig>,
 }
@@ -45,28 +47,20 @@ impl PeeringConfig {
     }
 
     pub(crate) fn check(&self, p: &mut Problems) {
-        if self.id == Some(0) {
-            p.add("peering.id", "must be between 1 and 255");
-        }
         if self.id.is_none() && !self.peers.is_empty() {
             p.add(
                 "peering.id",
                 "required with [[peering.peer]] entries: this instance's own id, which its \
-                 cancel keys carry",
+                 cancel keys carry (or --peering-id)",
             );
         }
         let mut ids = HashSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
-            let path = KeyPath::root("peering.peer").index(i);
-            if peer.id == 0 {
-                p.add(path.key("id"), "must be between 1 and 255");
-            } else if Some(peer.id) == self.id {
+            if !ids.insert(peer.id) {
                 p.add(
-                    path.key("id"),
-                    format!("{} is this instance's own [peering] id", peer.id),
+                    KeyPath::root("peering.peer").index(i).key("id"),
+                    format!("duplicate peer id {}", peer.id),
                 );
-            } else if !ids.insert(peer.id) {
-                p.add(path.key("id"), format!("duplicate peer id {}", peer.id));
             }
         }
     }
@@ -133,24 +127,18 @@ databases = ["dev"]
 
     #[test]
     fn a_peered_instance_names_its_own_id_and_distinct_peers() {
-        let ok = "[peering]\nid = 1\n[[peering.peer]]\nid = 2\naddress = \"10.0.3.8:5439\"\n\
+        // The list may name this instance too: every instance can share it.
+        let ok = "[peering]\nid = 0\n[[peering.peer]]\nid = 0\naddress = \"10.0.3.7:5439\"\n\
+                  [[peering.peer]]\nid = 2\naddress = \"10.0.3.8:5439\"\n\
                   [[peering.peer]]\nid = 3\naddress = \"proxy-3.proxy:5439\"\nproxy_protocol = true\n";
         assert_eq!(problems(ok), Vec::<String>::new());
-        let bad = "[peering]\nid = 2\n[[peering.peer]]\nid = 2\naddress = \"10.0.3.8:5439\"\n\
-                   [[peering.peer]]\nid = 0\naddress = \"10.0.3.9:5439\"\n\
-                   [[peering.peer]]\nid = 4\naddress = \"10.0.3.9:5439\"\n\
+        let bad = "[peering]\nid = 2\n[[peering.peer]]\nid = 4\naddress = \"10.0.3.9:5439\"\n\
                    [[peering.peer]]\nid = 4\naddress = \"10.0.3.9:5439\"\n";
         let found = problems(bad);
-        for expected in [
-            "peering.peer[0].id: 2 is this instance's own [peering] id",
-            "peering.peer[1].id: must be between 1 and 255",
-            "peering.peer[3].id: duplicate peer id 4",
-        ] {
-            assert!(
-                found.iter().any(|l| l.contains(expected)),
-                "{expected}: {found:?}"
-            );
-        }
+        assert!(
+            found.iter().any(|l| l.contains("peering.peer[1].id: duplicate peer id 4")),
+            "{found:?}"
+        );
     }
 
     #[test]
