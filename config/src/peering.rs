@@ -136,7 +136,9 @@ databases = ["dev"]
                    [[peering.peer]]\nid = 4\naddress = \"10.0.3.9:5439\"\n";
         let found = problems(bad);
         assert!(
-            found.iter().any(|l| l.contains("peering.peer[1].id: duplicate peer id 4")),
+            found
+                .iter()
+                .any(|l| l.contains("peering.peer[1].id: duplicate peer id 4")),
             "{found:?}"
         );
     }

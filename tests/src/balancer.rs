@@ -48,6 +48,9 @@ pub struct BalancerSpec {
     pub balance: &'static str,
     /// Health check interval; an instance is taken out after two failed checks.
     pub check_interval: Duration,
+    /// Health checks start with a PROXY header too (`check-send-proxy`), as an AWS NLB's
+    /// do when proxy protocol v2 is on.
+    pub check_send_proxy: bool,
 }
 
 impl BalancerSpec {
@@ -59,6 +62,11 @@ impl BalancerSpec {
              timeout server 1h\n    retries 2\n    option redispatch\n",
         );
         let inter = self.check_interval.as_millis();
+        let check_proxy = if self.check_send_proxy {
+            " check-send-proxy"
+        } else {
+            ""
+        };
         for pool in &self.pools {
             let _ = write!(
                 text,
@@ -66,7 +74,7 @@ impl BalancerSpec {
                  backend {name}\n    balance {balance}\n    option httpchk\n    \
                  http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost\n    \
                  http-check expect status 200\n    \
-                 default-server send-proxy-v2 inter {inter}ms fall 2 rise 2\n",
+                 default-server send-proxy-v2{check_proxy} inter {inter}ms fall 2 rise 2\n",
                 name = pool.name,
                 port = pool.port,
                 balance = self.balance,

@@ -96,6 +96,8 @@ impl Fleet {
             stats_port: free_port(),
             balance: "roundrobin",
             check_interval: Duration::from_millis(250),
+            // As an NLB with proxy protocol v2 does: the admin listener takes the header.
+            check_send_proxy: true,
         };
         let balancer = HaProxy::start(world.dir(), spec)
             .await

@@ -113,6 +113,7 @@ pub fn plan(dir: &Path, layout: &StackLayout, header: &str, count: u8) -> anyhow
         stats_port: free_port(),
         balance: "leastconn",
         check_interval: Duration::from_secs(1),
+        check_send_proxy: false,
     };
     let cfg = dir.join("haproxy.cfg");
     fs::write(&cfg, balancer.haproxy_config())
