@@ -30,10 +30,10 @@ fn from_source(record: &Value, source: [u8; 4]) -> bool {
 async fn three_instances_behind_haproxy() {
     let world = World::start().await;
     let fleet = Fleet::start(&world, 3, |config| {
-        // HAProxy checks every 250 ms and takes an instance out after two failures: a
-        // second of unreadiness before the listeners close is plenty.
+        // HAProxy checks every 250 ms and takes an instance out after two failures: well
+        // within the unready time before the listeners close, even on a loaded machine.
         config
-            .set("shutdown", "listener_close_delay", "1500ms")
+            .set("shutdown", "listener_close_delay", "2500ms")
             .set("shutdown", "drain_timeout", "30s")
     })
     .await;
