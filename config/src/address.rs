@@ -1,6 +1,8 @@
-//! Network values of the file: listen addresses (`[[listener]] bind`, `[admin] bind`), AWS
-//! endpoint URLs and DNS names.
+//! Network values of the file: listen addresses (`[[listener]] bind`, `[admin] bind`),
+//! trusted source networks (`proxy_protocol_from`), peer addresses (`[[peering.peer]]
+//! address`), AWS endpoint URLs and DNS names.
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -93,6 +95,106 @@ impl<'de> Deserialize<'de> for ListenAddress {
     }
 }
 
+/// A network of trusted sources: `10.0.0.0/8`, `2001:db8::/32`, or one address
+/// (`10.0.3.7`, a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(IpNet);
+
+impl Cidr {
+    /// Whether `ip` is in this network. An IPv4 client seen on a dual-stack socket
+    /// (`::ffff:10.0.3.7`) matches the IPv4 network it belongs to.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let parsed = match text.parse::<IpNet>() {
+            Ok(net) => Ok(net),
+            Err(_) => text.parse::<IpAddr>().map(IpNet::from),
+        };
+        // Host bits are dropped (`10.1.2.3/8` is `10.0.0.0/8`), as routers read it.
+        parsed.map(|net| Cidr(net.trunc())).map_err(|_| {
+            format!(
+                "{text:?} is not a network such as 10.0.0.0/8, 2001:db8::/32 or a single \
+                 address such as 10.0.3.7"
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where another instance listens: `IP:port` or `dns-name:port`. A DNS name is resolved
+/// each time the address is used, so it may follow a pod or a VM that moved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HostPort, String> {
+        let invalid = || {
+            format!(
+                "{text:?} is not an address such as 10.0.3.7:5439, [2001:db8::7]:5439 or \
+                 proxy-1.proxy.svc.cluster.local:5439"
+            )
+        };
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return match addr.port() {
+                0 => Err(invalid()),
+                port => Ok(HostPort {
+                    host: addr.ip().to_string(),
+                    port,
+                }),
+            };
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(invalid)?;
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 && is_dns_name(host) => Ok(HostPort {
+                host: host.to_owned(),
+                port,
+            }),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HostPort, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// An AWS endpoint override (`[[target]] aws_endpoint_url`, `[aws.roles_anywhere]
 /// endpoint_url`): `https://`, or plain `http://` to a loopback host only (an emulator or a
 /// local tunnel), since over plain HTTP anyone on the path reads the database credentials
@@ -164,6 +266,49 @@ mod tests {
             .parse::<ListenAddress>()
             .unwrap()
             .is_local_only());
+    }
+
+    #[test]
+    fn trusted_networks_parse_and_match() {
+        let net: Cidr = "10.1.2.3/8".parse().unwrap();
+        assert_eq!(net.to_string(), "10.0.0.0/8", "host bits are dropped");
+        assert!(net.contains("10.200.0.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.0.0.9".parse().unwrap()),
+            "IPv4 on a dual-stack socket"
+        );
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one: Cidr = "2001:db8::7".parse().unwrap();
+        assert_eq!(one.to_string(), "2001:db8::7/128");
+        for bad in ["10.0.0.0/33", "lb.internal", "", "10.0.0.0/"] {
+            let err = bad.parse::<Cidr>().unwrap_err();
+            assert!(err.contains("is not a network"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn peer_addresses_are_ip_or_dns_name_with_a_port() {
+        for (text, shown) in [
+            ("10.0.3.7:5439", "10.0.3.7:5439"),
+            ("[2001:db8::7]:6432", "[2001:db8::7]:6432"),
+            (
+                "proxy-1.proxy.svc.cluster.local:5439",
+                "proxy-1.proxy.svc.cluster.local:5439",
+            ),
+        ] {
+            assert_eq!(text.parse::<HostPort>().unwrap().to_string(), shown);
+        }
+        for bad in [
+            "10.0.3.7",
+            "10.0.3.7:0",
+            "host:port",
+            "bad host:1",
+            ":5439",
+            "[::1]",
+        ] {
+            let err = bad.parse::<HostPort>().unwrap_err();
+            assert!(err.contains("is not an address"), "{bad}: {err}");
+        }
     }
 
     #[test]

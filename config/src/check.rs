@@ -33,6 +33,7 @@ impl Config {
         self.limits.check(&mut p);
         self.shutdown.check(&mut p);
         self.security.check(&mut p);
+        self.peering.check(&mut p);
         p
     }
 

@@ -5,7 +5,7 @@
 //! the result, so a loaded `Config` is one the proxy can act on.
 //!
 //! Each section is a module with its type and that type's checks side by side
-//! ([`listener`], [`target`], [`policy`], [`aws`], [`operations`], ...); the checks that
+//! ([`listener`], [`target`], [`policy`], [`aws`], [`operations`], [`peering`], ...); the checks that
 //! tie sections together are in `check.rs`. Checks add to one [`Problems`] collector, so a
 //! file is reported with all its problems at once, each under its key path
 //! (`listener[0].bind`, `policy.rule[2].users`). [`Config::warnings`] names what a loaded
@@ -30,6 +30,7 @@ pub mod keyfile;
 pub mod listener;
 mod load;
 pub mod operations;
+pub mod peering;
 pub mod policy;
 mod problems;
 mod restart;
@@ -40,7 +41,7 @@ pub mod target;
 mod verifier;
 mod warnings;
 
-pub use address::{check_endpoint_url, ListenAddress, MAX_UNIX_SOCKET_PATH};
+pub use address::{check_endpoint_url, Cidr, HostPort, ListenAddress, MAX_UNIX_SOCKET_PATH};
 pub use arn::{Arn, ArnError, ArnKind};
 pub use aws::{
     check_role_session_name, is_template, AwsConfig, AwsCredentialSource, RolesAnywhereConfig,
@@ -55,6 +56,7 @@ pub use load::Overrides;
 pub use operations::{
     AdminConfig, AuditConfig, LimitsConfig, LogConfig, LogFormat, ShutdownConfig,
 };
+pub use peering::{PeerConfig, PeeringConfig};
 pub use policy::{MatchConfig, MultipleSans, PolicyConfig, RuleConfig};
 pub use problems::{KeyPath, Problem, Problems, Warning};
 pub use restart::{KeptUntilRestart, RestartOnly};

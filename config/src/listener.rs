@@ -3,7 +3,7 @@
 mod auth;
 mod sni;
 
-pub use crate::address::ListenAddress;
+pub use crate::address::{Cidr, ListenAddress};
 pub use auth::{ClientAuthMode, LocalUserConfig};
 pub use sni::ListenerCertificateConfig;
 
@@ -76,6 +76,15 @@ pub struct ListenerConfig {
     /// Permission bits of a Unix socket (default `0o660`: owner and group may connect).
     #[serde(default)]
     pub unix_socket_mode: Option<u32>,
+    /// Clients arrive through a load balancer that starts every connection with a PROXY
+    /// protocol header (v1 or v2), whose client address the proxy then uses everywhere.
+    /// The header is required on every connection of this listener.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The load balancers allowed to send that header; a connection from anywhere else is
+    /// closed before it is read.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Cidr>,
 }
 
 /// Default permission bits of a Unix-socket listener.
@@ -132,7 +141,30 @@ impl ListenerConfig {
             p.add(path.key("login_timeout"), "must be greater than 0");
         }
         self.check_certificates(path, p);
+        self.check_proxy_protocol(path, p);
         self.auth_settings(&self.display_name()).check(path, p);
+    }
+
+    /// `proxy_protocol` and the sources it trusts.
+    fn check_proxy_protocol(&self, path: &KeyPath, p: &mut Problems) {
+        if self.proxy_protocol && self.bind.is_unix() {
+            p.add(
+                path.key("proxy_protocol"),
+                "only on TCP listeners (a Unix socket has no network client address to carry)",
+            );
+        } else if self.proxy_protocol && self.proxy_protocol_from.is_empty() {
+            p.add(
+                path.key("proxy_protocol_from"),
+                "required with proxy_protocol = true: the networks of the load balancers that \
+                 send the header (anyone else could claim any client address)",
+            );
+        }
+        if !self.proxy_protocol && !self.proxy_protocol_from.is_empty() {
+            p.add(
+                path.key("proxy_protocol_from"),
+                "only with proxy_protocol = true",
+            );
+        }
     }
 
     /// `[[listener.certificates]]` and `strict_sni`.
@@ -206,6 +238,8 @@ impl ListenerConfig {
             allow_plaintext: _,
             users,
             trust_user: _,
+            proxy_protocol: _,
+            proxy_protocol_from: _,
         } = self;
         certificates
             .iter()

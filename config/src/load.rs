@@ -14,6 +14,9 @@ pub struct Overrides {
     pub admin_bind: Option<ListenAddress>,
     /// `[audit] path` (relative paths resolve against the working directory).
     pub audit_path: Option<PathBuf>,
+    /// `[peering] id`: one configuration file for every instance, each told its own id
+    /// (a StatefulSet's pod index, say).
+    pub peering_id: Option<u8>,
 }
 
 impl Config {
@@ -68,6 +71,9 @@ impl Config {
         }
         if let Some(path) = &overrides.audit_path {
             config.audit.path = Some(path.clone());
+        }
+        if let Some(id) = overrides.peering_id {
+            config.peering.id = Some(id);
         }
         let problems = config.problems();
         if !problems.is_empty() {

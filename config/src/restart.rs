@@ -4,7 +4,8 @@
 //! does not compile until someone decides which it is.
 //!
 //! - **Restart-only** ([`RestartOnly`]): sockets and the AWS credential chain, built once
-//!   at start. A reload that changes them is refused.
+//!   at start, and `[peering] id`, which open sessions' cancel keys carry. A reload that
+//!   changes them is refused.
 //! - **Kept until restart** ([`KeptUntilRestart`]): `[log]`, `[admin]`, `[audit]` enabled
 //!   and queue_capacity. A reload goes ahead, keeps the running values and warns.
 //! - Everything else is applied by a reload, for new connections.
@@ -13,6 +14,7 @@ use crate::aws::{AwsRestartOnly, RolesAnywhereRestartOnly};
 use crate::db_credentials::DbCredentialsRestartOnly;
 use crate::listener::ListenerRestartOnly;
 use crate::operations::{AdminKept, AuditKept, LogKept};
+use crate::peering::PeeringRestartOnly;
 use crate::root::Config;
 use crate::target::TargetRestartOnly;
 
@@ -24,6 +26,7 @@ pub struct RestartOnly<'a> {
     pub targets: Vec<TargetRestartOnly<'a>>,
     pub aws: AwsRestartOnly<'a>,
     pub db_credentials: DbCredentialsRestartOnly,
+    pub peering: PeeringRestartOnly,
 }
 
 /// The settings a reload leaves at their running values (with a warning).
@@ -43,6 +46,7 @@ impl Config {
             targets,
             aws,
             db_credentials,
+            peering,
             // Kept until restart: see `kept_until_restart`.
             log: _,
             admin: _,
@@ -62,6 +66,7 @@ impl Config {
             targets: targets.iter().map(|t| t.restart_only()).collect(),
             aws: aws.restart_only(),
             db_credentials: db_credentials.restart_only(),
+            peering: peering.restart_only(),
         }
     }
 
@@ -118,6 +123,7 @@ impl RestartOnly<'_> {
             self.db_credentials.changed(&new.db_credentials),
             &mut out,
         );
+        section_changes("[peering]", self.peering.changed(&new.peering), &mut out);
         out
     }
 }
@@ -212,6 +218,12 @@ impl DbCredentialsRestartOnly {
         strings(changed_fields!(self, new;
             refresh_before, fetches_per_identity_per_minute, max_cached_per_identity,
             failure_backoff_max))
+    }
+}
+
+impl PeeringRestartOnly {
+    fn changed(&self, new: &Self) -> Vec<String> {
+        strings(changed_fields!(self, new; id))
     }
 }
 

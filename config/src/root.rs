@@ -4,6 +4,7 @@ use crate::aws::AwsConfig;
 use crate::db_credentials::DbCredentialsConfig;
 use crate::listener::ListenerConfig;
 use crate::operations::{AdminConfig, AuditConfig, LimitsConfig, LogConfig, ShutdownConfig};
+use crate::peering::PeeringConfig;
 use crate::policy::PolicyConfig;
 use crate::security::SecurityConfig;
 use crate::target::TargetConfig;
@@ -45,6 +46,9 @@ pub struct Config {
     /// `[security]`: process-wide hardening switches.
     #[serde(default)]
     pub security: SecurityConfig,
+    /// `[peering]`: the other instances behind the same load balancer (cancel requests).
+    #[serde(default)]
+    pub peering: PeeringConfig,
 }
 
 impl Config {

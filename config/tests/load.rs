@@ -279,6 +279,7 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     let overrides = proxy_config::Overrides {
         admin_bind: Some("10.0.0.1:9187".parse().unwrap()),
         audit_path: Some("audit.jsonl".into()),
+        peering_id: Some(3),
     };
     let err = Config::from_toml_with_overrides(
         MINIMAL,
@@ -300,6 +301,7 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     )
     .unwrap();
     assert_eq!(c.audit.path.as_deref(), Some(Path::new("audit.jsonl")));
+    assert_eq!(c.peering.id, Some(3));
 }
 
 #[test]

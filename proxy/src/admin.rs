@@ -7,6 +7,9 @@
 //! `Host` is neither an IP literal, `localhost` nor one of `[admin] allowed_hosts` are
 //! refused, so a browser tricked by DNS rebinding cannot reach the endpoints.
 //!
+//! A TCP admin listener accepts (and ignores) a PROXY protocol header in front of a request,
+//! which an AWS NLB with proxy protocol v2 sends with its health checks (see `balanced`).
+//!
 //! Probes never dial Redshift or AWS (a health check that depends on a
 //! remote service turns that service's hiccup into an outage of every proxy at once):
 //!
@@ -19,6 +22,8 @@
 //!   expiry: a proxy is unready only when every set of AWS credentials it has used is
 //!   expired or missing *and* its last refresh failed (the background refresher keeps
 //!   retrying, so it turns ready again by itself once AWS or its certificate is fixed).
+
+mod balanced;
 
 use crate::listen::BoundListener;
 use crate::runtime::Shared;
@@ -108,7 +113,9 @@ pub async fn serve(
 ) {
     let app = router(shared, access);
     match socket {
-        BoundListener::Tcp(listener) => serve_on(listener, app, stop).await,
+        BoundListener::Tcp(listener) => {
+            serve_on(balanced::HeaderTolerant::new(listener), app, stop).await
+        }
         // `_file` removes the socket file once serving ends.
         BoundListener::Unix {
             listener,

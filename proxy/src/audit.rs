@@ -201,6 +201,10 @@ pub struct AuditRecord {
     pub listener: String,
     /// `host:port`, or `unix:<socket path>` for a Unix-socket client.
     pub client_addr: String,
+    /// The load balancer that relayed the connection with a PROXY protocol header
+    /// (`client_addr` is then the client it named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// A Unix-socket client's user and process id (`SO_PEERCRED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_uid: Option<u32>,
@@ -263,6 +267,10 @@ pub struct AuditRecord {
     pub close_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_outcome: Option<String>,
+    /// The `[peering] id` of the instance a cancel request's key belongs to, when it is
+    /// not this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_peer: Option<u8>,
 }
 
 impl AuditRecord {
@@ -276,6 +284,7 @@ impl AuditRecord {
             outcome: Outcome::Refused,
             listener: listener.to_string(),
             client_addr,
+            via: None,
             client_uid: None,
             client_pid: None,
             auth_method: None,
@@ -301,6 +310,7 @@ impl AuditRecord {
             duration_ms: 0,
             close_reason: None,
             cancel_outcome: None,
+            cancel_peer: None,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct GlobalArgs {
     /// Audit file; overrides `[audit] path`.
     #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_AUDIT_PATH")]
     pub audit_path: Option<PathBuf>,
+    /// This instance's id among its peers; overrides `[peering] id`.
+    #[arg(long, global = true, env = "REDSHIFT_IAM_PROXY_PEERING_ID")]
+    pub peering_id: Option<u8>,
 }
 
 impl GlobalArgs {
@@ -52,6 +55,7 @@ impl GlobalArgs {
         proxy_config::Overrides {
             admin_bind: self.admin_bind.clone(),
             audit_path: self.audit_path.clone(),
+            peering_id: self.peering_id,
         }
     }
 }

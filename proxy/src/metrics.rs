@@ -141,6 +141,8 @@ pub struct Metrics {
     pub bytes_from_clients: Counter<u64, AtomicU64>,
     pub bytes_to_clients: Counter<u64, AtomicU64>,
     pub cancels: Family<Labels, Counter>,
+    pub proxy_protocol_rejected: Family<Labels, Counter>,
+    pub proxy_protocol_local: Family<Labels, Counter>,
     pub password_failures: Family<Labels, Counter>,
     pub password_lockouts: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
@@ -178,6 +180,8 @@ impl Metrics {
             bytes_from_clients: Counter::default(),
             bytes_to_clients: Counter::default(),
             cancels: Family::default(),
+            proxy_protocol_rejected: Family::default(),
+            proxy_protocol_local: Family::default(),
             password_failures: Family::default(),
             password_lockouts: Family::default(),
             reloads: Family::default(),
@@ -226,8 +230,22 @@ impl Metrics {
         );
         registry.register(
             "cancel_requests",
-            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed)",
+            "Cancel requests, by outcome (forwarded, unknown_key, rate_limited, upstream_failed; \
+             with [peering]: forwarded_to_peer, unknown_peer, peer_failed, ttl_exhausted)",
             m.cancels.clone(),
+        );
+        registry.register(
+            "proxy_protocol_rejected",
+            "Connections of proxy_protocol listeners closed before the PostgreSQL protocol, \
+             by listener and reason (untrusted_source, missing, malformed, oversized, \
+             timeout, closed, io)",
+            m.proxy_protocol_rejected.clone(),
+        );
+        registry.register(
+            "proxy_protocol_local",
+            "PROXY headers without a client address (v2 LOCAL, v1 UNKNOWN: a balancer's \
+             own health check), by listener",
+            m.proxy_protocol_local.clone(),
         );
         registry.register(
             "reloads",

@@ -29,7 +29,8 @@ impl Table {
         self.0.get(key)
     }
 
-    fn into_value(self) -> Value {
+    /// The table as a TOML value (an entry of an array of tables).
+    pub fn into_value(self) -> Value {
         Value::Table(self.0)
     }
 }

@@ -3,8 +3,10 @@
 //! local AWS emulator ([`emulator`]) with its Redshift stand-ins ([`standin`]).
 
 pub mod adversary;
+pub mod balancer;
 pub mod config;
 pub mod emulator;
+pub mod fleet;
 pub mod harness;
 pub mod pg;
 pub mod pki;

@@ -118,3 +118,15 @@ fn log_admin_and_audit_queue_are_kept_until_restart() {
     );
     assert_eq!(restart_changes(BASE, &new), Vec::<String>::new());
 }
+
+#[test]
+fn the_peering_id_is_restart_only_and_peers_and_proxy_protocol_reload() {
+    let peered = format!("{BASE}\n[peering]\nid = 1\n");
+    let more = peered.replace(
+        "bind = \"127.0.0.1:5439\"",
+        "bind = \"127.0.0.1:5439\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]",
+    ) + "[[peering.peer]]\nid = 2\naddress = \"10.0.3.8:5439\"\n";
+    assert_eq!(restart_changes(&peered, &more), Vec::<String>::new());
+    let renumbered = peered.replace("id = 1", "id = 4");
+    assert_eq!(restart_changes(&peered, &renumbered), ["[peering]: id"]);
+}

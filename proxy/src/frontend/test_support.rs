@@ -115,6 +115,8 @@ impl TestPki {
             users: Vec::new(),
             trust_user: None,
             unix_socket_mode: None,
+            proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
         };
         TestPki {
             _dir: dir,

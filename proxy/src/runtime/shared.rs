@@ -70,6 +70,7 @@ impl Shared {
             state.listeners.keys().map(String::as_str),
             services.metrics.connections_active.clone(),
         ));
+        let instance = state.config().peering.id;
         let generation = AtomicU64::new(state.generation);
         let (generations, _) = watch::channel(state.generation);
         drop(state);
@@ -77,7 +78,7 @@ impl Shared {
         Shared {
             state: services.state,
             credentials: services.credentials,
-            cancels: Arc::new(CancelRegistry::new()),
+            cancels: Arc::new(CancelRegistry::new(instance)),
             metrics: services.metrics,
             audit: services.audit,
             admission,

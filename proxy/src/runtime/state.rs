@@ -8,7 +8,7 @@ use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
 use crate::metrics::CertificateExpiry;
 use crate::net::SocketOptions;
 use proxy_auth::policy::{Policy, PolicyError};
-use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig, TargetKind};
+use proxy_config::{Arn, Cidr, Config, LimitsConfig, ListenAddress, ShutdownConfig, TargetKind};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,6 +86,9 @@ pub struct ListenerContext {
     /// Connections this listener holds at once: its own `max_connections`, else
     /// `[limits] max_connections_per_listener`.
     pub max_connections: Option<usize>,
+    /// `proxy_protocol`: the balancers trusted to send the PROXY header every connection
+    /// must start with (`None`: clients connect directly).
+    pub proxy_protocol_from: Option<Vec<Cidr>>,
 }
 
 impl ListenerContext {
@@ -216,6 +219,7 @@ impl State {
                     max_connections: l
                         .max_connections
                         .or(config.limits.max_connections_per_listener),
+                    proxy_protocol_from: l.proxy_protocol.then(|| l.proxy_protocol_from.clone()),
                 }),
             );
         }

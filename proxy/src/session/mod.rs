@@ -8,6 +8,9 @@
 //!                                       closed ◀─relay─ Relaying ◀─greet─ LoggedIn
 //! ```
 //!
+//! On a `proxy_protocol` listener the load balancer's header comes first ([`proxied`]):
+//! it names the client the rest of the pipeline sees.
+//!
 //! Each phase consumes the previous one and returns the next or a [`Refused`]; whatever
 //! it learned goes into the connection's [`Trail`] (the audit record under construction).
 //! A refusal from any phase ends in [`Trail::refuse`], the one sink that tells the client
@@ -19,6 +22,7 @@ mod authorize;
 mod cancel;
 mod login;
 mod negotiation;
+mod proxied;
 mod relaying;
 mod trail;
 
@@ -52,7 +56,7 @@ pub(crate) async fn terminated(rx: &mut watch::Receiver<bool>) {
 
 /// Serves one accepted connection (TCP or Unix socket) to completion.
 pub async fn serve_connection(
-    socket: ClientSocket,
+    mut socket: ClientSocket,
     peer: ClientPeer,
     listener_name: String,
     state: Arc<State>,
@@ -70,6 +74,11 @@ pub async fn serve_connection(
         shared
             .admission
             .admit(&listener.name, listener.max_connections, &state.limits);
+    // Behind a balancer, the client is who its PROXY header says, for everything below.
+    let Some(arrival) = proxied::arrive(&mut socket, peer, &listener, &state, &shared).await else {
+        return;
+    };
+    let peer = arrival.peer;
     // Unix-socket clients are local processes; only network sources are capped.
     let pending = match &peer {
         ClientPeer::Tcp(addr) => Some(shared.admission.admit_pending(addr.ip(), &state.limits)),
@@ -80,6 +89,7 @@ pub async fn serve_connection(
         _ => None,
     });
     let mut trail = Trail::new(&listener, &peer, shared.clone());
+    trail.record.via = arrival.via.map(|a| a.to_string());
     let mut conn = Connection {
         terminate: shared.terminate_signal(),
         shared,

@@ -2,7 +2,7 @@
 //! benchmarks, started by one command:
 //!
 //! ```text
-//! cargo run --release --bin sandbox -- [--dir DIR] [--ready-file PATH]
+//! cargo run --release --bin sandbox -- [--dir DIR] [--ready-file PATH] [--instances N]
 //! ```
 //!
 //! It runs, as child processes it owns: a real PostgreSQL server, the AWS emulator (IAM
@@ -10,15 +10,21 @@
 //! roles) with its two Redshift stand-ins in front of PostgreSQL (a provisioned cluster and
 //! a serverless workgroup: TLS with their own CA, md5 logins with the temporary passwords,
 //! Redshift's startup rules), and `redshift-iam-proxy` with a generated, commented
-//! configuration. The emulator appends a CloudTrail-style record per call to
-//! `cloudtrail.jsonl`. It writes a libpq service file with one entry per way in, prints
-//! the commands to try, and stays in the foreground with every child's log lines prefixed by
-//! its name until Ctrl-C or SIGTERM. A child that dies ends the sandbox with a non-zero exit.
+//! configuration: its admin listener serves metrics and health, and it writes its audit
+//! records to `audit.jsonl`. With `--instances N`, N proxies run behind HAProxy as in
+//! production (see `sandbox/proxies.rs`). The emulator appends a CloudTrail-style record
+//! per call to `cloudtrail.jsonl`. It writes a libpq service file with one entry per way
+//! in, prints the commands to try, and stays in the foreground with every child's log lines
+//! prefixed by its name until Ctrl-C or SIGTERM. A child that dies ends the sandbox with a
+//! non-zero exit.
 //!
 //! `cargo run --bin sandbox` only builds this binary; the proxy and the emulator are other
 //! binaries, so when run through cargo (which sets `$CARGO`) the sandbox first runs
 //! `$CARGO build` for them with its own profile and target directory. `--bin-dir` points at
 //! already built binaries instead (the tests use it).
+
+#[path = "sandbox/proxies.rs"]
+mod proxies;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
@@ -78,6 +84,10 @@ struct Args {
     /// Never run `cargo build` (use the binaries next to this one as they are).
     #[arg(long)]
     no_build: bool,
+    /// Run this many proxies behind HAProxy (which must be installed), as production runs
+    /// them: HAProxy takes the ports the service file names.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9))]
+    instances: u8,
 }
 
 /// How the sandbox ended.
@@ -173,8 +183,9 @@ struct Sandbox {
     bin_dir: PathBuf,
     layout: StackLayout,
     emulator_url: String,
-    // Field order is drop order: proxy first (clients), PostgreSQL last.
-    proxy: Supervised,
+    // Field order is drop order: the balancer and proxies first (clients), PostgreSQL last.
+    balancer: Option<(proxy_testkit::balancer::BalancerSpec, Supervised)>,
+    proxies: Vec<(proxies::Instance, Supervised)>,
     emulator: Supervised,
     pg_log: LogTail,
     pg: PgServer,
@@ -242,39 +253,20 @@ async fn start(args: &Args, dir: &Path, exe_dir: &Path) -> anyhow::Result<Sandbo
     })
     .await?;
 
-    let proxy_config = dir.join("proxy.toml");
-    fs::write(
-        &proxy_config,
-        format!(
-            "{}{}",
-            proxy_header(&emulator_url, &layout.ports),
-            layout.proxy_config
-        ),
-    )
-    .with_context(|| format!("cannot write {}", proxy_config.display()))?;
-    say("sandbox", "starting redshift-iam-proxy");
-    let mut command = Command::new(bin_dir.join(PROXY_BIN));
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&proxy_config)
-        .current_dir(dir);
-    // AWS settings of the developer's shell (profiles, endpoint overrides, keys) must not
-    // steer the sandbox's proxy away from the emulator.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") {
-            command.env_remove(key);
-        }
+    let plan = proxies::plan(
+        dir,
+        &layout,
+        &proxy_header(&emulator_url, &layout.ports),
+        args.instances,
+    )?;
+    let mut running = Vec::new();
+    for instance in plan.instances {
+        running.push(proxies::start_proxy(&bin_dir, dir, instance).await?);
     }
-    let mut proxy = Supervised::spawn("proxy", command)?;
-    let ports = layout.ports;
-    wait_until(&mut proxy, Duration::from_secs(60), || {
-        let listening = listening_ports();
-        [ports.cluster, ports.cluster_iam, ports.serverless]
-            .iter()
-            .all(|port| listening.contains(port))
-    })
-    .await?;
+    let balancer = match plan.balancer {
+        Some(spec) => Some(proxies::start_balancer(dir, spec).await?),
+        None => None,
+    };
 
     write_client_files(dir, &layout, pg.port(), pg.ca_cert_path(), &static_password)?;
     Ok(Sandbox {
@@ -282,7 +274,8 @@ async fn start(args: &Args, dir: &Path, exe_dir: &Path) -> anyhow::Result<Sandbo
         bin_dir,
         layout,
         emulator_url,
-        proxy,
+        balancer,
+        proxies: running,
         emulator,
         pg_log,
         pg,
@@ -303,7 +296,7 @@ impl Sandbox {
             Ok(None) => {}
             Err(e) => return Some(format!("cannot poll PostgreSQL: {e}")),
         }
-        for child in [&mut self.emulator, &mut self.proxy] {
+        for child in self.children() {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     return Some(format!(
@@ -318,15 +311,26 @@ impl Sandbox {
         None
     }
 
-    /// Stops the proxy, then the emulator, then PostgreSQL, waiting for each.
+    /// Every supervised child: the balancer, the proxies, the emulator.
+    fn children(&mut self) -> Vec<&mut Supervised> {
+        let mut children: Vec<&mut Supervised> = Vec::new();
+        children.extend(self.balancer.as_mut().map(|(_, child)| child));
+        children.extend(self.proxies.iter_mut().map(|(_, child)| child));
+        children.push(&mut self.emulator);
+        children
+    }
+
+    /// Stops the balancer and the proxies (together: each drains for its
+    /// `listener_close_delay`), then the emulator, then PostgreSQL, waiting for each.
     fn shutdown(mut self) {
-        for child in [&mut self.proxy, &mut self.emulator] {
-            match child.stop() {
-                Some(Ok(status)) => say("sandbox", &format!("{} stopped ({status})", child.name)),
-                Some(Err(e)) => say("sandbox", &format!("cannot stop {}: {e}", child.name)),
-                None => {}
+        let mut children = self.children();
+        let emulator = children.pop();
+        std::thread::scope(|scope| {
+            for child in children {
+                scope.spawn(|| report_stop(child));
             }
-        }
+        });
+        emulator.into_iter().for_each(report_stop);
         // Fast shutdown (SIGINT), waiting for the postmaster and thus all its backends.
         self.pg.stop();
         self.pg_log.stop();
@@ -343,14 +347,25 @@ impl Sandbox {
         let json = serde_json::json!({
             "dir": self.dir,
             "service_file": self.service_file(),
-            "proxy_config": self.dir.join("proxy.toml"),
+            "proxy_config": self.proxies[0].0.config,
             "aws_endpoint_url": self.emulator_url,
             "pids": {
                 "sandbox": std::process::id(),
                 "postgres": self.pg_pid,
                 "aws-emulator": self.emulator.pid,
-                "redshift-iam-proxy": self.proxy.pid,
+                "redshift-iam-proxy": self.proxies[0].1.pid,
+                "haproxy": self.balancer.as_ref().map(|(_, child)| child.pid),
             },
+            "instances": self.proxies.iter().map(|(i, child)| serde_json::json!({
+                "name": i.name,
+                "pid": child.pid,
+                "config": i.config,
+                "admin": format!("http://127.0.0.1:{}", i.admin_port),
+                "audit_file": i.audit,
+                "listeners": i.listeners,
+            })).collect::<Vec<_>>(),
+            "haproxy_stats": self.balancer.as_ref()
+                .map(|(spec, _)| format!("http://127.0.0.1:{}/stats", spec.stats_port)),
             "cloudtrail_file": self.dir.join(CLOUDTRAIL_FILE),
             "ports": {
                 "postgres": self.pg.port(),
@@ -362,6 +377,14 @@ impl Sandbox {
             },
         });
         format!("{json:#}\n")
+    }
+}
+
+fn report_stop(child: &mut Supervised) {
+    match child.stop() {
+        Some(Ok(status)) => say("sandbox", &format!("{} stopped ({status})", child.name)),
+        Some(Err(e)) => say("sandbox", &format!("cannot stop {}: {e}", child.name)),
+        None => {}
     }
 }
 
@@ -540,15 +563,32 @@ fn print_banner(sandbox: &Sandbox) {
         "  Redshift stand-ins                  cluster 127.0.0.1:{}, workgroup 127.0.0.1:{}",
         ports.standin_cluster, ports.standin_serverless
     );
+    let entry = match &sandbox.balancer {
+        Some((spec, _)) => format!(
+            "  HAProxy (stats http://127.0.0.1:{}/stats): cluster 127.0.0.1:{}, cluster-iam 127.0.0.1:{}, serverless 127.0.0.1:{}",
+            spec.stats_port, ports.cluster, ports.cluster_iam, ports.serverless
+        ),
+        None => format!(
+            "  proxy: cluster 127.0.0.1:{}, cluster-iam 127.0.0.1:{}, serverless 127.0.0.1:{}",
+            ports.cluster, ports.cluster_iam, ports.serverless
+        ),
+    };
+    let _ = writeln!(text, "{entry}");
+    for (instance, child) in &sandbox.proxies {
+        let _ = writeln!(
+            text,
+            "  {} (pid {}): config {}, metrics http://127.0.0.1:{admin}/metrics, health \
+             http://127.0.0.1:{admin}/readyz, audit log {}",
+            instance.name,
+            child.pid,
+            shown(&instance.config),
+            shown(&instance.audit),
+            admin = instance.admin_port,
+        );
+    }
     let _ = writeln!(
         text,
-        "  proxy: cluster 127.0.0.1:{}, cluster-iam 127.0.0.1:{}, serverless 127.0.0.1:{}",
-        ports.cluster, ports.cluster_iam, ports.serverless
-    );
-    let _ = writeln!(
-        text,
-        "  config {}, certificates in {}",
-        shown(&sandbox.dir.join("proxy.toml")),
+        "  certificates in {}",
         shown(&sandbox.dir.join("pki"))
     );
     let _ = writeln!(text, "Try:");
@@ -568,7 +608,14 @@ fn print_banner(sandbox: &Sandbox) {
         text,
         "  {} check --config {} --target cluster --user alice --connect",
         shown(&sandbox.bin_dir.join(PROXY_BIN)),
-        shown(&sandbox.dir.join("proxy.toml"))
+        shown(&sandbox.proxies[0].0.config)
+    );
+    let first = &sandbox.proxies[0].0;
+    let _ = writeln!(
+        text,
+        "  curl -s http://127.0.0.1:{}/metrics | grep sessions   # then: tail -f {}",
+        first.admin_port,
+        shown(&first.audit)
     );
     let _ = write!(text, "Ctrl-C stops everything.");
     say("sandbox", &text);
@@ -772,14 +819,14 @@ async fn build_binaries(cargo: &Path, exe_dir: &Path) -> anyhow::Result<()> {
 /// A child process whose output is relayed line by line with its name in front. Stopped
 /// (SIGTERM, then SIGKILL) on drop; killed by PDEATHSIG if the sandbox dies.
 struct Supervised {
-    name: &'static str,
+    name: String,
     pid: u32,
     child: Option<Child>,
     pumps: Vec<JoinHandle<()>>,
 }
 
 impl Supervised {
-    fn spawn(name: &'static str, mut command: Command) -> anyhow::Result<Supervised> {
+    fn spawn(name: &str, mut command: Command) -> anyhow::Result<Supervised> {
         let program = command.get_program().to_string_lossy().into_owned();
         command
             .stdin(Stdio::null())
@@ -796,13 +843,13 @@ impl Supervised {
             .with_context(|| format!("cannot run {program}"))?;
         let mut pumps = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            pumps.push(pump(name, stdout));
+            pumps.push(pump(name.to_owned(), stdout));
         }
         if let Some(stderr) = child.stderr.take() {
-            pumps.push(pump(name, stderr));
+            pumps.push(pump(name.to_owned(), stderr));
         }
         Ok(Supervised {
-            name,
+            name: name.to_owned(),
             pid: child.id(),
             child: Some(child),
             pumps,
@@ -888,7 +935,7 @@ fn listening_ports() -> Vec<u16> {
 }
 
 /// Relays `stream` line by line (lossy UTF-8) until end of file.
-fn pump(name: &'static str, stream: impl Read + Send + 'static) -> JoinHandle<()> {
+fn pump(name: String, stream: impl Read + Send + 'static) -> JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
@@ -896,7 +943,7 @@ fn pump(name: &'static str, stream: impl Read + Send + 'static) -> JoinHandle<()
             line.clear();
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => say(name, String::from_utf8_lossy(&line).trim_end()),
+                Ok(_) => say(&name, String::from_utf8_lossy(&line).trim_end()),
             }
         }
     })
