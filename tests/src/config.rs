@@ -79,7 +79,10 @@ impl Listener {
     }
 
     pub fn name(&self) -> &str {
-        self.0.get("name").and_then(Value::as_str).unwrap_or_default()
+        self.0
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn target(self, target: &str) -> Self {
@@ -156,7 +159,10 @@ impl Target {
     }
 
     pub fn name(&self) -> &str {
-        self.0.get("name").and_then(Value::as_str).unwrap_or_default()
+        self.0
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -286,11 +292,21 @@ impl ProxyConfig {
         let array = |items: Vec<Value>| Value::Array(items);
         root.insert(
             "listener".into(),
-            array(self.listeners.iter().map(|l| l.0.clone().into_value()).collect()),
+            array(
+                self.listeners
+                    .iter()
+                    .map(|l| l.0.clone().into_value())
+                    .collect(),
+            ),
         );
         root.insert(
             "target".into(),
-            array(self.targets.iter().map(|t| t.0.clone().into_value()).collect()),
+            array(
+                self.targets
+                    .iter()
+                    .map(|t| t.0.clone().into_value())
+                    .collect(),
+            ),
         );
         let policy = root
             .entry("policy")
@@ -298,7 +314,12 @@ impl ProxyConfig {
         if let Value::Table(policy) = policy {
             policy.insert(
                 "rule".into(),
-                array(self.rules.iter().map(|r| r.0.clone().into_value()).collect()),
+                array(
+                    self.rules
+                        .iter()
+                        .map(|r| r.0.clone().into_value())
+                        .collect(),
+                ),
             );
         }
         toml::to_string(&root).expect("a TOML table renders")

@@ -451,3 +451,12 @@ pub fn client_tls(ca: &Path, cert: Option<&ClientCert>) -> rustls::ClientConfig 
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_string())
 }
+
+impl crate::adversary::ProxyUnderTest for ProxyHarness {
+    fn addr(&self) -> SocketAddr {
+        ProxyHarness::addr(self)
+    }
+    fn ca(&self) -> &Path {
+        self.pki.ca_cert_path()
+    }
+}

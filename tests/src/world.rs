@@ -18,13 +18,20 @@
 //! PostgreSQL server without seeing each other's users.
 
 use crate::config::{path, Listener, ProxyConfig, Rule, Target};
-use crate::emulator::{AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec};
+use crate::emulator::{
+    AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec,
+};
 use crate::pg::{quote_ident, PgServer};
 use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
 use crate::proxy::ProxyProcess;
 use crate::stack::{
     access_role_arn, bi_role_arn, iam_policy, profile_arn, trust_anchor_arn, ACCOUNT, CLUSTER,
     DATABASE, GROUP, REGION, WORKGROUP, WORKGROUP_ID,
+};
+use crate::standin::{pg_role_name, StandIn};
+use proxy_auth::aws::{AwsCredentials, Clock};
+use proxy_auth::redshift::{
+    refresh_policy, AwsCredentialFetcher, IdentityBudget, RedshiftCredentials,
 };
 use redshift_iam_proxy::metrics::AwsCallMetrics;
 use redshift_iam_proxy::runtime::ReloadError;
@@ -34,8 +41,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OnceCell;
+
+pub use crate::client::{current_user, sqlstate};
+pub use crate::observe::audit_records;
 
 /// What a world's emulator may differ in.
 #[derive(Clone)]
@@ -46,6 +56,9 @@ pub struct WorldOptions {
     pub accept_role_session_name: bool,
     /// Login names the stand-ins challenge with Redshift's SHA-256 digest (code 13).
     pub sha256_users: Vec<String>,
+    /// The PostgreSQL server behind the stand-ins; default: the one shared by the test
+    /// binary. A test that stops or restarts its server needs one of its own.
+    pub pg: Option<&'static PgServer>,
 }
 
 impl Default for WorldOptions {
@@ -54,6 +67,7 @@ impl Default for WorldOptions {
             policy: iam_policy(),
             accept_role_session_name: false,
             sha256_users: Vec::new(),
+            pg: None,
         }
     }
 }
@@ -75,33 +89,38 @@ pub struct World {
     dir: tempfile::TempDir,
 }
 
-/// The `dev` database and the `analysts` group, created once per PostgreSQL server.
+/// The `dev` database and the `analysts` group, created once on the shared PostgreSQL
+/// server, and on a world's own server when it starts.
 async fn shared_objects(pg: &'static PgServer) {
     static CREATED: OnceCell<()> = OnceCell::const_new();
-    CREATED
-        .get_or_init(|| async {
-            let admin = pg.admin().await.expect("PostgreSQL admin session");
-            let exists = admin
-                .query_opt("select 1 from pg_database where datname = $1", &[&DATABASE])
-                .await
-                .expect("query databases")
-                .is_some();
-            if !exists {
-                admin
-                    .batch_execute(&format!("create database {}", quote_ident(DATABASE)))
-                    .await
-                    .expect("create the dev database");
-            }
-            admin
-                .batch_execute(&format!(
-                    "do $$ begin create role {} nologin; exception when duplicate_object then \
-                     null; end $$",
-                    quote_ident(GROUP)
-                ))
-                .await
-                .expect("create the analysts group");
-        })
-        .await;
+    if std::ptr::eq(pg, PgServer::shared()) {
+        CREATED.get_or_init(|| create_objects(pg)).await;
+    } else {
+        create_objects(pg).await;
+    }
+}
+
+async fn create_objects(pg: &PgServer) {
+    let admin = pg.admin().await.expect("PostgreSQL admin session");
+    let exists = admin
+        .query_opt("select 1 from pg_database where datname = $1", &[&DATABASE])
+        .await
+        .expect("query databases")
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("create database {}", quote_ident(DATABASE)))
+            .await
+            .expect("create the dev database");
+    }
+    admin
+        .batch_execute(&format!(
+            "do $$ begin create role {} nologin; exception when duplicate_object then \
+             null; end $$",
+            quote_ident(GROUP)
+        ))
+        .await
+        .expect("create the analysts group");
 }
 
 impl World {
@@ -110,7 +129,9 @@ impl World {
     }
 
     pub async fn start_with(options: WorldOptions) -> World {
-        let pg = PgServer::shared();
+        // Every proxy of the process logs into one capture (see `observe::captured_logs`).
+        crate::observe::captured_logs();
+        let pg = options.pg.unwrap_or_else(PgServer::shared);
         shared_objects(pg).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = TestPki::new(dir.path().join("pki")).expect("test PKI");
@@ -160,6 +181,35 @@ impl World {
         self.pki.client_cert(spec).expect("client certificate")
     }
 
+    /// The database user Redshift's `GetClusterCredentials` (AutoCreate) gives `cert`'s
+    /// CN: `IAMA:<cn>`.
+    pub fn iam_user(&self, cert: &ClientCert) -> String {
+        format!("IAMA:{}", cert.common_name)
+    }
+
+    /// The PostgreSQL role the stand-in runs `cert`'s `IAMA:<cn>` sessions as (what
+    /// `pg_stat_activity` shows).
+    pub fn role(&self, cert: &ClientCert) -> String {
+        pg_role_name(&self.iam_user(cert))
+    }
+
+    /// The stand-in of the provisioned cluster (targets `cluster` and `cluster-iam`).
+    pub fn standin(&self) -> &StandIn {
+        self.emulator.standin(CLUSTER).expect("cluster stand-in")
+    }
+
+    /// The stand-in of the serverless workgroup (target `serverless`).
+    pub fn serverless_standin(&self) -> &StandIn {
+        self.emulator
+            .standin(WORKGROUP)
+            .expect("workgroup stand-in")
+    }
+
+    /// A name unique to this world, `<prefix>-<tag>` (database users, local users).
+    pub fn name(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.tag)
+    }
+
     /// A complete configuration: listener `main` (certificates of the world's CA, its CRL)
     /// to target `cluster` (GetClusterCredentials with AutoCreate); targets `cluster-iam`
     /// (WithIAM) and `serverless` too; rule `people` granting `{cn}` on `dev`; Roles
@@ -167,7 +217,10 @@ impl World {
     pub fn config(&self) -> ProxyConfig {
         let url = self.emulator.url();
         let cluster = self.emulator.endpoint(CLUSTER).expect("cluster stand-in");
-        let workgroup = self.emulator.endpoint(WORKGROUP).expect("workgroup stand-in");
+        let workgroup = self
+            .emulator
+            .endpoint(WORKGROUP)
+            .expect("workgroup stand-in");
         let target = |t: Target, ca: &Path| {
             t.set("dial", "127.0.0.1")
                 .set("ca_bundle", path(ca))
@@ -243,19 +296,61 @@ impl World {
     /// Anywhere and Redshift through the emulator), exactly as `redshift-iam-proxy run`
     /// builds it.
     pub async fn proxy(&self, config: ProxyConfig) -> TestProxy {
-        self.try_proxy(config).await.unwrap_or_else(|e| panic!("{e}"))
+        self.try_proxy(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`World::proxy`], returning what failed.
     pub async fn try_proxy(&self, config: ProxyConfig) -> Result<TestProxy, String> {
+        self.start_proxy(config, None).await
+    }
+
+    /// [`World::proxy`] whose database credential cache reads `clock` instead of the
+    /// system's (the production chain otherwise: Roles Anywhere, the AWS SDK fetcher, the
+    /// configured refresh policy and budgets).
+    pub async fn proxy_with_clock(&self, config: ProxyConfig, clock: Arc<dyn Clock>) -> TestProxy {
+        self.start_proxy(config, Some(clock))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn start_proxy(
+        &self,
+        config: ProxyConfig,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<TestProxy, String> {
         let file = config.write(self.dir.path());
-        let parsed = proxy_config::Config::load(&file).map_err(|e| format!("{e}\n{}", config.to_toml()))?;
+        let parsed =
+            proxy_config::Config::load(&file).map_err(|e| format!("{e}\n{}", config.to_toml()))?;
         let aws_calls = AwsCallMetrics::default();
-        let (aws, credentials) = redshift_iam_proxy::commands::credential_source_observed(
-            &parsed,
-            Arc::new(aws_calls.clone()),
-        )
-        .await?;
+        let (aws, credentials) = match clock {
+            None => {
+                redshift_iam_proxy::commands::credential_source_observed(
+                    &parsed,
+                    Arc::new(aws_calls.clone()),
+                )
+                .await?
+            }
+            Some(clock) => {
+                let observer = Arc::new(aws_calls.clone());
+                let aws = Arc::new(
+                    AwsCredentials::from_config_observed(&parsed.aws, observer.clone())
+                        .await
+                        .map_err(|e| format!("AWS credentials: {e}"))?,
+                );
+                let fetcher = AwsCredentialFetcher::new(&parsed, aws.clone())
+                    .map_err(|e| format!("Redshift credentials: {e}"))?
+                    .with_observer(observer);
+                let credentials = RedshiftCredentials::with_fetcher(
+                    Arc::new(fetcher),
+                    clock,
+                    refresh_policy(&parsed.db_credentials),
+                    IdentityBudget::from_config(&parsed.db_credentials),
+                );
+                (aws, Arc::new(credentials))
+            }
+        };
         let running = Proxy::new(&parsed, credentials.clone())
             .map_err(|e| e.to_string())?
             .with_config_path(&file, Default::default())
@@ -380,8 +475,66 @@ impl TestProxy {
         user: &str,
         database: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        crate::harness::connect_through_proxy(self.addr().port(), &self.ca, cert, user, database)
+        self.connect_to(self.addr(), cert, user, database).await
+    }
+
+    /// tokio-postgres to the listener at `addr` (see [`TestProxy::listener`]).
+    pub async fn connect_to(
+        &self,
+        addr: SocketAddr,
+        cert: Option<&ClientCert>,
+        user: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        crate::client::connect(addr.port(), &self.ca, cert, user, database).await
+    }
+
+    /// [`TestProxy::connect`] on database `dev` as `cert`'s CN: the usual login.
+    pub async fn login(
+        &self,
+        cert: &ClientCert,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        self.connect(Some(cert), &cert.common_name, DATABASE).await
+    }
+
+    /// [`crate::client::connect_watched`] to the first listener.
+    pub async fn connect_watched(
+        &self,
+        cert: &ClientCert,
+        user: &str,
+        database: &str,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+        ),
+        tokio_postgres::Error,
+    > {
+        crate::client::connect_watched(self.addr().port(), &self.ca, Some(cert), user, database)
             .await
+    }
+
+    /// The TLS connector clients of this proxy use (cancel tokens need it).
+    pub fn tls_connector(
+        &self,
+        cert: Option<&ClientCert>,
+    ) -> tokio_postgres_rustls::MakeRustlsConnect {
+        crate::client::tls_connector(&self.ca, cert)
+    }
+
+    /// The admin listener's TCP address.
+    pub fn admin(&self) -> SocketAddr {
+        self.running.admin_addr().expect("an [admin] TCP listener")
+    }
+
+    /// The metrics as `/metrics` serves them.
+    pub fn metrics(&self) -> String {
+        self.running.shared().metrics.encode()
+    }
+
+    /// One sample of [`TestProxy::metrics`] (see [`crate::observe::sample`]).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        crate::observe::sample(&self.metrics(), prefix)
     }
 
     /// Writes `config` to the file and reloads.
@@ -395,29 +548,4 @@ impl TestProxy {
     pub async fn audit(&self, n: usize) -> Vec<Value> {
         audit_records(&self.audit_path, n).await
     }
-}
-
-/// The JSON records of an audit file, waiting (up to 10 s) until there are at least `n`.
-pub async fn audit_records(file: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let records: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
-            .collect();
-        if records.len() >= n || Instant::now() >= deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `select current_user` on `client`.
-pub async fn current_user(client: &tokio_postgres::Client) -> String {
-    client
-        .query_one("select current_user", &[])
-        .await
-        .expect("select current_user")
-        .get(0)
 }

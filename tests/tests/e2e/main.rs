@@ -3,4 +3,6 @@
 //! in front of PostgreSQL. One binary, one module per area.
 
 mod admission;
+mod adversarial;
 mod identity;
+mod session;

@@ -5,20 +5,50 @@
 //! Threat classes and what each test proves are listed in `docs/hardening.md`.
 
 use futures::SinkExt;
-use proxy_auth::db_credentials::CredentialError;
 use proxy_testkit::adversary::*;
-use proxy_testkit::harness::{client_tls, sqlstate, CredentialFault, HarnessOptions, ProxyHarness};
-use proxy_testkit::pg::PgServer;
+use proxy_testkit::client::client_tls;
+use proxy_testkit::emulator::{allow_all_redshift_policy, Api};
+use proxy_testkit::observe::{wait_for_backends, wait_for_query};
+use proxy_testkit::pki::{ClientCert, ClientCertSpec};
+use proxy_testkit::stack::CLUSTER;
+use proxy_testkit::world::{sqlstate, TestProxy, World, WorldOptions};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A world, its proxy (the world's configuration unless told otherwise) and alice.
+struct Adversarial {
+    world: World,
+    h: TestProxy,
+    alice: ClientCert,
+}
+
+impl Adversarial {
+    async fn start() -> Adversarial {
+        let world = World::start().await;
+        let h = world.proxy(world.config()).await;
+        let alice = world.client("alice");
+        Adversarial { world, h, alice }
+    }
+
+    /// alice's StartupMessage: her own user, database `dev`.
+    fn alice_startup(&self) -> Vec<u8> {
+        startup(
+            PROTOCOL_3_0,
+            &[
+                (b"user", self.alice.common_name.as_bytes()),
+                (b"database", b"dev"),
+            ],
+        )
+    }
+}
+
 /// A legitimate client still logs in and runs a query.
-async fn assert_still_serving(h: &ProxyHarness) {
+async fn assert_still_serving(h: &TestProxy, alice: &ClientCert) {
     let client = h
-        .connect(Some(&h.clients.alice), "alice", "postgres")
+        .login(alice)
         .await
         .expect("a legitimate client still logs in");
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
@@ -26,7 +56,7 @@ async fn assert_still_serving(h: &ProxyHarness) {
 }
 
 /// Sends `bytes` on a fresh plaintext connection and returns the proxy's ErrorResponse.
-async fn plaintext_error(h: &ProxyHarness, bytes: &[u8]) -> WireError {
+async fn plaintext_error(h: &TestProxy, bytes: &[u8]) -> WireError {
     let mut s = tcp(h).await;
     s.write_all(bytes).await.unwrap();
     let e = read_reply(&mut s).await.expect_error();
@@ -35,8 +65,8 @@ async fn plaintext_error(h: &ProxyHarness, bytes: &[u8]) -> WireError {
 }
 
 /// Sends `bytes` inside TLS (with alice's certificate) and returns the ErrorResponse.
-async fn tls_error(h: &ProxyHarness, bytes: &[u8]) -> WireError {
-    let mut s = tls(h, Some(&h.clients.alice), &[], TlsStart::SslRequest)
+async fn tls_error(a: &Adversarial, bytes: &[u8]) -> WireError {
+    let mut s = tls(&a.h, Some(&a.alice), &[], TlsStart::SslRequest)
         .await
         .unwrap();
     s.write_all(bytes).await.unwrap();
@@ -45,27 +75,20 @@ async fn tls_error(h: &ProxyHarness, bytes: &[u8]) -> WireError {
     e
 }
 
-fn alice_startup() -> Vec<u8> {
-    startup(
-        PROTOCOL_3_0,
-        &[(b"user", b"alice"), (b"database", b"postgres")],
-    )
-}
-
 // ---------------------------------------------------------------------------------------
 // Pre-authentication
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pre_auth_ssl_and_gss_negotiation_abuse_is_refused() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
+    let a = Adversarial::start().await;
+    let h = &a.h;
 
     // A StartupMessage pipelined behind the SSLRequest would be read as if it came through
     // TLS (CVE-2021-23214 class): refused before 'S' is ever sent.
     let mut pipelined = request(SSL_REQUEST_CODE);
-    pipelined.extend_from_slice(&alice_startup());
-    let e = plaintext_error(&h, &pipelined).await;
+    pipelined.extend_from_slice(&a.alice_startup());
+    let e = plaintext_error(h, &pipelined).await;
     assert_eq!(e.code, "08P01", "{e:?}");
     assert!(
         e.message.contains("unencrypted data after SSL request"),
@@ -75,14 +98,14 @@ async fn pre_auth_ssl_and_gss_negotiation_abuse_is_refused() {
     // Two SSLRequests back to back are pipelining too.
     let mut twice = request(SSL_REQUEST_CODE);
     twice.extend_from_slice(&request(SSL_REQUEST_CODE));
-    assert_eq!(plaintext_error(&h, &twice).await.code, "08P01");
+    assert_eq!(plaintext_error(h, &twice).await.code, "08P01");
 
     // A second SSLRequest inside TLS.
-    let e = tls_error(&h, &request(SSL_REQUEST_CODE)).await;
+    let e = tls_error(&a, &request(SSL_REQUEST_CODE)).await;
     assert_eq!(e.code, "08P01", "{e:?}");
 
     // GSSENC: declined once with 'N', a second request ends the connection (no loop).
-    let mut s = tcp(&h).await;
+    let mut s = tcp(h).await;
     s.write_all(&request(GSSENC_REQUEST_CODE)).await.unwrap();
     assert_eq!(read_byte(&mut s).await, Some(b'N'));
     s.write_all(&request(GSSENC_REQUEST_CODE)).await.unwrap();
@@ -92,59 +115,61 @@ async fn pre_auth_ssl_and_gss_negotiation_abuse_is_refused() {
 
     // GSSENC inside TLS.
     assert_eq!(
-        tls_error(&h, &request(GSSENC_REQUEST_CODE)).await.code,
+        tls_error(&a, &request(GSSENC_REQUEST_CODE)).await.code,
         "08P01"
     );
 
     // A GSSENC flood on separate connections changes nothing.
     for _ in 0..50 {
-        let mut s = tcp(&h).await;
+        let mut s = tcp(h).await;
         s.write_all(&request(GSSENC_REQUEST_CODE)).await.unwrap();
         assert_eq!(read_byte(&mut s).await, Some(b'N'));
     }
-    assert_still_serving(&h).await;
+    assert_still_serving(h, &a.alice).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pre_auth_startup_packet_lengths_are_bounded() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
+    let a = Adversarial::start().await;
+    let h = &a.h;
     // 2^31 does not fit an Int32: on the wire it is i32::MIN.
     for len in [0i32, 3, 7, 10_001, i32::MAX, i32::MIN, -1] {
         let mut bytes = len.to_be_bytes().to_vec();
         bytes.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
-        let e = plaintext_error(&h, &bytes).await;
+        let e = plaintext_error(h, &bytes).await;
         assert_eq!(e.code, "08P01", "length {len}: {e:?}");
         assert!(e.message.contains("invalid length"), "length {len}: {e:?}");
         // Inside TLS too.
-        let e = tls_error(&h, &bytes).await;
+        let e = tls_error(&a, &bytes).await;
         assert_eq!(e.code, "08P01", "length {len} in TLS: {e:?}");
     }
     // A length that announces more than is sent: the proxy waits for the login timeout,
     // not forever, and does not take the partial packet as a message.
-    let h_fast = ProxyHarness::start_with(HarnessOptions {
-        login_timeout: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await;
+    let h_fast = a
+        .world
+        .proxy(
+            a.world
+                .config()
+                .edit_listener("main", |l| l.set("login_timeout", "300ms")),
+        )
+        .await;
     let mut s = tcp(&h_fast).await;
     s.write_all(&100i32.to_be_bytes()).await.unwrap();
     s.write_all(&PROTOCOL_3_0.to_be_bytes()).await.unwrap();
     let started = Instant::now();
     assert!(closes(&mut s).await, "a truncated startup packet times out");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_still_serving(&h).await;
+    assert_still_serving(h, &a.alice).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pre_auth_malformed_startup_messages_are_refused() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
+    let a = Adversarial::start().await;
 
     // No terminator after the last parameter.
     let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0alice\0database\0postgres\0");
-    let e = tls_error(&h, &with_length(&body)).await;
+    body.extend_from_slice(b"user\0alice\0database\0dev\0");
+    let e = tls_error(&a, &with_length(&body)).await;
     assert_eq!(
         (e.code.as_str(), e.severity.as_str()),
         ("08P01", "FATAL"),
@@ -154,25 +179,26 @@ async fn pre_auth_malformed_startup_messages_are_refused() {
     // A NUL inside a name shifts the layout: `user\0al\0ice\0` leaves a value missing.
     let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
     body.extend_from_slice(b"user\0al\0ice\0\0");
-    assert_eq!(tls_error(&h, &with_length(&body)).await.code, "08P01");
+    assert_eq!(tls_error(&a, &with_length(&body)).await.code, "08P01");
 
     // Not UTF-8.
-    let e = tls_error(&h, &startup(PROTOCOL_3_0, &[(b"user", b"\xff\xfe")])).await;
+    let e = tls_error(&a, &startup(PROTOCOL_3_0, &[(b"user", b"\xff\xfe")])).await;
     assert_eq!(e.code, "08P01", "{e:?}");
 
     // No user, empty user.
     for params in [
-        &[(&b"database"[..], &b"postgres"[..])][..],
+        &[(&b"database"[..], &b"dev"[..])][..],
         &[(&b"user"[..], &b""[..])][..],
     ] {
-        let e = tls_error(&h, &startup(PROTOCOL_3_0, params)).await;
+        let e = tls_error(&a, &startup(PROTOCOL_3_0, params)).await;
         assert_eq!(e.code, "28000", "{e:?}");
         assert!(e.message.contains("no user name"), "{e:?}");
     }
 
+    let alice = a.alice.common_name.as_bytes();
     // Protocol majors other than 3.
     for major in [0i32, 2, 4, 0x7fff] {
-        let e = tls_error(&h, &startup(major << 16, &[(b"user", b"alice")])).await;
+        let e = tls_error(&a, &startup(major << 16, &[(b"user", alice)])).await;
         assert_eq!(e.code, "08P01", "major {major}: {e:?}");
         assert!(e.message.contains("unsupported frontend protocol"), "{e:?}");
     }
@@ -180,96 +206,104 @@ async fn pre_auth_malformed_startup_messages_are_refused() {
     // Replication connections, in every spelling that means "yes".
     for value in [&b"true"[..], b"database", b"on", b"1", b"yes"] {
         let e = tls_error(
-            &h,
-            &startup(
-                PROTOCOL_3_0,
-                &[(b"user", b"alice"), (b"replication", value)],
-            ),
+            &a,
+            &startup(PROTOCOL_3_0, &[(b"user", alice), (b"replication", value)]),
         )
         .await;
         assert_eq!(e.code, "28000", "{value:?}: {e:?}");
         assert!(e.message.contains("replication"), "{e:?}");
     }
-    assert_eq!(h.credentials.calls(), 0, "no refusal asked for credentials");
-    assert_still_serving(&h).await;
+    assert!(
+        a.world.emulator.cloudtrail().is_empty(),
+        "no refusal asked AWS for credentials"
+    );
+    assert_still_serving(&a.h, &a.alice).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pre_auth_hostile_names_and_options_gain_nothing() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
+    // Every database is granted, by the policy and by IAM, so hostile database names reach
+    // the upstream literally.
+    let world = World::start_with(WorldOptions {
+        policy: allow_all_redshift_policy(),
+        ..WorldOptions::default()
+    })
+    .await;
+    let h = world
+        .proxy(
+            world.config().without_rules().rule(
+                proxy_testkit::config::Rule::new("people")
+                    .matching("cn", "*")
+                    .users(["{cn}"]),
+            ),
+        )
+        .await;
+    let alice = world.client("alice");
+    let user = world.iam_user(&alice);
 
     // `options` is not forwarded (allow_options = false): no role or search_path switch.
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("localhost")
-        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
-        .port(h.addr().port())
-        .user("alice")
-        .dbname("postgres")
-        .options("-c role=postgres -c search_path=evil -c session_authorization=postgres")
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
-        h.pki.ca_cert_path(),
-        Some(&h.clients.alice),
-    ));
+    let mut config =
+        proxy_testkit::client::connect_config(h.addr().port(), &alice.common_name, "dev");
+    config.options("-c role=postgres -c search_path=evil -c session_authorization=postgres");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(&h.ca, Some(&alice)));
     let (client, conn) = config.connect(tls).await.expect("login with options");
     tokio::spawn(conn);
     let row = client
         .query_one(
-            "select current_user, session_user, current_setting('search_path')",
+            "select current_user::text, session_user::text, current_setting('search_path')",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), pg_user);
-    assert_eq!(row.get::<_, String>(1), pg_user);
+    assert_eq!(row.get::<_, String>(0), user);
+    assert_eq!(row.get::<_, String>(1), user);
     assert_eq!(row.get::<_, String>(2), "\"$user\", public");
 
     // Connection-string metacharacters in the user name do not smuggle a second user.
+    let cn = &alice.common_name;
     for user in [
-        "alice&user=postgres",
-        "alice user=postgres",
-        "alice' or '1'='1",
-        "postgres",
+        format!("{cn}&user=postgres"),
+        format!("{cn} user=postgres"),
+        format!("{cn}' or '1'='1"),
+        "postgres".to_string(),
     ] {
-        let err = h
-            .connect(Some(&h.clients.alice), user, "postgres")
-            .await
-            .unwrap_err();
+        let err = h.connect(Some(&alice), &user, "dev").await.unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{user}: {err}");
     }
     // ... nor in the database name: the policy allows any database for alice, so these
-    // reach PostgreSQL literally and fail there as unknown databases.
-    for db in [
-        "postgres&user=postgres",
-        "postgres' or '1'='1",
-        "post\"gres",
-    ] {
-        let err = h
-            .connect(Some(&h.clients.alice), "alice", db)
-            .await
-            .unwrap_err();
-        assert_eq!(sqlstate(&err).as_deref(), Some("3D000"), "{db}: {err}");
+    // reach Redshift's credential API literally, which refuses them (DbName allows
+    // letters, digits and `_+.@-` only): 28000.
+    for db in ["dev&user=postgres", "dev' or '1'='1", "d\"ev"] {
+        let err = h.connect(Some(&alice), cn, db).await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{db}: {err}");
+        let trail = world.emulator.cloudtrail();
+        let call = trail
+            .iter()
+            .find(|r| r["requestParameters"]["dbName"] == db)
+            .unwrap_or_else(|| panic!("{db} never reached AWS: {trail:#?}"));
+        assert_eq!(call["errorCode"], "InvalidParameterValue", "{call}");
     }
-    assert_still_serving(&h).await;
+    // A name Redshift's API accepts reaches the upstream literally and fails there, with
+    // the upstream's SQLSTATE.
+    let err = h.connect(Some(&alice), cn, "no_such_db").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("3D000"), "{err}");
+    assert_still_serving(&h, &alice).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pre_auth_second_startup_message_is_never_a_new_login() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    h.provision("bob").await;
+    let a = Adversarial::start().await;
+    let bob = a.world.client("bob");
     // Two StartupMessages in one TLS write: the second claims another user. The proxy
     // logs in as the first and relays the rest as ordinary client bytes, which the
     // upstream rejects as a message of type 0.
-    let mut s = tls(&h, Some(&h.clients.alice), &[], TlsStart::SslRequest)
+    let mut s = tls(&a.h, Some(&a.alice), &[], TlsStart::SslRequest)
         .await
         .unwrap();
-    let mut both = alice_startup();
+    let mut both = a.alice_startup();
     both.extend_from_slice(&startup(
         PROTOCOL_3_0,
-        &[(b"user", b"bob"), (b"database", b"analytics")],
+        &[(b"user", bob.common_name.as_bytes()), (b"database", b"dev")],
     ));
     s.write_all(&both).await.unwrap();
     let replies = read_all(&mut s).await;
@@ -286,18 +320,12 @@ async fn pre_auth_second_startup_message_is_never_a_new_login() {
         .expect("the upstream rejects the stray packet");
     assert_eq!(error.code, "08P01", "{error:?}");
     // Only alice's login ever happened.
-    assert_eq!(h.credentials.calls(), 1);
-    let admin = h.pg.admin().await.unwrap();
-    let n: i64 = admin
-        .query_one(
-            "select count(*) from pg_stat_activity where usename = $1",
-            &[&pg_user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(n <= 1);
-    assert_still_serving(&h).await;
+    assert_eq!(a.world.emulator.calls(Api::GetClusterCredentials), 1);
+    let logins = a.world.standin().logins();
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0].user, a.world.iam_user(&a.alice));
+    assert!(proxy_testkit::observe::backends(a.world.pg, &a.world.role(&a.alice)).await <= 1);
+    assert_still_serving(&a.h, &a.alice).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -306,8 +334,8 @@ async fn pre_auth_second_startup_message_is_never_a_new_login() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn post_login_framing_violations_end_only_that_session() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
+    let a = Adversarial::start().await;
+    let (h, cn) = (&a.h, a.alice.common_name.as_str());
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("length 0", b"Q\0\0\0\0".to_vec()),
         ("length 1", b"Q\0\0\0\x01".to_vec()),
@@ -325,7 +353,7 @@ async fn post_login_framing_violations_end_only_that_session() {
         ("CopyData outside COPY", message(b'd', b"data")),
     ];
     for (what, bytes) in cases {
-        let mut s = raw_login(&h, &h.clients.alice, "alice", "postgres").await;
+        let mut s = raw_login(h, &a.alice, cn, "dev").await;
         s.write_all(&bytes).await.unwrap();
         let _ = s.flush().await;
         // PostgreSQL answers a framing violation with FATAL 08P01 and hangs up; for the
@@ -342,42 +370,18 @@ async fn post_login_framing_violations_end_only_that_session() {
             Err(_) => drop(s),
         }
     }
-    // Truncated message, then the client stops mid-message and leaves.
-    let mut s = raw_login(&h, &h.clients.alice, "alice", "postgres").await;
+    // Truncated message, then the client stops mid-message and leaves: once the upstream
+    // session has the partial message, nothing more comes.
+    let mut s = raw_login(h, &a.alice, cn, "dev").await;
     let mut q = message(b'Q', b"select pg_sleep(0)\0");
     q.truncate(q.len() - 5);
     s.write_all(&q).await.unwrap();
     s.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     drop(s);
 
     // None of this left an upstream backend behind.
-    wait_for_backends(&h, &pg_user, 0).await;
-    assert_still_serving(&h).await;
-}
-
-/// Waits (up to 10 s) until PostgreSQL has exactly `n` backends of `user`.
-async fn wait_for_backends(h: &ProxyHarness, user: &str, n: i64) {
-    let admin = h.pg.admin().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let count: i64 = admin
-            .query_one(
-                "select count(*) from pg_stat_activity where usename = $1",
-                &[&user],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if count == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} backends of {user} remain, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_backends(a.world.pg, &a.world.role(&a.alice), 0).await;
+    assert_still_serving(h, &a.alice).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,48 +390,74 @@ async fn wait_for_backends(h: &ProxyHarness, user: &str, n: i64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_bad_client_certificates_and_deep_chains_are_refused() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
-    let c = &h.clients;
+    let world = World::start().await;
+    let alice = world.client("alice");
+    let expired = world.client_with(ClientCertSpec::new("expired").expired());
+    let early = world.client_with(ClientCertSpec::new("early").not_yet_valid());
+    // Revoked before the proxy loads the world's CRL.
+    let revoked = world.client_with(ClientCertSpec::new("revoked").revoked());
+    let server_only = world.client_with(ClientCertSpec::new("server").server_auth_only());
+    let other = world
+        .pki
+        .new_root_ca("Other Client CA", Default::default())
+        .unwrap()
+        .client_cert(ClientCertSpec::new(world.name("other")))
+        .unwrap();
+    let h = world.proxy(world.config()).await;
     for (cert, words) in [
         (None, "certificate is required"),
-        (Some(&c.expired), "expired"),
-        (Some(&c.not_yet_valid), "not yet valid"),
-        (Some(&c.revoked), "revoked"),
-        (Some(&c.other_ca), "trusted certificate authority"),
-        (Some(&c.server_auth_only), "client authentication"),
+        (Some(&expired), "expired"),
+        (Some(&early), "not yet valid"),
+        (Some(&revoked), "revoked"),
+        (Some(&other), "trusted certificate authority"),
+        (Some(&server_only), "client authentication"),
     ] {
-        let err = h.connect(cert, "alice", "postgres").await.unwrap_err();
+        let err = h
+            .connect(cert, &alice.common_name, "dev")
+            .await
+            .unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{words}: {err}");
         let text = err.as_db_error().unwrap().message().to_lowercase();
         assert!(text.contains(words), "{words}: {text}");
     }
 
     // webpki builds paths through at most 6 intermediates; a leaf below 7 is refused.
-    let (chain, key) = deep_chain(&h, 7, "alice-deep");
+    let (chain, key) = deep_chain(&world, 7, &world.name("alice-deep"));
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots(&h))
         .with_client_auth_cert(chain, key)
         .unwrap();
     config.alpn_protocols.clear();
     let mut s = connect_with(&h, config).await;
-    s.write_all(&alice_startup()).await.unwrap();
+    s.write_all(&startup(
+        PROTOCOL_3_0,
+        &[
+            (b"user", alice.common_name.as_bytes()),
+            (b"database", b"dev"),
+        ],
+    ))
+    .await
+    .unwrap();
     let e = read_reply(&mut s).await.expect_error();
     assert_eq!(e.code, "28000", "{e:?}");
     assert!(e.message.contains("PathDepth"), "{e:?}");
-    assert_still_serving(&h).await;
+    assert!(
+        world.emulator.cloudtrail().is_empty(),
+        "no refusal reached AWS"
+    );
+    assert_still_serving(&h, &alice).await;
 }
 
-fn roots(h: &ProxyHarness) -> rustls::RootCertStore {
+fn roots(h: &TestProxy) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(h.pki.ca_cert_path()).unwrap() {
+    for c in CertificateDer::pem_file_iter(&h.ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     roots
 }
 
 async fn connect_with(
-    h: &ProxyHarness,
+    h: &TestProxy,
     config: rustls::ClientConfig,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut s = tcp(h).await;
@@ -439,9 +469,9 @@ async fn connect_with(
         .unwrap()
 }
 
-/// A client chain `leaf, I_depth, ..., I_1` below the harness root.
+/// A client chain `leaf, I_depth, ..., I_1` below the world's client CA.
 fn deep_chain(
-    h: &ProxyHarness,
+    world: &World,
     depth: usize,
     cn: &str,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
@@ -449,7 +479,7 @@ fn deep_chain(
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
-    let root = h.pki.root();
+    let root = world.pki.root();
     let root_key = KeyPair::from_pem(&std::fs::read_to_string(&root.key_pem).unwrap()).unwrap();
     let root_pem = std::fs::read_to_string(&root.cert_pem).unwrap();
     let mut issuer = Issuer::from_ca_cert_pem(&root_pem, root_key).unwrap();
@@ -483,13 +513,13 @@ fn deep_chain(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_legacy_versions_renegotiation_and_alpn_are_refused() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
+    let a = Adversarial::start().await;
+    let h = &a.h;
 
     // TLS 1.0 and 1.1 ClientHellos (no supported_versions extension): a fatal alert or a
     // close, never a handshake.
     for legacy in [[3u8, 1], [3u8, 2]] {
-        let mut s = tcp(&h).await;
+        let mut s = tcp(h).await;
         s.write_all(&request(SSL_REQUEST_CODE)).await.unwrap();
         assert_eq!(read_byte(&mut s).await, Some(b'S'));
         s.write_all(&legacy_client_hello(legacy)).await.unwrap();
@@ -510,41 +540,32 @@ async fn tls_legacy_versions_renegotiation_and_alpn_are_refused() {
     // ClientHello with a no_renegotiation alert, which OpenSSL reports as such. (rustls
     // does send the RFC 5746 renegotiation_info extension, so s_client prints "Secure
     // Renegotiation IS supported": that only means the indication, not renegotiation.)
-    if let Some(out) = openssl_renegotiate(&h).await {
+    if let Some(out) = openssl_renegotiate(h, &a.alice).await {
         assert!(out.contains("TLSv1.2"), "{out}");
         assert!(out.contains("RENEGOTIATING"), "{out}");
         assert!(out.contains("no renegotiation"), "{out}");
     }
 
     // Direct TLS without ALPN "postgresql": an ErrorResponse inside TLS.
-    let mut s = tls(&h, Some(&h.clients.alice), &[], TlsStart::Direct)
-        .await
-        .unwrap();
-    s.write_all(&alice_startup()).await.unwrap();
+    let mut s = tls(h, Some(&a.alice), &[], TlsStart::Direct).await.unwrap();
+    s.write_all(&a.alice_startup()).await.unwrap();
     let e = read_reply(&mut s).await.expect_error();
     assert_eq!(e.code, "08P01", "{e:?}");
     assert!(e.message.contains("ALPN"), "{e:?}");
     // With the wrong ALPN protocol the handshake itself fails.
-    assert!(
-        tls(&h, Some(&h.clients.alice), &[b"http/1.1"], TlsStart::Direct)
-            .await
-            .is_err()
-    );
+    assert!(tls(h, Some(&a.alice), &[b"http/1.1"], TlsStart::Direct)
+        .await
+        .is_err());
     // With ALPN "postgresql" direct TLS works.
-    let mut s = tls(
-        &h,
-        Some(&h.clients.alice),
-        &[b"postgresql"],
-        TlsStart::Direct,
-    )
-    .await
-    .unwrap();
-    s.write_all(&alice_startup()).await.unwrap();
+    let mut s = tls(h, Some(&a.alice), &[b"postgresql"], TlsStart::Direct)
+        .await
+        .unwrap();
+    s.write_all(&a.alice_startup()).await.unwrap();
     assert!(matches!(
         read_reply(&mut s).await,
         Reply::Message { tag: b'R', .. }
     ));
-    assert_still_serving(&h).await;
+    assert_still_serving(h, &a.alice).await;
 }
 
 /// A TLS record with a ClientHello offering only `version` (TLS 1.0 = 3.1, 1.1 = 3.2).
@@ -570,16 +591,16 @@ fn legacy_client_hello(version: [u8; 2]) -> Vec<u8> {
 
 /// Runs `openssl s_client -starttls postgres -tls1_2` against the proxy and asks it to
 /// renegotiate. Returns its output, or `None` if openssl is not installed.
-async fn openssl_renegotiate(h: &ProxyHarness) -> Option<String> {
+async fn openssl_renegotiate(h: &TestProxy, cert: &ClientCert) -> Option<String> {
     let mut child = tokio::process::Command::new("openssl")
         .args(["s_client", "-starttls", "postgres", "-tls1_2", "-connect"])
         .arg(h.addr().to_string())
         .arg("-cert")
-        .arg(&h.clients.alice.cert_pem)
+        .arg(&cert.cert_pem)
         .arg("-key")
-        .arg(&h.clients.alice.key_pem)
+        .arg(&cert.key_pem)
         .arg("-CAfile")
-        .arg(h.pki.ca_cert_path())
+        .arg(&h.ca)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -606,21 +627,25 @@ async fn openssl_renegotiate(h: &ProxyHarness) -> Option<String> {
 // Upstream
 // ---------------------------------------------------------------------------------------
 
-/// A harness whose target is a fake upstream following `scripts`, then forwarding to
-/// the real PostgreSQL server.
+/// A proxy whose target `cluster` is a fake upstream following `scripts`, then
+/// forwarding to the cluster's stand-in. The credential chain is the real one: each login
+/// gets its password from the emulator (the fake ignores it; a forwarded login uses it at
+/// the stand-in). Only the upstream's misbehaviour is scripted: no stand-in of Redshift
+/// breaks the protocol on purpose.
 async fn with_fake_upstream(
     scripts: Vec<UpstreamScript>,
     default: UpstreamScript,
-) -> (ProxyHarness, FakeUpstream) {
-    let fake = FakeUpstream::start(PgServer::shared(), scripts, default).await;
-    let h = ProxyHarness::start_with(HarnessOptions {
-        upstream_port: Some(fake.port),
-        upstream_ca: Some(fake.ca_bundle.clone()),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
-    (h, fake)
+) -> (Adversarial, FakeUpstream) {
+    let world = World::start().await;
+    let standin = world.emulator.endpoint(CLUSTER).unwrap();
+    let fake = FakeUpstream::start(standin.addr, &standin.ca_cert, scripts, default).await;
+    let config = world.config().edit_target("cluster", |t| {
+        t.set("port", i64::from(fake.port))
+            .set("ca_bundle", proxy_testkit::config::path(&fake.ca_bundle))
+    });
+    let h = world.proxy(config).await;
+    let alice = world.client("alice");
+    (Adversarial { world, h, alice }, fake)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -670,12 +695,9 @@ async fn upstream_misbehaviour_is_a_clean_error_for_the_client() {
     ];
     let n = cases.len();
     let scripts = cases.iter().map(|(s, _, _)| s.clone()).collect();
-    let (h, fake) = with_fake_upstream(scripts, UpstreamScript::Forward).await;
+    let (a, fake) = with_fake_upstream(scripts, UpstreamScript::Forward).await;
     for (script, code, words) in cases {
-        let err = h
-            .connect(Some(&h.clients.alice), "alice", "postgres")
-            .await
-            .unwrap_err();
+        let err = a.h.login(&a.alice).await.unwrap_err();
         let db = err
             .as_db_error()
             .unwrap_or_else(|| panic!("{script:?}: {err}"));
@@ -684,30 +706,30 @@ async fn upstream_misbehaviour_is_a_clean_error_for_the_client() {
         assert!(!err.to_string().contains(SECRET_TEXT), "{script:?}: {err}");
     }
     assert_eq!(fake.connections(), n);
-    // The scripts are used up: the fake now forwards to the real server.
-    assert_still_serving(&h).await;
+    // The scripts are used up: the fake now forwards to the stand-in, and the login gets
+    // through with a password from the emulator.
+    assert_still_serving(&a.h, &a.alice).await;
+    assert!(a
+        .world
+        .standin()
+        .logins()
+        .iter()
+        .any(|l| l.user == a.world.iam_user(&a.alice)
+            && l.outcome == proxy_testkit::standin::LoginOutcome::Ok));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_death_during_query_and_copy_ends_only_those_sessions() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let admin = h.pg.admin().await.unwrap();
+    let a = Adversarial::start().await;
+    let (pg, role) = (a.world.pg, a.world.role(&a.alice));
+    let admin = pg.admin().await.unwrap();
+    let terminate = "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1";
 
     // During a query.
-    let client = h
-        .connect(Some(&h.clients.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    let client = a.h.login(&a.alice).await.unwrap();
     let query = tokio::spawn(async move { client.query("select pg_sleep(30)", &[]).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    admin
-        .execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
-            &[&pg_user],
-        )
-        .await
-        .unwrap();
+    wait_for_query(pg, &role, "pg_sleep(30)").await;
+    admin.execute(terminate, &[&role]).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), query)
         .await
         .expect("the client learns promptly")
@@ -716,10 +738,7 @@ async fn upstream_death_during_query_and_copy_ends_only_those_sessions() {
     assert_eq!(sqlstate(&err).as_deref(), Some("57P01"), "{err}");
 
     // During COPY IN.
-    let client = h
-        .connect(Some(&h.clients.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    let client = a.h.login(&a.alice).await.unwrap();
     client
         .batch_execute("create temp table sink (line text)")
         .await
@@ -729,13 +748,8 @@ async fn upstream_death_during_query_and_copy_ends_only_those_sessions() {
     sink.send(bytes::Bytes::from_static(b"one\n"))
         .await
         .unwrap();
-    admin
-        .execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
-            &[&pg_user],
-        )
-        .await
-        .unwrap();
+    wait_for_query(pg, &role, "copy sink from stdin").await;
+    admin.execute(terminate, &[&role]).await.unwrap();
     let mut failed = false;
     for _ in 0..200 {
         if sink
@@ -752,92 +766,162 @@ async fn upstream_death_during_query_and_copy_ends_only_those_sessions() {
         assert!(sink.finish().await.is_err(), "the COPY must not succeed");
     }
     assert!(client.is_closed() || client.simple_query("select 1").await.is_err());
-    assert_still_serving(&h).await;
+    assert_still_serving(&a.h, &a.alice).await;
 }
 
 // ---------------------------------------------------------------------------------------
 // AWS credentials
 // ---------------------------------------------------------------------------------------
 
+/// Every way the credential call fails, injected at the AWS emulator (and, for refusals,
+/// produced by IAM and Redshift's own checks): the client gets 08001 when AWS is
+/// unavailable and 28000 when it refuses, never AWS's error text.
 #[tokio::test(flavor = "multi_thread")]
 async fn credential_failures_map_to_sqlstates_and_do_not_stall_others() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
-    h.provision("bob").await;
-    let cases = [
+    let world = World::start().await;
+    // Rules: everyone as `{cn}` on the cluster, databases `dev`, `forbidden` (the IAM
+    // policy allows only `dev`) and `dev:x` (not a name Redshift's API takes); bob on the
+    // serverless workgroup through listener `wg`.
+    let config = world
+        .config()
+        .without_rules()
+        .rule(
+            proxy_testkit::config::Rule::new("people")
+                .matching("cn", "*")
+                .targets(["cluster", "serverless"])
+                .users(["{cn}"])
+                .default_user("{cn}")
+                .databases(["dev", "forbidden", "dev:x"]),
+        )
+        .listener(
+            proxy_testkit::config::Listener::new("wg", "127.0.0.1:0")
+                .target("serverless")
+                .tls(&world.server.chain_pem, &world.server.key_pem)
+                .client_ca(world.pki.ca_cert_path(), &[&world.crl]),
+        );
+    let h = world.proxy(config).await;
+    let faults = world.emulator.faults();
+    let gcc = Some(Api::GetClusterCredentials);
+    type Inject = Box<dyn Fn(&proxy_testkit::emulator::Faults)>;
+    // Each case with its own identity: a failed call backs its request off, and the cases
+    // must not answer each other from that backoff.
+    let cases: Vec<(&str, Inject, &str, &str)> = vec![
+        // Throttled on every attempt (the SDK retries throttling).
         (
-            CredentialError::Unavailable("ThrottlingException: Rate exceeded".into()),
+            "throttled",
+            Box::new(move |f| f.throttle_next(gcc, 1000)),
+            "dev",
             "08001",
         ),
+        // HTTP 503 on every attempt.
         (
-            CredentialError::Unavailable("HTTP 503 from redshift".into()),
+            "unavailable",
+            Box::new(move |f| f.fail_next(gcc, 1000)),
+            "dev",
             "08001",
         ),
+        // The connection breaks without an answer (what a timeout leaves too; a real SDK
+        // timeout takes 10 s per attempt).
         (
-            CredentialError::Unavailable("operation timed out".into()),
+            "dropped",
+            Box::new(move |f| f.drop_next(gcc, 1000)),
+            "dev",
             "08001",
         ),
-        (
-            CredentialError::Unavailable("malformed response body".into()),
-            "08001",
-        ),
-        (CredentialError::Denied("AccessDenied".into()), "28000"),
-        (CredentialError::Invalid("bad db user".into()), "28000"),
+        // IAM denies the database.
+        ("denied", Box::new(|_| {}), "forbidden", "28000"),
+        // Redshift refuses the parameters (InvalidParameterValue: no colon in DbName).
+        ("invalid", Box::new(|_| {}), "dev:x", "28000"),
     ];
-    for (error, code) in cases {
-        let detail = error.to_string();
-        h.credentials.inject("alice", CredentialFault::Fail(error));
+    for (name, inject, database, code) in cases {
+        let cert = world.client(name);
+        inject(faults);
         let err = h
-            .connect(Some(&h.clients.alice), "alice", "postgres")
+            .connect(Some(&cert), &cert.common_name, database)
             .await
             .unwrap_err();
-        assert_eq!(sqlstate(&err).as_deref(), Some(code), "{detail}: {err}");
+        faults.clear();
+        assert_eq!(sqlstate(&err).as_deref(), Some(code), "{name}: {err}");
         // AWS error text is for the operator log, not for the client.
         let message = err.as_db_error().unwrap().message();
         assert!(
-            !message.contains("Exception") && !message.contains("redshift"),
-            "{message}"
+            !message.contains("Exception")
+                && !message.contains("redshift")
+                && !message.contains("AccessDenied"),
+            "{name}: {message}"
         );
     }
+    let denied = world
+        .emulator
+        .cloudtrail()
+        .iter()
+        .filter(|r| r["errorCode"] == "AccessDenied" || r["errorCode"] == "InvalidParameterValue")
+        .count();
+    assert_eq!(denied, 2, "the refusals came from AWS");
 
-    // A hanging credential source for alice does not hold up bob's login.
-    h.credentials
-        .inject("alice", CredentialFault::Delay(Duration::from_secs(4)));
-    let alice_login = h.connect(Some(&h.clients.alice), "alice", "postgres");
+    // A hanging credential call for alice (GetClusterCredentials answers after 4 s) does
+    // not hold up bob's login, whose own credential call (serverless GetCredentials) is
+    // answered at once.
+    let alice = world.client("alice");
+    let bob = world.client("bob");
+    faults.set_api_latency(Api::GetClusterCredentials, Duration::from_secs(4));
+    let alice_login = h.login(&alice);
     let bob_login = async {
         let started = Instant::now();
-        let client = h.connect(Some(&h.clients.bob), "bob", "analytics").await;
+        let client = h
+            .connect_to(h.listener("wg"), Some(&bob), &bob.common_name, "dev")
+            .await;
         (started.elapsed(), client)
     };
-    // bob's database does not exist: what matters is that the answer is prompt.
-    let (alice, (bob_elapsed, bob_result)) = tokio::join!(alice_login, bob_login);
+    let (alice_result, (bob_elapsed, bob_result)) = tokio::join!(alice_login, bob_login);
     assert!(bob_elapsed < Duration::from_secs(3), "{bob_elapsed:?}");
-    assert_eq!(
-        bob_result.err().and_then(|e| sqlstate(&e)).as_deref(),
-        Some("3D000")
-    );
-    alice.expect("a slow credential still logs in");
-    h.credentials.clear_fault("alice");
-    assert_still_serving(&h).await;
+    bob_result.expect("bob logs in while alice's credential call hangs");
+    alice_result.expect("a slow credential still logs in");
+    assert_eq!(world.emulator.calls(Api::GetCredentials), 1);
+    faults.clear();
+    assert_still_serving(&h, &alice).await;
+}
+
+/// A response AWS could not have meant (HTTP 200 whose body is not Redshift's XML) is a
+/// service failure: unavailable (08001), as throttling and 5xx are, not a refused request.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "proxy bug: an unparseable HTTP 200 from GetClusterCredentials is classified \
+            `invalid` (SdkError::ServiceError without a code, status 200 → Class::Invalid in \
+            auth/src/redshift/aws_error.rs) and refused with 28000 instead of 08001"]
+async fn a_malformed_aws_response_is_unavailable() {
+    let world = World::start().await;
+    let h = world.proxy(world.config()).await;
+    let alice = world.client("alice");
+    world
+        .emulator
+        .faults()
+        .malformed_next(Some(Api::GetClusterCredentials), 1000);
+    let err = h.login(&alice).await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err}");
+    let message = err.as_db_error().unwrap().message();
+    assert!(!message.contains("GetClusterCredentials"), "{message}");
 }
 
 // ---------------------------------------------------------------------------------------
 // Resource exhaustion
 // ---------------------------------------------------------------------------------------
 
-// Fails against the tree as of this writing: `[limits] max_handshakes` (256) slots are
-// taken at accept, before the client has sent a byte, so 256 silent sockets hold every
-// slot and a legitimate client waits out the login timeout. See docs/hardening.md.
+/// 1000 idle connections (half of them with a started packet) from 100 addresses do not
+/// delay a legitimate login: handshake slots are taken only once a ClientHello arrived.
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_connections_do_not_starve_a_legitimate_login() {
     const IDLE: usize = 1000;
+    // Raising the limit (never lowering it) is harmless to the other tests of the process.
     raise_fd_limit(4 * IDLE as u64 + 1024);
-    let h = ProxyHarness::start_with(HarnessOptions {
-        login_timeout: Duration::from_secs(60),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
+    let world = World::start().await;
+    let h = world
+        .proxy(
+            world
+                .config()
+                .edit_listener("main", |l| l.set("login_timeout", "60s")),
+        )
+        .await;
+    let alice = world.client("alice");
     let mut idle = Vec::with_capacity(IDLE);
     // From 100 addresses, each below the cap of pending connections per source.
     for i in 0..IDLE {
@@ -849,7 +933,7 @@ async fn slowloris_connections_do_not_starve_a_legitimate_login() {
         s.write_all(&100i32.to_be_bytes()).await.unwrap();
     }
     let started = Instant::now();
-    assert_still_serving(&h).await;
+    assert_still_serving(&h, &alice).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "login took {:?} behind {IDLE} idle connections",
@@ -870,7 +954,7 @@ fn raise_fd_limit(wanted: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_floods_are_rate_limited() {
     const FLOOD: usize = 200;
-    let (h, fake) = with_fake_upstream(
+    let (a, fake) = with_fake_upstream(
         vec![UpstreamScript::Tls(
             FakeCert::Good,
             AfterTls::LoginOk {
@@ -882,11 +966,12 @@ async fn cancel_floods_are_rate_limited() {
         UpstreamScript::Tls(FakeCert::Good, AfterTls::CloseAfterStartup),
     )
     .await;
+    let h = &a.h;
     // A session whose proxy-issued cancel key the flood uses.
-    let mut s = tls(&h, Some(&h.clients.alice), &[], TlsStart::SslRequest)
+    let mut s = tls(h, Some(&a.alice), &[], TlsStart::SslRequest)
         .await
         .unwrap();
-    s.write_all(&alice_startup()).await.unwrap();
+    s.write_all(&a.alice_startup()).await.unwrap();
     let mut key = None;
     loop {
         match read_reply(&mut s).await {
@@ -913,11 +998,31 @@ async fn cancel_floods_are_rate_limited() {
         }
     });
     futures::future::join_all(flood).await;
-    // Let forwarded cancels land.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every cancel request is audited with its outcome once it is decided; the forwarded
+    // ones have reached the fake upstream once it counted as many.
+    let records = h.audit(1 + FLOOD).await;
+    let forwarded = records
+        .iter()
+        .filter(|r| r["kind"] == "cancel" && r["cancel_outcome"] == "forwarded")
+        .count();
+    let limited = records
+        .iter()
+        .filter(|r| r["kind"] == "cancel" && r["cancel_outcome"] == "rate_limited")
+        .count();
+    assert_eq!(forwarded + limited, FLOOD, "{records:?}");
+    let landed = proxy_testkit::observe::eventually(Duration::from_secs(10), || async {
+        (fake.cancels() >= forwarded).then_some(())
+    })
+    .await;
+    assert!(
+        landed.is_some(),
+        "{} of {forwarded} forwarded cancels arrived",
+        fake.cancels()
+    );
     let elapsed = started.elapsed().as_secs_f64();
     let allowed = 40.0 + 20.0 * elapsed;
     let seen = fake.cancels();
+    assert_eq!(seen, forwarded);
     assert!(seen >= 1, "legitimate cancels still pass");
     assert!(
         (seen as f64) <= allowed,
