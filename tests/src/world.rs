@@ -221,32 +221,12 @@ impl World {
             .emulator
             .endpoint(WORKGROUP)
             .expect("workgroup stand-in");
-        let target = |t: Target, ca: &Path| {
-            t.set("dial", "127.0.0.1")
-                .set("ca_bundle", path(ca))
-                .set("region", REGION)
-                .set("aws_endpoint_url", url.clone())
-                .set("connect_timeout", "5s")
-                .set("login_timeout", "10s")
-        };
+        let target = |t: Target, ca: &Path| self.through_emulator(t, ca);
         ProxyConfig::new()
             .set("log", "level", "debug")
             .set("audit", "path", path(self.audit_path()))
-            .listener(
-                Listener::new("main", "127.0.0.1:0")
-                    .target("cluster")
-                    .tls(&self.server.chain_pem, &self.server.key_pem)
-                    .client_ca(self.pki.ca_cert_path(), &[&self.crl])
-                    .set("login_timeout", "10s"),
-            )
-            .target(
-                target(
-                    Target::provisioned("cluster", &cluster.host, cluster.port()),
-                    &cluster.ca_cert,
-                )
-                .set("cluster_identifier", CLUSTER)
-                .set("auto_create", true),
-            )
+            .listener(self.listener("main", "cluster"))
+            .target(self.cluster_target("cluster"))
             .target(
                 target(
                     Target::provisioned("cluster-iam", &cluster.host, cluster.port()),
@@ -285,6 +265,39 @@ impl World {
             .set("aws.roles_anywhere", "profile_arn", profile_arn())
             .set("aws.roles_anywhere", "role_arn", access_role_arn())
             .set("aws.roles_anywhere", "endpoint_url", url)
+    }
+
+    /// A target named `name` like [`World::config`]'s `cluster`: the cluster's stand-in,
+    /// GetClusterCredentials with AutoCreate (another name for the same cluster, as a
+    /// second endpoint of it would be).
+    pub fn cluster_target(&self, name: &str) -> Target {
+        let cluster = self.emulator.endpoint(CLUSTER).expect("cluster stand-in");
+        self.through_emulator(
+            Target::provisioned(name, &cluster.host, cluster.port()),
+            &cluster.ca_cert,
+        )
+        .set("cluster_identifier", CLUSTER)
+        .set("auto_create", true)
+    }
+
+    /// `t` dialled at 127.0.0.1, verified against `ca`, its credentials from the emulator.
+    fn through_emulator(&self, t: Target, ca: &Path) -> Target {
+        t.set("dial", "127.0.0.1")
+            .set("ca_bundle", path(ca))
+            .set("region", REGION)
+            .set("aws_endpoint_url", self.emulator.url())
+            .set("connect_timeout", "5s")
+            .set("login_timeout", "10s")
+    }
+
+    /// A listener like [`World::config`]'s `main` (the world's server certificate, client
+    /// CA and CRL) named `name`, on an ephemeral port, for `target`.
+    pub fn listener(&self, name: &str, target: &str) -> Listener {
+        Listener::new(name, "127.0.0.1:0")
+            .target(target)
+            .tls(&self.server.chain_pem, &self.server.key_pem)
+            .client_ca(self.pki.ca_cert_path(), &[&self.crl])
+            .set("login_timeout", "10s")
     }
 
     /// Where [`World::config`] sends audit records.

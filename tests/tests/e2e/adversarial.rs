@@ -793,12 +793,7 @@ async fn credential_failures_map_to_sqlstates_and_do_not_stall_others() {
                 .default_user("{cn}")
                 .databases(["dev", "forbidden", "dev:x"]),
         )
-        .listener(
-            proxy_testkit::config::Listener::new("wg", "127.0.0.1:0")
-                .target("serverless")
-                .tls(&world.server.chain_pem, &world.server.key_pem)
-                .client_ca(world.pki.ca_cert_path(), &[&world.crl]),
-        );
+        .listener(world.listener("wg", "serverless"));
     let h = world.proxy(config).await;
     let faults = world.emulator.faults();
     let gcc = Some(Api::GetClusterCredentials);

@@ -5,4 +5,6 @@
 mod admission;
 mod adversarial;
 mod identity;
+mod negotiation;
 mod session;
+mod sni_routing;

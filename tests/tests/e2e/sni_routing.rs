@@ -2,20 +2,20 @@
 //! each optionally routing to its own target (issue 6: BI tools keep their
 //! `jdbc:redshift://<cluster endpoint>:5439/dev` URL once DNS points that name at the proxy).
 //!
-//! The listener has a default certificate (the harness's, for `localhost`/127.0.0.1) and
+//! The listener has a default certificate (the world's, for `localhost`/127.0.0.1) and
 //! three entries from a separate "internal" CA: two cluster endpoint names routed to targets
-//! `a` and `b`, and `*.corp.example` routed to the listener's target `pg`. All three targets
-//! are the test PostgreSQL server; the policy gives alice a different database user on each
-//! (`alice_a`, `alice_b`, `alice_pg`), so `current_user` shows where a session landed.
-//! Clients resolve every name to 127.0.0.1 through `hostaddr`, nothing touches /etc/hosts.
+//! `a` and `b`, and `*.corp.example` routed to the listener's target `cluster`. All three
+//! targets are the world's cluster (its stand-in, credentials from the emulator); the policy
+//! gives alice a different database user on each (`alice-a-…`, `alice-b-…`, `alice-pg-…`),
+//! so `current_user` shows where a session landed. Clients resolve every name to 127.0.0.1
+//! through `hostaddr`, nothing touches /etc/hosts.
 
-mod clients_common;
-
-use clients_common::{client_source, require_file, require_program};
-use proxy_testkit::harness::{client_tls, sqlstate, HarnessOptions, ProxyHarness};
-use proxy_testkit::pg::PgServer;
-use proxy_testkit::pki::{ClientCert, ServerCert, TestPki};
+use proxy_testkit::client::{client_tls, current_user, sqlstate};
+use proxy_testkit::config::{path, strings, Listener, ProxyConfig, Rule, Table};
+use proxy_testkit::pki::{ClientCert, ClientCertSpec, ServerCert, TestPki};
+use proxy_testkit::programs::{javac, pgjdbc_jar, require_program};
 use proxy_testkit::psql::Psql;
+use proxy_testkit::world::{TestProxy, World};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,41 +32,6 @@ const NAME_A: &str = "analytics.abc123.eu-west-1.redshift.amazonaws.com";
 const NAME_B: &str = "reporting.def456.eu-west-1.redshift.amazonaws.com";
 const WILDCARD: &str = "*.corp.example";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-/// alice gets a different database user on each target; bob may only use `pg`.
-const RULES: &str = r#"
-[[policy.rule]]
-name = "alice-a"
-match = { cn = "alice" }
-targets = ["a"]
-users = ["alice_a"]
-default_user = "alice_a"
-databases = ["*"]
-
-[[policy.rule]]
-name = "alice-b"
-match = { cn = "alice" }
-targets = ["b"]
-users = ["alice_b"]
-default_user = "alice_b"
-databases = ["*"]
-
-[[policy.rule]]
-name = "alice-pg"
-match = { cn = "alice" }
-targets = ["pg"]
-users = ["alice_pg"]
-default_user = "alice_pg"
-databases = ["*"]
-
-[[policy.rule]]
-name = "bob"
-match = { cn = "bob" }
-targets = ["pg"]
-users = ["bob"]
-default_user = "bob"
-databases = ["*"]
-"#;
 
 /// The certificates of the `[[listener.certificates]]` entries, from their own CA, at
 /// fixed paths the configuration names (so a test can replace them, as a renewal would).
@@ -112,90 +77,126 @@ impl SniFiles {
         self.pki.ca_cert_path()
     }
 
-    fn listener_extra(&self, strict: bool) -> String {
-        format!(
-            r#"target = "pg"
-strict_sni = {strict}
+    /// A `[[listener.certificates]]` entry.
+    fn entry(names: &[&str], (chain, key): &(PathBuf, PathBuf), target: Option<&str>) -> Table {
+        let mut entry = Table::default();
+        entry.set("server_names", strings(names.iter().copied()));
+        entry.set("tls_cert", path(chain));
+        entry.set("tls_key", path(key));
+        if let Some(target) = target {
+            entry.set("target", target);
+        }
+        entry
+    }
 
-[[listener.certificates]]
-server_names = [{NAME_A:?}]
-tls_cert = {:?}
-tls_key = {:?}
-target = "a"
-
-[[listener.certificates]]
-server_names = [{:?}]
-tls_cert = {:?}
-tls_key = {:?}
-target = "b"
-
-[[listener.certificates]]
-server_names = [{WILDCARD:?}]
-tls_cert = {:?}
-tls_key = {:?}
-"#,
-            self.a.0,
-            self.a.1,
-            // Configured names are case-insensitive.
-            NAME_B.to_ascii_uppercase(),
-            self.b.0,
-            self.b.1,
-            self.wildcard.0,
-            self.wildcard.1,
-        )
+    /// The listener's entries, entry B claiming `b_names` (configured names are
+    /// case-insensitive: B's is written in upper case).
+    fn listener(
+        &self,
+        listener: Listener,
+        strict: bool,
+        b_names: &[&str],
+        b_target: &str,
+    ) -> Listener {
+        listener
+            .set("strict_sni", strict)
+            .certificate(Self::entry(&[NAME_A], &self.a, Some("a")))
+            .certificate(Self::entry(b_names, &self.b, Some(b_target)))
+            .certificate(Self::entry(&[WILDCARD], &self.wildcard, None))
     }
 }
 
-/// Targets `a` and `b`: the test PostgreSQL server again, as the harness's `pg` target is.
-fn extra_targets(pg: &PgServer) -> String {
-    let target = |name: &str| {
-        format!(
-            r#"
-[[target]]
-name = "{name}"
-kind = "provisioned"
-host = "localhost"
-port = {port}
-dial = "127.0.0.1"
-ca_bundle = {ca:?}
-cluster_identifier = "cluster-{name}"
-region = "us-east-1"
-"#,
-            port = pg.port(),
-            ca = pg.ca_cert_path(),
-        )
-    };
-    target("a") + &target("b")
-}
-
 struct Setup {
-    h: ProxyHarness,
+    world: World,
+    h: TestProxy,
     files: SniFiles,
-    /// PostgreSQL user behind alice on target a, b and pg.
+    alice: ClientCert,
+    bob: ClientCert,
+    /// The database user behind alice on target a, b and cluster.
     on_a: String,
     on_b: String,
     on_pg: String,
 }
 
+impl Setup {
+    /// The configuration of [`start`], entry B claiming `b_names` and routing to
+    /// `b_target`.
+    fn config(&self, strict: bool, b_names: &[&str], b_target: &str) -> ProxyConfig {
+        config(
+            &self.world,
+            &self.files,
+            &self.alice,
+            &self.bob,
+            strict,
+            b_names,
+            b_target,
+        )
+    }
+}
+
+/// alice gets a different database user on each target; bob may only use `cluster`.
+fn config(
+    world: &World,
+    files: &SniFiles,
+    alice: &ClientCert,
+    bob: &ClientCert,
+    strict: bool,
+    b_names: &[&str],
+    b_target: &str,
+) -> ProxyConfig {
+    let alice_on = |target: &str| {
+        let user = world.name(&format!("alice-{target}"));
+        Rule::new(&format!("alice-{target}"))
+            .matching("cn", alice.common_name.as_str())
+            .targets([if target == "pg" { "cluster" } else { target }])
+            .users([user.as_str()])
+            .default_user(&user)
+    };
+    world
+        .config()
+        .edit_listener("main", |l| files.listener(l, strict, b_names, b_target))
+        .target(world.cluster_target("a"))
+        .target(world.cluster_target("b"))
+        .without_rules()
+        .rule(alice_on("a"))
+        .rule(alice_on("b"))
+        .rule(alice_on("pg"))
+        .rule(
+            Rule::new("bob")
+                .matching("cn", bob.common_name.as_str())
+                .targets(["cluster"])
+                .users(["{cn}"])
+                .default_user("{cn}"),
+        )
+}
+
 async fn start(strict: bool) -> Setup {
+    let world = World::start().await;
     let files = SniFiles::new();
-    let h = ProxyHarness::start_with(HarnessOptions {
-        rules: RULES.into(),
-        extra_config: extra_targets(PgServer::shared()),
-        listener_extra: files.listener_extra(strict),
-        ..Default::default()
-    })
-    .await;
-    let on_a = h.provision("alice_a").await;
-    let on_b = h.provision("alice_b").await;
-    let on_pg = h.provision("alice_pg").await;
-    h.provision("bob").await;
+    let alice = world.client("alice");
+    let bob = world.client("bob");
+    let upper_b = NAME_B.to_ascii_uppercase();
+    let h = world
+        .proxy(config(
+            &world,
+            &files,
+            &alice,
+            &bob,
+            strict,
+            &[&upper_b],
+            "b",
+        ))
+        .await;
+    let on = |target: &str| format!("IAMA:{}", world.name(&format!("alice-{target}")));
     Setup {
+        on_a: on("a"),
+        on_b: on("b"),
+        on_pg: on("pg"),
         h,
         files,
-        on_a,
-        on_b,
-        on_pg,
+        alice,
+        bob,
+        world,
     }
 }
 
@@ -203,7 +204,7 @@ async fn start(strict: bool) -> Setup {
 /// proxy's certificate for `host` against `ca` only (verify-full). A host name is sent as
 /// SNI; an IP address is not.
 async fn connect(
-    h: &ProxyHarness,
+    h: &TestProxy,
     host: &str,
     ca: &Path,
     cert: &ClientCert,
@@ -215,7 +216,7 @@ async fn connect(
         .hostaddr(LOCALHOST)
         .port(h.addr().port())
         .user("iam")
-        .dbname("postgres")
+        .dbname("dev")
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .connect_timeout(Duration::from_secs(10));
     let mut tls = client_tls(ca, Some(cert));
@@ -230,14 +231,6 @@ async fn connect(
         let _ = connection.await;
     });
     Ok(client)
-}
-
-async fn current_user(client: &tokio_postgres::Client) -> String {
-    client
-        .query_one("select current_user::text", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Accepts any server certificate: the tests below ask what the proxy *presented*, not
@@ -326,22 +319,6 @@ fn leaf(chain_pem: &Path) -> CertificateDer<'static> {
         .unwrap()
 }
 
-/// Audit records written so far, waiting until there are at least `n`.
-async fn audit_records(h: &ProxyHarness, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&h.audit_path).unwrap_or_default();
-        let records: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
-            .collect();
-        if records.len() >= n || Instant::now() >= deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn each_server_name_gets_its_certificate_and_its_target() {
     let s = start(false).await;
@@ -350,11 +327,11 @@ async fn each_server_name_gets_its_certificate_and_its_target() {
     assert_eq!(presented(h.addr(), Some(NAME_B)).await, leaf(&s.files.b.0));
 
     // verify-full against the internal CA alone: only certificate A can satisfy it.
-    let via_a = connect(h, NAME_A, s.files.ca(), &h.clients.alice, false)
+    let via_a = connect(h, NAME_A, s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&via_a).await, s.on_a);
-    let via_b = connect(h, NAME_B, s.files.ca(), &h.clients.alice, false)
+    let via_b = connect(h, NAME_B, s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&via_b).await, s.on_b);
@@ -364,9 +341,9 @@ async fn each_server_name_gets_its_certificate_and_its_target() {
     let out = Psql::new(NAME_B, h.addr().port())
         .hostaddr("127.0.0.1")
         .root_cert(s.files.ca())
-        .client(&h.clients.alice)
+        .client(&s.alice)
         .user("iam")
-        .dbname("postgres")
+        .dbname("dev")
         .run("select current_user")
         .await
         .unwrap();
@@ -374,7 +351,7 @@ async fn each_server_name_gets_its_certificate_and_its_target() {
     assert_eq!(out.value(), s.on_b);
 
     // Two handshakes without a login, three sessions.
-    let records = audit_records(h, 5).await;
+    let records = h.audit(5).await;
     let routes: Vec<(&str, &str, &str)> = records
         .iter()
         .filter(|r| r["kind"] == "session")
@@ -405,13 +382,13 @@ async fn a_wildcard_name_matches_exactly_one_label() {
         "names match case-insensitively"
     );
     // The wildcard entry names no target: the listener's.
-    let bi = connect(h, "bi.corp.example", s.files.ca(), &h.clients.alice, false)
+    let bi = connect(h, "bi.corp.example", s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&bi).await, s.on_pg);
 
     // Two labels, or none, are not covered by `*.corp.example`: the default certificate.
-    let default = leaf(&h.server_cert.chain_pem);
+    let default = leaf(&s.world.server.chain_pem);
     assert_eq!(presented(h.addr(), Some("a.b.corp.example")).await, default);
     assert_eq!(presented(h.addr(), Some("corp.example")).await, default);
 }
@@ -420,36 +397,24 @@ async fn a_wildcard_name_matches_exactly_one_label() {
 async fn no_or_unknown_server_name_gets_the_default_certificate_and_the_listener_target() {
     let s = start(false).await;
     let h = &s.h;
-    let default = leaf(&h.server_cert.chain_pem);
+    let default = leaf(&s.world.server.chain_pem);
     assert_eq!(presented(h.addr(), None).await, default);
     assert_eq!(presented(h.addr(), Some("localhost")).await, default);
 
     // By IP address (no SNI) and by an unknown name, verified against the default
     // certificate's CA: both land on the listener's target.
-    let by_ip = connect(
-        h,
-        "127.0.0.1",
-        h.pki.ca_cert_path(),
-        &h.clients.alice,
-        false,
-    )
-    .await
-    .unwrap();
+    let by_ip = connect(h, "127.0.0.1", &h.ca, &s.alice, false)
+        .await
+        .unwrap();
     assert_eq!(current_user(&by_ip).await, s.on_pg);
-    let by_name = connect(
-        h,
-        "localhost",
-        h.pki.ca_cert_path(),
-        &h.clients.alice,
-        false,
-    )
-    .await
-    .unwrap();
+    let by_name = connect(h, "localhost", &h.ca, &s.alice, false)
+        .await
+        .unwrap();
     assert_eq!(current_user(&by_name).await, s.on_pg);
 
     // A client verifying an entry's name against the wrong CA fails in the handshake:
     // the internal CA's certificate is not the default one.
-    let err = connect(h, NAME_A, h.pki.ca_cert_path(), &h.clients.alice, false)
+    let err = connect(h, NAME_A, &h.ca, &s.alice, false)
         .await
         .unwrap_err();
     assert!(
@@ -467,21 +432,15 @@ async fn no_or_unknown_server_name_gets_the_default_certificate_and_the_listener
 async fn strict_sni_refuses_unknown_and_missing_server_names_with_28000() {
     let s = start(true).await;
     let h = &s.h;
-    let via_a = connect(h, NAME_A, s.files.ca(), &h.clients.alice, false)
+    let via_a = connect(h, NAME_A, s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&via_a).await, s.on_a);
     drop(via_a);
 
-    let unknown = connect(
-        h,
-        "localhost",
-        h.pki.ca_cert_path(),
-        &h.clients.alice,
-        false,
-    )
-    .await
-    .unwrap_err();
+    let unknown = connect(h, "localhost", &h.ca, &s.alice, false)
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&unknown).as_deref(), Some("28000"), "{unknown}");
     let db = unknown.as_db_error().unwrap();
     assert_eq!(
@@ -490,22 +449,16 @@ async fn strict_sni_refuses_unknown_and_missing_server_names_with_28000() {
     );
     assert!(db.hint().unwrap().contains("host name"), "{db:?}");
 
-    let missing = connect(
-        h,
-        "127.0.0.1",
-        h.pki.ca_cert_path(),
-        &h.clients.alice,
-        false,
-    )
-    .await
-    .unwrap_err();
+    let missing = connect(h, "127.0.0.1", &h.ca, &s.alice, false)
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&missing).as_deref(), Some("28000"), "{missing}");
     assert_eq!(
         missing.as_db_error().unwrap().message(),
         "the client sent no TLS server name (SNI); this listener requires one"
     );
 
-    let records = audit_records(h, 3).await;
+    let records = h.audit(3).await;
     let refused: Vec<&Value> = records
         .iter()
         .filter(|r| r["outcome"] == "refused")
@@ -525,8 +478,8 @@ async fn strict_sni_refuses_unknown_and_missing_server_names_with_28000() {
 async fn the_policy_still_decides_whether_the_identity_may_use_the_chosen_target() {
     let s = start(false).await;
     let h = &s.h;
-    // bob's rule grants only `pg`; name B routes to `b`.
-    let err = connect(h, NAME_B, s.files.ca(), &h.clients.bob, false)
+    // bob's rule grants only `cluster`; name B routes to `b`.
+    let err = connect(h, NAME_B, s.files.ca(), &s.bob, false)
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
@@ -535,13 +488,13 @@ async fn the_policy_still_decides_whether_the_identity_may_use_the_chosen_target
         "this certificate is not permitted to connect to this target"
     );
     // The listener's target is fine for him.
-    let ok = connect(h, "bi.corp.example", s.files.ca(), &h.clients.bob, false)
+    let ok = connect(h, "bi.corp.example", s.files.ca(), &s.bob, false)
         .await
         .unwrap();
-    ok.simple_query("select 1").await.unwrap();
+    assert_eq!(current_user(&ok).await, s.world.iam_user(&s.bob));
     drop(ok);
 
-    let records = audit_records(h, 2).await;
+    let records = h.audit(2).await;
     let denied = records
         .iter()
         .find(|r| r["outcome"] == "refused")
@@ -555,11 +508,11 @@ async fn the_policy_still_decides_whether_the_identity_may_use_the_chosen_target
 async fn direct_ssl_selects_the_certificate_and_target_by_server_name() {
     let s = start(false).await;
     let h = &s.h;
-    let via_b = connect(h, NAME_B, s.files.ca(), &h.clients.alice, true)
+    let via_b = connect(h, NAME_B, s.files.ca(), &s.alice, true)
         .await
         .unwrap();
     assert_eq!(current_user(&via_b).await, s.on_b);
-    let via_a = connect(h, NAME_A, s.files.ca(), &h.clients.alice, true)
+    let via_a = connect(h, NAME_A, s.files.ca(), &s.alice, true)
         .await
         .unwrap();
     assert_eq!(current_user(&via_a).await, s.on_a);
@@ -569,7 +522,7 @@ async fn direct_ssl_selects_the_certificate_and_target_by_server_name() {
 async fn reload_swaps_an_sni_certificate_and_keeps_established_sessions() {
     let s = start(false).await;
     let h = &s.h;
-    let before = connect(h, NAME_A, s.files.ca(), &h.clients.alice, false)
+    let before = connect(h, NAME_A, s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&before).await, s.on_a);
@@ -583,7 +536,7 @@ async fn reload_swaps_an_sni_certificate_and_keeps_established_sessions() {
         presented(h.addr(), Some(NAME_A)).await,
         leaf(&renewed.chain_pem)
     );
-    let after = connect(h, NAME_A, s.files.ca(), &h.clients.alice, false)
+    let after = connect(h, NAME_A, s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&after).await, s.on_a);
@@ -610,20 +563,12 @@ async fn reload_swaps_an_sni_certificate_and_keeps_established_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_the_certificate_does_not_cover_is_refused_at_load() {
-    let s = start(false).await;
-    let h = &s.h;
+    let mut s = start(false).await;
+    let upper_b = NAME_B.to_ascii_uppercase();
     // Entry B's certificate is for NAME_B only; also claiming another name is refused by
     // the reload (the same check runs at start and in `check-config`).
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let upper_b = NAME_B.to_ascii_uppercase();
-    let bad = config.replacen(
-        &format!("server_names = [{upper_b:?}]"),
-        &format!("server_names = [{upper_b:?}, \"warehouse.corp.example\"]"),
-        1,
-    );
-    assert_ne!(bad, config);
-    std::fs::write(&h.config_path, bad).unwrap();
-    let err = h.running.reload().await.unwrap_err().to_string();
+    let bad = s.config(false, &[&upper_b, "warehouse.corp.example"], "b");
+    let err = s.h.reload(bad).await.unwrap_err().to_string();
     assert!(err.contains("warehouse.corp.example"), "{err}");
     assert!(err.contains("b.chain.pem"), "{err}");
     assert!(
@@ -632,14 +577,13 @@ async fn a_name_the_certificate_does_not_cover_is_refused_at_load() {
     );
 
     // An entry naming a target that does not exist is a configuration error.
-    let bad = config.replacen("target = \"b\"", "target = \"nope\"", 1);
-    std::fs::write(&h.config_path, bad).unwrap();
-    let err = h.running.reload().await.unwrap_err().to_string();
+    let bad = s.config(false, &[&upper_b], "nope");
+    let err = s.h.reload(bad).await.unwrap_err().to_string();
     assert!(err.contains("listener[0].certificates[1].target"), "{err}");
     assert!(err.contains("nope"), "{err}");
 
     // The running state is untouched.
-    let still = connect(h, NAME_B, s.files.ca(), &h.clients.alice, false)
+    let still = connect(&s.h, NAME_B, s.files.ca(), &s.alice, false)
         .await
         .unwrap();
     assert_eq!(current_user(&still).await, s.on_b);
@@ -650,44 +594,27 @@ async fn a_name_the_certificate_does_not_cover_is_refused_at_load() {
 /// DNS zone), verify-full against the internal CA. The JVM sends the name as SNI.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_jdbc_url_naming_the_cluster_endpoint_reaches_its_target() {
-    let javac = require_program("javac");
     let java = require_program("java");
-    let jar = std::env::var_os("PGJDBC_JAR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"));
-    let jar = require_file(&jar, "the pgjdbc jar");
-    let classes = tempfile::tempdir().unwrap();
-    let compiled = tokio::process::Command::new(&javac)
-        .arg("-d")
-        .arg(classes.path())
-        .arg(client_source("java/UnchangedUrl.java"))
-        .output()
-        .await
-        .expect("run javac");
-    assert!(
-        compiled.status.success(),
-        "javac failed:\n{}",
-        String::from_utf8_lossy(&compiled.stderr)
-    );
+    let jar = pgjdbc_jar();
+    let classes = javac("java/UnchangedUrl.java", &[]).await;
 
     let s = start(false).await;
     let h = &s.h;
     let hosts = classes.path().join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1 {NAME_A}\n")).unwrap();
     let classpath = std::env::join_paths([classes.path(), jar.as_path()]).unwrap();
-    let alice = &h.clients.alice;
     let run = tokio::process::Command::new(java)
         .arg(format!("-Djdk.net.hosts.file={}", hosts.display()))
         .arg("-cp")
         .arg(classpath)
         .arg("UnchangedUrl")
         .arg(format!(
-            "jdbc:postgresql://{NAME_A}:{}/postgres",
+            "jdbc:postgresql://{NAME_A}:{}/dev",
             h.addr().port()
         ))
         .arg(s.files.ca())
-        .arg(&alice.chain_pem)
-        .arg(&alice.key_pk8_der)
+        .arg(&s.alice.chain_pem)
+        .arg(&s.alice.key_pk8_der)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(60), run)
@@ -705,13 +632,28 @@ async fn a_jdbc_url_naming_the_cluster_endpoint_reaches_its_target() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_client_certificate_is_audited_with_the_server_name() {
-    let s = start(false).await;
-    let h = &s.h;
-    let err = connect(h, NAME_A, s.files.ca(), &h.clients.expired, false)
+    let world = World::start().await;
+    let files = SniFiles::new();
+    let alice = world.client("alice");
+    let bob = world.client("bob");
+    let expired = world.client_with(ClientCertSpec::new("expired").expired());
+    let upper_b = NAME_B.to_ascii_uppercase();
+    let h = world
+        .proxy(config(
+            &world,
+            &files,
+            &alice,
+            &bob,
+            false,
+            &[&upper_b],
+            "b",
+        ))
+        .await;
+    let err = connect(&h, NAME_A, files.ca(), &expired, false)
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
-    let records = audit_records(h, 1).await;
+    let records = h.audit(1).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["refusal"]["reason"], "client_certificate");
     assert_eq!(records[0]["server_name"], NAME_A);

@@ -5,8 +5,10 @@
 //! and the Redshift JDBC driver's startup parameters (that driver is not installable here,
 //! so its StartupMessage is simulated).
 
-use proxy_testkit::harness::{client_tls, ProxyHarness};
+use proxy_testkit::client::client_tls;
+use proxy_testkit::observe::wait_for_query;
 use proxy_testkit::pki::ClientCert;
+use proxy_testkit::world::{TestProxy, World};
 use rustls::pki_types::ServerName;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -186,13 +188,42 @@ fn data_row(m: &Message) -> Vec<String> {
     values
 }
 
+/// A world's proxy (its default configuration) and alice.
+struct Setup {
+    world: World,
+    h: TestProxy,
+    alice: ClientCert,
+}
+
+async fn start() -> Setup {
+    let world = World::start().await;
+    let h = world.proxy(world.config()).await;
+    let alice = world.client("alice");
+    Setup { world, h, alice }
+}
+
+impl Setup {
+    /// alice's startup parameters: her own user, database `dev`.
+    fn alice(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("user", self.alice.common_name.as_str()),
+            ("database", "dev"),
+        ]
+    }
+
+    /// What `current_user` says for alice.
+    fn alice_user(&self) -> String {
+        self.world.iam_user(&self.alice)
+    }
+}
+
 /// TLS client configuration trusting the proxy's CA, presenting `cert`, offering `alpn`.
 fn tls_config(
-    h: &ProxyHarness,
+    h: &TestProxy,
     cert: Option<&ClientCert>,
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
-    let mut config = client_tls(h.pki.ca_cert_path(), cert);
+    let mut config = client_tls(&h.ca, cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -222,10 +253,10 @@ async fn negotiate_byte(tcp: &mut TcpStream, code: i32) -> u8 {
 }
 
 /// The classic path: SSLRequest, `S`, TLS with alice's certificate.
-async fn ssl_request_session(h: &ProxyHarness) -> TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+async fn ssl_request_session(s: &Setup) -> TlsStream<TcpStream> {
+    let mut tcp = TcpStream::connect(s.h.addr()).await.unwrap();
     assert_eq!(negotiate_byte(&mut tcp, SSL_REQUEST).await, b'S');
-    tls_handshake(tcp, tls_config(h, Some(&h.clients.alice), &[]))
+    tls_handshake(tcp, tls_config(&s.h, Some(&s.alice), &[]))
         .await
         .expect("TLS after SSLRequest")
 }
@@ -237,40 +268,35 @@ async fn direct_tls(
     tls_handshake(TcpStream::connect(addr).await.unwrap(), config).await
 }
 
-fn alice(database: &str) -> Vec<(&str, &str)> {
-    vec![("user", "alice"), ("database", database)]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_ssl_with_alpn_postgresql_gets_a_working_session() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
+    let s = start().await;
     let mut tls = direct_tls(
-        h.addr(),
-        tls_config(&h, Some(&h.clients.alice), &[b"postgresql"]),
+        s.h.addr(),
+        tls_config(&s.h, Some(&s.alice), &[b"postgresql"]),
     )
     .await
     .expect("direct TLS handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
-    tls.write_all(&startup_message(0, &alice("postgres")))
+    tls.write_all(&startup_message(0, &s.alice()))
         .await
         .unwrap();
     let login = read_login(&mut tls).await;
     assert!(login.auth_ok && login.negotiated.is_none(), "{login:?}");
     assert_eq!(
         simple_query(&mut tls, "select current_user").await,
-        [[pg_user]]
+        [[s.alice_user()]]
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_ssl_without_alpn_postgresql_is_refused() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
+    let s = start().await;
+    let h = &s.h;
 
     // No ALPN at all: the handshake completes, then the proxy refuses before reading a
     // StartupMessage, as PostgreSQL 17 does.
-    let mut tls = direct_tls(h.addr(), tls_config(&h, Some(&h.clients.alice), &[]))
+    let mut tls = direct_tls(h.addr(), tls_config(h, Some(&s.alice), &[]))
         .await
         .expect("the handshake itself succeeds");
     let m = read_message(&mut tls).await.expect("an ErrorResponse");
@@ -284,31 +310,30 @@ async fn direct_ssl_without_alpn_postgresql_is_refused() {
     );
 
     // Only some other protocol: no common ALPN protocol, so no handshake.
-    let refused = direct_tls(
-        h.addr(),
-        tls_config(&h, Some(&h.clients.alice), &[b"http/1.1"]),
-    )
-    .await;
+    let refused = direct_tls(h.addr(), tls_config(h, Some(&s.alice), &[b"http/1.1"])).await;
     assert!(
         refused.is_err(),
         "the handshake fails without ALPN \"postgresql\""
     );
 
-    assert_eq!(h.credentials.calls(), 0, "no login was attempted");
+    assert!(
+        s.world.emulator.cloudtrail().is_empty(),
+        "no login was attempted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn newer_protocol_versions_with_pq_options_are_negotiated_down_to_3_0() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
+    let s = start().await;
+    let pg_user = s.alice_user();
     // PostgreSQL 18's 3.2, and the greased version and option newer libpq sends to check
     // that servers and proxies negotiate properly.
     for (minor, option) in [
         (2u16, "_pq_.some_future_option"),
         (9999, "_pq_.test_protocol_negotiation"),
     ] {
-        let mut tls = ssl_request_session(&h).await;
-        let mut params = alice("postgres");
+        let mut tls = ssl_request_session(&s).await;
+        let mut params = s.alice();
         params.push((option, "on"));
         tls.write_all(&startup_message(minor, &params))
             .await
@@ -333,31 +358,30 @@ async fn newer_protocol_versions_with_pq_options_are_negotiated_down_to_3_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gssenc_request_then_ssl_request_gets_a_working_session() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+    let s = start().await;
+    let mut tcp = TcpStream::connect(s.h.addr()).await.unwrap();
     assert_eq!(negotiate_byte(&mut tcp, GSSENC_REQUEST).await, b'N');
     assert_eq!(negotiate_byte(&mut tcp, SSL_REQUEST).await, b'S');
-    let mut tls = tls_handshake(tcp, tls_config(&h, Some(&h.clients.alice), &[]))
+    let mut tls = tls_handshake(tcp, tls_config(&s.h, Some(&s.alice), &[]))
         .await
         .unwrap();
-    tls.write_all(&startup_message(0, &alice("postgres")))
+    tls.write_all(&startup_message(0, &s.alice()))
         .await
         .unwrap();
     assert!(read_login(&mut tls).await.auth_ok);
     assert_eq!(
         simple_query(&mut tls, "select current_user").await,
-        [[pg_user]]
+        [[s.alice_user()]]
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_request_after_ssl_request_cancels_a_running_query() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
-    let mut session = ssl_request_session(&h).await;
+    let s = start().await;
+    let h = &s.h;
+    let mut session = ssl_request_session(&s).await;
     session
-        .write_all(&startup_message(0, &alice("postgres")))
+        .write_all(&startup_message(0, &s.alice()))
         .await
         .unwrap();
     let (pid, key) = read_login(&mut session)
@@ -369,14 +393,14 @@ async fn cancel_request_after_ssl_request_cancels_a_running_query() {
         .await
         .unwrap();
     session.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_query(s.world.pg, &s.world.role(&s.alice), "pg_sleep(30)").await;
 
     // As libpq 17 does: SSLRequest, TLS, then the CancelRequest inside TLS. The cancel
     // connection presents no certificate: the secret key is its authorisation.
     let started = Instant::now();
     let mut cancel = TcpStream::connect(h.addr()).await.unwrap();
     assert_eq!(negotiate_byte(&mut cancel, SSL_REQUEST).await, b'S');
-    let mut cancel = tls_handshake(cancel, tls_config(&h, None, &[]))
+    let mut cancel = tls_handshake(cancel, tls_config(h, None, &[]))
         .await
         .unwrap();
     let mut body = CANCEL_REQUEST.to_be_bytes().to_vec();
@@ -404,17 +428,18 @@ async fn cancel_request_after_ssl_request_cancels_a_running_query() {
         "{:?}",
         started.elapsed()
     );
+    assert_eq!(s.world.standin().cancel_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redshift_jdbc_startup_parameters_get_a_working_session() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let mut tls = ssl_request_session(&h).await;
+    let s = start().await;
+    let pg_user = s.alice_user();
+    let mut tls = ssl_request_session(&s).await;
     // What the Redshift JDBC driver 2.x sends, in its order, at protocol 3.0.
     let params = [
-        ("user", "alice"),
-        ("database", "postgres"),
+        ("user", s.alice.common_name.as_str()),
+        ("database", "dev"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO"),
         ("TimeZone", "Europe/Berlin"),
