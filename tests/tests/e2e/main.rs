@@ -5,6 +5,7 @@
 mod admission;
 mod adversarial;
 mod identity;
+mod legacy_clients;
 mod negotiation;
 mod session;
 mod sni_routing;

@@ -2,125 +2,105 @@
 //! authenticate to the proxy with a password (SCRAM-SHA-256 against a verifier in the
 //! configuration) or, on a Unix socket, are trusted as a configured local user. Real
 //! clients (psql, tokio-postgres) and a hand-written SASL client, through the in-process
-//! proxy, to a real PostgreSQL server.
+//! proxy and the real credential chain, to the Redshift stand-in.
 
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use proxy_testkit::adversary::{
     cancel_request, message, read_byte, read_reply, request, startup, tls, Reply, TlsStart,
     PROTOCOL_3_0, SSL_REQUEST_CODE,
 };
-use proxy_testkit::harness::{client_tls, sqlstate, HarnessOptions, ProxyHarness, DEFAULT_RULES};
+use proxy_testkit::client::{client_tls, current_user, sqlstate};
+use proxy_testkit::config::{Listener, ProxyConfig, Rule};
+use proxy_testkit::observe::{captured_logs, wait_for_query};
 use proxy_testkit::pg::{quote_ident, quote_literal, PgServer};
+use proxy_testkit::pki::ClientCert;
 use proxy_testkit::proxy::proxy_command;
 use proxy_testkit::psql::Psql;
+use proxy_testkit::world::{TestProxy, World};
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::NoTls;
 
 const ETL_PASSWORD: &str = "correct horse battery staple";
 
-/// Local users: `etl*` (password listeners) log in as themselves; `sidecar` (the trust
-/// listener's user) as `reporting`. With both kinds of local listener, each rule is scoped
-/// to its method (the configuration refuses unscoped `local_user` rules then).
-const LOCAL_RULES: &str = r#"
-[[policy.rule]]
-name = "etl"
-match = { local_user = "etl*", auth = ["password"] }
-targets = ["*"]
-users = ["{local_user}"]
-databases = ["*"]
-
-[[policy.rule]]
-name = "sidecar"
-match = { local_user = "sidecar", auth = ["trust"] }
-targets = ["*"]
-users = ["reporting"]
-default_user = "reporting"
-databases = ["*"]
-"#;
-
-/// The harness's certificate listener `test`, plus `legacy` (password over TLS),
+/// The world's certificate listener `main`, plus `legacy` (password over TLS),
 /// `legacy-plain` (password, plaintext allowed, loopback) and `sidecar` (trust on a Unix
-/// socket in `socket_dir`).
+/// socket in `socket_dir`). Local and database user names are unique to the world.
 struct Legacy {
-    h: ProxyHarness,
+    world: World,
+    h: TestProxy,
     socket_dir: tempfile::TempDir,
     verifier: String,
+    /// The local user of the password listeners, logging in as itself.
+    etl: String,
+    /// A local user name no listener knows (it still matches the `etl*` rule).
+    ghost: String,
+    /// The database user the trust listener's `sidecar` gets.
+    reporting: String,
+    alice: ClientCert,
 }
 
 impl Legacy {
     async fn start() -> Legacy {
-        Self::start_with(String::new()).await
+        Self::start_with(|c| c).await
     }
 
-    async fn start_with(extra_config: String) -> Legacy {
+    /// Starts with the configuration `adjust` makes of the usual one.
+    async fn start_with(adjust: impl FnOnce(ProxyConfig) -> ProxyConfig) -> Legacy {
+        let world = World::start().await;
         let socket_dir = tempfile::tempdir().unwrap();
         let verifier = proxy_auth::scram::hash_password(ETL_PASSWORD, 4096).to_text();
-        let users =
-            format!("[[listener.users]]\nname = \"etl\"\nscram_verifier = \"{verifier}\"\n");
-        let h = ProxyHarness::start_with(HarnessOptions {
-            rules: format!("{DEFAULT_RULES}\n{LOCAL_RULES}"),
-            extra_config,
-            extra_listeners: format!(
-                r#"
-[[listener]]
-name = "legacy"
-bind = "127.0.0.1:0"
-client_auth = "password"
-tls_cert = {{tls_cert}}
-tls_key = {{tls_key}}
-login_timeout = "5s"
-{users}
-
-[[listener]]
-name = "legacy-plain"
-bind = "127.0.0.1:0"
-client_auth = "password"
-allow_plaintext = true
-{users}
-
-[[listener]]
-name = "sidecar"
-bind = "unix:{dir}/.s.PGSQL.5439"
-client_auth = "trust"
-trust_user = "sidecar"
-unix_socket_mode = 0o600
-"#,
-                dir = socket_dir.path().display(),
-            ),
-            ..HarnessOptions::default()
-        })
-        .await;
+        let etl = world.name("etl");
+        let reporting = world.name("reporting");
+        let h = world
+            .proxy(adjust(legacy_config(
+                &world,
+                &socket_dir,
+                &verifier,
+                &etl,
+                &reporting,
+            )))
+            .await;
         Legacy {
+            ghost: world.name("etlghost"),
+            alice: world.client("alice"),
+            world,
             h,
             socket_dir,
             verifier,
+            etl,
+            reporting,
         }
     }
 
     fn legacy(&self) -> SocketAddr {
-        self.h.listener_addr("legacy")
+        self.h.listener("legacy")
     }
 
     fn socket_path(&self) -> PathBuf {
         self.socket_dir.path().join(".s.PGSQL.5439")
     }
 
+    /// `IAMA:<name>`: what `current_user` says for database user `name`.
+    fn iam(name: &str) -> String {
+        format!("IAMA:{name}")
+    }
+
     /// psql to the `legacy` listener over verify-full TLS, without a client certificate.
     fn psql(&self, user: &str, password: &str) -> Psql {
         Psql::new("localhost", self.legacy().port())
             .hostaddr("127.0.0.1")
-            .root_cert(self.h.pki.ca_cert_path())
+            .root_cert(&self.h.ca)
             .user(user)
             .password(password)
-            .dbname("postgres")
+            .dbname("dev")
     }
 
     /// tokio-postgres to the `legacy` listener over TLS with a password.
@@ -129,20 +109,9 @@ unix_socket_mode = 0o600
         user: &str,
         password: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("localhost")
-            .hostaddr([127, 0, 0, 1].into())
-            .port(self.legacy().port())
-            .user(user)
-            .password(password)
-            .dbname("postgres")
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(Duration::from_secs(10));
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
-            self.h.pki.ca_cert_path(),
-            None,
-        ));
+        let mut config = proxy_testkit::client::connect_config(self.legacy().port(), user, "dev");
+        config.password(password);
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(&self.h.ca, None));
         let (client, connection) = config.connect(tls).await?;
         tokio::spawn(connection);
         Ok(client)
@@ -155,7 +124,7 @@ unix_socket_mode = 0o600
             .host_path(self.socket_dir.path())
             .port(5439)
             .user(user)
-            .dbname("postgres")
+            .dbname("dev")
             .connect_timeout(Duration::from_secs(10));
         let (client, connection) = config.connect(NoTls).await.expect("login over the socket");
         tokio::spawn(connection);
@@ -168,7 +137,7 @@ unix_socket_mode = 0o600
         let mut tcp = TcpStream::connect(self.legacy()).await.unwrap();
         tcp.write_all(&request(SSL_REQUEST_CODE)).await.unwrap();
         assert_eq!(read_byte(&mut tcp).await, Some(b'S'));
-        let config = client_tls(self.h.pki.ca_cert_path(), None);
+        let config = client_tls(&self.h.ca, None);
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
@@ -177,27 +146,61 @@ unix_socket_mode = 0o600
 
     /// Audit records written so far, waiting until there are at least `n`.
     async fn audit(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&self.h.audit_path).unwrap_or_default();
-            let records: Vec<Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("JSON audit line"))
-                .collect();
-            if records.len() >= n || Instant::now() >= deadline {
-                return records;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.h.audit(n).await
     }
 }
 
-async fn current_user(client: &tokio_postgres::Client) -> String {
-    client
-        .query_one("select current_user::text", &[])
-        .await
-        .unwrap()
-        .get(0)
+/// [`Legacy`]'s configuration. With both kinds of local listener, each local rule is
+/// scoped to its method (the configuration refuses unscoped `local_user` rules then):
+/// `etl*` (password listeners) log in as themselves; `sidecar` (the trust listener's user)
+/// as `reporting`. Certificates keep the world's `people` rule.
+fn legacy_config(
+    world: &World,
+    socket_dir: &tempfile::TempDir,
+    verifier: &str,
+    etl: &str,
+    reporting: &str,
+) -> ProxyConfig {
+    world
+        .config()
+        .listener(
+            Listener::new("legacy", "127.0.0.1:0")
+                .target("cluster")
+                .client_auth("password")
+                .tls(&world.server.chain_pem, &world.server.key_pem)
+                .set("login_timeout", "5s")
+                .user(etl, verifier),
+        )
+        .listener(
+            Listener::new("legacy-plain", "127.0.0.1:0")
+                .target("cluster")
+                .client_auth("password")
+                .set("allow_plaintext", true)
+                .user(etl, verifier),
+        )
+        .listener(
+            Listener::new(
+                "sidecar",
+                &format!("unix:{}/.s.PGSQL.5439", socket_dir.path().display()),
+            )
+            .target("cluster")
+            .client_auth("trust")
+            .set("trust_user", "sidecar")
+            .set("unix_socket_mode", 0o600),
+        )
+        .rule(
+            Rule::new("etl")
+                .matching("local_user", "etl*")
+                .matching("auth", proxy_testkit::config::strings(["password"]))
+                .users(["{local_user}"]),
+        )
+        .rule(
+            Rule::new("sidecar")
+                .matching("local_user", "sidecar")
+                .matching("auth", proxy_testkit::config::strings(["trust"]))
+                .users([reporting])
+                .default_user(reporting),
+        )
 }
 
 /// Startup as `user`, then the server's first authentication request.
@@ -207,7 +210,7 @@ async fn start_login<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 ) -> Reply {
     s.write_all(&startup(
         PROTOCOL_3_0,
-        &[(b"user", user.as_bytes()), (b"database", b"postgres")],
+        &[(b"user", user.as_bytes()), (b"database", b"dev")],
     ))
     .await
     .unwrap();
@@ -243,21 +246,21 @@ fn sasl_data(reply: Reply, code: i32) -> Vec<u8> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_right_password_logs_in_as_the_granted_database_user() {
     let l = Legacy::start().await;
-    let pg_user = l.h.provision("etl").await;
+    let user = Legacy::iam(&l.etl);
 
     let out = l
-        .psql("etl", ETL_PASSWORD)
+        .psql(&l.etl, ETL_PASSWORD)
         .run("select current_user")
         .await
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), pg_user);
+    assert_eq!(out.value(), user);
 
-    let client = l.connect("etl", ETL_PASSWORD).await.unwrap();
-    assert_eq!(current_user(&client).await, pg_user);
+    let client = l.connect(&l.etl, ETL_PASSWORD).await.unwrap();
+    assert_eq!(current_user(&client).await, user);
     drop(client);
 
     let records = l.audit(2).await;
@@ -267,21 +270,20 @@ async fn the_right_password_logs_in_as_the_granted_database_user() {
         .expect("a closed session");
     assert_eq!(opened["listener"], "legacy");
     assert_eq!(opened["auth_method"], "password");
-    assert_eq!(opened["local_user"], "etl");
+    assert_eq!(opened["local_user"], l.etl.as_str());
     assert_eq!(opened["rule"], "etl");
-    assert_eq!(opened["db_user"], pg_user.as_str());
+    assert_eq!(opened["db_user"], user.as_str());
     assert!(opened.get("client_certificate").is_none(), "{opened}");
     assert_eq!(opened["client_tls"]["version"], "TLSv1.3");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_and_an_unknown_user_fail_the_same_way() {
     let l = Legacy::start().await;
-    l.h.provision("etl").await;
 
-    let wrong = l.connect("etl", "not the password").await.unwrap_err();
-    let unknown = l.connect("etl_nobody", ETL_PASSWORD).await.unwrap_err();
-    for (e, user) in [(&wrong, "etl"), (&unknown, "etl_nobody")] {
+    let wrong = l.connect(&l.etl, "not the password").await.unwrap_err();
+    let unknown = l.connect(&l.ghost, ETL_PASSWORD).await.unwrap_err();
+    for (e, user) in [(&wrong, &l.etl), (&unknown, &l.ghost)] {
         assert_eq!(sqlstate(e).as_deref(), Some("28P01"), "{e}");
         let db = e.as_db_error().unwrap();
         assert_eq!(
@@ -293,11 +295,13 @@ async fn a_wrong_password_and_an_unknown_user_fail_the_same_way() {
     }
 
     // psql says the same in its own words.
-    let out = l.psql("etl", "nope").run("select 1").await.unwrap();
+    let out = l.psql(&l.etl, "nope").run("select 1").await.unwrap();
     assert!(!out.success());
     assert!(
-        out.stderr
-            .contains("password authentication failed for user \"etl\""),
+        out.stderr.contains(&format!(
+            "password authentication failed for user \"{}\"",
+            l.etl
+        )),
         "{}",
         out.stderr
     );
@@ -324,6 +328,10 @@ async fn a_wrong_password_and_an_unknown_user_fail_the_same_way() {
     let text = std::fs::read_to_string(&l.h.audit_path).unwrap();
     assert!(!text.contains(ETL_PASSWORD) && !text.contains("not the password"));
     assert!(!text.contains(&l.verifier[20..40]));
+    assert!(
+        l.world.emulator.cloudtrail().is_empty(),
+        "no refused login reached AWS"
+    );
 }
 
 #[tokio::test]
@@ -333,14 +341,14 @@ async fn only_scram_sha_256_is_offered_and_everything_else_is_refused_cleanly() 
     // The offer: SCRAM-SHA-256 alone, never -PLUS (no channel binding is implemented).
     let mut s = l.tls().await;
     assert_eq!(
-        sasl_mechanisms(start_login(&mut s, "etl").await),
+        sasl_mechanisms(start_login(&mut s, &l.etl).await),
         ["SCRAM-SHA-256"]
     );
 
     // A mechanism that was not offered, PLUS included.
     for mechanism in ["SCRAM-SHA-256-PLUS", "PLAIN", "SCRAM-SHA-1"] {
         let mut s = l.tls().await;
-        sasl_mechanisms(start_login(&mut s, "etl").await);
+        sasl_mechanisms(start_login(&mut s, &l.etl).await);
         s.write_all(&sasl_initial_response(mechanism, b"n,,n=,r=abc"))
             .await
             .unwrap();
@@ -357,7 +365,7 @@ async fn only_scram_sha_256_is_offered_and_everything_else_is_refused_cleanly() 
 
     // Demanding channel binding (`p=`) that was not offered: refused, not downgraded.
     let mut s = l.tls().await;
-    sasl_mechanisms(start_login(&mut s, "etl").await);
+    sasl_mechanisms(start_login(&mut s, &l.etl).await);
     let client = ScramSha256::new(
         ETL_PASSWORD.as_bytes(),
         ChannelBinding::tls_server_end_point(vec![0; 32]),
@@ -373,7 +381,7 @@ async fn only_scram_sha_256_is_offered_and_everything_else_is_refused_cleanly() 
     );
 
     // Malformed client-first-messages, for a known and an unknown user alike.
-    for user in ["etl", "etl_nobody"] {
+    for user in [l.etl.as_str(), l.ghost.as_str()] {
         for garbage in [
             &b"hello"[..],
             b"n,a=admin,n=,r=abc",
@@ -399,7 +407,7 @@ async fn only_scram_sha_256_is_offered_and_everything_else_is_refused_cleanly() 
 
     // A SASL message that is not a SASL response.
     let mut s = l.tls().await;
-    sasl_mechanisms(start_login(&mut s, "etl").await);
+    sasl_mechanisms(start_login(&mut s, &l.etl).await);
     s.write_all(&message(b'Q', b"select 1\0")).await.unwrap();
     let e = read_reply(&mut s).await.expect_error();
     assert_eq!(e.code, "08P01");
@@ -412,7 +420,7 @@ async fn a_tampered_or_wrong_client_final_message_is_refused() {
     // Runs the exchange by hand up to the client-final-message, then sends `tamper(it)`.
     async fn exchange(l: &Legacy, password: &str, tamper: impl Fn(&str) -> String) -> Reply {
         let mut s = l.tls().await;
-        sasl_mechanisms(start_login(&mut s, "etl").await);
+        sasl_mechanisms(start_login(&mut s, &l.etl).await);
         let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unrequested());
         s.write_all(&sasl_initial_response("SCRAM-SHA-256", client.message()))
             .await
@@ -430,6 +438,7 @@ async fn a_tampered_or_wrong_client_final_message_is_refused() {
     let ok = exchange(&l, ETL_PASSWORD, |m| m.to_string()).await;
     assert!(sasl_data(ok, 12).starts_with(b"v="));
 
+    let wrong_password = format!("password authentication failed for user \"{}\"", l.etl);
     type Tamper = Box<dyn Fn(&str) -> String>;
     let cases: Vec<(&str, Tamper, &str, &str)> = vec![
         (
@@ -457,7 +466,7 @@ async fn a_tampered_or_wrong_client_final_message_is_refused() {
             "wrong",
             Box::new(|m: &str| m.to_string()),
             "28P01",
-            "password authentication failed for user \"etl\"",
+            wrong_password.as_str(),
         ),
     ];
     for (password, tamper, code, text) in cases {
@@ -466,55 +475,43 @@ async fn a_tampered_or_wrong_client_final_message_is_refused() {
     }
 }
 
-/// Everything the proxy logs in this test process (debug level).
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug,tokio_postgres=info")
-            .with_ansi(false)
-            .with_writer(move || CaptureWriter(sink.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_operator_log_explains_refusals_and_never_holds_a_password_or_verifier() {
-    let logs = captured_logs();
     let l = Legacy::start().await;
-    l.h.provision("etl").await;
-    l.connect("etl", ETL_PASSWORD).await.unwrap();
-    l.connect("etl", "hunter2-wrong").await.unwrap_err();
-    l.connect("etl_ghost", "hunter2-ghost").await.unwrap_err();
+    l.connect(&l.etl, ETL_PASSWORD).await.unwrap();
+    l.connect(&l.etl, "hunter2-wrong").await.unwrap_err();
+    l.connect(&l.ghost, "hunter2-ghost").await.unwrap_err();
     l.audit(3).await;
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    assert!(
-        text.contains("password authentication of user \"etl\" failed: wrong password"),
-        "{text}"
-    );
-    assert!(
-        text.contains("password authentication of user \"etl_ghost\" failed: no such local user"),
-        "{text}"
-    );
-    assert!(
-        text.contains("auth_method=\"password\"") || text.contains("auth_method=password"),
-        "{text}"
-    );
+    let logs = captured_logs();
+    // This test's lines: those naming its own local users (client-chosen strings are
+    // quoted, so the user's quotes are escaped).
+    let wrong = logs
+        .wait_for_line(&[&format!(
+            r#"password authentication of user \"{}\" failed: wrong password"#,
+            l.etl
+        )])
+        .await;
+    let ghost = logs
+        .wait_for_line(&[&format!(
+            r#"password authentication of user \"{}\" failed: no such local user"#,
+            l.ghost
+        )])
+        .await;
+    for line in [&wrong, &ghost] {
+        assert!(
+            line.contains("reason=\"password_authentication\""),
+            "{line}"
+        );
+    }
+    // The session that logged in says how it authenticated.
+    logs.wait_for_line(&[
+        "session opened",
+        &format!("identity=\"{}\"", l.etl),
+        "auth_method=\"password\"",
+    ])
+    .await;
+    // No line of the whole process's log holds a password or a piece of the verifier.
+    let text = logs.text();
     for secret in [
         ETL_PASSWORD,
         "hunter2",
@@ -525,18 +522,18 @@ async fn the_operator_log_explains_refusals_and_never_holds_a_password_or_verifi
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_plaintext_startup_on_a_tls_password_listener_is_refused() {
     let l = Legacy::start().await;
     let mut tcp = TcpStream::connect(l.legacy()).await.unwrap();
-    let e = start_login(&mut tcp, "etl").await.expect_error();
+    let e = start_login(&mut tcp, &l.etl).await.expect_error();
     assert_eq!(
         (e.code.as_str(), e.message.as_str()),
         ("28000", "this proxy requires TLS")
     );
 
     let out = l
-        .psql("etl", ETL_PASSWORD)
+        .psql(&l.etl, ETL_PASSWORD)
         .sslmode("disable")
         .run("select 1")
         .await
@@ -553,38 +550,37 @@ async fn a_plaintext_startup_on_a_tls_password_listener_is_refused() {
         .all(|r| r["refusal"]["reason"] == "tls_required"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn plaintext_password_logins_work_on_loopback_when_allowed() {
     let l = Legacy::start().await;
-    let pg_user = l.h.provision("etl").await;
-    let addr = l.h.listener_addr("legacy-plain");
+    let addr = l.h.listener("legacy-plain");
 
     // No certificate to offer: SSLRequest is declined, and the client carries on in plaintext.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(&request(SSL_REQUEST_CODE)).await.unwrap();
     assert_eq!(read_byte(&mut tcp).await, Some(b'N'));
     assert_eq!(
-        sasl_mechanisms(start_login(&mut tcp, "etl").await),
+        sasl_mechanisms(start_login(&mut tcp, &l.etl).await),
         ["SCRAM-SHA-256"]
     );
 
     let out = Psql::new("127.0.0.1", addr.port())
         .sslmode("prefer")
-        .user("etl")
+        .user(&l.etl)
         .password(ETL_PASSWORD)
-        .dbname("postgres")
+        .dbname("dev")
         .run("select current_user")
         .await
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), pg_user);
+    assert_eq!(out.value(), Legacy::iam(&l.etl));
 
     let e = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(addr.port())
-        .user("etl")
+        .user(&l.etl)
         .password("wrong")
-        .dbname("postgres")
+        .dbname("dev")
         .connect(NoTls)
         .await
         .err()
@@ -592,10 +588,9 @@ async fn plaintext_password_logins_work_on_loopback_when_allowed() {
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn trust_over_a_unix_socket_with_psql() {
     let l = Legacy::start().await;
-    let pg_user = l.h.provision("reporting").await;
     let dir = l.socket_dir.path().display().to_string();
 
     // The socket exists with the configured mode.
@@ -609,18 +604,18 @@ async fn trust_over_a_unix_socket_with_psql() {
     let out = Psql::new(dir.clone(), 5439)
         .sslmode("disable")
         .user("iam")
-        .dbname("postgres")
+        .dbname("dev")
         .run("select current_user")
         .await
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), pg_user);
+    assert_eq!(out.value(), Legacy::iam(&l.reporting));
 
     // The startup user is still checked by the policy.
     let out = Psql::new(dir, 5439)
         .sslmode("disable")
         .user("admin")
-        .dbname("postgres")
+        .dbname("dev")
         .run("select 1")
         .await
         .unwrap();
@@ -647,20 +642,25 @@ async fn trust_over_a_unix_socket_with_psql() {
     let refused = records.iter().find(|r| r["outcome"] == "refused").unwrap();
     assert_eq!(refused["refusal"]["reason"], "policy");
 
-    let metrics = l.h.running.shared().metrics.encode();
-    assert!(
-        metrics.contains("connections_accepted_total{listener=\"sidecar\"} 2"),
-        "{metrics}"
+    assert_eq!(
+        l.h.metric("redshift_iam_proxy_connections_accepted_total{listener=\"sidecar\"}"),
+        Some(2.0),
+        "{}",
+        l.h.metrics()
     );
 }
 
-/// Runs `select pg_sleep(30)` through `query`, cancels it with `cancel`, and checks the
-/// query ended with 57014 (canceling statement due to user request).
-async fn assert_cancelled<F>(query: tokio::task::JoinHandle<Result<(), String>>, cancel: F)
-where
+/// Waits until PostgreSQL runs `pg_sleep(30)` as `role`, cancels it with `cancel`, and
+/// checks the query ended with 57014 (canceling statement due to user request).
+async fn assert_cancelled<F>(
+    l: &Legacy,
+    role: &str,
+    query: tokio::task::JoinHandle<Result<(), String>>,
+    cancel: F,
+) where
     F: std::future::Future<Output = ()>,
 {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_query(l.world.pg, role, "pg_sleep(30)").await;
     cancel.await;
     let result = tokio::time::timeout(Duration::from_secs(10), query)
         .await
@@ -669,11 +669,10 @@ where
     assert_eq!(result, Err("57014".to_string()));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_requests_reach_sessions_over_either_kind_of_socket() {
     let l = Legacy::start().await;
-    l.h.provision("reporting").await;
-    l.h.provision("alice").await;
+    let reporting = Legacy::iam(&l.reporting);
     let sleep = |client: tokio_postgres::Client| {
         tokio::spawn(async move {
             match client.simple_query("select pg_sleep(30)").await {
@@ -685,19 +684,19 @@ async fn cancel_requests_reach_sessions_over_either_kind_of_socket() {
 
     // A Unix-socket session, cancelled over the Unix socket (tokio-postgres dials the
     // same path)...
-    let client = l.connect_unix("reporting").await;
+    let client = l.connect_unix("iam").await;
     let token = client.cancel_token();
-    assert_cancelled(sleep(client), async {
+    assert_cancelled(&l, &reporting, sleep(client), async {
         token.cancel_query(NoTls).await.unwrap()
     })
     .await;
 
     // ...and over TCP, in plaintext, on the certificate listener: cancel keys are the
     // proxy's own, whatever listener a request arrives on.
-    let client = l.connect_unix("reporting").await;
+    let client = l.connect_unix("iam").await;
     let token = client.cancel_token();
     let addr = l.h.addr();
-    assert_cancelled(sleep(client), async {
+    assert_cancelled(&l, &reporting, sleep(client), async {
         let tcp = TcpStream::connect(addr).await.unwrap();
         token.cancel_query_raw(tcp, NoTls).await.unwrap()
     })
@@ -705,10 +704,10 @@ async fn cancel_requests_reach_sessions_over_either_kind_of_socket() {
 
     // A certificate session over TCP and TLS, cancelled over the Unix socket with the key
     // from its BackendKeyData.
-    let mut s = tls(&l.h, Some(&l.h.clients.alice), &[], TlsStart::SslRequest)
+    let mut s = tls(&l.h, Some(&l.alice), &[], TlsStart::SslRequest)
         .await
         .unwrap();
-    let reply = start_login(&mut s, "alice").await;
+    let reply = start_login(&mut s, &l.alice.common_name).await;
     let mut key = None;
     let mut reply = Some(reply);
     loop {
@@ -732,7 +731,7 @@ async fn cancel_requests_reach_sessions_over_either_kind_of_socket() {
     s.write_all(&message(b'Q', b"select pg_sleep(30)\0"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_query(l.world.pg, &l.world.role(&l.alice), "pg_sleep(30)").await;
     let mut unix = UnixStream::connect(l.socket_path()).await.unwrap();
     unix.write_all(&cancel_request(pid, &secret)).await.unwrap();
     let e = loop {
@@ -751,37 +750,37 @@ async fn cancel_requests_reach_sessions_over_either_kind_of_socket() {
         cancels.iter().all(|r| r["cancel_outcome"] == "forwarded"),
         "{cancels:?}"
     );
+    assert_eq!(l.world.standin().cancel_requests(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn per_identity_limits_count_local_users() {
-    let l = Legacy::start_with("[limits]\nmax_connections_per_identity = 1\n".into()).await;
-    l.h.provision("reporting").await;
-    let first = l.connect_unix("reporting").await;
+    let l = Legacy::start_with(|c| c.set("limits", "max_connections_per_identity", 1)).await;
+    let first = l.connect_unix("iam").await;
     let mut config = tokio_postgres::Config::new();
     config
         .host_path(l.socket_dir.path())
         .port(5439)
-        .user("reporting")
-        .dbname("postgres");
+        .user("iam")
+        .dbname("dev");
     let e = config
         .connect(NoTls)
         .await
         .err()
         .expect("a second session is refused");
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
-    assert!(
-        !current_user(&first).await.is_empty(),
+    assert_eq!(
+        current_user(&first).await,
+        Legacy::iam(&l.reporting),
         "the first session still works"
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn shutdown_removes_the_unix_socket() {
     let l = Legacy::start().await;
-    l.h.provision("reporting").await;
-    let client = l.connect_unix("reporting").await;
-    assert!(!current_user(&client).await.is_empty());
+    let client = l.connect_unix("iam").await;
+    assert_eq!(current_user(&client).await, Legacy::iam(&l.reporting));
     drop(client);
     let path = l.socket_path();
     assert!(path.exists());
@@ -791,23 +790,17 @@ async fn shutdown_removes_the_unix_socket() {
     drop(socket_dir);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stale_socket_file_is_replaced_and_a_live_one_is_refused() {
     let first = Legacy::start().await;
     // A second proxy on the same path while the first one serves: refused.
-    let config = std::fs::read_to_string(&first.h.config_path).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, config).unwrap();
-    let parsed = proxy_config::Config::load(&path).unwrap();
-    let proxy =
-        redshift_iam_proxy::server::Proxy::new(&parsed, first.h.credentials.clone()).unwrap();
-    let err = proxy
-        .bind()
+    let config = first.h.config.clone();
+    let err = first
+        .world
+        .try_proxy(config.clone())
         .await
         .err()
-        .expect("the socket is in use")
-        .to_string();
+        .expect("the socket is in use");
     assert!(
         err.contains("another process is accepting connections"),
         "{err}"
@@ -815,14 +808,21 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_refused() {
 
     // Stale (nobody accepts on it any more): the new proxy replaces it.
     let socket = first.socket_path();
-    let Legacy { h, socket_dir, .. } = first;
+    let Legacy {
+        world,
+        h,
+        socket_dir,
+        ..
+    } = first;
     h.running.stop_accepting().await;
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists(), "a stale socket file");
-    let proxy = redshift_iam_proxy::server::Proxy::new(&parsed, h.credentials.clone()).unwrap();
-    let running = proxy.bind().await.expect("a stale socket file is replaced");
+    let second = world
+        .try_proxy(config)
+        .await
+        .expect("a stale socket file is replaced");
     assert!(UnixStream::connect(&socket).await.is_ok());
-    running.shutdown().await;
+    second.running.shutdown().await;
     drop(socket_dir);
 }
 
