@@ -6,6 +6,7 @@ mod admission;
 mod adversarial;
 mod identity;
 mod legacy_clients;
+mod load;
 mod negotiation;
 mod session;
 mod sni_routing;
