@@ -8,5 +8,6 @@ mod identity;
 mod legacy_clients;
 mod load;
 mod negotiation;
+mod secrets;
 mod session;
 mod sni_routing;
