@@ -23,7 +23,7 @@ use crate::emulator::{
 };
 use crate::pg::{quote_ident, PgServer};
 use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
-use crate::proxy::ProxyProcess;
+use crate::proxy::{ProxyBuilder, ProxyProcess};
 use crate::stack::{
     access_role_arn, bi_role_arn, iam_policy, profile_arn, trust_anchor_arn, ACCOUNT, CLUSTER,
     DATABASE, GROUP, REGION, WORKGROUP, WORKGROUP_ID,
@@ -382,15 +382,108 @@ impl World {
         })
     }
 
-    /// Starts `config` as the `redshift-iam-proxy` binary, once its first TCP listener
-    /// (which must name a fixed port) accepts connections.
-    pub async fn proxy_process(&self, config: &ProxyConfig, port: u16) -> ProxyProcess {
-        ProxyProcess::builder(config.to_toml(), self.dir.path())
-            .wait_for_port(port)
-            .startup_timeout(Duration::from_secs(20))
+    /// Starts `config` as the `redshift-iam-proxy` binary and waits until it is ready.
+    /// Listeners may bind port 0: where they landed is read from the binary's log (which
+    /// is JSON for that).
+    pub async fn proxy_process(&self, config: &ProxyConfig) -> BinaryProxy {
+        self.proxy_process_with(config, |b| b).await
+    }
+
+    /// [`World::proxy_process`], with what `adjust` adds to the launch (environment,
+    /// arguments).
+    pub async fn proxy_process_with(
+        &self,
+        config: &ProxyConfig,
+        adjust: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+    ) -> BinaryProxy {
+        let config = config.clone().set("log", "format", "json");
+        let builder = ProxyProcess::builder(config.to_toml(), self.dir.path())
+            .startup_timeout(Duration::from_secs(20));
+        let process = adjust(builder)
             .start()
             .await
-            .expect("the proxy binary starts")
+            .expect("the proxy binary starts");
+        let ready = process
+            .wait_for_log("redshift-iam-proxy ready", Duration::from_secs(20))
+            .await;
+        assert!(
+            ready,
+            "the proxy binary never got ready:\n{}",
+            process.logs()
+        );
+        let mut listeners = Vec::new();
+        let mut admin = None;
+        for line in process.logs().lines() {
+            let Ok(record) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
+            if field("message") == "listening" {
+                if let Ok(addr) = field("address").parse() {
+                    listeners.push((field("listener"), addr));
+                }
+            } else if field("message").starts_with("admin listener") {
+                // `Some("127.0.0.1:1234")` (a Unix socket admin listener has none).
+                let address = field("address");
+                let inner = address
+                    .trim_start_matches("Some(\"")
+                    .trim_end_matches("\")");
+                admin = inner.parse().ok();
+            }
+        }
+        BinaryProxy {
+            process,
+            listeners,
+            admin,
+            ca: self.pki.ca_cert_path().to_path_buf(),
+        }
+    }
+}
+
+/// The `redshift-iam-proxy` binary running a world's configuration.
+pub struct BinaryProxy {
+    pub process: ProxyProcess,
+    /// TCP listeners by name, where the binary reported them bound.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's TCP address, if it has one.
+    pub admin: Option<SocketAddr>,
+    /// The CA clients verify the proxy with.
+    pub ca: PathBuf,
+}
+
+impl BinaryProxy {
+    /// The first TCP listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners.first().expect("a TCP listener").1
+    }
+
+    /// The address of the TCP listener named `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no TCP listener named {name:?}"))
+    }
+
+    /// tokio-postgres to the listener at `addr` (verify-full against the world's CA).
+    pub async fn connect_to(
+        &self,
+        addr: SocketAddr,
+        cert: Option<&ClientCert>,
+        user: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        crate::client::connect(addr.port(), &self.ca, cert, user, database).await
+    }
+
+    /// psql to the listener at `addr` with `cert`, database `dev`.
+    pub fn psql_to(&self, addr: SocketAddr, cert: &ClientCert) -> crate::psql::Psql {
+        crate::psql::Psql::new("localhost", addr.port())
+            .hostaddr("127.0.0.1")
+            .root_cert(&self.ca)
+            .client(cert)
+            .dbname(DATABASE)
     }
 }
 

@@ -8,6 +8,7 @@ mod identity;
 mod legacy_clients;
 mod load;
 mod negotiation;
+mod operability;
 mod secrets;
 mod session;
 mod sni_routing;

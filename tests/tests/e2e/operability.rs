@@ -1,195 +1,108 @@
 //! Operating the proxy (issue 5): the audit trail, metrics and health over HTTP, reload
-//! under load, graceful shutdown, and connection limits, end to end with real clients,
-//! a real PostgreSQL upstream and the in-process proxy; plus one test of the real binary's
-//! signal handling.
+//! under load, graceful shutdown, and connection limits, end to end with real clients and
+//! the real credential chain, in process; plus one test of the real binary's signal
+//! handling.
 
 use proxy_testkit::adversary::{refused_at_ssl_request, stall_after_client_hello};
-use proxy_testkit::harness::{client_tls, sqlstate, HarnessOptions, ProxyHarness};
-use proxy_testkit::pg::PgServer;
-use proxy_testkit::pki::{ClientCert, ClientCertSpec};
+use proxy_testkit::client::sqlstate;
+use proxy_testkit::config::{path, ProxyConfig, Rule};
+use proxy_testkit::emulator::Api;
+use proxy_testkit::observe::{captured_logs, eventually, http, http_with, sample, wait_for_query};
+use proxy_testkit::pki::{ClientCert, ClientCertSpec, TestPki};
+use proxy_testkit::stack::{access_role_arn, bi_role_arn};
+use proxy_testkit::world::{current_user, World};
+use secrecy::ExposeSecret;
 use serde_json::Value;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
-/// Everything the proxy logs in this test process (debug level), for the secrets check.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            // The test's own PostgreSQL setup (CREATE ROLE ... PASSWORD) is logged by
-            // tokio-postgres at debug; the proxy does not use tokio-postgres.
-            .with_env_filter("debug,tokio_postgres=info")
-            .with_ansi(false)
-            .with_writer(move || CaptureWriter(sink.clone()))
-            .try_init();
-        buffer
-    })
+const METRICS: &str = "redshift_iam_proxy_";
+
+/// The policy most tests here use: alice (her certificate carries a SPIFFE ID and an
+/// e-mail address) may be herself on `dev` and `analytics`, in group `analysts`; bob only
+/// himself on `analytics`. (The IAM policy lets the proxy fetch credentials for `dev`
+/// only.)
+struct People {
+    alice: ClientCert,
+    bob: ClientCert,
 }
 
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CaptureWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Audit records written so far, waiting until there are at least `n`.
-async fn audit_records(h: &ProxyHarness, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&h.audit_path).unwrap_or_default();
-        let records: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
-            .collect();
-        if records.len() >= n || Instant::now() >= deadline {
-            return records;
+impl People {
+    fn new(world: &World) -> People {
+        People {
+            alice: world.client_with(
+                ClientCertSpec::new("alice")
+                    .uri("spiffe://corp.example/ns/bi/sa/alice")
+                    .email("alice@corp.example"),
+            ),
+            bob: world.client("bob"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fn config(&self, world: &World) -> ProxyConfig {
+        world
+            .config()
+            .without_rules()
+            .rule(
+                Rule::new("analysts")
+                    .matching("cn", self.alice.common_name.as_str())
+                    .targets(["cluster"])
+                    .users(["{cn}"])
+                    .default_user("{cn}")
+                    .databases(["dev", "analytics"])
+                    .groups(["analysts"]),
+            )
+            .rule(
+                Rule::new("bob")
+                    .matching("cn", self.bob.common_name.as_str())
+                    .targets(["cluster"])
+                    .users(["{cn}"])
+                    .databases(["analytics"]),
+            )
     }
 }
 
-/// A tokio-postgres session whose connection task's result the test can inspect (to see
-/// a FATAL the proxy sends outside any query).
-async fn connect_watched(
-    h: &ProxyHarness,
-    cert: &ClientCert,
-    user: &str,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        JoinHandle<Result<(), tokio_postgres::Error>>,
-    ),
-    tokio_postgres::Error,
-> {
-    let mut config = tokio_postgres::Config::new();
+/// `[admin]` on an ephemeral loopback port, reloads allowed with the token
+/// `reload-token-for-tests` (from a file in the world's directory).
+fn with_admin(world: &World, config: ProxyConfig) -> ProxyConfig {
+    let token = world.dir().join("reload-token");
+    std::fs::write(&token, "reload-token-for-tests\n").unwrap();
     config
-        .host("localhost")
-        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
-        .port(h.addr().port())
-        .user(user)
-        .dbname("postgres")
-        .ssl_mode(tokio_postgres::config::SslMode::Require)
-        .connect_timeout(Duration::from_secs(10));
-    let tls =
-        tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(h.pki.ca_cert_path(), Some(cert)));
-    let (client, connection) = config.connect(tls).await?;
-    Ok((client, tokio::spawn(connection)))
-}
-
-/// Minimal HTTP/1.0 request to the admin listener: (status, body).
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    http_with(addr, method, path, &[]).await
-}
-
-/// The reload token the tests' admin listeners are configured with (`[admin]
-/// reload_token_env`).
-const RELOAD_TOKEN_ENV: &str = "OPERABILITY_TEST_RELOAD_TOKEN";
-
-fn admin_config() -> String {
-    std::env::set_var(RELOAD_TOKEN_ENV, "reload-token-for-tests");
-    format!("[admin]\nbind = \"127.0.0.1:0\"\nreload_token_env = \"{RELOAD_TOKEN_ENV}\"\n")
-}
-
-async fn http_with(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
-
-/// The value of a metric sample line that starts with `prefix` (name and labels).
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Provisions `db_user` with a password the test knows.
-async fn provision_known(h: &ProxyHarness, db_user: &str) -> String {
-    let pg_user = PgServer::unique_name(db_user);
-    let password = format!("s3cret-{}", PgServer::unique_name("pw"));
-    h.pg.create_scram_user(&pg_user, &password).await.unwrap();
-    h.credentials.set(db_user, &pg_user, &password);
-    password
+        .set("admin", "bind", "127.0.0.1:0")
+        .set("admin", "reload_token_file", path(&token))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
-    let logs = captured_logs();
-    let h = ProxyHarness::start().await;
-    let password = provision_known(&h, "alice").await;
-    let c = &h.clients;
+    let world = World::start().await;
+    let people = People::new(&world);
+    let expired = world.client_with(ClientCertSpec::new("expired").expired());
+    let h = world.proxy(people.config(&world)).await;
+    let (alice, bob) = (&people.alice, &people.bob);
+    let cn = alice.common_name.as_str();
 
     // 1. A session that runs and closes.
-    let client = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    let client = h.login(alice).await.unwrap();
     client.simple_query("select 1").await.unwrap();
     drop(client);
     // 2. Policy refusal: bob may not be alice.
-    let err = h
-        .connect(Some(&c.bob), "alice", "analytics")
-        .await
-        .unwrap_err();
+    let err = h.connect(Some(bob), cn, "analytics").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"));
     // 3. Certificate refusal.
-    h.connect(Some(&c.expired), "alice", "postgres")
-        .await
-        .unwrap_err();
+    h.connect(Some(&expired), cn, "dev").await.unwrap_err();
     // 4. Plaintext client.
     let mut plain = tokio_postgres::Config::new();
     plain
         .host("127.0.0.1")
         .port(h.addr().port())
-        .user("alice")
+        .user(cn)
         .ssl_mode(tokio_postgres::config::SslMode::Disable);
     assert!(plain.connect(tokio_postgres::NoTls).await.is_err());
-    // 5. Credential refusal: `reporting` is granted but has no login.
-    let err = h
-        .connect(Some(&c.alice), "reporting", "postgres")
-        .await
-        .unwrap_err();
+    // 5. Credential refusal: the policy grants `analytics`, IAM does not.
+    let err = h.connect(Some(alice), cn, "analytics").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"));
     // 6. A cancel request (for nothing in particular).
-    let client = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    let client = h.login(alice).await.unwrap();
     client
         .cancel_token()
         .cancel_query(h.tls_connector(None))
@@ -197,7 +110,7 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
         .unwrap();
     drop(client);
 
-    let records = audit_records(&h, 7).await;
+    let records = h.audit(7).await;
     assert_eq!(records.len(), 7, "{records:#?}");
     let find = |pred: &dyn Fn(&Value) -> bool| {
         records
@@ -206,29 +119,46 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
             .unwrap_or_else(|| panic!("no such record in {records:#?}"))
             .clone()
     };
+    // The AWS calls as the emulator recorded them.
+    let trail = world.emulator.cloudtrail();
+    let call = |db: &str| {
+        trail
+            .iter()
+            .find(|r| {
+                r["eventName"] == "GetClusterCredentials"
+                    && r["requestParameters"]["dbUser"] == cn
+                    && r["requestParameters"]["dbName"] == db
+            })
+            .unwrap_or_else(|| panic!("no GetClusterCredentials for {db}: {trail:#?}"))
+    };
 
     let ok = find(&|r| r["outcome"] == "closed");
     assert_eq!(ok["kind"], "session");
-    assert_eq!(ok["listener"], "test");
+    assert_eq!(ok["listener"], "main");
     assert!(ok["client_addr"]
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
     assert_eq!(ok["session_id"].as_str().unwrap().len(), 32);
     let cert = &ok["client_certificate"];
-    assert!(cert["subject"].as_str().unwrap().starts_with("CN=alice"));
-    assert_eq!(cert["issuer"], h.pki.root().subject_dn());
+    assert!(cert["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("CN={cn}")));
+    assert_eq!(cert["issuer"], world.pki.root().subject_dn());
     assert_eq!(cert["san_uri"][0], "spiffe://corp.example/ns/bi/sa/alice");
     assert_eq!(cert["san_email"][0], "alice@corp.example");
     assert_eq!(cert["fingerprint_sha256"].as_str().unwrap().len(), 64);
     assert!(!cert["serial"].as_str().unwrap().is_empty());
     assert_eq!(ok["rule"], "analysts");
-    assert_eq!(ok["target"], "pg");
-    assert_eq!(ok["requested_user"], "alice");
-    assert_eq!(ok["database"], "postgres");
-    assert!(ok["db_user"].as_str().unwrap().starts_with("alice"));
+    assert_eq!(ok["target"], "cluster");
+    assert_eq!(ok["requested_user"], cn);
+    assert_eq!(ok["database"], "dev");
+    assert_eq!(ok["db_user"], world.iam_user(alice));
     assert_eq!(ok["groups"][0], "analysts");
-    assert_eq!(ok["aws_request_ids"][0], "test-request");
+    let dev_call = call("dev");
+    assert!(dev_call.get("errorCode").is_none(), "{dev_call}");
+    assert_eq!(ok["aws_request_ids"][0], dev_call["requestID"]);
     assert_eq!(ok["client_tls"]["version"], "TLSv1.3");
     assert!(ok["upstream_tls"]["cipher"]
         .as_str()
@@ -246,8 +176,8 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
     assert!(policy["client_certificate"]["subject"]
         .as_str()
         .unwrap()
-        .starts_with("CN=bob"));
-    assert_eq!(policy["requested_user"], "alice");
+        .starts_with(&format!("CN={}", bob.common_name)));
+    assert_eq!(policy["requested_user"], cn);
     assert!(policy.get("rule").is_none());
 
     let cert = find(&|r| r["refusal"]["reason"] == "client_certificate");
@@ -263,7 +193,15 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
 
     let creds = find(&|r| r["refusal"]["reason"] == "credentials");
     assert_eq!(creds["rule"], "analysts");
-    assert_eq!(creds["db_user"], "reporting");
+    assert_eq!(creds["db_user"], cn);
+    assert_eq!(creds["database"], "analytics");
+    let denied_call = call("analytics");
+    assert_eq!(denied_call["errorCode"], "AccessDenied", "{denied_call}");
+    let detail = creds["refusal"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(denied_call["requestID"].as_str().unwrap()),
+        "the operator can find the call in CloudTrail: {detail}"
+    );
 
     let cancel = find(&|r| r["kind"] == "cancel");
     assert_eq!(cancel["outcome"], "cancel");
@@ -271,11 +209,18 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
 
     // Nothing secret in the audit trail or the logs (debug level) of all of the above.
     let audit = std::fs::read_to_string(&h.audit_path).unwrap();
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    assert!(logs.contains("session opened"), "logs were captured");
+    let logs = captured_logs().proxy_text();
+    let opened = ok["session_id"].as_str().unwrap();
+    assert!(
+        logs.contains(&format!("session opened session_id={opened}")),
+        "logs were captured"
+    );
     for (name, text) in [("audit", &audit), ("logs", &logs)] {
-        let leak = text.lines().find(|l| l.contains(&password));
-        assert!(leak.is_none(), "password in {name}: {leak:?}");
+        for credential in world.emulator.issued_credentials().all() {
+            let password = credential.password.expose_secret();
+            let leak = text.lines().find(|l| l.contains(password));
+            assert!(leak.is_none(), "password in {name}: {leak:?}");
+        }
         assert!(!text.contains("BEGIN PRIVATE KEY"), "key in {name}");
     }
 }
@@ -285,13 +230,15 @@ async fn every_connection_leaves_one_audit_record_and_no_secret_anywhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_listener_can_be_a_unix_socket() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("admin.sock");
-    let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: format!("[admin]\nbind = \"unix:{}\"\n", socket.display()),
-        ..Default::default()
-    })
-    .await;
+    let world = World::start().await;
+    let socket = world.dir().join("admin.sock");
+    let h = world
+        .proxy(
+            world
+                .config()
+                .set("admin", "bind", format!("unix:{}", socket.display())),
+        )
+        .await;
     assert_eq!(h.running.admin_addr(), None, "no TCP admin listener");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -307,37 +254,31 @@ async fn the_admin_listener_can_be_a_unix_socket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_health_are_served_over_http() {
-    let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: admin_config(),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
-    let admin = h.running.admin_addr().expect("admin listener");
+    let world = World::start().await;
+    let people = People::new(&world);
+    let h = world.proxy(with_admin(&world, people.config(&world))).await;
+    let admin = h.admin();
 
     assert_eq!(http(admin, "GET", "/livez").await.0, 200);
     assert_eq!(http(admin, "GET", "/startupz").await.0, 200);
     assert_eq!(http(admin, "GET", "/readyz").await.0, 200);
 
-    let client = h
-        .connect(Some(&h.clients.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    let client = h.login(&people.alice).await.unwrap();
     client
         .simple_query("select repeat('x', 100000)")
         .await
         .unwrap();
-    h.connect(Some(&h.clients.bob), "alice", "analytics")
+    h.connect(Some(&people.bob), &people.alice.common_name, "analytics")
         .await
         .unwrap_err();
 
     let (status, m) = http(admin, "GET", "/metrics").await;
     assert_eq!(status, 200);
-    let p = "redshift_iam_proxy_";
+    let p = METRICS;
     assert_eq!(
         sample(
             &m,
-            &format!("{p}connections_accepted_total{{listener=\"test\"}}")
+            &format!("{p}connections_accepted_total{{listener=\"main\"}}")
         ),
         Some(2.0),
         "{m}"
@@ -345,36 +286,36 @@ async fn metrics_and_health_are_served_over_http() {
     assert_eq!(
         sample(
             &m,
-            &format!("{p}sessions_active{{listener=\"test\",target=\"pg\"}}")
+            &format!("{p}sessions_active{{listener=\"main\",target=\"cluster\"}}")
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &m,
-            &format!("{p}logins_total{{target=\"pg\",outcome=\"success\"}}")
+            &format!("{p}logins_total{{target=\"cluster\",outcome=\"success\"}}")
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &m,
-            &format!("{p}logins_total{{target=\"pg\",outcome=\"denied\"}}")
+            &format!("{p}logins_total{{target=\"cluster\",outcome=\"denied\"}}")
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &m,
-            &format!("{p}connections_refused_total{{listener=\"test\",reason=\"policy\"}}")
+            &format!("{p}connections_refused_total{{listener=\"main\",reason=\"policy\"}}")
         ),
         Some(1.0)
     );
     for histogram in [
-        "client_handshake_seconds_count{listener=\"test\"}",
-        "credential_fetch_seconds_count{target=\"pg\"}",
-        "upstream_connect_seconds_count{target=\"pg\"}",
-        "upstream_auth_seconds_count{target=\"pg\"}",
+        "client_handshake_seconds_count{listener=\"main\"}",
+        "credential_fetch_seconds_count{target=\"cluster\"}",
+        "upstream_connect_seconds_count{target=\"cluster\"}",
+        "upstream_auth_seconds_count{target=\"cluster\"}",
     ] {
         assert!(
             sample(&m, &format!("{p}{histogram}")).unwrap_or(0.0) >= 1.0,
@@ -384,7 +325,7 @@ async fn metrics_and_health_are_served_over_http() {
     assert!(sample(&m, &format!("{p}client_bytes_sent_total")).unwrap() > 100_000.0);
     let server_expiry = sample(
         &m,
-        &format!("{p}certificate_expiry_timestamp_seconds{{kind=\"server\",listener=\"test\""),
+        &format!("{p}certificate_expiry_timestamp_seconds{{kind=\"server\",listener=\"main\""),
     )
     .unwrap();
     assert!(server_expiry > 1.7e9, "{server_expiry}");
@@ -413,56 +354,44 @@ async fn metrics_and_health_are_served_over_http() {
     drop(client);
 }
 
-/// Rewrites one `key = value` line of the harness configuration.
-fn set_key(text: &str, key: &str, value: &str) -> String {
-    text.lines()
-        .map(|l| {
-            if l.starts_with(&format!("{key} = ")) {
-                format!("{key} = {value}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// A reload that changes restart-only settings is refused, naming them; one that changes
 /// settings kept until restart goes ahead.
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_refuses_restart_only_changes_naming_them() {
-    let h = ProxyHarness::start().await;
-    let original = std::fs::read_to_string(&h.config_path).unwrap();
-    std::fs::write(
-        &h.config_path,
-        set_key(&original, "region", "\"eu-west-1\""),
-    )
-    .unwrap();
-    let err = h.running.reload().await.unwrap_err().to_string();
+    let world = World::start().await;
+    let original = world.config();
+    let mut h = world.proxy(original.clone()).await;
+    let changed = original
+        .clone()
+        .edit_target("cluster", |t| t.set("region", "eu-west-1"));
+    let err = h.reload(changed).await.unwrap_err().to_string();
     assert!(
-        err.contains("restart-only settings changed: [[target]] \"pg\": region"),
+        err.contains("restart-only settings changed: [[target]] \"cluster\": region"),
         "{err}"
     );
     assert!(err.contains("restart the proxy"), "{err}");
 
-    std::fs::write(&h.config_path, set_key(&original, "level", "\"info\"")).unwrap();
-    assert_eq!(h.running.reload().await.unwrap(), 2);
+    assert_eq!(
+        h.reload(original.set("log", "level", "info"))
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_under_load_keeps_sessions_and_applies_to_new_ones() {
-    let h = ProxyHarness::start().await;
-    h.provision("alice").await;
-    h.provision("bob").await;
+    let world = World::start().await;
+    let people = People::new(&world);
+    let original = people.config(&world);
+    let mut h = world.proxy(original.clone()).await;
+    let (alice, bob) = (&people.alice, &people.bob);
 
     // 20 sessions streaming result sets for the whole test.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut streams = Vec::new();
     for _ in 0..20 {
-        let client = h
-            .connect(Some(&h.clients.alice), "alice", "postgres")
-            .await
-            .unwrap();
+        let client = h.login(alice).await.unwrap();
         let stop = stop.clone();
         streams.push(tokio::spawn(async move {
             let mut rounds = 0u32;
@@ -477,69 +406,81 @@ async fn reload_under_load_keeps_sessions_and_applies_to_new_ones() {
         }));
     }
 
-    // Bob may not use `postgres` under the first policy.
-    let err = h
-        .connect(Some(&h.clients.bob), "bob", "postgres")
-        .await
-        .unwrap_err();
+    // Bob may not use `dev` under the first policy.
+    let err = h.login(bob).await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"));
 
-    let original = std::fs::read_to_string(&h.config_path).unwrap();
-    let new_ca = h
+    let new_ca = world
         .pki
         .new_root_ca("Reload Client CA", Default::default())
         .unwrap();
-    let bundle = h
+    let bundle = world
         .pki
-        .bundle("reload-cas", &[h.pki.ca_cert_path(), &new_ca.cert_pem])
+        .bundle("reload-cas", &[world.pki.ca_cert_path(), &new_ca.cert_pem])
         .unwrap();
+    // Every issuer needs its CRL (a certificate whose revocation status is unknown is
+    // refused).
+    let new_crl = new_ca.crl_pem().unwrap();
     let carol = new_ca
-        .client_cert(ClientCertSpec::new("alice-carol"))
+        .client_cert(ClientCertSpec::new(world.name("alice-carol")))
         .unwrap();
+    let renewed = |server: &proxy_testkit::pki::ServerCert| {
+        original
+            .clone()
+            .edit_listener("main", |l| {
+                l.tls(&server.chain_pem, &server.key_pem)
+                    .client_ca(&bundle, &[&world.crl, &new_crl])
+            })
+            // The new policy lets bob into `dev`, and anyone of the new CA in as themselves.
+            .without_rules()
+            .rule(
+                Rule::new("analysts")
+                    .matching("cn", alice.common_name.as_str())
+                    .users(["{cn}"])
+                    .databases(["dev", "analytics"])
+                    .groups(["analysts"]),
+            )
+            .rule(
+                Rule::new("bob")
+                    .matching("cn", bob.common_name.as_str())
+                    .users(["{cn}"])
+                    .databases(["dev"]),
+            )
+            .rule(
+                Rule::new("carol")
+                    .matching("cn", carol.common_name.as_str())
+                    .users(["{cn}"])
+                    .default_user("{cn}")
+                    .databases(["dev"]),
+            )
+    };
+    let mut current = original.clone();
     for round in 0..5 {
-        let server = h.pki.server_cert(&["localhost", "127.0.0.1"]).unwrap();
-        let mut text = set_key(&original, "tls_cert", &format!("{:?}", server.chain_pem));
-        text = set_key(&text, "tls_key", &format!("{:?}", server.key_pem));
-        text = set_key(&text, "client_ca", &format!("{bundle:?}"));
-        // The new policy lets bob into any database.
-        text = text.replace("databases = [\"analytics\"]", "databases = [\"*\"]");
-        std::fs::write(&h.config_path, &text).unwrap();
-        let generation = h.running.reload().await.unwrap();
+        let server = world.pki.server_cert(&["localhost", "127.0.0.1"]).unwrap();
+        current = renewed(&server);
+        let generation = h.reload(current.clone()).await.unwrap();
         assert_eq!(generation, 2 + round);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // New sessions see the new policy and the new client CA.
-    h.connect(Some(&h.clients.bob), "bob", "postgres")
-        .await
-        .unwrap();
-    h.connect(Some(&carol), "alice-carol", "postgres")
-        .await
-        .map(|_| ())
-        .unwrap_or_else(|e| {
-            // No login was provisioned for alice-carol: a credential refusal proves the
-            // certificate was accepted and the policy matched.
-            assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "{e}");
-            assert!(!e.to_string().contains("certificate"), "{e}");
-        });
+    let client = h.login(bob).await.unwrap();
+    assert_eq!(current_user(&client).await, world.iam_user(bob));
+    let client = h.login(&carol).await.unwrap();
+    assert_eq!(current_user(&client).await, world.iam_user(&carol));
 
     // A broken certificate file is refused and the running state kept.
-    let broken = h.pki.dir().join("broken.pem");
+    let broken = world.pki.dir().join("broken.pem");
     std::fs::write(
         &broken,
         "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let current = std::fs::read_to_string(&h.config_path).unwrap();
-    std::fs::write(
-        &h.config_path,
-        set_key(&current, "tls_cert", &format!("{broken:?}")),
-    )
-    .unwrap();
-    let err = h.running.reload().await.unwrap_err();
-    assert!(err.to_string().contains("broken.pem"), "{err}");
-    h.connect(Some(&h.clients.bob), "bob", "postgres")
+    let err = h
+        .reload(current.edit_listener("main", |l| l.set("tls_cert", path(&broken))))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(err.to_string().contains("broken.pem"), "{err}");
+    h.login(bob).await.unwrap();
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in streams {
@@ -550,44 +491,49 @@ async fn reload_under_load_keeps_sessions_and_applies_to_new_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_shutdown_drains_then_ends_sessions_with_57p01() {
-    let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: "[shutdown]\ndrain_timeout = \"1500ms\"\n[admin]\nbind = \"127.0.0.1:0\"\n"
-            .into(),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
-    let admin = h.running.admin_addr().unwrap();
+    let world = World::start().await;
+    let config = world
+        .config()
+        .set("shutdown", "drain_timeout", "1500ms")
+        .set("admin", "bind", "127.0.0.1:0");
+    let h = world.proxy(config).await;
+    let admin = h.admin();
     let addr = h.addr();
+    let alice = world.client("alice");
+    let cn = alice.common_name.as_str();
 
     // One session finishes its work inside the drain window; one outlives it.
-    let (quick, _quick_conn) = connect_watched(&h, &h.clients.alice, "alice")
-        .await
-        .unwrap();
-    let (slow, slow_conn) = connect_watched(&h, &h.clients.alice, "alice")
-        .await
-        .unwrap();
+    let (quick, _quick_conn) = h.connect_watched(&alice, cn, "dev").await.unwrap();
+    let (slow, slow_conn) = h.connect_watched(&alice, cn, "dev").await.unwrap();
     let quick_work = tokio::spawn(async move {
-        quick.simple_query("select pg_sleep(0.5)").await?;
+        quick.simple_query("select pg_sleep(1.0)").await?;
         drop(quick);
         Ok::<(), tokio_postgres::Error>(())
     });
     let slow_work = tokio::spawn(async move { slow.simple_query("select pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both queries run before the shutdown begins.
+    let role = world.role(&alice);
+    tokio::join!(
+        wait_for_query(world.pg, &role, "pg_sleep(1.0)"),
+        wait_for_query(world.pg, &role, "pg_sleep(30)")
+    );
 
-    let ProxyHarness { running, .. } = h;
+    let proxy_testkit::world::TestProxy { running, .. } = h;
     let started = Instant::now();
     let shutdown = tokio::spawn(running.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        http(admin, "GET", "/readyz").await.0,
-        503,
-        "unready at once"
-    );
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listeners are closed"
-    );
+    let unready = eventually(Duration::from_millis(500), || async {
+        (http(admin, "GET", "/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    assert!(unready.is_some(), "unready at once");
+    let closed = eventually(Duration::from_millis(500), || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(closed.is_some(), "listeners are closed");
 
     quick_work
         .await
@@ -607,39 +553,26 @@ async fn graceful_shutdown_drains_then_ends_sessions_with_57p01() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_limit_refuses_with_its_sqlstate() {
-    let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: "[limits]\nmax_connections = 3\nmax_connections_per_identity = 2\n\
-                       idle_timeout = \"700ms\"\n"
-            .into(),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
-    let c = &h.clients;
+    let world = World::start().await;
+    let config = world
+        .config()
+        .set("limits", "max_connections", 3)
+        .set("limits", "max_connections_per_identity", 2)
+        .set("limits", "idle_timeout", "700ms");
+    let h = world.proxy(config).await;
+    let alice = world.client("alice");
+    let other = world.client("alice-two");
+    let cn = alice.common_name.as_str();
 
-    let a1 = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap();
-    let a2 = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap();
-    let err = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap_err();
+    let a1 = h.login(&alice).await.unwrap();
+    let a2 = h.login(&alice).await.unwrap();
+    let err = h.login(&alice).await.unwrap_err();
     assert_eq!(
         sqlstate(&err).as_deref(),
         Some("53300"),
         "per identity: {err}"
     );
-    let other = h.pki.client_cert(ClientCertSpec::new("alice-two")).unwrap();
-    h.provision("alice-two").await;
-    let b1 = h
-        .connect(Some(&other), "alice-two", "postgres")
-        .await
-        .unwrap();
+    let b1 = h.login(&other).await.unwrap();
     // Over the global limit the client is refused at its SSLRequest, before any
     // handshake (libpq reports an error response during the SSL exchange).
     let refusal = refused_at_ssl_request(h.addr()).await.expect("refused");
@@ -647,9 +580,13 @@ async fn each_limit_refuses_with_its_sqlstate() {
     assert_eq!(refusal.message, "sorry, too many clients already");
     drop((a1, a2, b1));
 
-    // Idle sessions are ended with 57P05 (PostgreSQL's idle-session timeout code).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (client, conn) = connect_watched(&h, &c.alice, "alice").await.unwrap();
+    // Idle sessions are ended with 57P05 (PostgreSQL's idle-session timeout code). The
+    // next login works once the proxy has seen the three sessions go.
+    let (client, conn) = eventually(Duration::from_secs(5), || async {
+        h.connect_watched(&alice, cn, "dev").await.ok()
+    })
+    .await
+    .expect("the freed slots are reused");
     client.simple_query("select 1").await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(5), conn)
         .await
@@ -658,7 +595,7 @@ async fn each_limit_refuses_with_its_sqlstate() {
         .unwrap_err();
     assert_eq!(sqlstate(&ended).as_deref(), Some("57P05"), "{ended}");
 
-    let records = audit_records(&h, 6).await;
+    let records = h.audit(6).await;
     let reasons: Vec<&str> = records
         .iter()
         .filter_map(|r| r["refusal"]["reason"].as_str())
@@ -673,16 +610,17 @@ async fn each_limit_refuses_with_its_sqlstate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
-    let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config: "[limits]\nmax_session_lifetime = \"800ms\"\nmax_handshakes = 1\n\
-                       handshake_timeout = \"700ms\"\n"
-            .into(),
-        login_timeout: Duration::from_millis(1500),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
-    let (client, conn) = connect_watched(&h, &h.clients.alice, "alice")
+    let world = World::start().await;
+    let config = world
+        .config()
+        .set("limits", "max_session_lifetime", "800ms")
+        .set("limits", "max_handshakes", 1)
+        .set("limits", "handshake_timeout", "700ms")
+        .edit_listener("main", |l| l.set("login_timeout", "1500ms"));
+    let h = world.proxy(config).await;
+    let alice = world.client("alice");
+    let (client, conn) = h
+        .connect_watched(&alice, &alice.common_name, "dev")
         .await
         .unwrap();
     let err = client.simple_query("select pg_sleep(5)").await.unwrap_err();
@@ -700,9 +638,7 @@ async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
     silent.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"S");
     let started = Instant::now();
-    h.connect(Some(&h.clients.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    h.login(&alice).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_millis(600),
         "{:?}",
@@ -716,9 +652,7 @@ async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
     let stalled = stall_after_client_hello(h.addr()).await;
     let stalled_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    h.connect(Some(&h.clients.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    h.login(&alice).await.unwrap();
     assert!(
         stalled_at.elapsed() >= Duration::from_millis(650),
         "logged in {:?} after the stalled handshake began",
@@ -728,76 +662,45 @@ async fn sessions_end_at_their_maximum_lifetime_and_handshakes_queue() {
 }
 
 /// The real binary: SIGHUP reloads (a broken file is counted and kept out), SIGTERM drains
-/// and exits 0.
+/// and exits 0; its log holds none of the secrets the chain handed it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_reloads_on_sighup_and_exits_0_on_sigterm() {
     use nix::sys::signal::Signal;
-    use proxy_testkit::proxy::{free_port, ProxyProcess};
-    let dir = tempfile::tempdir().unwrap();
-    let pki = proxy_testkit::pki::TestPki::new(dir.path().join("pki")).unwrap();
-    let server = pki.server_cert(&["localhost"]).unwrap();
-    let (port, admin_port) = (free_port(), free_port());
-    let config = format!(
-        r#"
-[audit]
-path = "audit.jsonl"
-[shutdown]
-drain_timeout = "1s"
-
-[[listener]]
-bind = "127.0.0.1:{port}"
-tls_cert = {cert:?}
-tls_key = {key:?}
-client_ca = {ca:?}
-
-[[target]]
-name = "rs"
-kind = "provisioned"
-host = "example.abc123xyz789.us-east-1.redshift.amazonaws.com"
-aws_endpoint_url = "http://127.0.0.1:9"
-
-[[policy.rule]]
-name = "all"
-match = {{ cn = "*" }}
-targets = ["*"]
-users = ["{{cn}}"]
-databases = ["*"]
-"#,
-        cert = server.chain_pem,
-        key = server.key_pem,
-        ca = pki.ca_cert_path(),
-    );
-    let proxy = ProxyProcess::builder(&config, dir.path())
-        .env(
-            "REDSHIFT_IAM_PROXY_ADMIN_BIND",
-            format!("127.0.0.1:{admin_port}"),
-        )
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
-        .env("AWS_REGION", "us-east-1")
-        .wait_for_port(port)
-        .wait_for_port(admin_port)
-        .start()
-        .await
-        .unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let world = World::start().await;
+    let alice = world.client("alice");
+    let config = world.config().set("shutdown", "drain_timeout", "1s");
+    let proxy = world
+        .proxy_process_with(&config, |b| {
+            b.env("REDSHIFT_IAM_PROXY_ADMIN_BIND", "127.0.0.1:0")
+        })
+        .await;
+    let admin = proxy
+        .admin
+        .expect("the admin listener from the environment");
     assert_eq!(http(admin, "GET", "/readyz").await.0, 200);
+    // A login through the binary: the chain issues it AWS keys and a database password.
+    let client = proxy
+        .connect_to(proxy.addr(), Some(&alice), &alice.common_name, "dev")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.process.logs()));
+    assert_eq!(current_user(&client).await, world.iam_user(&alice));
+    drop(client);
 
-    // A good reload, then a broken one.
-    proxy.signal(Signal::SIGHUP).unwrap();
+    // A good reload, then a broken one (a key the configuration does not have).
+    let process = &proxy.process;
+    process.signal(Signal::SIGHUP).unwrap();
     assert!(
-        proxy
+        process
             .wait_for_log("configuration reloaded", Duration::from_secs(5))
             .await
     );
-    std::fs::write(
-        proxy.config_path(),
-        config.replace("[[target]]", "[[targett]]"),
-    )
-    .unwrap();
-    proxy.signal(Signal::SIGHUP).unwrap();
+    let broken = config
+        .set("log", "format", "json")
+        .set("log", "no_such_key", true);
+    std::fs::write(process.config_path(), broken.to_toml()).unwrap();
+    process.signal(Signal::SIGHUP).unwrap();
     assert!(
-        proxy
+        process
             .wait_for_log("reload failed", Duration::from_secs(5))
             .await
     );
@@ -812,14 +715,21 @@ databases = ["*"]
     );
     assert_eq!(http(admin, "GET", "/readyz").await.0, 200, "still serving");
 
-    proxy.signal(Signal::SIGTERM).unwrap();
-    let status = proxy
+    process.signal(Signal::SIGTERM).unwrap();
+    let status = process
         .wait_exit(Duration::from_secs(10))
         .await
         .unwrap()
         .expect("the proxy exits");
-    assert_eq!(status.code(), Some(0), "{}", proxy.logs());
-    assert!(!proxy.logs().contains("not-a-real-secret"));
+    assert_eq!(status.code(), Some(0), "{}", process.logs());
+    let logs = process.logs();
+    for session in world.emulator.issued_sessions() {
+        assert!(!logs.contains(session.secret_access_key.expose_secret()));
+        assert!(!logs.contains(session.session_token.expose_secret()));
+    }
+    for credential in world.emulator.issued_credentials().all() {
+        assert!(!logs.contains(credential.password.expose_secret()));
+    }
 }
 
 /// The audit record of a refused certificate still says who tried: the presented
@@ -827,19 +737,22 @@ databases = ["*"]
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_certificates_are_audited_with_the_presented_fields() {
     use sha2::{Digest, Sha256};
-    let h = ProxyHarness::start().await;
-    let c = &h.clients;
-    for cert in [&c.expired, &c.revoked] {
+    let world = World::start().await;
+    let expired = world.client_with(ClientCertSpec::new("expired").expired());
+    // Revoked before the proxy loads the world's CRL.
+    let revoked = world.client_with(ClientCertSpec::new("revoked").revoked());
+    let h = world.proxy(world.config()).await;
+    for cert in [&expired, &revoked] {
         let err = h
-            .connect(Some(cert), "alice", "postgres")
+            .connect(Some(cert), &cert.common_name, "dev")
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
     }
 
-    let records = audit_records(&h, 2).await;
+    let records = h.audit(2).await;
     assert_eq!(records.len(), 2, "{records:#?}");
-    for (cert, detail) in [(&c.expired, "expired"), (&c.revoked, "revoked")] {
+    for (cert, detail) in [(&expired, "expired"), (&revoked, "revoked")] {
         let record = records
             .iter()
             .find(|r| {
@@ -859,7 +772,7 @@ async fn refused_certificates_are_audited_with_the_presented_fields() {
             "{record:#}"
         );
         let presented = &record["client_certificate"];
-        assert_eq!(presented["issuer"], h.pki.root().subject_dn());
+        assert_eq!(presented["issuer"], world.pki.root().subject_dn());
         assert_eq!(presented["serial"], cert.serial.to_hex());
         assert_eq!(
             presented["fingerprint_sha256"],
@@ -879,59 +792,47 @@ async fn refused_certificates_are_audited_with_the_presented_fields() {
         assert!(record.get("rule").is_none() && record.get("db_user").is_none());
     }
     // No login was attempted for them.
-    assert_eq!(h.credentials.calls(), 0);
+    assert!(world.emulator.cloudtrail().is_empty());
 }
 
 /// `[[listener]] max_connections` replaces `[limits] max_connections_per_listener` for its
 /// listener (here: allows more), and refuses beyond it with 53300 like the other limits.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_listener_max_connections_overrides_the_shared_per_listener_limit() {
-    let h = ProxyHarness::start_with(HarnessOptions {
-        extra_config:
-            "[limits]\nmax_connections_per_listener = 1\n[admin]\nbind = \"127.0.0.1:0\"\n".into(),
-        listener_extra: "max_connections = 2\n".into(),
-        ..Default::default()
-    })
-    .await;
-    h.provision("alice").await;
-    let c = &h.clients;
-    let first = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap();
-    let second = h
-        .connect(Some(&c.alice), "alice", "postgres")
-        .await
-        .unwrap();
+    let world = World::start().await;
+    let config = world
+        .config()
+        .set("limits", "max_connections_per_listener", 1)
+        .set("admin", "bind", "127.0.0.1:0")
+        .edit_listener("main", |l| l.set("max_connections", 2));
+    let h = world.proxy(config).await;
+    let alice = world.client("alice");
+    let first = h.login(&alice).await.unwrap();
+    let second = h.login(&alice).await.unwrap();
     let refusal = refused_at_ssl_request(h.addr()).await.expect("refused");
     assert_eq!(refusal.code, "53300", "{refusal:?}");
     second.simple_query("select 1").await.unwrap();
     drop(first);
     // The slot is free again once the first connection is gone.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let third = loop {
-        match h.connect(Some(&c.alice), "alice", "postgres").await {
-            Ok(client) => break client,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the freed slot was not reused: {e}"),
-        }
-    };
+    let third = eventually(Duration::from_secs(5), || async {
+        h.login(&alice).await.ok()
+    })
+    .await
+    .expect("the freed slot is reused");
     third.simple_query("select 1").await.unwrap();
 
-    let records = audit_records(&h, 3).await;
+    let records = h.audit(3).await;
     let refusal = records
         .iter()
         .find(|r| r["refusal"]["reason"] == "max_connections_per_listener")
         .unwrap_or_else(|| panic!("{records:#?}"));
     assert_eq!(refusal["refusal"]["sqlstate"], "53300");
-    assert_eq!(refusal["listener"], "test");
-    let (_, m) = http(h.running.admin_addr().unwrap(), "GET", "/metrics").await;
+    assert_eq!(refusal["listener"], "main");
+    let (_, m) = http(h.admin(), "GET", "/metrics").await;
     assert!(
         sample(
             &m,
-            "redshift_iam_proxy_connections_refused_total{listener=\"test\",reason=\"max_connections_per_listener\"}"
+            "redshift_iam_proxy_connections_refused_total{listener=\"main\",reason=\"max_connections_per_listener\"}"
         )
         .unwrap_or(0.0)
             >= 1.0,
@@ -939,58 +840,62 @@ async fn a_listener_max_connections_overrides_the_shared_per_listener_limit() {
     );
 }
 
-/// A stack (the proxy binary, the AWS emulator, PostgreSQL) with the admin listener on a
-/// free port, and that port.
-async fn stack_with_admin() -> (proxy_testkit::stack::Stack, std::net::SocketAddr) {
-    let admin_port = proxy_testkit::proxy::free_port();
-    let stack = proxy_testkit::stack::Stack::start_with(|c| {
-        c.push_str(&format!("\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n"));
-    })
-    .await
-    .unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    // The admin listener binds just after the client listeners the stack waited for.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(Instant::now() < deadline, "admin listener never came up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (stack, admin)
-}
-
 /// `aws_calls_total{api,outcome}` and the latency histogram count every request the proxy
 /// sends to AWS, retries included: per API, exactly what the emulator received.
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_calls_are_counted_by_api_and_outcome_as_the_emulator_saw_them() {
-    use proxy_testkit::emulator::Api;
-    use proxy_testkit::harness::connect_through_proxy;
-    use proxy_testkit::stack::DATABASE;
-    let (stack, admin) = stack_with_admin().await;
-    let l = &stack.layout;
-    let login = |port: u16, cert: &ClientCert, user: &str| {
-        let (ca, cert, user) = (l.pki.ca_cert_path(), cert.clone(), user.to_string());
+    let world = World::start().await;
+    let alice = world.client("alice");
+    let bob = world.client_with(ClientCertSpec::new("bob").uri(format!(
+        "spiffe://corp.example/ns/bi/sa/{}",
+        world.name("bob")
+    )));
+    let bi_reader = world.name("bireader");
+    // A listener per target; alice's rule uses the default role, the BI rule its own.
+    let config = with_admin(&world, world.config())
+        .listener(world.listener("iam", "cluster-iam"))
+        .listener(world.listener("serverless", "serverless"))
+        .without_rules()
+        .rule(
+            Rule::new("analysts")
+                .matching("cn", alice.common_name.as_str())
+                .users(["{cn}"])
+                .databases(["dev"]),
+        )
+        .rule(
+            Rule::new("bi")
+                .matching("san_uri", "spiffe://corp.example/ns/bi/*")
+                .users(["{san_uri_path}", bi_reader.as_str()])
+                .databases(["dev"])
+                .set("role_arn", bi_role_arn()),
+        );
+    let h = world.proxy(config).await;
+    let login = |listener: &str, cert: &ClientCert, user: &str| {
+        let (addr, cert, user) = (h.listener(listener), cert.clone(), user.to_string());
+        let h = &h;
         async move {
-            let client = connect_through_proxy(port, ca, Some(&cert), &user, DATABASE)
+            let client = h
+                .connect_to(addr, Some(&cert), &user, "dev")
                 .await
-                .unwrap_or_else(|e| panic!("{user} on {port}: {e}"));
+                .unwrap_or_else(|e| panic!("{user} on {addr}: {e}"));
             client.simple_query("select 1").await.unwrap();
         }
     };
-    let (alice, bob) = (&l.alice, &l.bob);
+    let cn = alice.common_name.as_str();
 
     // One call of each API (alice's role session is shared by the three targets).
-    login(l.ports.cluster, alice, "alice").await;
-    login(l.ports.cluster_iam, alice, "alice").await;
-    login(l.ports.serverless, alice, "alice").await;
+    login("main", &alice, cn).await;
+    login("iam", &alice, cn).await;
+    login("serverless", &alice, cn).await;
     // Failures the SDK retries: a throttled GetClusterCredentials and a GetCredentials
     // whose connection breaks without an answer.
-    let faults = stack.emulator.faults();
+    let faults = world.emulator.faults();
     faults.throttle_next(Some(Api::GetClusterCredentials), 1);
     faults.drop_next(Some(Api::GetCredentials), 1);
-    login(l.ports.cluster, bob, "bi_reader").await;
-    login(l.ports.serverless, bob, "bi_reader").await;
+    login("main", &bob, &bi_reader).await;
+    login("serverless", &bob, &bi_reader).await;
 
-    let (status, m) = http(admin, "GET", "/metrics").await;
+    let (status, m) = http(h.admin(), "GET", "/metrics").await;
     assert_eq!(status, 200);
     let calls = |api: &str, outcome: &str| {
         sample(
@@ -1012,9 +917,9 @@ async fn aws_calls_are_counted_by_api_and_outcome_as_the_emulator_saw_them() {
         let counted: u64 = outcomes.iter().map(|o| calls(name, o)).sum();
         assert_eq!(
             counted,
-            stack.emulator.calls(api),
+            world.emulator.calls(api),
             "{name}: the proxy counted {counted}, the emulator received {}\n{m}",
-            stack.emulator.calls(api)
+            world.emulator.calls(api)
         );
         let timed = sample(
             &m,
@@ -1036,19 +941,12 @@ async fn aws_calls_are_counted_by_api_and_outcome_as_the_emulator_saw_them() {
 /// 200 again when the cause is fixed; `/livez` stays 200 throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_the_proxys_aws_credentials() {
-    use proxy_testkit::harness::connect_through_proxy;
-    use proxy_testkit::stack::{access_role_arn, DATABASE};
-    let (stack, admin) = stack_with_admin().await;
-    let l = &stack.layout;
-    let login = || {
-        connect_through_proxy(
-            l.ports.cluster,
-            l.pki.ca_cert_path(),
-            Some(&l.alice),
-            "alice",
-            DATABASE,
-        )
-    };
+    let world = World::start().await;
+    let alice = world.client("alice");
+    let h = world
+        .proxy(world.config().set("admin", "bind", "127.0.0.1:0"))
+        .await;
+    let admin = h.admin();
     let (status, body) = http(admin, "GET", "/readyz").await;
     assert_eq!(
         status, 200,
@@ -1057,17 +955,17 @@ async fn readiness_follows_the_proxys_aws_credentials() {
 
     // The proxy's Roles Anywhere certificate is replaced by one from a CA the trust anchor
     // does not know (a renewal gone wrong): CreateSession is refused.
-    let identity = &l.proxy_identity;
+    let identity = &world.proxy_identity;
     let good_cert = std::fs::read(&identity.cert_pem).unwrap();
     let good_key = std::fs::read(&identity.key_pem).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let rogue = proxy_testkit::pki::TestPki::new(dir.path())
+    let rogue = TestPki::new(dir.path())
         .unwrap()
         .client_cert(ClientCertSpec::new("redshift-iam-proxy"))
         .unwrap();
     std::fs::copy(&rogue.cert_pem, &identity.cert_pem).unwrap();
     std::fs::copy(&rogue.key_pem, &identity.key_pem).unwrap();
-    let err = login().await.unwrap_err();
+    let err = h.login(&alice).await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
 
     let (status, body) = http(admin, "GET", "/readyz").await;
@@ -1080,31 +978,25 @@ async fn readiness_follows_the_proxys_aws_credentials() {
     );
     assert_eq!(http(admin, "GET", "/livez").await.0, 200);
     assert_eq!(http(admin, "GET", "/startupz").await.0, 200);
-    let (_, m) = http(admin, "GET", "/metrics").await;
     assert!(
-        sample(
-            &m,
+        h.metric(
             "redshift_iam_proxy_aws_calls_total{api=\"CreateSession\",outcome=\"client_error\"}"
         )
         .unwrap_or(0.0)
             >= 1.0,
-        "{m}"
+        "{}",
+        h.metrics()
     );
 
     // The right certificate is back: the next CreateSession succeeds and so does readiness.
     std::fs::write(&identity.cert_pem, good_cert).unwrap();
     std::fs::write(&identity.key_pem, good_key).unwrap();
     // The failed credential call backs off (1 s, doubling): the login works once it passed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let client = loop {
-        match login().await {
-            Ok(client) => break client,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("{e}\n{}", stack.proxy.logs()),
-        }
-    };
+    let client = eventually(Duration::from_secs(10), || async {
+        h.login(&alice).await.ok()
+    })
+    .await
+    .expect("the login works once the backoff has passed");
     client.simple_query("select 1").await.unwrap();
     let (status, body) = http(admin, "GET", "/readyz").await;
     assert_eq!(status, 200, "{body}");
