@@ -4,6 +4,7 @@
 
 mod admission;
 mod adversarial;
+mod credential_expiry;
 mod identity;
 mod legacy_clients;
 mod load;

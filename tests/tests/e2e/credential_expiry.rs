@@ -1,39 +1,25 @@
 //! Database credentials that expire, or whose expiry the proxy's clock misjudges, while
-//! clients keep logging in. The in-process proxy runs the production credential path: the
+//! clients keep logging in. The in-process proxy runs the production credential path (the
 //! Redshift credential cache over the AWS SDK fetcher, with the proxy's AWS credentials from
-//! a Roles Anywhere session, against the AWS emulator, whose passwords its Redshift stand-in
+//! a Roles Anywhere session) against the AWS emulator, whose passwords its Redshift stand-in
 //! refuses once they have expired ("IAM Authentication token has expired"). Only the cache's
-//! clock is the test's.
+//! clock may be the test's.
 
-use proxy_auth::aws::{AwsCredentials, Clock, ManualClock, SystemClock};
-use proxy_auth::redshift::{
-    AwsCredentialFetcher, RedshiftCredentials, ResolvedTarget, ResourceName, TargetApi,
-};
-use proxy_testkit::emulator::{
-    allow_all_redshift_policy, Api, AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec,
-};
-use proxy_testkit::harness::{sqlstate, HarnessOptions, ProxyHarness};
-use proxy_testkit::pg::PgServer;
-use proxy_testkit::pki::{ClientCertSpec, TestPki};
+use proxy_auth::aws::{Clock, ManualClock};
+use proxy_testkit::emulator::Api;
+use proxy_testkit::pki::ClientCert;
+use proxy_testkit::world::{sqlstate, TestProxy, World};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Barrier;
 
-const REGION: &str = "us-east-1";
-const ACCOUNT: &str = "123456789012";
-/// The harness's `[[target]]` names this cluster.
-const CLUSTER: &str = "test-cluster";
-/// `[db_credentials] refresh_before`'s default.
-const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// Longer than any login may take, even on a busy machine: reaching it means a hang.
 const LOGIN_LIMIT: Duration = Duration::from_secs(30);
 
 struct Fixture {
-    harness: ProxyHarness,
-    emulator: AwsEmulator,
-    /// Unique per fixture: tests running in parallel share the PostgreSQL server.
-    db_user: String,
-    _dir: tempfile::TempDir,
+    world: World,
+    proxy: TestProxy,
+    alice: ClientCert,
 }
 
 /// How one login through the proxy ended.
@@ -49,130 +35,44 @@ enum Outcome {
 }
 
 impl Fixture {
-    async fn start(clock: Arc<dyn Clock>) -> Fixture {
-        let pg = PgServer::shared();
-        let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::new(dir.path().join("ra")).unwrap();
-        let identity = pki.client_cert(ClientCertSpec::new("proxy")).unwrap();
-        let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/RedshiftAccess");
-        let trust_anchor_arn =
-            format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/ta-1");
-        let profile_arn = format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:profile/p-1");
-        let emulator = AwsEmulator::start(EmulatorConfig {
-            trust_anchor_arn: trust_anchor_arn.clone(),
-            trust_anchor_ca_pem: None,
-            trust_anchor_ca_file: Some(pki.ca_cert_path().to_path_buf()),
-            profile_arn: profile_arn.clone(),
-            accept_role_session_name: false,
-            role_arns: vec![role_arn.clone()],
-            max_session_duration: Duration::from_secs(3600),
-            cloudtrail_file: None,
-            clusters: vec![ClusterSpec {
-                identifier: CLUSTER.to_owned(),
-                region: REGION.to_owned(),
-                custom_domain_name: None,
-                admin: PgAdmin::new(pg.socket_dir().to_string_lossy(), pg.port(), pg.superuser()),
-                standin: StandInSpec::default(),
-            }],
-            workgroups: Vec::new(),
-            role_policies: [(role_arn.clone(), allow_all_redshift_policy())].into(),
-        })
-        .await
-        .unwrap();
-
-        // The proxy's own AWS credentials, as `[aws]` configures them in production.
-        let aws_config: proxy_config::AwsConfig = toml::from_str(&format!(
-            r#"
-source = "roles_anywhere"
-[roles_anywhere]
-certificate = {certificate:?}
-private_key = {private_key:?}
-trust_anchor_arn = "{trust_anchor_arn}"
-profile_arn = "{profile_arn}"
-role_arn = "{role_arn}"
-endpoint_url = "{url}"
-"#,
-            certificate = identity.cert_pem,
-            private_key = identity.key_pem,
-            url = emulator.url(),
-        ))
-        .unwrap();
-        let aws = AwsCredentials::from_config(&aws_config).await.unwrap();
-        let fetcher = AwsCredentialFetcher::with_targets(
-            [ResolvedTarget {
-                name: "pg".to_owned(),
-                region: REGION.to_owned(),
-                api: TargetApi::Provisioned {
-                    cluster: ResourceName::Identifier(CLUSTER.to_owned()),
-                    with_iam: false,
-                    auto_create: true,
-                },
-                credential_duration: Duration::from_secs(900),
-                aws_endpoint_url: Some(emulator.url()),
-            }],
-            Arc::new(aws),
-        );
-        let credentials = RedshiftCredentials::with_fetcher(
-            Arc::new(fetcher),
-            clock,
-            proxy_auth::refresh::RefreshPolicy {
-                refresh_before: REFRESH_BEFORE,
-                backoff_max: std::time::Duration::from_secs(60),
-            },
-            proxy_auth::redshift::IdentityBudget {
-                fetches_per_minute: 10_000,
-                max_cached: 10_000,
-            },
-        );
-
-        let db_user = PgServer::unique_name("expiry");
-        // The proxy's target is the cluster's stand-in.
-        let standin = emulator.endpoint(CLUSTER).unwrap();
-        let harness = ProxyHarness::start_with(HarnessOptions {
-            upstream_port: Some(standin.port()),
-            upstream_ca: Some(standin.ca_cert.clone()),
-            rules: format!(
-                r#"
-[[policy.rule]]
-name = "alice"
-match = {{ cn = "alice" }}
-targets = ["pg"]
-users = ["{db_user}"]
-databases = ["postgres"]
-"#
-            ),
-            // Logins queue for CPU during a storm; the proxy must not give up on them.
-            login_timeout: Duration::from_secs(20),
-            credentials: Some(Arc::new(credentials)),
-            ..HarnessOptions::default()
-        })
-        .await;
+    /// The world's proxy; its credential cache reads `clock` when given, the system's
+    /// otherwise.
+    async fn start(clock: Option<Arc<dyn Clock>>) -> Fixture {
+        let world = World::start().await;
+        // Logins queue for CPU during a storm; the proxy must not give up on them. Database
+        // credentials are asked for 15 minutes (refreshed from 10 on: `refresh_before` is
+        // 5 minutes by default).
+        let config = world
+            .config()
+            .edit_listener("main", |l| l.set("login_timeout", "20s"))
+            .edit_target("cluster", |t| t.set("credential_duration", "15m"));
+        let proxy = match clock {
+            Some(clock) => world.proxy_with_clock(config, clock).await,
+            None => world.proxy(config).await,
+        };
+        let alice = world.client("alice");
         Fixture {
-            harness,
-            emulator,
-            db_user,
-            _dir: dir,
+            world,
+            proxy,
+            alice,
         }
     }
 
     fn credential_calls(&self) -> u64 {
-        self.emulator.calls(Api::GetClusterCredentials)
+        self.world.emulator.calls(Api::GetClusterCredentials)
     }
 
     /// Logs in as alice and checks who PostgreSQL says she is.
     async fn login(&self) -> Outcome {
         let attempt = async {
-            let client = self
-                .harness
-                .connect(Some(&self.harness.clients.alice), &self.db_user, "postgres")
-                .await?;
+            let client = self.proxy.login(&self.alice).await?;
             let user: String = client.query_one("select current_user", &[]).await?.get(0);
             Ok::<_, tokio_postgres::Error>(user)
         };
         match tokio::time::timeout(LOGIN_LIMIT, attempt).await {
             Err(_) => Outcome::Hung,
             Ok(Ok(user)) => {
-                assert_eq!(user, format!("IAMA:{}", self.db_user));
+                assert_eq!(user, self.world.iam_user(&self.alice));
                 Outcome::Ok
             }
             Ok(Err(e)) => match sqlstate(&e) {
@@ -213,8 +113,8 @@ async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd(
     const LIFETIME: Duration = Duration::from_secs(4);
     const STORM: Duration = Duration::from_secs(8);
 
-    let fx = Arc::new(Fixture::start(Arc::new(SystemClock)).await);
-    fx.emulator.set_db_credential_lifetime(Some(LIFETIME));
+    let fx = Arc::new(Fixture::start(None).await);
+    fx.world.emulator.set_db_credential_lifetime(Some(LIFETIME));
     assert_eq!(fx.login().await, Outcome::Ok);
     assert_eq!(fx.credential_calls(), 1);
 
@@ -239,7 +139,7 @@ async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd(
     barrier.wait().await;
     tokio::time::sleep(STORM / 2).await;
     let calls_before_expiry = fx.credential_calls();
-    fx.emulator.expire_db_credentials().await.unwrap();
+    fx.world.emulator.expire_db_credentials().await.unwrap();
     let mut outcomes = Vec::new();
     for client in clients {
         outcomes.extend(client.await.unwrap());
@@ -272,7 +172,7 @@ async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd(
         calls <= bound,
         "{calls} credential calls for {ok} logins in {elapsed:?} (at most {bound})"
     );
-    assert_eq!(fx.emulator.calls(Api::CreateSession), 1);
+    assert_eq!(fx.world.emulator.calls(Api::CreateSession), 1);
 
     // Later logins work, from a fresh credential.
     tokio::time::sleep(LIFETIME).await;
@@ -284,7 +184,7 @@ async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd(
 async fn clock_jumps_forward_and_backward_keep_logins_working() {
     const CLIENTS: usize = 32;
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
-    let fx = Arc::new(Fixture::start(clock.clone()).await);
+    let fx = Arc::new(Fixture::start(Some(clock.clone())).await);
     assert_eq!(fx.login().await, Outcome::Ok);
     assert_eq!(fx.login().await, Outcome::Ok);
     assert_eq!(
@@ -306,7 +206,7 @@ async fn clock_jumps_forward_and_backward_keep_logins_working() {
 
     // ...also once it has really expired: the stand-in refuses it, every login in flight
     // retries once with a fresh credential, and those share one fetch.
-    fx.emulator.expire_db_credentials().await.unwrap();
+    fx.world.emulator.expire_db_credentials().await.unwrap();
     assert_all_ok("after the real expiry", &fx.logins_at_once(CLIENTS).await);
     assert_eq!(fx.credential_calls(), 3);
     assert_all_ok("afterwards", &fx.logins_at_once(CLIENTS).await);
