@@ -341,6 +341,28 @@ pub async fn raw_login(
     }
 }
 
+/// Sends the StartupMessage `startup` (built by hand: any parameters) over TLS with `cert`
+/// and reads the login's outcome: `None` once ReadyForQuery arrives, else the first
+/// ErrorResponse's SQLSTATE and message. Panics if the connection ends without either.
+pub async fn raw_login_outcome(
+    h: &impl ProxyUnderTest,
+    cert: &ClientCert,
+    startup: &[u8],
+) -> Option<(String, String)> {
+    let mut s = tls(h, Some(cert), &[], TlsStart::SslRequest)
+        .await
+        .expect("TLS to the proxy");
+    s.write_all(startup).await.expect("send startup");
+    loop {
+        match read_reply(&mut s).await {
+            Reply::Message { tag: b'Z', .. } => return None,
+            Reply::Error(e) => return Some((e.code, e.message)),
+            Reply::Message { .. } => {}
+            Reply::Closed => panic!("the login ended without an answer"),
+        }
+    }
+}
+
 /// What a [`FakeUpstream`] does with one incoming connection.
 #[derive(Debug, Clone)]
 pub enum UpstreamScript {

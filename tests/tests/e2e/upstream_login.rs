@@ -1,9 +1,13 @@
 //! The proxy's upstream side against a real PostgreSQL 15+ (standing in for Redshift):
-//! verify-full TLS, SCRAM-SHA-256-PLUS and MD5 logins, error mapping, and cancel.
+//! verify-full TLS, SCRAM-SHA-256-PLUS and MD5 logins, error mapping, and cancel. These call
+//! the proxy's upstream login directly with passwords of roles the test creates: no client
+//! logs in through the proxy, so no credential chain is involved (Redshift itself offers
+//! md5 and its SHA-256 digest; what only PostgreSQL offers, SCRAM-PLUS, is tested here).
 
 use std::time::Duration;
 
 use bytes::BytesMut;
+use proxy_testkit::observe::wait_for_query;
 use proxy_testkit::pg::{PgServer, HOST};
 use redshift_iam_proxy::backend::{
     connect_and_login, send_cancel, AuthMethod, LoginRequest, UpstreamEndpoint, UpstreamError,
@@ -186,9 +190,10 @@ async fn send_cancel_cancels_the_running_query() {
     let key = session.backend_key.clone().unwrap();
     let ep = endpoint(pg);
 
+    let cancelled_user = user.clone();
     let canceller = tokio::spawn(async move {
-        // Give the query time to start.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once the query runs.
+        wait_for_query(pg, &cancelled_user, "pg_sleep(30)").await;
         send_cancel(&ep, &key).await
     });
     let started = std::time::Instant::now();
