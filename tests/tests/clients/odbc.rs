@@ -1,12 +1,9 @@
 //! Client matrix: psqlODBC (Debian `odbc-postgresql` + `unixodbc`) driven through pyodbc,
 //! through the proxy with a client certificate passed as libpq options (`pqopt`).
 
-mod clients_common;
-
-use clients_common::{
-    client_args, client_source, expected_big, isolate_libpq_env, python, require_file, run_report,
-};
-use proxy_testkit::harness::ProxyHarness;
+use crate::common::{client_args, expected_big, run_report};
+use proxy_testkit::programs::{client_source, isolate_libpq_env, python, require_file};
+use proxy_testkit::world::World;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,10 +27,11 @@ fn psqlodbc_driver() -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn psqlodbc_runs_the_client_matrix_through_the_proxy() {
     let driver = psqlodbc_driver();
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let big = expected_big(h.pg).await;
-    let alice = &h.clients.alice;
+    let world = World::start().await;
+    let h = world.proxy(world.config()).await;
+    let alice = &world.client("alice");
+    let db_user = world.iam_user(alice);
+    let big = expected_big(world.pg).await;
 
     // A DSN for the second login, in a private odbc.ini (`$ODBCINI` is unixODBC's user
     // DSN file): the form docs/clients.md shows.
@@ -46,14 +44,15 @@ async fn psqlodbc_runs_the_client_matrix_through_the_proxy() {
              Driver = {driver}\n\
              Servername = localhost\n\
              Port = {port}\n\
-             Database = postgres\n\
-             Username = alice\n\
+             Database = dev\n\
+             Username = {user}\n\
              SSLmode = verify-full\n\
              pqopt = hostaddr=127.0.0.1 sslrootcert={ca} sslcert={cert} sslkey={key}\n\
              CommLog = 0\n",
             driver = driver.display(),
             port = h.addr().port(),
-            ca = h.pki.ca_cert_path().display(),
+            user = alice.common_name,
+            ca = h.ca.display(),
             cert = alice.chain_pem.display(),
             key = alice.key_pem.display(),
         ),
@@ -68,7 +67,7 @@ async fn psqlodbc_runs_the_client_matrix_through_the_proxy() {
             &h,
             alice,
             &alice.key_pem,
-            "alice",
+            &alice.common_name,
             "matrix-odbc",
         ))
         .arg("dsn=redshift-proxy")
@@ -79,9 +78,9 @@ async fn psqlodbc_runs_the_client_matrix_through_the_proxy() {
     isolate_libpq_env(&mut command);
     let report = run_report(command, Duration::from_secs(60), "psqlODBC").await;
 
-    report.assert_common(&pg_user, &big, "matrix-odbc");
+    report.assert_common(&db_user, &big, "matrix-odbc");
     assert_eq!(report.error_sqlstate.as_deref(), Some("22012"));
     let cancel = report.cancel.as_ref().expect("ODBC offers SQLCancel");
     assert_eq!(cancel.sqlstate.as_deref(), Some("57014"), "{cancel:?}");
-    assert_eq!(report.dsn_current_user.as_deref(), Some(pg_user.as_str()));
+    assert_eq!(report.dsn_current_user.as_deref(), Some(db_user.as_str()));
 }

@@ -1,12 +1,13 @@
 //! Client matrix: tokio-postgres with rustls (`tokio-postgres-rustls`) through the proxy
-//! with a client certificate. `session.rs` covers more of this client (COPY, policy
-//! refusals); this file runs the same steps as every other client of the matrix.
+//! with a client certificate. The e2e binary's `session` module covers more of this client
+//! (COPY, policy refusals); this module runs the same steps as every other client of the
+//! matrix.
 
-mod clients_common;
-
-use clients_common::{big_query, expected_big, Checksum};
+use crate::common::{big_query, expected_big, Checksum};
 use futures::TryStreamExt;
-use proxy_testkit::harness::{client_tls, sqlstate, ProxyHarness};
+use proxy_testkit::client::{client_tls, sqlstate};
+use proxy_testkit::observe::wait_for_query;
+use proxy_testkit::world::World;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -30,25 +31,24 @@ async fn tokio_postgres_runs_the_client_matrix_through_the_proxy() {
         locked_version("tokio-postgres-rustls"),
         locked_version("rustls"),
     );
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let big = expected_big(h.pg).await;
+    let world = World::start().await;
+    let h = world.proxy(world.config()).await;
+    let alice = world.client("alice");
+    let db_user = world.iam_user(&alice);
+    let big = expected_big(world.pg).await;
 
     let mut config = tokio_postgres::Config::new();
     config
         .host("localhost")
         .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
         .port(h.addr().port())
-        .user("alice")
-        .dbname("postgres")
+        .user(&alice.common_name)
+        .dbname("dev")
         .application_name("matrix-tokio-postgres")
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .connect_timeout(Duration::from_secs(10));
     // rustls always verifies the certificate chain and host name (verify-full).
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
-        h.pki.ca_cert_path(),
-        Some(&h.clients.alice),
-    ));
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(&h.ca, Some(&alice)));
     let (mut client, connection) = config.connect(tls).await.expect("connect");
     tokio::spawn(connection);
 
@@ -62,7 +62,7 @@ async fn tokio_postgres_runs_the_client_matrix_through_the_proxy() {
             _ => None,
         })
         .expect("a row");
-    assert_eq!(who, pg_user);
+    assert_eq!(who, db_user);
 
     let row = client
         .query_one(
@@ -119,8 +119,9 @@ async fn tokio_postgres_runs_the_client_matrix_through_the_proxy() {
 
     let token = client.cancel_token();
     let cancel_tls = h.tls_connector(None);
+    let (pg, role) = (world.pg, world.role(&alice));
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for_query(pg, &role, "pg_sleep(30)").await;
         token.cancel_query(cancel_tls).await
     });
     let started = Instant::now();

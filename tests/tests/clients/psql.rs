@@ -1,12 +1,11 @@
 //! Client matrix: psql / libpq through the proxy (`sslmode=verify-full`, `sslcert`,
 //! `sslkey`). psql 15 has no `\bind`, so the extended-protocol step runs libpq's
 //! `PQexecParams` path through `pgbench -M extended` from the same installation. Ctrl-C
-//! cancel is covered by `session.rs` (`psql_ctrl_c_cancels_a_running_query`).
+//! cancel is covered by the e2e binary (`session::psql_ctrl_c_cancels_a_running_query`).
 
-mod clients_common;
-
-use clients_common::{big_query, expected_big, Checksum};
-use proxy_testkit::harness::ProxyHarness;
+use crate::common::{big_query, expected_big, Checksum};
+use proxy_testkit::programs::APT_INSTALL;
+use proxy_testkit::world::World;
 use sha2::{Digest, Sha256};
 use std::process::Output;
 use std::time::Duration;
@@ -19,12 +18,7 @@ async fn run(command: std::process::Command, what: &str) -> Output {
     tokio::time::timeout(TIMEOUT, command.output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {TIMEOUT:?}"))
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {what}: {e}; install with: {}",
-                clients_common::APT_INSTALL
-            )
-        })
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}; install with: {APT_INSTALL}"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -33,13 +27,14 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn psql_runs_the_client_matrix_through_the_proxy() {
-    let h = ProxyHarness::start().await;
-    let pg_user = h.provision("alice").await;
-    let big = expected_big(h.pg).await;
+    let world = World::start().await;
+    let h = world.proxy(world.config()).await;
+    let alice = world.client("alice");
+    let db_user = world.iam_user(&alice);
+    let big = expected_big(world.pg).await;
     let psql = h
-        .psql(&h.clients.alice)
-        .user("alice")
-        .dbname("postgres")
+        .psql(&alice)
+        .user(&alice.common_name)
         .application_name("matrix-psql");
 
     let mut version = psql.command("");
@@ -89,7 +84,7 @@ async fn psql_runs_the_client_matrix_through_the_proxy() {
     assert_eq!(
         lines,
         [
-            pg_user.as_str(),
+            db_user.as_str(),
             "rolled back: 0",
             "after error: 1",
             "application_name: matrix-psql",

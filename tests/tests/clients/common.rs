@@ -1,24 +1,17 @@
-//! Shared by the client-matrix tests (`clients_*.rs`): the 10 MB result and its checksum
-//! as the server computes it, locating client programs (failing loudly with the install
-//! command when one is missing: CI installs them, so a missing client is a broken
-//! machine, not a reason to skip), and the JSON report the Python and Java clients print.
+//! Shared by the client-matrix modules: the 10 MB result and its checksum as the server
+//! computes it, the arguments the scripted clients take, and the JSON report the Python and
+//! Java clients print. Locating the client programs is the test kit's
+//! (`proxy_testkit::programs`).
 
-// Each `clients_*.rs` test crate uses a different subset of these helpers.
-#![allow(dead_code)]
-
-use proxy_testkit::harness::ProxyHarness;
 use proxy_testkit::pg::PgServer;
 use proxy_testkit::pki::ClientCert;
+use proxy_testkit::programs::APT_INSTALL;
+use proxy_testkit::world::TestProxy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// One apt-get line installs every client of the matrix (see `docs/clients.md`).
-pub const APT_INSTALL: &str = "apt-get install -y --no-install-recommends postgresql-client \
-     libpostgresql-jdbc-java default-jdk-headless odbc-postgresql unixodbc python3-psycopg \
-     python3-pyodbc";
 
 /// Rows of the large result: 64 ASCII characters each, 10 MiB in all.
 pub const BIG_ROWS: u64 = 163_840;
@@ -100,9 +93,9 @@ pub struct CancelReport {
 impl ClientReport {
     /// Asserts the steps every client runs the same way; the caller checks the SQLSTATEs
     /// (ODBC may map them) and driver-specific settings.
-    pub fn assert_common(&self, pg_user: &str, big: &Checksum, application_name: &str) {
+    pub fn assert_common(&self, db_user: &str, big: &Checksum, application_name: &str) {
         println!("client matrix: {} {}", self.client, self.version);
-        assert_eq!(self.current_user, pg_user, "{self:?}");
+        assert_eq!(self.current_user, db_user, "{self:?}");
         assert_eq!((self.sum, self.echo.as_str()), (42, "x&user=y"), "{self:?}");
         assert_eq!(&self.big, big, "10 MiB result checksum");
         assert_eq!(self.rolled_back_count, 0, "rollback undid the insert");
@@ -121,54 +114,11 @@ impl ClientReport {
     }
 }
 
-/// `program` from `PATH`, or a panic naming the package to install.
-pub fn require_program(program: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("`{program}` is required by the client matrix and not on PATH; install with: {APT_INSTALL}")
-    })
-}
-
-/// A file the client matrix needs, or a panic naming the package to install.
-pub fn require_file(path: &Path, what: &str) -> PathBuf {
-    assert!(
-        path.is_file(),
-        "{what} ({}) is required by the client matrix and missing; install with: {APT_INSTALL}",
-        path.display()
-    );
-    path.to_path_buf()
-}
-
-/// The Python that has the Debian `python3-psycopg` / `python3-pyodbc` modules:
-/// `$CLIENT_MATRIX_PYTHON`, else the system `/usr/bin/python3` (a pyenv or venv `python3`
-/// earlier on `PATH` would not see Debian's packages), else `python3` from `PATH`.
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CLIENT_MATRIX_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let system = Path::new("/usr/bin/python3");
-    if system.is_file() {
-        return system.to_path_buf();
-    }
-    require_program("python3")
-}
-
-/// A checked-in client script or program under `tests/clients/`.
-pub fn client_source(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("clients")
-        .join(relative)
-}
-
 /// `key=value` arguments the scripted clients take: where the proxy is, who to log in as,
 /// the TLS files (verify-full against the proxy's CA, `cert` as the client certificate),
 /// and the large query.
 pub fn client_args(
-    h: &ProxyHarness,
+    h: &TestProxy,
     cert: &ClientCert,
     key: &Path,
     user: &str,
@@ -179,26 +129,13 @@ pub fn client_args(
         "hostaddr=127.0.0.1".into(),
         format!("port={}", h.addr().port()),
         format!("user={user}"),
-        "dbname=postgres".into(),
-        format!("sslrootcert={}", h.pki.ca_cert_path().display()),
+        "dbname=dev".into(),
+        format!("sslrootcert={}", h.ca.display()),
         format!("sslcert={}", cert.chain_pem.display()),
         format!("sslkey={}", key.display()),
         format!("application_name={application_name}"),
         format!("big_sql={}", big_query()),
     ]
-}
-
-/// Removes the developer's `PG*` variables from a libpq-based client's environment (as
-/// `Psql` does) so only what the test passes is used, and turns off `.pgpass` lookups.
-pub fn isolate_libpq_env(command: &mut tokio::process::Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("PGPASSFILE", "/dev/null")
-        .env("PGSERVICEFILE", "/dev/null");
 }
 
 /// Runs a client to completion (killed after `timeout`) and parses the JSON object on the
