@@ -1,7 +1,7 @@
 //! `client_auth`, `[[listener.users]]`, `trust_user`, `allow_plaintext` and Unix-socket
 //! listeners: what loads, and what is refused with which key and message.
 
-use proxy_config::{ClientAuthMode, Config, ConfigError, ListenAddress};
+use crate::{ClientAuthMode, Config, ConfigError, ListenAddress};
 use std::path::Path;
 
 /// `pencil`, hashed by PostgreSQL 15.

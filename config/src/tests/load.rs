@@ -1,7 +1,7 @@
 //! Loading and validating configuration files: defaults, path resolution, and errors that
 //! name the file, the key and the problem.
 
-use proxy_config::{AwsCredentialSource, Config, ConfigError, TargetKind};
+use crate::{AwsCredentialSource, Config, ConfigError, TargetKind};
 use std::path::Path;
 use std::time::Duration;
 
@@ -276,7 +276,7 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     let (key, _) = invalid(&format!("{MINIMAL}\n[shutdown]\ndrain_timeout = \"0s\"\n"));
     assert_eq!(key, "shutdown.drain_timeout");
 
-    let overrides = proxy_config::Overrides {
+    let overrides = crate::Overrides {
         admin_bind: Some("10.0.0.1:9187".parse().unwrap()),
         audit_path: Some("audit.jsonl".into()),
     };
@@ -288,7 +288,7 @@ fn zero_limits_are_refused_and_overrides_are_validated_too() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("admin.bind"), "{err}");
-    let overrides = proxy_config::Overrides {
+    let overrides = crate::Overrides {
         admin_bind: Some("127.0.0.1:9187".parse().unwrap()),
         ..overrides
     };

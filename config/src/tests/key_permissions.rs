@@ -3,8 +3,8 @@
 //! strict mode, naming the configuration key, the file and its mode, never the key.
 #![cfg(unix)]
 
-use proxy_config::keyfile::private_key_files;
-use proxy_config::{Config, ConfigError};
+use crate::keyfile::private_key_files;
+use crate::{Config, ConfigError};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! that name the key. (Whether a certificate covers its names needs the files: the proxy
 //! checks that when it loads them.)
 
-use proxy_config::{Config, ConfigError};
+use crate::{Config, ConfigError};
 use std::path::Path;
 
 const BASE: &str = r#"

@@ -3,7 +3,7 @@
 //! configurations are accepted by the configuration loader.
 //!
 //! After changing the CLI, regenerate the README's CLI block with
-//! `README_UPDATE=1 cargo test -p proxy-testkit --test readme`.
+//! `README_UPDATE=1 cargo test -p proxy-testkit --test testkit readme::`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,7 +152,7 @@ fn cli_reference_is_the_binarys_help_output() {
     }
     panic!(
         "the README's CLI reference differs from `redshift-iam-proxy --help`; regenerate it \
-         with `README_UPDATE=1 cargo test -p proxy-testkit --test readme`.\nExpected:\n{expected}"
+         with `README_UPDATE=1 cargo test -p proxy-testkit --test testkit readme::`.\nExpected:\n{expected}"
     );
 }
 

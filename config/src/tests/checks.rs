@@ -3,7 +3,7 @@
 //! satisfy, scopes naming nothing, and the limits of the newer keys. Every problem is
 //! reported with its key; warnings do not stop the configuration from loading.
 
-use proxy_config::{Config, ConfigError};
+use crate::{Config, ConfigError};
 use std::path::Path;
 
 /// `pencil`, hashed by PostgreSQL 15.

@@ -1,11 +1,14 @@
 //! The command line as an operator meets it: `--help`, `check-config`, and `run` with a
-//! broken configuration.
+//! broken configuration. (Configurations are literal TOML here: what the loader and its
+//! messages make of a file is what these tests are about.)
 
 use std::path::Path;
 use std::process::Command;
 
+/// The `redshift-iam-proxy` binary of this build, without the developer's `AWS_*`
+/// environment.
 fn proxy() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_redshift-iam-proxy"))
+    proxy_testkit::proxy::proxy_command()
 }
 
 /// A self-signed CA and a server certificate signed by it, written as PEM files.
