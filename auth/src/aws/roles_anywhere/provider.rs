@@ -223,11 +223,13 @@ impl RolesAnywhere {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -239,12 +241,14 @@ impl RolesAnywhere {
         self
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_role_session_name(mut self, name: Option<String>) -> Self {
         self.role_session_name = name;
         self
     }
 
     /// How often, at most, the background refresher sleeps before re-reading the clock.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
         self
@@ -400,6 +404,7 @@ impl RolesAnywhereProvider {
     }
 
     /// The cached session, if any (no call to AWS).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn current_session(&self) -> Option<SessionSummary> {
         self.cached().map(|c| SessionSummary {
             role_arn: self.inner.role_arn.clone(),
