@@ -528,6 +528,14 @@ fn emulator_config(
     }
 }
 
+/// Taken by the tests that load the machine or bound times under load (hundreds of
+/// sessions, login storms, seconds-long credentials): they run one at a time within a test
+/// binary, so none of them measures another's load. Hold the guard for the whole test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// The account the world's ARNs live in.
 pub fn account() -> &'static str {
     ACCOUNT

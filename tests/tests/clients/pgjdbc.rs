@@ -14,7 +14,15 @@ async fn pgjdbc_runs_the_client_matrix_through_the_proxy() {
     let classes = javac("java/ClientMatrix.java", &[&jar]).await;
 
     let world = World::start().await;
-    let h = world.proxy(world.config()).await;
+    // A JVM's handshake can take seconds on a busy machine: not what this test is about.
+    let h = world
+        .proxy(
+            world
+                .config()
+                .set("limits", "handshake_timeout", "30s")
+                .edit_listener("main", |l| l.set("login_timeout", "30s")),
+        )
+        .await;
     let alice = &world.client("alice");
     let db_user = world.iam_user(alice);
     let big = expected_big(world.pg).await;

@@ -905,6 +905,7 @@ async fn a_malformed_aws_response_is_unavailable() {
 /// delay a legitimate login: handshake slots are taken only once a ClientHello arrived.
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_connections_do_not_starve_a_legitimate_login() {
+    let _heavy = proxy_testkit::world::heavy().await;
     const IDLE: usize = 1000;
     // Raising the limit (never lowering it) is harmless to the other tests of the process.
     raise_fd_limit(4 * IDLE as u64 + 1024);
@@ -948,6 +949,7 @@ fn raise_fd_limit(wanted: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_floods_are_rate_limited() {
+    let _heavy = proxy_testkit::world::heavy().await;
     const FLOOD: usize = 200;
     let (a, fake) = with_fake_upstream(
         vec![UpstreamScript::Tls(

@@ -109,6 +109,7 @@ fn assert_all_ok(what: &str, outcomes: &[Outcome]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd() {
+    let _heavy = proxy_testkit::world::heavy().await;
     const CLIENTS: usize = 64;
     const LIFETIME: Duration = Duration::from_secs(4);
     const STORM: Duration = Duration::from_secs(8);
@@ -182,6 +183,7 @@ async fn credentials_expiring_during_a_login_storm_are_refreshed_without_a_herd(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clock_jumps_forward_and_backward_keep_logins_working() {
+    let _heavy = proxy_testkit::world::heavy().await;
     const CLIENTS: usize = 32;
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let fx = Arc::new(Fixture::start(Some(clock.clone())).await);

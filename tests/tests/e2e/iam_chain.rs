@@ -175,6 +175,7 @@ async fn with_iam_and_serverless_log_in_as_the_role_of_each_rule() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_logins_of_ten_identities_make_one_session_and_ten_credential_calls() {
+    let _heavy = proxy_testkit::world::heavy().await;
     let world = World::start().await;
     let h = std::sync::Arc::new(world.proxy(world.config()).await);
     let certs: std::sync::Arc<Vec<ClientCert>> = std::sync::Arc::new(

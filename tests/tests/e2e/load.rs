@@ -103,6 +103,7 @@ async fn copy_round_trip(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_copy_sessions_lose_nothing_and_leak_nothing() {
+    let _heavy = proxy_testkit::world::heavy().await;
     let world = World::start().await;
     let h = Arc::new(world.proxy(world.config()).await);
     let alice = Arc::new(world.client("alice"));

@@ -598,7 +598,13 @@ async fn a_jdbc_url_naming_the_cluster_endpoint_reaches_its_target() {
     let jar = pgjdbc_jar();
     let classes = javac("java/UnchangedUrl.java", &[]).await;
 
-    let s = start(false).await;
+    let mut s = start(false).await;
+    // A JVM's handshake can take seconds on a busy machine: not what this test is about.
+    let patient = s
+        .config(false, &[&NAME_B.to_ascii_uppercase()], "b")
+        .set("limits", "handshake_timeout", "30s")
+        .edit_listener("main", |l| l.set("login_timeout", "30s"));
+    s.h.reload(patient).await.unwrap();
     let h = &s.h;
     let hosts = classes.path().join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1 {NAME_A}\n")).unwrap();

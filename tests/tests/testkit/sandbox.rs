@@ -4,7 +4,8 @@
 //! itself and started again in the same directory.
 //!
 //! The sandbox runs the proxy and emulator binaries of this test's build profile
-//! (`--bin-dir`): `cargo test --workspace` builds both.
+//! (`--bin-dir`): `cargo test` builds the emulator (a binary of this package), the test kit
+//! the proxy (`proxy_testkit::proxy::proxy_binary`).
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
