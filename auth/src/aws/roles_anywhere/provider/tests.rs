@@ -384,8 +384,15 @@ async fn credentials_fail_readiness_only_once_expired_after_a_failed_refresh() {
     clock.set(t0() + HOUR - Duration::from_secs(240));
     wait_for_calls(&server, 2).await;
     assert!(matches!(provider.state(), CredentialState::Usable { .. }));
-    // Expired and not refreshed: failing, with AWS's reason.
+    // Expired and not refreshed: failing, with AWS's reason. (The server has answered the
+    // second call; the provider records the refusal right after, so wait for that.)
     clock.set(t0() + HOUR + Duration::from_secs(1));
+    for _ in 0..300 {
+        if provider.state() != CredentialState::Unknown {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     match provider.state() {
         CredentialState::Failing { reason } => {
             assert!(
