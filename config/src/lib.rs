@@ -41,6 +41,9 @@ pub mod target;
 mod verifier;
 mod warnings;
 
+#[cfg(test)]
+mod tests;
+
 pub use address::{check_endpoint_url, Cidr, HostPort, ListenAddress, MAX_UNIX_SOCKET_PATH};
 pub use arn::{Arn, ArnError, ArnKind};
 pub use aws::{

@@ -229,6 +229,7 @@ pub struct ShutdownReport {
 
 impl RunningProxy {
     /// TCP listener names and the addresses they are bound to (useful with port 0).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
     }
@@ -258,6 +259,7 @@ impl RunningProxy {
     }
 
     /// Stops accepting new connections. Established sessions run on until they end.
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn stop_accepting(self) {
         let _ = self.stop.send(true);
         let _ = self.admin_stop.send(true);

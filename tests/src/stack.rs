@@ -37,7 +37,7 @@ pub const GROUP: &str = "analysts";
 
 /// The IAM policy of the roles: exactly the README's example ("The IAM policy of the role")
 /// with the stack's region, account, cluster and workgroup ID (which happen to equal the
-/// README's, except the workgroup ID). `tests/tests/emulator.rs` checks that the two agree.
+/// README's, except the workgroup ID). `tests/tests/testkit/emulator.rs` checks that the two agree.
 pub fn iam_policy() -> String {
     let dbuser = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbuser:{CLUSTER}/*");
     let dbname = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbname:{CLUSTER}/{DATABASE}");

@@ -246,6 +246,7 @@ pub fn encode_ssl_request() -> [u8; 8] {
 }
 
 /// GSSENCRequest in wire form.
+#[cfg(any(test, feature = "test-util"))]
 pub fn encode_gssenc_request() -> [u8; 8] {
     let mut out = [0u8; 8];
     out[..4].copy_from_slice(&8i32.to_be_bytes());
@@ -254,6 +255,7 @@ pub fn encode_gssenc_request() -> [u8; 8] {
 }
 
 /// CancelRequest in wire form.
+#[cfg(any(test, feature = "test-util"))]
 pub fn encode_cancel_request(pid: i32, key: &[u8]) -> BytesMut {
     let mut body = BytesMut::with_capacity(8 + key.len());
     body.put_i32(CANCEL_REQUEST_CODE);
