@@ -880,9 +880,6 @@ async fn credential_failures_map_to_sqlstates_and_do_not_stall_others() {
 /// A response AWS could not have meant (HTTP 200 whose body is not Redshift's XML) is a
 /// service failure: unavailable (08001), as throttling and 5xx are, not a refused request.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "proxy bug: an unparseable HTTP 200 from GetClusterCredentials is classified \
-            `invalid` (SdkError::ServiceError without a code, status 200 → Class::Invalid in \
-            auth/src/redshift/aws_error.rs) and refused with 28000 instead of 08001"]
 async fn a_malformed_aws_response_is_unavailable() {
     let world = World::start().await;
     let h = world.proxy(world.config()).await;
