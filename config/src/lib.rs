@@ -57,7 +57,7 @@ pub use problems::{KeyPath, Problem, Problems, Warning};
 pub use restart::{KeptUntilRestart, RestartOnly};
 pub use root::Config;
 pub use security::SecurityConfig;
-pub use target::{TargetConfig, TargetKind};
+pub use target::{default_session_reset, TargetConfig, TargetKind, MAX_WARM_CONNECTIONS};
 pub use verifier::{
     ScramVerifier, ScramVerifierError, ScramVerifierText, MAX_SCRAM_ITERATIONS,
     MIN_SCRAM_ITERATIONS,
