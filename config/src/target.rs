@@ -79,7 +79,10 @@ pub struct TargetConfig {
     #[serde(default)]
     pub session_reuse: bool,
     /// How long a kept session waits for its next client.
-    #[serde(default = "default_session_reuse_idle_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_session_reuse_idle_timeout",
+        with = "humantime_serde"
+    )]
     pub session_reuse_idle_timeout: Duration,
     /// Sessions logged in longer ago than this are closed instead of kept.
     #[serde(default = "default_session_reuse_max_age", with = "humantime_serde")]
@@ -241,7 +244,10 @@ impl TargetConfig {
             p.add(key("warm_connection_max_age"), "must be at least 1s");
         }
         for (field, d) in [
-            ("session_reuse_idle_timeout", self.session_reuse_idle_timeout),
+            (
+                "session_reuse_idle_timeout",
+                self.session_reuse_idle_timeout,
+            ),
             ("session_reuse_max_age", self.session_reuse_max_age),
         ] {
             if d.is_zero() {
@@ -249,9 +255,15 @@ impl TargetConfig {
             }
         }
         for (field, n) in [
-            ("session_reuse_max_uses", self.session_reuse_max_uses as usize),
+            (
+                "session_reuse_max_uses",
+                self.session_reuse_max_uses as usize,
+            ),
             ("session_reuse_per_key", self.session_reuse_per_key),
-            ("session_reuse_max_sessions", self.session_reuse_max_sessions),
+            (
+                "session_reuse_max_sessions",
+                self.session_reuse_max_sessions,
+            ),
         ] {
             if n == 0 {
                 p.add(key(field), "must be at least 1");

@@ -28,7 +28,9 @@ impl Config {
         for (i, t) in self.targets.iter().enumerate() {
             if t.warm_connections > 0 && t.warm_connection_max_age >= AUTHENTICATION_TIMEOUT {
                 w.add(
-                    KeyPath::root("target").index(i).key("warm_connection_max_age"),
+                    KeyPath::root("target")
+                        .index(i)
+                        .key("warm_connection_max_age"),
                     format!(
                         "{:?} is not below the {AUTHENTICATION_TIMEOUT:?} after which \
                          PostgreSQL-based servers close connections that have not logged in: \

@@ -144,6 +144,98 @@ pub struct Metrics {
     pub password_lockouts: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub last_reload_success: Gauge,
+    pub upstream: UpstreamPoolMetrics,
+}
+
+/// Warm upstream connections and kept sessions, by target.
+#[derive(Default)]
+pub struct UpstreamPoolMetrics {
+    warm_hits: Family<Labels, Counter>,
+    warm_misses: Family<Labels, Counter>,
+    warm_discards: Family<Labels, Counter>,
+    warm_ready: Family<Labels, Gauge>,
+}
+
+/// One target's warm-connection series.
+#[derive(Clone, Debug)]
+pub struct WarmCounters {
+    hits: Counter,
+    misses: Counter,
+    discards: Family<Labels, Counter>,
+    ready: Gauge,
+    target: String,
+}
+
+impl WarmCounters {
+    pub fn hit(&self) {
+        self.hits.inc();
+    }
+
+    pub fn miss(&self) {
+        self.misses.inc();
+    }
+
+    pub fn discarded(&self, reason: &str) {
+        self.discards
+            .get_or_create(&labels(&[("target", &self.target), ("reason", reason)]))
+            .inc();
+    }
+
+    pub fn set_ready(&self, n: usize) {
+        self.ready.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.get()
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.get()
+    }
+
+    pub fn discards(&self, reason: &str) -> u64 {
+        self.discards
+            .get_or_create(&labels(&[("target", &self.target), ("reason", reason)]))
+            .get()
+    }
+}
+
+impl UpstreamPoolMetrics {
+    /// The series of target `target`.
+    pub fn warm(&self, target: &str) -> WarmCounters {
+        let by_target = labels(&[("target", target)]);
+        WarmCounters {
+            hits: self.warm_hits.get_or_create(&by_target).clone(),
+            misses: self.warm_misses.get_or_create(&by_target).clone(),
+            discards: self.warm_discards.clone(),
+            ready: self.warm_ready.get_or_create(&by_target).clone(),
+            target: target.to_string(),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "warm_connection_hits",
+            "Upstream logins that ran on a warm connection (TCP and TLS done ahead), by target",
+            self.warm_hits.clone(),
+        );
+        registry.register(
+            "warm_connection_misses",
+            "Upstream logins that found no warm connection ready and dialled, by target",
+            self.warm_misses.clone(),
+        );
+        registry.register(
+            "warm_connection_discards",
+            "Warm connections closed without serving a login, by target and reason (age, \
+             closed, failed_login, stopped)",
+            self.warm_discards.clone(),
+        );
+        registry.register(
+            "warm_connections_ready",
+            "Warm connections ready now, by target",
+            self.warm_ready.clone(),
+        );
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,9 +272,11 @@ impl Metrics {
             password_lockouts: Family::default(),
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
+            upstream: UpstreamPoolMetrics::default(),
         };
         m.register_connections(&mut registry);
         m.register_sessions(&mut registry);
+        m.upstream.register(&mut registry);
         registry.register(
             "aws_calls",
             "Requests sent to AWS (every attempt, retries included), by API and outcome \

@@ -3,9 +3,9 @@
 
 use super::revocation::{client_ca_warnings, Revocation};
 use crate::audit::AuditOpenError;
-use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
+use crate::backend::{UpstreamEndpoint, UpstreamSetupError, WarmPool};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
-use crate::metrics::CertificateExpiry;
+use crate::metrics::{CertificateExpiry, Metrics};
 use proxy_auth::policy::{Policy, PolicyError};
 use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig};
 use std::collections::HashMap;
@@ -61,6 +61,19 @@ pub enum SetupError {
 pub struct TargetContext {
     pub name: String,
     pub endpoint: Arc<UpstreamEndpoint>,
+    /// Connections to `endpoint` with TCP and TLS done, for new logins.
+    pub warm: WarmPool,
+}
+
+impl TargetContext {
+    /// Starts what this target keeps for later logins (see [`State::start_pools`]).
+    fn start_pools(&self, metrics: &Metrics) {
+        self.warm.start(metrics.upstream.warm(&self.name));
+    }
+
+    fn stop_pools(&self) {
+        self.warm.stop();
+    }
 }
 
 /// Per-listener state.
@@ -132,8 +145,9 @@ impl State {
     pub fn build(config: &Config, generation: u64) -> Result<State, SetupError> {
         let mut targets = HashMap::new();
         for t in &config.targets {
-            let endpoint =
-                UpstreamEndpoint::from_config(t).map_err(|source| SetupError::Upstream {
+            let endpoint = UpstreamEndpoint::from_config(t)
+                .map(Arc::new)
+                .map_err(|source| SetupError::Upstream {
                     target: t.name.clone(),
                     source,
                 })?;
@@ -141,7 +155,12 @@ impl State {
                 t.name.clone(),
                 Arc::new(TargetContext {
                     name: t.name.clone(),
-                    endpoint: Arc::new(endpoint),
+                    warm: WarmPool::new(
+                        endpoint.clone(),
+                        t.warm_connections,
+                        t.warm_connection_max_age,
+                    ),
+                    endpoint,
                 }),
             );
         }
@@ -230,6 +249,35 @@ impl State {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Every target once (listeners share them).
+    fn targets(&self) -> Vec<Arc<TargetContext>> {
+        let mut targets: Vec<Arc<TargetContext>> = Vec::new();
+        for l in self.listeners.values() {
+            for t in std::iter::once(&l.target).chain(&l.sni_targets) {
+                if !targets.iter().any(|known| Arc::ptr_eq(known, t)) {
+                    targets.push(t.clone());
+                }
+            }
+        }
+        targets
+    }
+
+    /// Starts filling the targets' warm connections (on the current tokio runtime): when
+    /// this state starts serving. A state built only to be checked never dials.
+    pub fn start_pools(&self, metrics: &Metrics) {
+        for t in self.targets() {
+            t.start_pools(metrics);
+        }
+    }
+
+    /// Closes what the targets keep: when a reload replaces this state (sessions still
+    /// running on it keep their own upstream connections) and at shutdown.
+    pub fn stop_pools(&self) {
+        for t in self.targets() {
+            t.stop_pools();
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -3,7 +3,7 @@
 use super::authorize::Authorized;
 use super::trail::{Refused, Trail};
 use super::{terminated, Connection};
-use crate::backend::{self, LoginRequest, UpstreamSession};
+use crate::backend::{LoginRequest, UpstreamOrigin, UpstreamSession};
 use crate::metrics::Metrics;
 use crate::net::set_socket_options;
 use crate::refusal::{Refusal, ShutdownStage};
@@ -73,9 +73,11 @@ async fn login_upstream(
             database: &grant.database,
             params: &authorized.admitted.client.startup.params,
         };
-        match backend::connect_and_login(&target.endpoint, &login).await {
+        match target.warm.connect_and_login(&login).await {
             Ok(session) => {
-                observe(&metrics.upstream_connect_seconds, session.connect_time);
+                if session.origin == UpstreamOrigin::Dialled {
+                    observe(&metrics.upstream_connect_seconds, session.connect_time);
+                }
                 observe(&metrics.upstream_auth_seconds, session.auth_time);
                 return Ok((session, credential));
             }

@@ -39,6 +39,7 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         backend_key,
         after_auth,
         tls_version: upstream_tls,
+        origin: upstream_origin,
         ..
     } = upstream;
     let upstream_key = backend_key.clone();
@@ -60,7 +61,7 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         database = ?grant.database,
         groups = ?grant.db_groups, aws_request_ids = ?credential.aws_request_ids,
         client_tls = %client.tls.as_ref().map_or("none", |t| t.version.as_str()),
-        upstream_tls = %upstream_tls,
+        upstream_tls = %upstream_tls, upstream_connection = upstream_origin.as_str(),
         login_ms = millis(trail.accepted.elapsed()), outcome = "open",
         "session opened"
     );

@@ -2,8 +2,8 @@
 
 use crate::bench::endpoint::Target;
 use crate::bench::latency::LinkComparison;
-use crate::bench::stack::LinkPath;
 use crate::bench::procfs::Machine;
+use crate::bench::stack::LinkPath;
 use crate::bench::stats;
 use crate::bench::workloads::Plan;
 use std::collections::BTreeMap;
@@ -285,7 +285,11 @@ impl Report {
             .find(|l| l.rtt_ms == rtt && l.unit == "connect p50, ms");
         for (path, label, max) in [
             (LinkPath::Proxy, "new connections through the proxy", 0.6),
-            (LinkPath::ProxyReuse, "repeat connections with session reuse", 0.2),
+            (
+                LinkPath::ProxyReuse,
+                "repeat connections with session reuse",
+                0.2,
+            ),
         ] {
             let ratio = connect.and_then(|c| c.over_direct.get(&path).copied());
             checks.push(TargetCheck {

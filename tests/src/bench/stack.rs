@@ -149,7 +149,9 @@ impl BenchStack {
             proxy: free_port(),
             reuse: options.session_reuse_path.then(free_port),
         };
-        layout.proxy_config.push_str(&linked_config(&layout, &url, &link, &linked));
+        layout
+            .proxy_config
+            .push_str(&linked_config(&layout, &url, &link, &linked));
         let emulator = AwsEmulator::start_on(
             layout.emulator.clone(),
             ([127, 0, 0, 1], emulator_port).into(),
@@ -322,7 +324,8 @@ fn linked_config(
             ca = layout.standin_tls.ca_cert,
         )
     };
-    let mut out = String::from("\n# --- Latency mode of the benchmark: targets across the delay link ---\n");
+    let mut out =
+        String::from("\n# --- Latency mode of the benchmark: targets across the delay link ---\n");
     out.push_str(&layout.listener_toml("linked", linked.proxy, "linked"));
     out.push_str(&target("linked", ""));
     if let Some(port) = linked.reuse {
