@@ -7,3 +7,4 @@ mod hygiene;
 mod identity;
 mod revocation;
 mod throttling;
+mod upstream_pools;
