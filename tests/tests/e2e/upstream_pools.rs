@@ -38,7 +38,10 @@ async fn logins_run_on_warm_connections_by_default() {
         .connect(Some(&alice), &alice.common_name, "dev")
         .await
         .unwrap();
-    assert_eq!(current_user(&client).await, format!("IAMA:{}", alice.common_name));
+    assert_eq!(
+        current_user(&client).await,
+        format!("IAMA:{}", alice.common_name)
+    );
     drop(client);
     assert_eq!(metric(&proxy, HITS), 1.0);
     let records = proxy.audit(1).await;
@@ -60,7 +63,8 @@ async fn warm_connections_the_server_closed_are_discarded_and_logins_succeed() {
     let standin = world.emulator.standin(CLUSTER).expect("cluster stand-in");
     standin.set_authentication_timeout(Duration::from_secs(1));
     let proxy = world.proxy(world.config()).await;
-    let closed = "redshift_iam_proxy_warm_connection_discards_total{target=\"cluster\",reason=\"closed\"}";
+    let closed =
+        "redshift_iam_proxy_warm_connection_discards_total{target=\"cluster\",reason=\"closed\"}";
     until("warm connections closed by the server", || {
         metric(&proxy, closed) >= 2.0
     })
@@ -79,5 +83,9 @@ async fn warm_connections_the_server_closed_are_discarded_and_logins_succeed() {
         "redshift_iam_proxy_warm_connection_discards_total{target=\"cluster\",reason=\"failed_login\"}",
     );
     let logins = "redshift_iam_proxy_logins_total{target=\"cluster\",outcome=\"success\"}";
-    assert_eq!(metric(&proxy, logins), 3.0, "failed_login discards: {failed}");
+    assert_eq!(
+        metric(&proxy, logins),
+        3.0,
+        "failed_login discards: {failed}"
+    );
 }
