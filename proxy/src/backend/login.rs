@@ -56,6 +56,8 @@ pub struct UpstreamSession {
     pub connect_time: std::time::Duration,
     /// StartupMessage to ReadyForQuery.
     pub auth_time: std::time::Duration,
+    /// When the upstream session logged in (a reused session: its first login).
+    pub logged_in_at: std::time::Instant,
 }
 
 /// How a session's upstream connection came to be.
@@ -170,6 +172,7 @@ pub(crate) async fn login_on(
         origin: UpstreamOrigin::Dialled,
         connect_time: std::time::Duration::ZERO,
         auth_time: std::time::Duration::ZERO,
+        logged_in_at: std::time::Instant::now(),
     })
 }
 

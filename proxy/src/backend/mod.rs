@@ -28,4 +28,4 @@ pub use login::{
     MAX_LOGIN_MESSAGE,
 };
 pub use transport::UpstreamStream;
-pub use warm::{DiscardReason, WarmPool};
+pub use warm::{still_open, DiscardReason, WarmPool};

@@ -253,7 +253,7 @@ impl Drop for WarmPool {
 /// Polls a connection that should have nothing to say: `Pending` means open and silent.
 /// End of stream, an error, or any byte (a server speaks first only to refuse) mean it
 /// cannot take a login. Registers `cx`'s waker for the next change.
-fn still_open(stream: &mut UpstreamStream, cx: &mut Context<'_>) -> bool {
+pub fn still_open(stream: &mut UpstreamStream, cx: &mut Context<'_>) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     matches!(Pin::new(stream).poll_read(cx, &mut buf), Poll::Pending)

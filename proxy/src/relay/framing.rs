@@ -42,14 +42,28 @@ pub struct BoundaryTracker {
     lost: bool,
     /// The type of the last message whose header was read.
     last_tag: Option<u8>,
+    /// The first body byte of that message, once seen (a ReadyForQuery's transaction
+    /// status).
+    last_first_byte: Option<u8>,
 }
 
 impl BoundaryTracker {
-    /// A tracker whose stream so far ended with a whole message of type `tag`.
-    pub fn after(tag: u8) -> Self {
+    /// A tracker whose stream so far ended with a whole message of type `tag` whose body
+    /// began with `first_byte`.
+    pub fn after(tag: u8, first_byte: Option<u8>) -> Self {
         BoundaryTracker {
             last_tag: Some(tag),
+            last_first_byte: first_byte,
             ..BoundaryTracker::default()
+        }
+    }
+
+    /// The transaction status of the last message when it is a whole ReadyForQuery that
+    /// ends the bytes seen so far: `I` idle, `T` in a transaction, `E` in a failed one.
+    pub fn ready_status(&self) -> Option<u8> {
+        match (self.at_boundary(), self.last_tag) {
+            (true, Some(b'Z')) => self.last_first_byte,
+            _ => None,
         }
     }
 
@@ -83,6 +97,9 @@ impl BoundaryTracker {
         let mut pos = 0;
         while pos < chunk.len() && !self.lost {
             if self.body_left > 0 {
+                if self.last_first_byte.is_none() {
+                    self.last_first_byte = Some(chunk[pos]);
+                }
                 let take = self.body_left.min((chunk.len() - pos) as u64);
                 self.body_left -= take;
                 pos += take as usize;
@@ -101,6 +118,7 @@ impl BoundaryTracker {
                     ]);
                     self.header_len = 0;
                     self.last_tag = Some(self.header[0]);
+                    self.last_first_byte = None;
                     match u64::try_from(len) {
                         Ok(len) if len >= 4 => self.body_left = len - 4,
                         _ => self.lost = true,

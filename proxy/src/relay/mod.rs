@@ -13,6 +13,7 @@
 
 mod framing;
 mod pump;
+mod statements;
 #[cfg(test)]
 mod tests;
 
@@ -21,7 +22,8 @@ pub use framing::BoundaryTracker;
 use crate::refusal::{stop_response, StopReason};
 use framing::ClientTail;
 use prometheus_client::metrics::counter::Counter;
-use pump::{pump, pump_to_client};
+use pump::{pump, pump_to_client, ClientSide};
+use statements::ClientWatch;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,10 +100,42 @@ pub struct RelayControl {
     /// Process-wide byte counters, updated as data flows.
     pub bytes_from_client: Option<Counter>,
     pub bytes_to_client: Option<Counter>,
+    /// Watch the client's messages for session reuse, and keep the upstream session of a
+    /// client that leaves cleanly (see [`relay_keeping`]).
+    pub session_reuse: bool,
+}
+
+/// What became of the upstream session at the end of a relay.
+pub enum Kept<U> {
+    /// Session reuse is off: the upstream was closed.
+    Off,
+    /// The client left cleanly (a Terminate, withheld) while the upstream was idle
+    /// outside any transaction: the upstream session, still logged in, and the names of
+    /// the statements the client prepared on it.
+    Kept {
+        upstream: U,
+        statements: Vec<Vec<u8>>,
+    },
+    /// The upstream was closed as usual; why it could not be kept (a stable label).
+    Closed(&'static str),
 }
 
 /// Runs the session until either side closes or fails, or `control` stops it.
-pub async fn relay<C, U>(client: C, upstream: U, mut control: RelayControl) -> RelayOutcome
+pub async fn relay<C, U>(client: C, upstream: U, control: RelayControl) -> RelayOutcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_keeping(client, upstream, control).await.0
+}
+
+/// [`relay`], which with `control.session_reuse` also hands back the upstream session of a
+/// client that left cleanly instead of closing it.
+pub async fn relay_keeping<C, U>(
+    client: C,
+    upstream: U,
+    mut control: RelayControl,
+) -> (RelayOutcome, Kept<U>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -112,8 +146,9 @@ where
     let mut to_client = 0u64;
     let mut client_tail = ClientTail::default();
     let mut client_frames = BoundaryTracker::default();
-    // The login reply ended with ReadyForQuery: the session starts idle.
-    let mut upstream_frames = BoundaryTracker::after(b'Z');
+    let mut watch = control.session_reuse.then(ClientWatch::default);
+    // The login reply ended with ReadyForQuery 'I': no transaction before a first query.
+    let mut upstream_frames = BoundaryTracker::after(b'Z', Some(b'I'));
     let idle = IdleMarks::default();
     let origin = Instant::now();
     // Milliseconds since `origin` of the last byte in either direction.
@@ -127,7 +162,12 @@ where
             &mut to_upstream,
             control.bytes_from_client.as_ref(),
             (origin, &last_activity),
-            (&mut client_tail, &mut client_frames, &idle),
+            ClientSide {
+                tail: &mut client_tail,
+                frames: &mut client_frames,
+                idle: &idle,
+                watch: watch.as_mut(),
+            },
         );
         let down = pump_to_client(
             &mut upstream_rd,
@@ -141,26 +181,76 @@ where
         tokio::select! {
             r = up => (Ended::By(Side::Client), r),
             r = down => match r {
-                Ok(Some(stopped)) => (stopped, Ok(())),
-                Ok(None) => (Ended::By(Side::Upstream), Ok(())),
+                Ok(Some(stopped)) => (stopped, Ok(false)),
+                Ok(None) => (Ended::By(Side::Upstream), Ok(false)),
                 Err(e) => (Ended::By(Side::Upstream), Err(e)),
             },
         }
     };
+    let withheld = matches!(result, Ok(true));
+    let client_terminated = withheld || client_tail.is_terminate();
     // After the client's Terminate the upstream closes too, and may be seen first: the
     // client still ended the session.
     let ended = match ended {
-        Ended::By(Side::Upstream) if result.is_ok() && client_tail.is_terminate() => {
-            Ended::By(Side::Client)
-        }
+        Ended::By(Side::Upstream) if result.is_ok() && client_terminated => Ended::By(Side::Client),
         other => other,
     };
+    let upstream_idle = upstream_frames.at_boundary()
+        && upstream_frames.last_message() == Some(b'Z')
+        && idle.forwarded.load(Ordering::Relaxed) == idle.ready_mark.load(Ordering::Relaxed);
+    let outcome = RelayOutcome {
+        client_to_upstream: to_upstream,
+        upstream_to_client: to_client,
+        ended,
+        error: result.err(),
+        client_terminated,
+        upstream_idle,
+    };
+    let keep = watch.map(|watch| {
+        let why_not = if !withheld || ended != Ended::By(Side::Client) {
+            Some("no_terminate")
+        } else if !upstream_idle || idle.mid_write.load(Ordering::Relaxed) {
+            Some("busy")
+        } else if upstream_frames.ready_status() != Some(b'I') {
+            Some("transaction")
+        } else {
+            watch.refused()
+        };
+        (why_not, watch)
+    });
+    if let Some((None, watch)) = keep {
+        let _ = tokio::time::timeout(STOP_GRACE, client_wr.shutdown()).await;
+        let upstream = upstream_rd.unsplit(upstream_wr);
+        let statements = watch.into_statements();
+        return (
+            outcome,
+            Kept::Kept {
+                upstream,
+                statements,
+            },
+        );
+    }
     // Close the other direction too; errors here only mean it was already gone. A session
     // the client did not end with its own Terminate gets one from the proxy (when the
     // client's last message was whole), so the upstream ends it as a clean logout.
     let say_terminate = !client_tail.is_terminate()
         && client_frames.at_boundary()
         && !idle.mid_write.load(Ordering::Relaxed);
+    close(ended, &mut client_wr, &mut upstream_wr, say_terminate).await;
+    let kept = match keep {
+        Some((Some(why), _)) => Kept::Closed(why),
+        _ => Kept::Off,
+    };
+    (outcome, kept)
+}
+
+/// Closes both sides after a relay that `ended` so: the side still open first sees end of
+/// stream; the upstream gets a Terminate first when `say_terminate`.
+async fn close<C, U>(ended: Ended, client_wr: &mut C, upstream_wr: &mut U, say_terminate: bool)
+where
+    C: AsyncWrite + Unpin,
+    U: AsyncWrite + Unpin,
+{
     let close_upstream = async {
         if say_terminate {
             let _ = upstream_wr.write_all(&ClientTail::TERMINATE).await;
@@ -181,16 +271,6 @@ where
             })
             .await;
         }
-    }
-    RelayOutcome {
-        client_to_upstream: to_upstream,
-        upstream_to_client: to_client,
-        ended,
-        error: result.err(),
-        client_terminated: client_tail.is_terminate(),
-        upstream_idle: upstream_frames.at_boundary()
-            && upstream_frames.last_message() == Some(b'Z')
-            && idle.forwarded.load(Ordering::Relaxed) == idle.ready_mark.load(Ordering::Relaxed),
     }
 }
 

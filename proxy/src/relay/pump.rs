@@ -2,6 +2,7 @@
 //! message boundaries tracked so the proxy can end a session between two messages.
 
 use super::framing::{BoundaryTracker, ClientTail};
+use super::statements::ClientWatch;
 use super::{notify, sleep_until_opt, touch, Ended, IdleMarks, STOP_GRACE};
 use crate::refusal::StopReason;
 use prometheus_client::metrics::counter::Counter;
@@ -15,42 +16,65 @@ use tokio::time::Instant;
 /// Buffer per direction: room for several full TLS records (16 KiB of plaintext each).
 const RELAY_BUFFER: usize = 64 * 1024;
 
-/// Copies `from` to `to` until end of stream, counting bytes.
+/// What the client→upstream direction looks at as it copies.
+pub(super) struct ClientSide<'a> {
+    pub tail: &'a mut ClientTail,
+    pub frames: &'a mut BoundaryTracker,
+    pub idle: &'a IdleMarks,
+    /// With session reuse: the client's messages as reuse needs them.
+    pub watch: Option<&'a mut ClientWatch>,
+}
+
+/// Copies `from` to `to` until end of stream, counting bytes. `Ok(true)`: the client's
+/// final Terminate was withheld (see [`ClientWatch`]), and the stream is taken as ended.
 pub(super) async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     count: &mut u64,
     metric: Option<&Counter>,
     activity: (Instant, &AtomicU64),
-    (tail, frames, idle): (&mut ClientTail, &mut BoundaryTracker, &IdleMarks),
-) -> std::io::Result<()>
+    side: ClientSide<'_>,
+) -> std::io::Result<bool>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let ClientSide {
+        tail,
+        frames,
+        idle,
+        mut watch,
+    } = side;
     let mut buf = vec![0u8; RELAY_BUFFER];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(false),
             Ok(n) => n,
             // A peer that vanishes without close_notify is an ordinary disconnect for us.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
         };
         let (n, pending_err) = read_ready(from, &mut buf, n).await;
         touch(activity);
-        tail.push(&buf[..n]);
-        // A write cut short (the session ended meanwhile) leaves a partial message
-        // upstream: the proxy must then not append a Terminate to it.
-        idle.mid_write.store(true, Ordering::Relaxed);
-        to.write_all(&buf[..n]).await?;
-        to.flush().await?;
-        idle.mid_write.store(false, Ordering::Relaxed);
-        frames.advance(&buf[..n]);
-        *count += n as u64;
+        let terminate_at = watch.as_deref_mut().and_then(|w| w.scan(&buf[..n]));
+        let chunk = &buf[..terminate_at.unwrap_or(n)];
+        tail.push(chunk);
+        if !chunk.is_empty() {
+            // A write cut short (the session ended meanwhile) leaves a partial message
+            // upstream: the proxy must then not append a Terminate to it.
+            idle.mid_write.store(true, Ordering::Relaxed);
+            to.write_all(chunk).await?;
+            to.flush().await?;
+            idle.mid_write.store(false, Ordering::Relaxed);
+        }
+        frames.advance(chunk);
+        *count += chunk.len() as u64;
         idle.forwarded.store(*count, Ordering::Relaxed);
         if let Some(m) = metric {
-            m.inc_by(n as u64);
+            m.inc_by(chunk.len() as u64);
+        }
+        if terminate_at.is_some() {
+            return Ok(true);
         }
         if let Some(e) = pending_err {
             return Err(e);

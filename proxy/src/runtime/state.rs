@@ -6,6 +6,7 @@ use crate::audit::AuditOpenError;
 use crate::backend::{UpstreamEndpoint, UpstreamSetupError, WarmPool};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
 use crate::metrics::{CertificateExpiry, Metrics};
+use crate::reuse::{ReuseSettings, SessionPool};
 use proxy_auth::policy::{Policy, PolicyError};
 use proxy_config::{Arn, Config, LimitsConfig, ListenAddress, ShutdownConfig};
 use std::collections::HashMap;
@@ -63,16 +64,20 @@ pub struct TargetContext {
     pub endpoint: Arc<UpstreamEndpoint>,
     /// Connections to `endpoint` with TCP and TLS done, for new logins.
     pub warm: WarmPool,
+    /// Logged-in sessions kept for the next client of the same identity (`session_reuse`).
+    pub sessions: SessionPool,
 }
 
 impl TargetContext {
     /// Starts what this target keeps for later logins (see [`State::start_pools`]).
     fn start_pools(&self, metrics: &Metrics) {
         self.warm.start(metrics.upstream.warm(&self.name));
+        self.sessions.start(metrics.upstream.reuse(&self.name));
     }
 
     fn stop_pools(&self) {
         self.warm.stop();
+        self.sessions.stop();
     }
 }
 
@@ -160,6 +165,7 @@ impl State {
                         t.warm_connections,
                         t.warm_connection_max_age,
                     ),
+                    sessions: SessionPool::new(ReuseSettings::from_config(t)),
                     endpoint,
                 }),
             );

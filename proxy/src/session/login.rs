@@ -7,6 +7,7 @@ use crate::backend::{LoginRequest, UpstreamOrigin, UpstreamSession};
 use crate::metrics::Metrics;
 use crate::net::set_socket_options;
 use crate::refusal::{Refusal, ShutdownStage};
+use crate::reuse::ReuseKey;
 use proxy_auth::db_credentials::DbCredential;
 use std::time::Instant;
 use tracing::warn;
@@ -16,6 +17,8 @@ pub(super) struct LoggedIn {
     pub authorized: Authorized,
     pub upstream: UpstreamSession,
     pub credential: DbCredential,
+    /// On a `session_reuse` target: who may be handed the session after this client.
+    pub reuse_key: Option<ReuseKey>,
 }
 
 pub(super) async fn login(
@@ -29,13 +32,14 @@ pub(super) async fn login(
         _ = terminated(&mut terminate) => Err((Refusal::ShuttingDown(ShutdownStage::Login), Vec::new())),
     };
     match result {
-        Ok((upstream, credential)) => {
+        Ok((upstream, credential, reuse_key)) => {
             set_socket_options(upstream.stream.get_ref().0.get_ref(), &conn.state.limits);
             trail.logged_in(&credential, &upstream);
             Ok(LoggedIn {
                 authorized,
                 upstream,
                 credential,
+                reuse_key,
             })
         }
         Err((refusal, request_ids)) => {
@@ -45,14 +49,15 @@ pub(super) async fn login(
     }
 }
 
-/// Obtains a credential and logs in upstream. A login refused with an authentication
-/// error after a cached credential is retried once with a fresh one: the cached password
-/// may have been revoked or rotated behind our back. On failure, also the AWS request ids
-/// of the credential that was refused.
+/// Obtains a credential and logs in upstream, or takes a kept session of the same
+/// identity and grant (session reuse). A login refused with an authentication error after
+/// a cached credential is retried once with a fresh one: the cached password may have
+/// been revoked or rotated behind our back. On failure, also the AWS request ids of the
+/// credential that was refused.
 async fn login_upstream(
     conn: &Connection,
     authorized: &Authorized,
-) -> Result<(UpstreamSession, DbCredential), (Refusal, Vec<String>)> {
+) -> Result<(UpstreamSession, DbCredential, Option<ReuseKey>), (Refusal, Vec<String>)> {
     let grant = &authorized.grant;
     let target = &authorized.admitted.target;
     let request = grant.credential_request();
@@ -67,6 +72,16 @@ async fn login_upstream(
         let observe = |family, elapsed| Metrics::observe(family, "target", &target.name, elapsed);
         observe(&metrics.credential_fetch_seconds, fetch_started.elapsed());
         let credential = credential.map_err(|e| (Refusal::Credentials(e), Vec::new()))?;
+        // Only after the credential: whoever may no longer get one gets no session either.
+        let reuse_key = target
+            .sessions
+            .enabled()
+            .then(|| reuse_key(authorized, &credential));
+        if let Some(key) = &reuse_key {
+            if let Some(session) = target.sessions.take(key).await {
+                return Ok((session, credential, reuse_key));
+            }
+        }
         let login = LoginRequest {
             user: &credential.user,
             password: &credential.password,
@@ -79,7 +94,7 @@ async fn login_upstream(
                     observe(&metrics.upstream_connect_seconds, session.connect_time);
                 }
                 observe(&metrics.upstream_auth_seconds, session.auth_time);
-                return Ok((session, credential));
+                return Ok((session, credential, reuse_key));
             }
             Err(e) if e.is_auth_failure() && !retried => {
                 warn!(
@@ -98,5 +113,26 @@ async fn login_upstream(
                 return Err((Refusal::Upstream(e), credential.aws_request_ids.clone()));
             }
         }
+    }
+}
+
+/// Everything that decides what an upstream session is: the exact certificate (or local
+/// user), the database user it logged in as, the database, groups, role and the startup
+/// parameters forwarded.
+fn reuse_key(authorized: &Authorized, credential: &DbCredential) -> ReuseKey {
+    let client = &authorized.admitted.client;
+    let principal = &client.principal;
+    let grant = &authorized.grant;
+    let identity = match principal.certificate() {
+        Some(c) => format!("{}\n{}", principal.limit_key(), c.fingerprint_sha256),
+        None => principal.limit_key(),
+    };
+    ReuseKey {
+        identity,
+        db_user: credential.user.clone(),
+        database: grant.database.clone(),
+        groups: grant.db_groups.clone(),
+        role: grant.role_arn.as_ref().map(ToString::to_string),
+        params: client.startup.params.clone(),
     }
 }
