@@ -6,5 +6,6 @@ mod admission;
 mod hygiene;
 mod identity;
 mod revocation;
+mod session_reuse;
 mod throttling;
 mod upstream_pools;

@@ -6,7 +6,7 @@ use proxy_testkit::world::{current_user, TestProxy, World};
 use std::time::{Duration, Instant};
 
 /// The value of the metric sample `series` (name with labels), 0 when absent.
-fn metric(p: &TestProxy, series: &str) -> f64 {
+pub(crate) fn metric(p: &TestProxy, series: &str) -> f64 {
     let text = p.running.shared().metrics.encode();
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
@@ -15,7 +15,7 @@ fn metric(p: &TestProxy, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
