@@ -21,6 +21,8 @@ pub(super) struct Kept {
     pub key: ReuseKey,
     pub id: u64,
     pub session: SessionToKeep,
+    /// Run the reset first (a session a client used); a fresh login needs none.
+    pub reset: bool,
     pub requests: mpsc::Receiver<oneshot::Sender<SessionToKeep>>,
     pub reset_done: Arc<AtomicBool>,
 }
@@ -42,16 +44,20 @@ pub(super) async fn keep(kept: Kept) {
         key,
         id,
         mut session,
+        reset,
         mut requests,
         reset_done,
     } = kept;
     let statements = std::mem::take(&mut session.statements);
-    let reset = tokio::time::timeout(
-        settings.reset_timeout,
-        reset::run(&mut session.upstream, &statements, &settings.reset),
-    )
-    .await
-    .unwrap_or_else(|_| Err(ResetError::Protocol("the reset timed out".into())));
+    let reset = match reset {
+        false => Ok(Vec::new()),
+        true => tokio::time::timeout(
+            settings.reset_timeout,
+            reset::run(&mut session.upstream, &statements, &settings.reset),
+        )
+        .await
+        .unwrap_or_else(|_| Err(ResetError::Protocol("the reset timed out".into()))),
+    };
     match reset {
         Ok(reported) => {
             for (name, value) in reported {

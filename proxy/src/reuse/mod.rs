@@ -126,6 +126,16 @@ impl SessionToKeep {
     }
 }
 
+/// A kept session handed to a client.
+pub struct Reused {
+    pub session: UpstreamSession,
+    /// No session of the key was ready: the client waited for the reset that follows the
+    /// previous client's exit (one round trip). The same identity reconnects faster than
+    /// that; a second session logged in meanwhile ([`SessionPool::keep_fresh`]) spares its
+    /// next reconnection the wait.
+    pub waited: bool,
+}
+
 /// The ParameterStatus messages of a login reply (the messages after AuthenticationOk),
 /// in order.
 pub fn parameters_of(after_auth: &[u8]) -> Vec<(String, String)> {
@@ -265,8 +275,35 @@ impl SessionPool {
     }
 
     /// Keeps `session` for the next client with `key`, or says why not (the session is
-    /// then closed).
+    /// then closed). It is reset first.
     pub fn keep(&self, key: ReuseKey, session: SessionToKeep) -> Result<(), &'static str> {
+        self.keep_as(key, session, true)
+    }
+
+    /// Keeps a session that has just logged in for `key` and served nobody: nothing to
+    /// reset. See [`Reused::waited`].
+    pub fn keep_fresh(&self, key: ReuseKey, session: UpstreamSession) -> Result<(), &'static str> {
+        let parameters = parameters_of(&session.after_auth);
+        let session = SessionToKeep {
+            upstream: session.stream,
+            backend_key: session.backend_key,
+            parameters,
+            uses: 0,
+            logged_in_at: session.logged_in_at,
+            tls_version: session.tls_version,
+            tls_cipher: session.tls_cipher,
+            auth_method: session.auth_method,
+            statements: Vec::new(),
+        };
+        self.keep_as(key, session, false)
+    }
+
+    fn keep_as(
+        &self,
+        key: ReuseKey,
+        session: SessionToKeep,
+        reset: bool,
+    ) -> Result<(), &'static str> {
         let s = &self.settings;
         let refusal = if *self.inner.stopped.borrow() || !s.enabled {
             Some("stopped")
@@ -295,6 +332,7 @@ impl SessionPool {
             key,
             id: entry.0,
             session,
+            reset,
             requests: entry.1,
             reset_done: entry.2,
         }));
@@ -340,11 +378,12 @@ impl SessionPool {
 
     /// A kept session for `key`, reset, when there is one (waiting for a reset under way);
     /// counts a hit or a miss.
-    pub async fn take(&self, key: &ReuseKey) -> Option<UpstreamSession> {
+    pub async fn take(&self, key: &ReuseKey) -> Option<Reused> {
         if !self.settings.enabled || *self.inner.stopped.borrow() {
             return None;
         }
         while let Some(entry) = self.inner.pop(key) {
+            let waited = !entry.reset_done.load(Ordering::SeqCst);
             let (reply, answer) = oneshot::channel();
             if entry.requests.send(reply).await.is_err() {
                 continue;
@@ -353,7 +392,10 @@ impl SessionPool {
             // failed: bounded by the reset timeout.
             if let Ok(session) = answer.await {
                 self.inner.count(ReuseCounters::hit);
-                return Some(session.into_upstream_session());
+                return Some(Reused {
+                    session: session.into_upstream_session(),
+                    waited,
+                });
             }
         }
         self.inner.count(ReuseCounters::miss);
