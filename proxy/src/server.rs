@@ -107,6 +107,7 @@ impl Proxy {
         )
         .map_err(SetupError::AdminAccess)?;
         let shared = Arc::new(self.into_shared());
+        shared.state().start_pools(&shared.metrics);
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut addrs = Vec::new();
@@ -292,6 +293,8 @@ impl RunningProxy {
         for t in self.tasks {
             let _ = t.await;
         }
+        // No new logins: nothing to keep upstream connections ready for.
+        shared.state().stop_pools();
         let open_at_close = shared.open_connections();
         info!(
             open = open_at_close,

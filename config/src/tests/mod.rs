@@ -6,4 +6,5 @@ mod client_auth;
 mod key_permissions;
 mod load;
 mod load_balancer;
+mod pools;
 mod sni;

@@ -25,6 +25,8 @@ mod role_sessions;
 mod sandbox_fleet;
 mod secrets;
 mod session;
+mod session_reuse;
 mod sni_routing;
 mod throttling;
 mod upstream_login;
+mod upstream_pools;

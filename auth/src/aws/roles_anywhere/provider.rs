@@ -19,7 +19,9 @@ mod create;
 
 use super::session::SessionClient;
 use super::signer::X509Signer;
-use crate::aws::clock::{Clock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+use crate::aws::clock::Clock;
+use crate::aws::clock::SystemClock;
 use crate::aws::observe::{no_observer, AwsCallObserver, CredentialState};
 use crate::db_credentials::CredentialError;
 use crate::refresh::{Background, EngineOptions, Margins, RefreshAhead, RefreshPolicy, Standing};
