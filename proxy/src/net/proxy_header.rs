@@ -126,7 +126,11 @@ fn parse_v1(bytes: &[u8]) -> Parsed {
     let window = &bytes[..bytes.len().min(V1_MAX_LEN)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         // A CR anywhere but last can no longer be followed by the line's LF.
-        if window.iter().position(|&b| b == b'\r').is_some_and(|cr| cr + 1 < window.len()) {
+        if window
+            .iter()
+            .position(|&b| b == b'\r')
+            .is_some_and(|cr| cr + 1 < window.len())
+        {
             return malformed("a CR inside the v1 header line");
         }
         if bytes.len() >= V1_MAX_LEN {

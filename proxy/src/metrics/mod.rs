@@ -3,22 +3,27 @@
 //!
 //! Counters and histograms are updated on the session path (an atomic add each); values
 //! that live elsewhere (the credential cache, certificate expiry, the audit queue) are read
-//! at scrape time by [`ScrapeTimeCollector`], so they are always current and cost nothing
+//! at scrape time by `ScrapeTimeCollector` (`scrape.rs`), so they are always current and cost nothing
 //! between scrapes. Every name starts with `redshift_iam_proxy_`; the list is in
 //! `docs/operations.md`.
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+mod scrape;
+mod upstream_pools;
+
+pub use upstream_pools::{ReuseCounters, UpstreamPoolMetrics, WarmCounters};
+
+use scrape::ScrapeTimeCollector;
+
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use proxy_auth::aws::{AwsApi, AwsCallObserver, AwsCallOutcome};
 use proxy_auth::redshift::{CacheStats, RedshiftCredentials};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Common prefix of every metric name.
 pub const PREFIX: &str = "redshift_iam_proxy";
@@ -148,179 +153,6 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub last_reload_success: Gauge,
     pub upstream: UpstreamPoolMetrics,
-}
-
-/// Warm upstream connections and kept sessions, by target.
-#[derive(Default)]
-pub struct UpstreamPoolMetrics {
-    warm_hits: Family<Labels, Counter>,
-    warm_misses: Family<Labels, Counter>,
-    warm_discards: Family<Labels, Counter>,
-    warm_ready: Family<Labels, Gauge>,
-    reuse_hits: Family<Labels, Counter>,
-    reuse_misses: Family<Labels, Counter>,
-    reuse_closes: Family<Labels, Counter>,
-    reuse_kept: Family<Labels, Gauge>,
-}
-
-/// One target's session-reuse series.
-#[derive(Clone, Debug)]
-pub struct ReuseCounters {
-    hits: Counter,
-    misses: Counter,
-    closes: Family<Labels, Counter>,
-    kept: Gauge,
-    target: String,
-}
-
-impl ReuseCounters {
-    pub fn hit(&self) {
-        self.hits.inc();
-    }
-
-    pub fn miss(&self) {
-        self.misses.inc();
-    }
-
-    pub fn closed(&self, reason: &str) {
-        self.closes
-            .get_or_create(&labels(&[("target", &self.target), ("reason", reason)]))
-            .inc();
-    }
-
-    pub fn set_kept(&self, n: usize) {
-        self.kept.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    pub fn hits(&self) -> u64 {
-        self.hits.get()
-    }
-
-    pub fn misses(&self) -> u64 {
-        self.misses.get()
-    }
-
-    pub fn closes(&self, reason: &str) -> u64 {
-        self.closes
-            .get_or_create(&labels(&[("target", &self.target), ("reason", reason)]))
-            .get()
-    }
-}
-
-/// One target's warm-connection series.
-#[derive(Clone, Debug)]
-pub struct WarmCounters {
-    hits: Counter,
-    misses: Counter,
-    discards: Family<Labels, Counter>,
-    ready: Gauge,
-    target: String,
-}
-
-impl WarmCounters {
-    pub fn hit(&self) {
-        self.hits.inc();
-    }
-
-    pub fn miss(&self) {
-        self.misses.inc();
-    }
-
-    pub fn discarded(&self, reason: &str) {
-        self.discards
-            .get_or_create(&labels(&[("target", &self.target), ("reason", reason)]))
-            .inc();
-    }
-
-    pub fn set_ready(&self, n: usize) {
-        self.ready.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    pub fn hits(&self) -> u64 {
-        self.hits.get()
-    }
-
-    pub fn misses(&self) -> u64 {
-        self.misses.get()
-    }
-
-    pub fn discards(&self, reason: &str) -> u64 {
-        self.discards
-            .get_or_create(&labels(&[("target", &self.target), ("reason", reason)]))
-            .get()
-    }
-}
-
-impl UpstreamPoolMetrics {
-    /// The series of target `target`.
-    pub fn warm(&self, target: &str) -> WarmCounters {
-        let by_target = labels(&[("target", target)]);
-        WarmCounters {
-            hits: self.warm_hits.get_or_create(&by_target).clone(),
-            misses: self.warm_misses.get_or_create(&by_target).clone(),
-            discards: self.warm_discards.clone(),
-            ready: self.warm_ready.get_or_create(&by_target).clone(),
-            target: target.to_string(),
-        }
-    }
-
-    /// The session-reuse series of target `target`.
-    pub fn reuse(&self, target: &str) -> ReuseCounters {
-        let by_target = labels(&[("target", target)]);
-        ReuseCounters {
-            hits: self.reuse_hits.get_or_create(&by_target).clone(),
-            misses: self.reuse_misses.get_or_create(&by_target).clone(),
-            closes: self.reuse_closes.clone(),
-            kept: self.reuse_kept.get_or_create(&by_target).clone(),
-            target: target.to_string(),
-        }
-    }
-
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "session_reuse_hits",
-            "Logins served by a kept upstream session (session_reuse), by target",
-            self.reuse_hits.clone(),
-        );
-        registry.register(
-            "session_reuse_misses",
-            "Logins on a session_reuse target that found no kept session and logged in, by \
-             target",
-            self.reuse_misses.clone(),
-        );
-        registry.register(
-            "session_reuse_closes",
-            "Upstream sessions of a session_reuse target closed instead of kept or reused, by \
-             target and reason (see docs/operations.md)",
-            self.reuse_closes.clone(),
-        );
-        registry.register(
-            "sessions_kept",
-            "Logged-in upstream sessions kept for reuse now, by target",
-            self.reuse_kept.clone(),
-        );
-        registry.register(
-            "warm_connection_hits",
-            "Upstream logins that ran on a warm connection (TCP and TLS done ahead), by target",
-            self.warm_hits.clone(),
-        );
-        registry.register(
-            "warm_connection_misses",
-            "Upstream logins that found no warm connection ready and dialled, by target",
-            self.warm_misses.clone(),
-        );
-        registry.register(
-            "warm_connection_discards",
-            "Warm connections closed without serving a login, by target and reason (age, \
-             closed, failed_login, stopped)",
-            self.warm_discards.clone(),
-        );
-        registry.register(
-            "warm_connections_ready",
-            "Warm connections ready now, by target",
-            self.warm_ready.clone(),
-        );
-    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -534,170 +366,10 @@ pub fn labels(pairs: &[(&'static str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
 }
 
-/// Metrics computed from other components' state on each scrape.
-struct ScrapeTimeCollector {
-    source: Arc<dyn ScrapeSource>,
-}
-
-impl std::fmt::Debug for ScrapeTimeCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeTimeCollector")
-            .finish_non_exhaustive()
-    }
-}
-
-fn encode_crls(
-    encoder: &mut DescriptorEncoder,
-    crls: Vec<CrlExpiry>,
-) -> Result<(), std::fmt::Error> {
-    if crls.is_empty() {
-        return Ok(());
-    }
-    let g = ConstGauge::new(0i64);
-    let mut e = encoder.encode_descriptor(
-        "crl_next_update_timestamp_seconds",
-        "nextUpdate of each listener's client CRLs; past it the CRL's clients are refused",
-        None,
-        g.metric_type(),
-    )?;
-    for c in crls {
-        let set = labels(&[("listener", &c.listener), ("issuer", &c.issuer)]);
-        ConstGauge::new(c.next_update_unix).encode(e.encode_family(&set)?)?;
-    }
-    Ok(())
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(value);
-    let e = encoder.encode_descriptor(name, help, None, c.metric_type())?;
-    c.encode(e)
-}
-
-fn gauge<N>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: N,
-) -> Result<(), std::fmt::Error>
-where
-    N: prometheus_client::encoding::EncodeGaugeValue,
-{
-    let g = ConstGauge::new(value);
-    let e = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-    g.encode(e)
-}
-
-impl Collector for ScrapeTimeCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let audit = self.source.audit_counts();
-        counter(
-            &mut encoder,
-            "audit_records_written",
-            "Audit records written",
-            audit.written,
-        )?;
-        counter(
-            &mut encoder,
-            "audit_records_dropped",
-            "Audit records dropped because the writer could not keep up",
-            audit.dropped,
-        )?;
-        counter(
-            &mut encoder,
-            "audit_write_errors",
-            "Audit records the writer failed to write",
-            audit.write_errors,
-        )?;
-
-        if let Some(s) = self.source.credential_stats() {
-            counter(
-                &mut encoder,
-                "db_credential_cache_hits",
-                "Database credential requests served from the cache",
-                s.hits,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_cache_misses",
-                "Database credential requests that waited for an AWS call",
-                s.misses,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_cache_refreshes",
-                "Background refreshes of cached database credentials ahead of expiry",
-                s.refreshes,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_fetches",
-                "AWS calls for database credentials (foreground and background)",
-                s.fetches,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_fetch_errors",
-                "AWS calls for database credentials that failed",
-                s.fetch_errors,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_backed_off",
-                "Database credential requests answered with a recent failure instead of an AWS \
-                 call (backoff)",
-                s.backed_off,
-            )?;
-            gauge(
-                &mut encoder,
-                "db_credential_cache_entries",
-                "Database credentials currently cached",
-                s.entries as i64,
-            )?;
-            if let Some(expiry) = s.earliest_expiry {
-                let left = match expiry.duration_since(SystemTime::now()) {
-                    Ok(d) => d.as_secs_f64(),
-                    Err(e) => -e.duration().as_secs_f64(),
-                };
-                gauge(
-                    &mut encoder,
-                    "db_credential_earliest_expiry_seconds",
-                    "Seconds until the earliest cached database credential expires",
-                    left,
-                )?;
-            }
-        }
-
-        encode_crls(&mut encoder, self.source.crls())?;
-        let certs = self.source.certificates();
-        if !certs.is_empty() {
-            let g = ConstGauge::new(0i64);
-            let mut e = encoder.encode_descriptor(
-                "certificate_expiry_timestamp_seconds",
-                "notAfter of the certificates the proxy uses (server, client_ca, roles_anywhere)",
-                None,
-                g.metric_type(),
-            )?;
-            for c in certs {
-                let set = labels(&[
-                    ("kind", c.kind),
-                    ("listener", &c.listener),
-                    ("subject", &c.subject),
-                ]);
-                ConstGauge::new(c.not_after_unix).encode(e.encode_family(&set)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     struct Fixed;
     impl ScrapeSource for Fixed {
