@@ -188,6 +188,19 @@ pub struct AuditConfig {
     /// Rotated files kept beside `path` (`path.1` .. `path.N`); older ones are deleted.
     #[serde(default = "default_audit_max_files")]
     pub max_files: usize,
+    /// One record per statement a client sends (Query, Parse, Execute), besides the one
+    /// per connection. Off by default.
+    #[serde(default)]
+    pub statements: bool,
+    /// Statement text kept in a record; longer text is cut (on a UTF-8 boundary) and the
+    /// record says so. The SHA-256 always covers the whole text.
+    #[serde(default = "default_statement_max_length")]
+    pub statement_max_length: ByteSize,
+    /// Statement records queued for the writer before new ones are dropped (and counted);
+    /// separate from `queue_capacity`, so a flood of statements never crowds out the
+    /// records of connections.
+    #[serde(default = "default_audit_queue")]
+    pub statement_queue_capacity: usize,
 }
 
 impl Default for AuditConfig {
@@ -198,6 +211,9 @@ impl Default for AuditConfig {
             queue_capacity: default_audit_queue(),
             max_file_size: None,
             max_files: default_audit_max_files(),
+            statements: false,
+            statement_max_length: default_statement_max_length(),
+            statement_queue_capacity: default_audit_queue(),
         }
     }
 }
@@ -211,6 +227,13 @@ fn default_audit_queue() -> usize {
 fn default_audit_max_files() -> usize {
     10
 }
+fn default_statement_max_length() -> ByteSize {
+    ByteSize(4096)
+}
+
+/// Largest `statement_max_length`: every record is one line the writer holds in memory
+/// while it is queued.
+const MAX_STATEMENT_LENGTH: u64 = 1 << 20;
 
 /// Smallest `max_file_size`: below it a busy proxy would rotate every few records.
 const MIN_AUDIT_FILE_SIZE: u64 = 64 * 1024;
@@ -242,6 +265,21 @@ impl AuditConfig {
                 "audit.max_files",
                 "must be at least 1 (rotating without keeping the old file loses records)",
             );
+        }
+        if self.statements && !self.enabled {
+            p.add("audit.statements", "set, but audit.enabled = false");
+        }
+        if self.statement_max_length.0 > MAX_STATEMENT_LENGTH {
+            p.add(
+                "audit.statement_max_length",
+                format!(
+                    "must be at most 1MiB (got {}): longer text is still covered by the record's sha256",
+                    self.statement_max_length
+                ),
+            );
+        }
+        if self.statement_queue_capacity == 0 {
+            p.add("audit.statement_queue_capacity", "must be greater than 0");
         }
     }
 }
@@ -443,6 +481,7 @@ pub struct AdminKept<'a> {
 pub struct AuditKept {
     pub enabled: bool,
     pub queue_capacity: usize,
+    pub statement_queue_capacity: usize,
 }
 
 impl LogConfig {
@@ -483,14 +522,19 @@ impl AuditConfig {
         let AuditConfig {
             enabled,
             queue_capacity,
+            statement_queue_capacity,
             // A reload reopens the file with these (log rotation).
             path: _,
             max_file_size: _,
             max_files: _,
+            // Read by each new session.
+            statements: _,
+            statement_max_length: _,
         } = self;
         AuditKept {
             enabled: *enabled,
             queue_capacity: *queue_capacity,
+            statement_queue_capacity: *statement_queue_capacity,
         }
     }
 }

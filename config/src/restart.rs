@@ -242,7 +242,7 @@ impl AdminKept<'_> {
 
 impl AuditKept {
     fn changed(&self, new: &Self) -> Vec<String> {
-        strings(changed_fields!(self, new; enabled, queue_capacity))
+        strings(changed_fields!(self, new; enabled, queue_capacity, statement_queue_capacity))
     }
 }
 

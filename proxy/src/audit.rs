@@ -13,8 +13,10 @@
 //! are dropped and counted ([`AuditLog::dropped`], exported as a metric) rather than
 //! blocking sessions.
 
+mod statement;
 mod writer;
 
+pub use statement::{CertificateIdentity, StatementAudit, StatementContext};
 pub use writer::{AuditLog, AuditOpenError, Destination};
 
 use proxy_auth::identity::ClientIdentity;

@@ -404,6 +404,42 @@ fn audit_rotation_needs_a_file_a_sane_size_and_a_file_to_keep() {
 }
 
 #[test]
+fn statement_audit_is_off_by_default_and_its_limits_are_checked() {
+    let c = parse(BASE).unwrap();
+    assert!(!c.audit.statements);
+    assert_eq!(c.audit.statement_max_length, crate::ByteSize(4096));
+    assert_eq!(c.audit.statement_queue_capacity, 8192);
+    let p = problems(&format!(
+        "{BASE}\n[audit]\nenabled = false\nstatements = true\n\
+         statement_max_length = \"2MiB\"\nstatement_queue_capacity = 0\n"
+    ));
+    assert!(
+        has(&p, "audit.statements", "audit.enabled = false"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "audit.statement_max_length", "at most 1MiB"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "audit.statement_queue_capacity", "greater than 0"),
+        "{p:?}"
+    );
+    let ok = parse(&format!(
+        "{BASE}\n[audit]\nstatements = true\nstatement_max_length = \"64KiB\"\n"
+    ))
+    .unwrap();
+    assert!(ok.audit.statements);
+    assert_eq!(ok.audit.statement_max_length, crate::ByteSize(64 << 10));
+    // Zero keeps no text at all: the records still carry the hash.
+    let ok = parse(&format!(
+        "{BASE}\n[audit]\nstatements = true\nstatement_max_length = 0\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.audit.statement_max_length, crate::ByteSize(0));
+}
+
+#[test]
 fn resume_wait_has_a_per_kind_default_and_a_ceiling() {
     let c = parse(BASE).unwrap();
     let wait = |name: &str| {

@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -166,6 +166,8 @@ impl Sink {
 
 enum Message {
     Line(String),
+    /// A statement record (`[audit] statements`), counted apart.
+    Statement(String),
     Reopen(Target),
     /// Write out everything before it and stop.
     Close,
@@ -176,14 +178,29 @@ struct Writer {
     thread: JoinHandle<()>,
 }
 
+/// What the writer thread counts.
+#[derive(Debug, Default)]
+struct WriterCounts {
+    written: AtomicU64,
+    failed: AtomicU64,
+    statements_written: AtomicU64,
+    /// Statement records in the queue: bounded by the statement capacity, so statements
+    /// never take the room of connection records.
+    statements_queued: AtomicUsize,
+}
+
 /// The audit trail: a bounded queue and its writer thread. Cheap to share (`Arc`).
+///
+/// The queue holds `queue_capacity` connection records plus `statement_queue_capacity`
+/// statement records; each kind is dropped (and counted) when its own share is full.
 pub struct AuditLog {
     writer: Mutex<Option<Writer>>,
     /// A clone of the writer's sender, for the hot path (no lock).
     tx: Option<SyncSender<Message>>,
-    written: Arc<AtomicU64>,
+    counts: Arc<WriterCounts>,
     dropped: AtomicU64,
-    failed: Arc<AtomicU64>,
+    statement_capacity: usize,
+    statements_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -201,33 +218,37 @@ impl AuditLog {
         AuditLog {
             writer: Mutex::new(None),
             tx: None,
-            written: Arc::new(AtomicU64::new(0)),
+            counts: Arc::default(),
             dropped: AtomicU64::new(0),
-            failed: Arc::new(AtomicU64::new(0)),
+            statement_capacity: 0,
+            statements_dropped: AtomicU64::new(0),
         }
     }
 
     /// Opens `destination` now (so a bad path fails start-up) and starts the writer,
-    /// without size rotation.
+    /// without size rotation, with room for `capacity` records of each kind.
     pub fn start(destination: Destination, capacity: usize) -> Result<AuditLog, AuditOpenError> {
         let target = Target {
             destination,
             rotation: None,
         };
-        AuditLog::start_target(target, capacity)
+        AuditLog::start_target(target, capacity, capacity)
     }
 
-    fn start_target(target: Target, capacity: usize) -> Result<AuditLog, AuditOpenError> {
+    fn start_target(
+        target: Target,
+        capacity: usize,
+        statement_capacity: usize,
+    ) -> Result<AuditLog, AuditOpenError> {
         let sink = Sink::open(target.clone()).map_err(|e| target.open_error(e))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
-        let written = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
+        let statement_capacity = statement_capacity.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1) + statement_capacity);
+        let counts = Arc::new(WriterCounts::default());
         let thread = {
-            let written = written.clone();
-            let failed = failed.clone();
+            let counts = counts.clone();
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || write_loop(rx, sink, &written, &failed))
+                .spawn(move || write_loop(rx, sink, &counts))
                 .map_err(|source| AuditOpenError {
                     path: PathBuf::from("<audit writer thread>"),
                     source,
@@ -239,9 +260,10 @@ impl AuditLog {
                 thread,
             })),
             tx: Some(tx),
-            written,
+            counts,
             dropped: AtomicU64::new(0),
-            failed,
+            statement_capacity,
+            statements_dropped: AtomicU64::new(0),
         })
     }
 
@@ -250,7 +272,11 @@ impl AuditLog {
         if !config.enabled {
             return Ok(AuditLog::disabled());
         }
-        AuditLog::start_target(Target::from_config(config), config.queue_capacity)
+        AuditLog::start_target(
+            Target::from_config(config),
+            config.queue_capacity,
+            config.statement_queue_capacity,
+        )
     }
 
     /// Queues one record. Never blocks: a full queue drops the record and counts it.
@@ -277,6 +303,48 @@ impl AuditLog {
         }
     }
 
+    /// Whether records are written at all (`[audit] enabled`).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues one statement record (a JSON line). Never blocks: when the statement share
+    /// of the queue is full, the record is dropped and counted.
+    pub fn statement(&self, line: String) {
+        let Some(tx) = &self.tx else { return };
+        let queued = &self.counts.statements_queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= self.statement_capacity {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            return self.statement_not_queued();
+        }
+        if tx.try_send(Message::Statement(line)).is_err() {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            self.statement_not_queued();
+        }
+    }
+
+    /// Counts a statement record that could not be queued.
+    pub fn statement_not_queued(&self) {
+        let n = self.statements_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // One warning per power of two keeps a stuck disk from flooding the log.
+        if n.is_power_of_two() {
+            warn!(
+                dropped = n,
+                "audit statement queue full: statement records dropped"
+            );
+        }
+    }
+
+    /// Statement records written so far.
+    pub fn statements_written(&self) -> u64 {
+        self.counts.statements_written.load(Ordering::Relaxed)
+    }
+
+    /// Statement records dropped because their queue was full.
+    pub fn statements_dropped(&self) -> u64 {
+        self.statements_dropped.load(Ordering::Relaxed)
+    }
+
     /// Reopens the destination `[audit]` names (every reload: log rotation, a new path,
     /// new rotation settings). The new file is opened here, so an unusable path is
     /// reported and the current destination kept. Records queued before this land in the
@@ -301,7 +369,7 @@ impl AuditLog {
 
     /// Records written so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.counts.written.load(Ordering::Relaxed)
     }
 
     /// Records dropped because the queue was full.
@@ -311,7 +379,7 @@ impl AuditLog {
 
     /// Records the writer failed to write (I/O errors).
     pub fn write_errors(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
+        self.counts.failed.load(Ordering::Relaxed)
     }
 
     /// Writes out everything queued and stops the writer. Blocks: call it from a blocking
@@ -329,7 +397,8 @@ impl AuditLog {
     }
 }
 
-fn write_loop(rx: Receiver<Message>, mut sink: Sink, written: &AtomicU64, failed: &AtomicU64) {
+fn write_loop(rx: Receiver<Message>, mut sink: Sink, counts: &WriterCounts) {
+    let (written, failed) = (&counts.written, &counts.failed);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         // Drain what is queued, then flush once: one syscall per burst, not per record.
@@ -338,6 +407,13 @@ fn write_loop(rx: Receiver<Message>, mut sink: Sink, written: &AtomicU64, failed
                 Message::Close => {
                     let _ = sink.out.flush();
                     return;
+                }
+                Message::Statement(line) => {
+                    counts.statements_queued.fetch_sub(1, Ordering::Relaxed);
+                    match sink.write_line(&line) {
+                        Ok(()) => counts.statements_written.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
                 }
                 Message::Line(line) => match sink.write_line(&line) {
                     Ok(()) => {

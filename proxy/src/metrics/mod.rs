@@ -126,6 +126,8 @@ pub struct AuditCounts {
     pub written: u64,
     pub dropped: u64,
     pub write_errors: u64,
+    pub statements_written: u64,
+    pub statements_dropped: u64,
 }
 
 /// Every metric the proxy updates as it runs.
@@ -386,6 +388,8 @@ mod tests {
                 written: 3,
                 dropped: 1,
                 write_errors: 0,
+                statements_written: 0,
+                statements_dropped: 2,
             }
         }
         fn credential_stats(&self) -> Option<CacheStats> {
@@ -421,6 +425,7 @@ mod tests {
             "redshift_iam_proxy_logins_total{target=\"pg\",outcome=\"success\"} 1",
             "redshift_iam_proxy_credential_fetch_seconds_count{target=\"pg\"} 1",
             "redshift_iam_proxy_audit_records_dropped_total 1",
+            "redshift_iam_proxy_audit_statements_dropped_total 2",
             "redshift_iam_proxy_db_credential_cache_hits_total 5",
             "redshift_iam_proxy_certificate_expiry_timestamp_seconds{kind=\"server\",listener=\"main\",subject=\"CN=proxy\"} 2000000000",
             "# TYPE redshift_iam_proxy_db_credential_earliest_expiry_seconds gauge",

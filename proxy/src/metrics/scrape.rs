@@ -88,6 +88,18 @@ impl Collector for ScrapeTimeCollector {
             "Audit records the writer failed to write",
             audit.write_errors,
         )?;
+        counter(
+            &mut encoder,
+            "audit_statements_written",
+            "Statement audit records written",
+            audit.statements_written,
+        )?;
+        counter(
+            &mut encoder,
+            "audit_statements_dropped",
+            "Statement audit records dropped because their queue was full",
+            audit.statements_dropped,
+        )?;
 
         if let Some(s) = self.source.credential_stats() {
             counter(

@@ -1,6 +1,8 @@
 //! Relaying an established session: both directions spliced, byte for byte.
 //!
-//! After login the proxy inspects nothing: PostgreSQL messages pass through unchanged.
+//! After login the proxy inspects nothing: PostgreSQL messages pass through unchanged
+//! (session reuse and the statement audit read the client's messages as they pass, see
+//! [`statements`]).
 //! The session ends when either side ends, and the other side is then shut down, so a
 //! client that disconnects also closes its upstream session (and stops its query).
 //!
@@ -13,11 +15,13 @@
 
 mod framing;
 mod pump;
+mod statement_audit;
 mod statements;
 #[cfg(test)]
 mod tests;
 
 pub use framing::BoundaryTracker;
+pub use statement_audit::{Statement, StatementSink, StatementText, StatementTracker};
 
 use crate::refusal::{stop_response, StopReason};
 use framing::ClientTail;
@@ -103,6 +107,8 @@ pub struct RelayControl {
     /// Watch the client's messages for session reuse, and keep the upstream session of a
     /// client that leaves cleanly (see [`relay_keeping`]).
     pub session_reuse: bool,
+    /// Read the statements the client sends, for the statement audit.
+    pub statements: Option<StatementTracker>,
 }
 
 /// What became of the upstream session at the end of a relay.
@@ -146,7 +152,11 @@ where
     let mut to_client = 0u64;
     let mut client_tail = ClientTail::default();
     let mut client_frames = BoundaryTracker::default();
-    let mut watch = control.session_reuse.then(ClientWatch::default);
+    let reuse = control.session_reuse;
+    let mut watch = match control.statements.take() {
+        Some(audit) => Some(ClientWatch::new(reuse, Some(audit))),
+        None => reuse.then(ClientWatch::default),
+    };
     // The login reply ended with ReadyForQuery 'I': no transaction before a first query.
     let mut upstream_frames = BoundaryTracker::after(b'Z', Some(b'I'));
     let idle = IdleMarks::default();
@@ -206,7 +216,7 @@ where
         client_terminated,
         upstream_idle,
     };
-    let keep = watch.map(|watch| {
+    let keep = watch.filter(|_| reuse).map(|watch| {
         let why_not = if !withheld || ended != Ended::By(Side::Client) {
             Some("no_terminate")
         } else if !upstream_idle || idle.mid_write.load(Ordering::Relaxed) {

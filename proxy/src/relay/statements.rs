@@ -1,7 +1,8 @@
-//! [`ClientWatch`]: what session reuse needs to know about the client's messages, read as
-//! they pass (only when the target has `session_reuse`; otherwise bodies are never looked
-//! at).
+//! [`ClientWatch`]: the client's messages read as they pass, for session reuse (when the
+//! target has `session_reuse`) and for the statement audit (`[audit] statements`, handed
+//! to a [`StatementTracker`]). With neither, bodies are never looked at.
 //!
+//! For session reuse:
 //! - A Terminate that ends what the client sent is withheld: the upstream session stays
 //!   logged in, and may be kept for the next client.
 //! - Prepared statements the client created with Parse under a name outlive it upstream.
@@ -22,9 +23,14 @@ const MAX_NAMES: usize = 256;
 
 const KEYWORD: &[u8] = b"prepare";
 
+use super::statement_audit::StatementTracker;
+
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientWatch {
+    /// Watch for session reuse (else only for `audit`).
+    reuse: bool,
+    audit: Option<StatementTracker>,
     header: [u8; 5],
     header_len: usize,
     body_left: u64,
@@ -38,7 +44,30 @@ pub struct ClientWatch {
     refused: Option<&'static str>,
 }
 
+impl Default for ClientWatch {
+    /// A watch for session reuse only.
+    fn default() -> Self {
+        ClientWatch::new(true, None)
+    }
+}
+
 impl ClientWatch {
+    /// A watch for session reuse when `reuse`, and feeding `audit` when given.
+    pub fn new(reuse: bool, audit: Option<StatementTracker>) -> Self {
+        ClientWatch {
+            reuse,
+            audit,
+            header: [0; 5],
+            header_len: 0,
+            body_left: 0,
+            tag: 0,
+            name: None,
+            names: Vec::new(),
+            matched: 0,
+            refused: None,
+        }
+    }
+
     /// Reads `chunk`. Returns where a Terminate message begins when it is the last whole
     /// message of the chunk and starts in it: the caller forwards only the bytes before it.
     pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
@@ -47,8 +76,16 @@ impl ClientWatch {
         while pos < chunk.len() && self.refused != Some(LOST) {
             if self.body_left > 0 {
                 let take = self.body_left.min((chunk.len() - pos) as u64) as usize;
-                self.body(&chunk[pos..pos + take]);
+                if self.reuse {
+                    self.body(&chunk[pos..pos + take]);
+                }
                 self.body_left -= take as u64;
+                if let Some(audit) = self.audit.as_mut() {
+                    audit.body(&chunk[pos..pos + take]);
+                    if self.body_left == 0 {
+                        audit.end();
+                    }
+                }
                 pos += take;
                 continue;
             }
@@ -77,12 +114,19 @@ impl ClientWatch {
                 }
             };
             self.matched = 0;
-            self.name = (tag == b'P').then(Vec::new);
+            self.name = (tag == b'P' && self.reuse).then(Vec::new);
+            if let Some(audit) = self.audit.as_mut() {
+                audit.begin(tag);
+                if self.body_left == 0 {
+                    audit.end();
+                }
+            }
             if tag == b'X' && len == 4 && take == 5 {
                 terminate_at = Some(start);
             }
         }
         match terminate_at {
+            _ if !self.reuse => None,
             Some(at) if at + 5 == chunk.len() => Some(at),
             Some(_) => {
                 self.refuse("protocol");

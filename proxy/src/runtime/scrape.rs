@@ -37,6 +37,8 @@ impl ScrapeSource for Scrape {
             written: self.audit.written(),
             dropped: self.audit.dropped(),
             write_errors: self.audit.write_errors(),
+            statements_written: self.audit.statements_written(),
+            statements_dropped: self.audit.statements_dropped(),
         }
     }
     fn credential_stats(&self) -> Option<proxy_auth::redshift::CacheStats> {

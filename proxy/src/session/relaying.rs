@@ -6,6 +6,7 @@ use super::login::LoggedIn;
 use super::negotiation::GaugeGuard;
 use super::trail::{millis, Refused, Trail};
 use super::Connection;
+use crate::audit::{StatementAudit, StatementContext};
 use crate::backend::{BackendKey, UpstreamOrigin, UpstreamSession};
 use crate::cancel::{CancelOutcome, ProxyKey};
 use crate::frontend::SessionStream;
@@ -13,7 +14,9 @@ use crate::metrics::labels;
 use crate::net::messages::authentication_request::AuthenticationRequest;
 use crate::net::messages::backend_key_data::BackendKeyData;
 use crate::refusal::{Refusal, StopReason};
-use crate::relay::{relay_keeping, Ended, Kept, RelayControl, RelayOutcome, Side};
+use crate::relay::{
+    relay_keeping, Ended, Kept, RelayControl, RelayOutcome, Side, StatementTracker,
+};
 use crate::reuse::{parameters_of, SessionToKeep};
 use crate::runtime::TargetContext;
 use bytes::{BufMut, BytesMut};
@@ -93,6 +96,7 @@ pub(super) async fn run(conn: Connection, mut trail: Trail, session: LoggedIn) {
         bytes_from_client: Some(shared.metrics.bytes_from_clients.clone()),
         bytes_to_client: Some(shared.metrics.bytes_to_clients.clone()),
         session_reuse: reuse_key.is_some(),
+        statements: statement_tracker(&conn, &trail),
     };
     let who = principal.short_name().to_string();
     let (outcome, kept) = relay_keeping(client_stream, upstream_stream, control).await;
@@ -144,6 +148,18 @@ pub(super) async fn run(conn: Connection, mut trail: Trail, session: LoggedIn) {
         "session closed"
     );
     trail.closed(&outcome, close_reason);
+}
+
+/// With `[audit] statements`: what reads the client's statements into audit records.
+fn statement_tracker(conn: &Connection, trail: &Trail) -> Option<StatementTracker> {
+    let config = &conn.state.config().audit;
+    let log = &conn.shared.audit;
+    if !config.statements || !log.enabled() {
+        return None;
+    }
+    let max_text = usize::try_from(config.statement_max_length.0).unwrap_or(usize::MAX);
+    let sink = StatementAudit::new(log.clone(), StatementContext::of(&trail.record));
+    Some(StatementTracker::new(max_text, Box::new(sink)))
 }
 
 /// A query may still run when the client left mid-query or the proxy ended the session:

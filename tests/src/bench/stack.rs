@@ -32,6 +32,10 @@ pub struct StackOptions {
     /// Give the linked proxy path a second listener whose target has `session_reuse`
     /// (off for proxy binaries that predate the key).
     pub session_reuse_path: bool,
+    /// Write the proxy's audit to a file in the stack's directory with `[audit]
+    /// statements = true`: one record per statement (the audit goes to standard output,
+    /// without statements, otherwise).
+    pub audit_statements: bool,
 }
 
 /// Which way a client crosses the delay link to the cluster's Redshift stand-in.
@@ -152,6 +156,13 @@ impl BenchStack {
         layout
             .proxy_config
             .push_str(&linked_config(&layout, &url, &link, &linked));
+        if options.audit_statements {
+            let audit = dir.path().join("audit.jsonl");
+            layout.proxy_config.push_str(&format!(
+                "\n[audit]\npath = {:?}\nstatements = true\n",
+                audit.display().to_string()
+            ));
+        }
         let emulator = AwsEmulator::start_on(
             layout.emulator.clone(),
             ([127, 0, 0, 1], emulator_port).into(),

@@ -73,6 +73,10 @@ struct Args {
     /// `session_reuse`).
     #[arg(long)]
     without_session_reuse: bool,
+    /// Turn the statement audit on in the proxy (`[audit] statements = true`, the audit in
+    /// a file): run once with and once without to measure its cost.
+    #[arg(long)]
+    audit_statements: bool,
     /// The proxy binary to measure (default: build and use target/release/redshift-iam-proxy).
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
@@ -172,6 +176,7 @@ async fn run(args: &Args, plan: Plan, proxy: &Path) -> anyhow::Result<Report> {
         },
         upstream_sha256: args.upstream_auth == UpstreamAuth::Sha256,
         session_reuse_path: !args.without_session_reuse,
+        audit_statements: args.audit_statements,
     })
     .await?;
     let bindir = stack.pg.bindir().to_path_buf();

@@ -27,6 +27,7 @@ mod secrets;
 mod session;
 mod session_reuse;
 mod sni_routing;
+mod statement_audit;
 mod throttling;
 mod upstream_login;
 mod upstream_pools;

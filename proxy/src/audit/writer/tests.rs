@@ -160,3 +160,26 @@ fn a_rename_then_reopen_loses_no_record() {
     // Everything after the reopen is in the new file.
     assert!(ids(&path).iter().all(|id| id.starts_with("\"c")));
 }
+
+#[test]
+fn statements_have_their_own_share_of_the_queue_and_drops_are_counted() {
+    // A writer that is stuck: nothing drains the queue.
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    let log = AuditLog {
+        writer: Mutex::new(None),
+        tx: Some(tx),
+        counts: Arc::default(),
+        dropped: AtomicU64::new(0),
+        statement_capacity: 1,
+        statements_dropped: AtomicU64::new(0),
+    };
+    log.statement("{}".into());
+    log.statement("{}".into());
+    log.statement("{}".into());
+    assert_eq!(log.statements_dropped(), 2);
+    // The connection record still finds room.
+    log.record(&record("after"));
+    assert_eq!(log.dropped(), 0);
+    assert!(matches!(rx.try_recv(), Ok(Message::Statement(_))));
+    assert!(matches!(rx.try_recv(), Ok(Message::Line(_))));
+}
