@@ -1,11 +1,12 @@
 //! Values read at scrape time: the credential cache, certificate and CRL expiry, the
 //! audit queue. Always current, and free between scrapes.
 
-use super::{labels, CrlExpiry, ScrapeSource};
+use super::{labels, AuditCounts, CertificateExpiry, CrlExpiry, ScrapeSource};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use proxy_auth::redshift::CacheStats;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -69,115 +70,134 @@ where
 
 impl Collector for ScrapeTimeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let audit = self.source.audit_counts();
-        counter(
-            &mut encoder,
-            "audit_records_written",
-            "Audit records written",
-            audit.written,
-        )?;
-        counter(
-            &mut encoder,
-            "audit_records_dropped",
-            "Audit records dropped because the writer could not keep up",
-            audit.dropped,
-        )?;
-        counter(
-            &mut encoder,
-            "audit_write_errors",
-            "Audit records the writer failed to write",
-            audit.write_errors,
-        )?;
-        counter(
-            &mut encoder,
-            "audit_statements_written",
-            "Statement audit records written",
-            audit.statements_written,
-        )?;
-        counter(
-            &mut encoder,
-            "audit_statements_dropped",
-            "Statement audit records dropped because their queue was full",
-            audit.statements_dropped,
-        )?;
-
-        if let Some(s) = self.source.credential_stats() {
-            counter(
-                &mut encoder,
-                "db_credential_cache_hits",
-                "Database credential requests served from the cache",
-                s.hits,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_cache_misses",
-                "Database credential requests that waited for an AWS call",
-                s.misses,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_cache_refreshes",
-                "Background refreshes of cached database credentials ahead of expiry",
-                s.refreshes,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_fetches",
-                "AWS calls for database credentials (foreground and background)",
-                s.fetches,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_fetch_errors",
-                "AWS calls for database credentials that failed",
-                s.fetch_errors,
-            )?;
-            counter(
-                &mut encoder,
-                "db_credential_backed_off",
-                "Database credential requests answered with a recent failure instead of an AWS \
-                 call (backoff)",
-                s.backed_off,
-            )?;
-            gauge(
-                &mut encoder,
-                "db_credential_cache_entries",
-                "Database credentials currently cached",
-                s.entries as i64,
-            )?;
-            if let Some(expiry) = s.earliest_expiry {
-                let left = match expiry.duration_since(SystemTime::now()) {
-                    Ok(d) => d.as_secs_f64(),
-                    Err(e) => -e.duration().as_secs_f64(),
-                };
-                gauge(
-                    &mut encoder,
-                    "db_credential_earliest_expiry_seconds",
-                    "Seconds until the earliest cached database credential expires",
-                    left,
-                )?;
-            }
+        encode_audit(&mut encoder, self.source.audit_counts())?;
+        if let Some(stats) = self.source.credential_stats() {
+            encode_credential_cache(&mut encoder, stats)?;
         }
-
         encode_crls(&mut encoder, self.source.crls())?;
-        let certs = self.source.certificates();
-        if !certs.is_empty() {
-            let g = ConstGauge::new(0i64);
-            let mut e = encoder.encode_descriptor(
-                "certificate_expiry_timestamp_seconds",
-                "notAfter of the certificates the proxy uses (server, client_ca, roles_anywhere)",
-                None,
-                g.metric_type(),
-            )?;
-            for c in certs {
-                let set = labels(&[
-                    ("kind", c.kind),
-                    ("listener", &c.listener),
-                    ("subject", &c.subject),
-                ]);
-                ConstGauge::new(c.not_after_unix).encode(e.encode_family(&set)?)?;
-            }
-        }
-        Ok(())
+        encode_certificates(&mut encoder, self.source.certificates())
     }
+}
+
+fn encode_audit(
+    encoder: &mut DescriptorEncoder,
+    audit: AuditCounts,
+) -> Result<(), std::fmt::Error> {
+    counter(
+        encoder,
+        "audit_records_written",
+        "Audit records written",
+        audit.written,
+    )?;
+    counter(
+        encoder,
+        "audit_records_dropped",
+        "Audit records dropped because the writer could not keep up",
+        audit.dropped,
+    )?;
+    counter(
+        encoder,
+        "audit_write_errors",
+        "Audit records the writer failed to write",
+        audit.write_errors,
+    )?;
+    counter(
+        encoder,
+        "audit_statements_written",
+        "Statement audit records written",
+        audit.statements_written,
+    )?;
+    counter(
+        encoder,
+        "audit_statements_dropped",
+        "Statement audit records dropped because their queue was full",
+        audit.statements_dropped,
+    )?;
+    Ok(())
+}
+
+fn encode_credential_cache(
+    encoder: &mut DescriptorEncoder,
+    s: CacheStats,
+) -> Result<(), std::fmt::Error> {
+    counter(
+        encoder,
+        "db_credential_cache_hits",
+        "Database credential requests served from the cache",
+        s.hits,
+    )?;
+    counter(
+        encoder,
+        "db_credential_cache_misses",
+        "Database credential requests that waited for an AWS call",
+        s.misses,
+    )?;
+    counter(
+        encoder,
+        "db_credential_cache_refreshes",
+        "Background refreshes of cached database credentials ahead of expiry",
+        s.refreshes,
+    )?;
+    counter(
+        encoder,
+        "db_credential_fetches",
+        "AWS calls for database credentials (foreground and background)",
+        s.fetches,
+    )?;
+    counter(
+        encoder,
+        "db_credential_fetch_errors",
+        "AWS calls for database credentials that failed",
+        s.fetch_errors,
+    )?;
+    counter(
+        encoder,
+        "db_credential_backed_off",
+        "Database credential requests answered with a recent failure instead of an AWS \
+         call (backoff)",
+        s.backed_off,
+    )?;
+    gauge(
+        encoder,
+        "db_credential_cache_entries",
+        "Database credentials currently cached",
+        s.entries as i64,
+    )?;
+    if let Some(expiry) = s.earliest_expiry {
+        let left = match expiry.duration_since(SystemTime::now()) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        gauge(
+            encoder,
+            "db_credential_earliest_expiry_seconds",
+            "Seconds until the earliest cached database credential expires",
+            left,
+        )?;
+    }
+    Ok(())
+}
+
+fn encode_certificates(
+    encoder: &mut DescriptorEncoder,
+    certs: Vec<CertificateExpiry>,
+) -> Result<(), std::fmt::Error> {
+    if !certs.is_empty() {
+        let g = ConstGauge::new(0i64);
+        let mut e = encoder.encode_descriptor(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the certificates the proxy uses (server, client_ca, roles_anywhere)",
+            None,
+            g.metric_type(),
+        )?;
+        for c in certs {
+            let set = labels(&[
+                ("kind", c.kind),
+                ("listener", &c.listener),
+                ("subject", &c.subject),
+            ]);
+            ConstGauge::new(c.not_after_unix).encode(e.encode_family(&set)?)?;
+        }
+    }
+    Ok(())
 }

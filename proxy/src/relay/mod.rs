@@ -148,25 +148,20 @@ where
 {
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream);
-    let mut to_upstream = 0u64;
-    let mut to_client = 0u64;
+    let (mut to_upstream, mut to_client) = (0u64, 0u64);
     let mut client_tail = ClientTail::default();
     let mut client_frames = BoundaryTracker::default();
     let reuse = control.session_reuse;
-    let mut watch = match control.statements.take() {
-        Some(audit) => Some(ClientWatch::new(reuse, Some(audit))),
-        None => reuse.then(ClientWatch::default),
-    };
+    let mut watch = client_watch(reuse, control.statements.take());
     // The login reply ended with ReadyForQuery 'I': no transaction before a first query.
     let mut upstream_frames = BoundaryTracker::after(b'Z', Some(b'I'));
     let idle = IdleMarks::default();
     let origin = Instant::now();
     // Milliseconds since `origin` of the last byte in either direction.
     let last_activity = AtomicU64::new(0);
-
     let stop = stop_signal(&mut control, origin, &last_activity);
-    let (ended, result) = {
-        let up = pump(
+    let (ended, result) = first_to_end(
+        pump(
             &mut client_rd,
             &mut upstream_wr,
             &mut to_upstream,
@@ -178,8 +173,8 @@ where
                 idle: &idle,
                 watch: watch.as_mut(),
             },
-        );
-        let down = pump_to_client(
+        ),
+        pump_to_client(
             &mut upstream_rd,
             &mut client_wr,
             &mut to_client,
@@ -187,16 +182,9 @@ where
             (origin, &last_activity),
             (&mut upstream_frames, &idle),
             stop,
-        );
-        tokio::select! {
-            r = up => (Ended::By(Side::Client), r),
-            r = down => match r {
-                Ok(Some(stopped)) => (stopped, Ok(false)),
-                Ok(None) => (Ended::By(Side::Upstream), Ok(false)),
-                Err(e) => (Ended::By(Side::Upstream), Err(e)),
-            },
-        }
-    };
+        ),
+    )
+    .await;
     let withheld = matches!(result, Ok(true));
     let client_terminated = withheld || client_tail.is_terminate();
     // After the client's Terminate the upstream closes too, and may be seen first: the
@@ -207,7 +195,7 @@ where
     };
     let upstream_idle = upstream_frames.at_boundary()
         && upstream_frames.last_message() == Some(b'Z')
-        && idle.forwarded.load(Ordering::Relaxed) == idle.ready_mark.load(Ordering::Relaxed);
+        && idle.all_forwarded();
     let outcome = RelayOutcome {
         client_to_upstream: to_upstream,
         upstream_to_client: to_client,
@@ -217,14 +205,9 @@ where
         upstream_idle,
     };
     let keep = watch.filter(|_| reuse).map(|watch| {
-        let why_not = if !withheld || ended != Ended::By(Side::Client) {
-            Some("no_terminate")
-        } else if !upstream_idle || idle.mid_write.load(Ordering::Relaxed) {
-            Some("busy")
-        } else if upstream_frames.ready_status() != Some(b'I') {
-            Some("transaction")
-        } else {
-            watch.refused()
+        let why_not = match withheld && ended == Ended::By(Side::Client) {
+            true => why_not_kept(&outcome, &idle, &upstream_frames, &watch),
+            false => Some("no_terminate"),
         };
         (why_not, watch)
     });
@@ -252,6 +235,48 @@ where
         _ => Kept::Off,
     };
     (outcome, kept)
+}
+
+/// Runs both directions until one ends: the client's side (`Ok(true)` when it withheld
+/// the client's Terminate), or the upstream's, or the proxy's stop.
+async fn first_to_end(
+    up: impl Future<Output = std::io::Result<bool>>,
+    down: impl Future<Output = std::io::Result<Option<Ended>>>,
+) -> (Ended, std::io::Result<bool>) {
+    tokio::select! {
+        r = up => (Ended::By(Side::Client), r),
+        r = down => match r {
+            Ok(Some(stopped)) => (stopped, Ok(false)),
+            Ok(None) => (Ended::By(Side::Upstream), Ok(false)),
+            Err(e) => (Ended::By(Side::Upstream), Err(e)),
+        },
+    }
+}
+
+/// What reads the client's messages: for session reuse, the statement audit, both, or
+/// neither (then no byte of the client's is looked at).
+fn client_watch(reuse: bool, statements: Option<StatementTracker>) -> Option<ClientWatch> {
+    match statements {
+        Some(audit) => Some(ClientWatch::new(reuse, Some(audit))),
+        None => reuse.then(ClientWatch::default),
+    }
+}
+
+/// Why the upstream session of a client that left with a Terminate cannot be kept, if
+/// it cannot: something still running, a transaction open, or what the client did to it.
+fn why_not_kept(
+    outcome: &RelayOutcome,
+    idle: &IdleMarks,
+    upstream_frames: &BoundaryTracker,
+    watch: &ClientWatch,
+) -> Option<&'static str> {
+    if !outcome.upstream_idle || idle.mid_write.load(Ordering::Relaxed) {
+        Some("busy")
+    } else if upstream_frames.ready_status() != Some(b'I') {
+        Some("transaction")
+    } else {
+        watch.refused()
+    }
 }
 
 /// Closes both sides after a relay that `ended` so: the side still open first sees end of
@@ -292,6 +317,13 @@ struct IdleMarks {
     ready_mark: AtomicU64,
     /// A client→upstream write is under way.
     mid_write: AtomicBool,
+}
+
+impl IdleMarks {
+    /// Everything the client sent before the upstream's last ReadyForQuery was forwarded.
+    fn all_forwarded(&self) -> bool {
+        self.forwarded.load(Ordering::Relaxed) == self.ready_mark.load(Ordering::Relaxed)
+    }
 }
 
 /// Resolves when the proxy must end the session, with the reason.

@@ -17,9 +17,10 @@ use crate::refusal::{Refusal, StopReason};
 use crate::relay::{
     relay_keeping, Ended, Kept, RelayControl, RelayOutcome, Side, StatementTracker,
 };
-use crate::reuse::{parameters_of, SessionToKeep};
+use crate::reuse::{parameters_of, ReuseKey, SessionToKeep};
 use crate::runtime::TargetContext;
 use bytes::{BufMut, BytesMut};
+use proxy_auth::principal::ClientPrincipal;
 use proxy_config::LimitsConfig;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -85,35 +86,17 @@ pub(super) async fn run(conn: Connection, mut trail: Trail, session: LoggedIn) {
             ]))
             .clone(),
     );
-    let control = RelayControl {
-        shutdown: Some(conn.terminate.clone()),
-        idle_timeout: conn.state.limits.idle_timeout,
-        deadline: session_deadline(
-            &conn.state.limits,
-            principal.certificate().map(|c| c.not_after_unix),
-        ),
-        revoked: principal.certificate().map(|id| revoked(&conn, id.clone())),
-        bytes_from_client: Some(shared.metrics.bytes_from_clients.clone()),
-        bytes_to_client: Some(shared.metrics.bytes_to_clients.clone()),
-        session_reuse: reuse_key.is_some(),
-        statements: statement_tracker(&conn, &trail),
-    };
+    let control = relay_control(&conn, &trail, principal, reuse_key.is_some());
     let who = principal.short_name().to_string();
     let (outcome, kept) = relay_keeping(client_stream, upstream_stream, control).await;
     cancel_if_running(&conn, &trail, &target, &outcome, upstream_key.clone());
-    trail.record.upstream_kept = match (kept, reuse_key) {
-        (
-            Kept::Kept {
-                upstream,
-                statements,
-            },
-            Some(key),
-        ) => {
-            let uses = match upstream_origin {
-                UpstreamOrigin::Reused { uses } => uses,
-                _ => 1,
-            };
-            let session = SessionToKeep {
+    let uses = match upstream_origin {
+        UpstreamOrigin::Reused { uses } => uses,
+        _ => 1,
+    };
+    trail.record.upstream_kept =
+        keep_for_reuse(&target, kept, reuse_key, |upstream, statements| {
+            SessionToKeep {
                 upstream,
                 backend_key: upstream_key,
                 parameters: parameters_of(&after_auth),
@@ -123,15 +106,8 @@ pub(super) async fn run(conn: Connection, mut trail: Trail, session: LoggedIn) {
                 tls_cipher,
                 auth_method,
                 statements,
-            };
-            target.sessions.keep(key, session).is_ok()
-        }
-        (Kept::Closed(why), _) => {
-            target.sessions.not_kept(why);
-            false
-        }
-        _ => false,
-    };
+            }
+        });
     let close_reason = close_reason(&outcome);
     shared
         .metrics
@@ -148,6 +124,56 @@ pub(super) async fn run(conn: Connection, mut trail: Trail, session: LoggedIn) {
         "session closed"
     );
     trail.closed(&outcome, close_reason);
+}
+
+/// How the relay of this session ends, what it counts, and what it reads as it passes.
+fn relay_control(
+    conn: &Connection,
+    trail: &Trail,
+    principal: &ClientPrincipal,
+    session_reuse: bool,
+) -> RelayControl {
+    let metrics = &conn.shared.metrics;
+    RelayControl {
+        shutdown: Some(conn.terminate.clone()),
+        idle_timeout: conn.state.limits.idle_timeout,
+        deadline: session_deadline(
+            &conn.state.limits,
+            principal.certificate().map(|c| c.not_after_unix),
+        ),
+        revoked: principal.certificate().map(|id| revoked(conn, id.clone())),
+        bytes_from_client: Some(metrics.bytes_from_clients.clone()),
+        bytes_to_client: Some(metrics.bytes_to_clients.clone()),
+        session_reuse,
+        statements: statement_tracker(conn, trail),
+    }
+}
+
+/// Keeps the upstream session for the next client of `key` when the client left cleanly;
+/// whether it was kept.
+fn keep_for_reuse<U>(
+    target: &TargetContext,
+    kept: Kept<U>,
+    key: Option<ReuseKey>,
+    session: impl FnOnce(U, Vec<Vec<u8>>) -> SessionToKeep,
+) -> bool {
+    match (kept, key) {
+        (
+            Kept::Kept {
+                upstream,
+                statements,
+            },
+            Some(key),
+        ) => target
+            .sessions
+            .keep(key, session(upstream, statements))
+            .is_ok(),
+        (Kept::Closed(why), _) => {
+            target.sessions.not_kept(why);
+            false
+        }
+        _ => false,
+    }
 }
 
 /// With `[audit] statements`: what reads the client's statements into audit records.
