@@ -11,6 +11,7 @@
 //! the error is written at the next boundary. If none comes within [`STOP_GRACE`] (a huge
 //! message mid-flight), the session is closed without it.
 
+use crate::net::messages::{Encode, ReadyForQuery, Terminate};
 use crate::refusal::{stop_response, StopReason};
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
@@ -108,7 +109,7 @@ where
     let mut client_tail = ClientTail::default();
     let mut client_frames = BoundaryTracker::default();
     // The login reply ended with ReadyForQuery: the session starts idle.
-    let mut upstream_frames = BoundaryTracker::after(b'Z');
+    let mut upstream_frames = BoundaryTracker::after(ReadyForQuery::TAG);
     let idle = IdleMarks::default();
     let origin = Instant::now();
     // Milliseconds since `origin` of the last byte in either direction.
@@ -158,7 +159,7 @@ where
         && !idle.mid_write.load(Ordering::Relaxed);
     let close_upstream = async {
         if say_terminate {
-            let _ = upstream_wr.write_all(&ClientTail::TERMINATE).await;
+            let _ = upstream_wr.write_all(&Terminate::WIRE).await;
         }
         let _ = upstream_wr.shutdown().await;
     };
@@ -184,7 +185,7 @@ where
         error: result.err(),
         client_terminated: client_tail.is_terminate(),
         upstream_idle: upstream_frames.at_boundary()
-            && upstream_frames.last_message() == Some(b'Z')
+            && upstream_frames.last_message() == Some(ReadyForQuery::TAG)
             && idle.forwarded.load(Ordering::Relaxed) == idle.ready_mark.load(Ordering::Relaxed),
     }
 }
@@ -209,8 +210,6 @@ struct ClientTail {
 }
 
 impl ClientTail {
-    const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-
     fn push(&mut self, chunk: &[u8]) {
         if chunk.len() >= 5 {
             self.bytes.copy_from_slice(&chunk[chunk.len() - 5..]);
@@ -222,7 +221,7 @@ impl ClientTail {
     }
 
     fn is_terminate(&self) -> bool {
-        self.seen >= 5 && self.bytes == Self::TERMINATE
+        self.seen >= 5 && self.bytes == Terminate::WIRE
     }
 }
 
@@ -449,7 +448,7 @@ where
         if let Some(m) = metric {
             m.inc_by(forward as u64);
         }
-        if tracker.at_boundary() && tracker.last_message() == Some(b'Z') {
+        if tracker.at_boundary() && tracker.last_message() == Some(ReadyForQuery::TAG) {
             idle.ready_mark
                 .store(idle.forwarded.load(Ordering::Relaxed), Ordering::Relaxed);
         }
@@ -575,7 +574,7 @@ impl BoundaryTracker {
 mod tests {
     use super::*;
     use crate::net::framing::encode_into;
-    use crate::net::messages::ErrorResponse;
+    use crate::net::messages::{Decode, ErrorResponse};
     use bytes::BytesMut;
 
     /// Hands out prepared chunks (or errors), then is not ready.
@@ -763,7 +762,7 @@ mod tests {
         assert_eq!(&got[..105], &wire[..105]);
         let error = &got[105..];
         assert_eq!(error[0], b'E');
-        let parsed = ErrorResponse::parse(&error[5..]).unwrap();
+        let parsed = ErrorResponse::decode(&error[5..]).unwrap();
         assert_eq!(parsed.code, "57P01");
         assert_eq!(outcome.upstream_to_client, 105);
     }
@@ -790,7 +789,7 @@ mod tests {
         ));
         let mut got = Vec::new();
         client_far.read_to_end(&mut got).await.unwrap();
-        assert_eq!(ErrorResponse::parse(&got[5..]).unwrap().code, "57P05");
+        assert_eq!(ErrorResponse::decode(&got[5..]).unwrap().code, "57P05");
     }
 }
 
