@@ -41,6 +41,9 @@ pub mod target;
 mod verifier;
 mod warnings;
 
+#[cfg(test)]
+mod tests;
+
 pub use address::{check_endpoint_url, Cidr, HostPort, ListenAddress, MAX_UNIX_SOCKET_PATH};
 pub use arn::{Arn, ArnError, ArnKind};
 pub use aws::{
@@ -63,7 +66,9 @@ pub use restart::{KeptUntilRestart, RestartOnly};
 pub use root::Config;
 pub use security::SecurityConfig;
 pub use size::ByteSize;
-pub use target::{TargetConfig, TargetKind, ATTRIBUTION_PLACEHOLDERS};
+pub use target::{
+    default_session_reset, TargetConfig, TargetKind, ATTRIBUTION_PLACEHOLDERS, MAX_WARM_CONNECTIONS,
+};
 pub use verifier::{
     Md5Verifier, PasswordMethod, PasswordVerifier, PasswordVerifierError, PasswordVerifierText,
     RedshiftSha256Verifier, ScramVerifier, ScramVerifierError, MAX_SCRAM_ITERATIONS,

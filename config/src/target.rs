@@ -78,7 +78,43 @@ pub struct TargetConfig {
     /// tests): `https://`, or `http://` to a loopback host.
     #[serde(default)]
     pub aws_endpoint_url: Option<String>,
+    /// Upstream connections kept ready, TCP and verify-full TLS done, before any login
+    /// (0: none).
+    #[serde(default = "default_warm_connections")]
+    pub warm_connections: usize,
+    /// A warm connection not used within this is closed and replaced: servers close
+    /// connections that have not logged in (PostgreSQL's `authentication_timeout`, 60 s).
+    #[serde(default = "default_warm_connection_max_age", with = "humantime_serde")]
+    pub warm_connection_max_age: Duration,
+    /// Keep the logged-in upstream session of a client that left cleanly, for the next
+    /// client with the same identity, user, database, groups and startup parameters.
+    #[serde(default)]
+    pub session_reuse: bool,
+    /// How long a kept session waits for its next client.
+    #[serde(
+        default = "default_session_reuse_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub session_reuse_idle_timeout: Duration,
+    /// Sessions logged in longer ago than this are closed instead of kept.
+    #[serde(default = "default_session_reuse_max_age", with = "humantime_serde")]
+    pub session_reuse_max_age: Duration,
+    /// Clients one upstream session serves at most.
+    #[serde(default = "default_session_reuse_max_uses")]
+    pub session_reuse_max_uses: u32,
+    /// Sessions kept at once for one identity, user, database, groups and parameters.
+    #[serde(default = "default_session_reuse_per_key")]
+    pub session_reuse_per_key: usize,
+    /// Sessions kept at once for this target.
+    #[serde(default = "default_session_reuse_max_sessions")]
+    pub session_reuse_max_sessions: usize,
+    /// Statements run before a kept session is handed to its next client.
+    #[serde(default = "default_session_reset")]
+    pub session_reset: Vec<String>,
 }
+
+/// Most warm connections one target may keep.
+pub const MAX_WARM_CONNECTIONS: usize = 64;
 
 fn default_redshift_port() -> u16 {
     5439
@@ -109,6 +145,35 @@ pub const MAX_RESUME_WAIT: Duration = Duration::from_secs(300);
 
 fn default_db_credential_duration() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_warm_connections() -> usize {
+    2
+}
+fn default_warm_connection_max_age() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_session_reuse_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_session_reuse_max_age() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_session_reuse_max_uses() -> u32 {
+    100
+}
+fn default_session_reuse_per_key() -> usize {
+    4
+}
+fn default_session_reuse_max_sessions() -> usize {
+    64
+}
+/// What Redshift can undo of a session (research redshift-server.md §10: no `DISCARD`, no
+/// `DEALLOCATE ALL`): the session user, then every runtime parameter.
+pub fn default_session_reset() -> Vec<String> {
+    vec![
+        "SET SESSION AUTHORIZATION DEFAULT".into(),
+        "RESET ALL".into(),
+    ]
 }
 
 impl TargetConfig {
@@ -219,6 +284,55 @@ impl TargetConfig {
                 ),
             );
         }
+        self.check_pools(path, p);
+    }
+
+    /// `warm_connections` and the `session_reuse_*` keys.
+    fn check_pools(&self, path: &KeyPath, p: &mut Problems) {
+        let key = |k: &str| path.key(k);
+        if self.warm_connections > MAX_WARM_CONNECTIONS {
+            p.add(
+                key("warm_connections"),
+                format!("must be at most {MAX_WARM_CONNECTIONS}"),
+            );
+        }
+        if self.warm_connection_max_age < Duration::from_secs(1) {
+            p.add(key("warm_connection_max_age"), "must be at least 1s");
+        }
+        for (field, d) in [
+            (
+                "session_reuse_idle_timeout",
+                self.session_reuse_idle_timeout,
+            ),
+            ("session_reuse_max_age", self.session_reuse_max_age),
+        ] {
+            if d.is_zero() {
+                p.add(key(field), "must be greater than 0");
+            }
+        }
+        for (field, n) in [
+            (
+                "session_reuse_max_uses",
+                self.session_reuse_max_uses as usize,
+            ),
+            ("session_reuse_per_key", self.session_reuse_per_key),
+            (
+                "session_reuse_max_sessions",
+                self.session_reuse_max_sessions,
+            ),
+        ] {
+            if n == 0 {
+                p.add(key(field), "must be at least 1");
+            }
+        }
+        for (i, statement) in self.session_reset.iter().enumerate() {
+            if statement.trim().is_empty() || statement.contains('\0') {
+                p.add(
+                    key("session_reset").index(i),
+                    "must be a statement (not empty, no NUL)",
+                );
+            }
+        }
     }
 }
 
@@ -264,6 +378,16 @@ impl TargetConfig {
             login_timeout: _,
             resume_wait: _,
             application_name: _,
+            // A reload builds new pools from these (sessions already kept are closed).
+            warm_connections: _,
+            warm_connection_max_age: _,
+            session_reuse: _,
+            session_reuse_idle_timeout: _,
+            session_reuse_max_age: _,
+            session_reuse_max_uses: _,
+            session_reuse_per_key: _,
+            session_reuse_max_sessions: _,
+            session_reset: _,
         } = self;
         TargetRestartOnly {
             name,

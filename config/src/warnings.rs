@@ -4,6 +4,11 @@
 
 use crate::problems::{KeyPath, Warning, Warnings};
 use crate::root::Config;
+use std::time::Duration;
+
+/// PostgreSQL's default `authentication_timeout` (since 7.2, 2001: "an overall timeout on
+/// the client authentication cycle ... 60 seconds by default").
+const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Config {
     /// Every warning about this configuration, each with its key path.
@@ -11,7 +16,31 @@ impl Config {
         let mut w = Warnings::default();
         self.warn_ignored_grants(&mut w);
         self.warn_handshake_timeout(&mut w);
+        self.warn_warm_connection_age(&mut w);
         w.into_vec()
+    }
+
+    /// Warm connections kept as long as servers keep connections that have not logged in:
+    /// PostgreSQL's `authentication_timeout` defaults to 60 s, and Redshift (a PostgreSQL
+    /// 8.0 derivative) documents no other value. A longer age is not refused (the proxy
+    /// discards a connection the server closed and dials again), it just wastes them.
+    fn warn_warm_connection_age(&self, w: &mut Warnings) {
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.warm_connections > 0 && t.warm_connection_max_age >= AUTHENTICATION_TIMEOUT {
+                w.add(
+                    KeyPath::root("target")
+                        .index(i)
+                        .key("warm_connection_max_age"),
+                    format!(
+                        "{:?} is not below the {AUTHENTICATION_TIMEOUT:?} after which \
+                         PostgreSQL-based servers close connections that have not logged in: \
+                         warm connections would be closed by the server before the proxy \
+                         replaces them",
+                        t.warm_connection_max_age
+                    ),
+                );
+            }
+        }
     }
 
     /// Rules granting targets that log in as the IAM identity: the user they grant is not

@@ -260,6 +260,18 @@ pub struct AuditRecord {
     /// workgroup resumed; see `[[target]] resume_wait`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_attempts: Option<u32>,
+    /// Where the upstream session came from: `dialled` (connected for this client), `warm`
+    /// (TCP and TLS were ready, the login ran for this client) or `reused` (the logged-in
+    /// session of an earlier client with the same identity and grant, reset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_connection: Option<String>,
+    /// A reused session: how many clients it has served, this one included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_session_uses: Option<u32>,
+    /// The client left cleanly and its upstream session was kept for the next client
+    /// (`session_reuse`), instead of being closed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub upstream_kept: bool,
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub duration_ms: u64,
@@ -305,6 +317,9 @@ impl AuditRecord {
             aws_request_ids: Vec::new(),
             upstream_tls: None,
             upstream_attempts: None,
+            upstream_connection: None,
+            upstream_session_uses: None,
+            upstream_kept: false,
             bytes_from_client: 0,
             bytes_to_client: 0,
             duration_ms: 0,

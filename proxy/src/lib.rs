@@ -12,6 +12,7 @@
 //!   logins. [`backend`]: the upstream side: verify-full TLS, login, cancel forwarding.
 //! - [`net`]: wire messages and framing shared by both sides.
 //! - [`cancel`]: routing CancelRequests to the right upstream backend.
+//! - [`reuse`]: session reuse, upstream sessions kept for the next client of an identity.
 //! - [`audit`]: one JSON-lines record per connection; [`metrics`] and [`admin`]: Prometheus
 //!   metrics and health endpoints on the admin listener.
 
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod net;
 pub mod refusal;
 pub mod relay;
+pub mod reuse;
 pub mod runtime;
 pub mod server;
 pub mod session;

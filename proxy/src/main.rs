@@ -5,12 +5,20 @@ use redshift_iam_proxy::cli::{Cli, Command, LogFormatArg};
 use redshift_iam_proxy::{commands, credential_process, hash_password, logging};
 use std::process::ExitCode;
 
+/// Worker threads unless `TOKIO_WORKER_THREADS` says otherwise. One, like PgBouncer's one
+/// thread: with several, tokio wakes idle workers to share every new event, and on the
+/// relay path those wake-ups (futex calls and context switches, about two per query) cost
+/// more CPU than the relaying itself (docs/benchmarks.md). One worker relays ~40,000 small
+/// queries or ~900 MB/s of COPY per second; hosts that need more set the variable.
+const DEFAULT_WORKER_THREADS: usize = 1;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(DEFAULT_WORKER_THREADS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

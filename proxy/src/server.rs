@@ -107,6 +107,7 @@ impl Proxy {
         )
         .map_err(SetupError::AdminAccess)?;
         let shared = Arc::new(self.into_shared());
+        shared.state().start_pools(&shared.metrics);
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut addrs = Vec::new();
@@ -229,6 +230,7 @@ pub struct ShutdownReport {
 
 impl RunningProxy {
     /// TCP listener names and the addresses they are bound to (useful with port 0).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
     }
@@ -258,6 +260,7 @@ impl RunningProxy {
     }
 
     /// Stops accepting new connections. Established sessions run on until they end.
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn stop_accepting(self) {
         let _ = self.stop.send(true);
         let _ = self.admin_stop.send(true);
@@ -290,6 +293,8 @@ impl RunningProxy {
         for t in self.tasks {
             let _ = t.await;
         }
+        // No new logins: nothing to keep upstream connections ready for.
+        shared.state().stop_pools();
         let open_at_close = shared.open_connections();
         info!(
             open = open_at_close,

@@ -5,17 +5,34 @@
 //! The client side decodes replies with its own few lines of code (not the proxy's
 //! parsers), so a test never checks the proxy against itself.
 
-use crate::harness::{client_tls, ProxyHarness};
+use crate::client::client_tls;
 use crate::pki::{ClientCert, TestPki};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+/// A proxy a raw client connects to: its first TCP listener and the CA its certificate
+/// chains to.
+pub trait ProxyUnderTest {
+    fn addr(&self) -> SocketAddr;
+    fn ca(&self) -> &Path;
+}
+
+impl ProxyUnderTest for crate::world::TestProxy {
+    fn addr(&self) -> SocketAddr {
+        crate::world::TestProxy::addr(self)
+    }
+    fn ca(&self) -> &Path {
+        &self.ca
+    }
+}
 
 /// How long any single read of a reply may take before the test calls it a hang.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,7 +215,7 @@ pub async fn closes<R: AsyncRead + Unpin>(r: &mut R) -> bool {
 }
 
 /// A TCP connection to the proxy.
-pub async fn tcp(h: &ProxyHarness) -> TcpStream {
+pub async fn tcp(h: &impl ProxyUnderTest) -> TcpStream {
     let s = TcpStream::connect(h.addr())
         .await
         .expect("connect to proxy");
@@ -251,7 +268,7 @@ pub async fn stall_after_client_hello(addr: std::net::SocketAddr) -> TcpStream {
 
 /// A plaintext TCP connection to the proxy from the loopback address `source` (any of
 /// 127.0.0.0/8 on Linux): several clients, as the proxy sees them, from one machine.
-pub async fn tcp_from(h: &ProxyHarness, source: std::net::Ipv4Addr) -> TcpStream {
+pub async fn tcp_from(h: &impl ProxyUnderTest, source: std::net::Ipv4Addr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(std::net::SocketAddr::from((source, 0)))
@@ -272,12 +289,12 @@ pub enum TlsStart {
 
 /// A TLS connection to the proxy presenting `cert` and offering `alpn`.
 pub async fn tls(
-    h: &ProxyHarness,
+    h: &impl ProxyUnderTest,
     cert: Option<&ClientCert>,
     alpn: &[&[u8]],
     start: TlsStart,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut config = client_tls(h.pki.ca_cert_path(), cert);
+    let mut config = client_tls(h.ca(), cert);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let mut s = tcp(h).await;
     if start == TlsStart::SslRequest {
@@ -298,7 +315,7 @@ pub async fn tls(
 /// Logs in as `user` on `database` over TLS with `cert` by hand and returns the stream
 /// after ReadyForQuery. Panics (with the reply) if the login does not succeed.
 pub async fn raw_login(
-    h: &ProxyHarness,
+    h: &impl ProxyUnderTest,
     cert: &ClientCert,
     user: &str,
     database: &str,
@@ -324,10 +341,32 @@ pub async fn raw_login(
     }
 }
 
+/// Sends the StartupMessage `startup` (built by hand: any parameters) over TLS with `cert`
+/// and reads the login's outcome: `None` once ReadyForQuery arrives, else the first
+/// ErrorResponse's SQLSTATE and message. Panics if the connection ends without either.
+pub async fn raw_login_outcome(
+    h: &impl ProxyUnderTest,
+    cert: &ClientCert,
+    startup: &[u8],
+) -> Option<(String, String)> {
+    let mut s = tls(h, Some(cert), &[], TlsStart::SslRequest)
+        .await
+        .expect("TLS to the proxy");
+    s.write_all(startup).await.expect("send startup");
+    loop {
+        match read_reply(&mut s).await {
+            Reply::Message { tag: b'Z', .. } => return None,
+            Reply::Error(e) => return Some((e.code, e.message)),
+            Reply::Message { .. } => {}
+            Reply::Closed => panic!("the login ended without an answer"),
+        }
+    }
+}
+
 /// What a [`FakeUpstream`] does with one incoming connection.
 #[derive(Debug, Clone)]
 pub enum UpstreamScript {
-    /// Relays the raw TCP bytes to the real PostgreSQL server (a healthy upstream).
+    /// Relays the raw TCP bytes to the real upstream (a healthy upstream).
     Forward,
     /// Answers SSLRequest with `N`.
     RefuseTls,
@@ -368,10 +407,11 @@ pub enum AfterTls {
 }
 
 /// A scripted upstream on 127.0.0.1: connection *n* follows `scripts[n]`, later ones follow
-/// the default script.
+/// the default script. [`UpstreamScript::Forward`] relays to a real upstream (a Redshift
+/// stand-in), so a proxy pointed at the fake still logs in with real credentials.
 pub struct FakeUpstream {
     pub port: u16,
-    /// CA bundle for the proxy's target: the fake server's CA and the real PostgreSQL CA
+    /// CA bundle for the proxy's target: the fake server's CA and the real upstream's CA
     /// (so [`UpstreamScript::Forward`] passes verify-full).
     pub ca_bundle: PathBuf,
     connections: Arc<AtomicUsize>,
@@ -393,9 +433,11 @@ struct FakeTls {
 }
 
 impl FakeUpstream {
-    /// Starts the server; `pg_port` is where [`UpstreamScript::Forward`] relays to.
+    /// Starts the server. [`UpstreamScript::Forward`] relays to `forward`, whose
+    /// certificate chains to `forward_ca`; the others present certificates for `localhost`.
     pub async fn start(
-        pg: &crate::pg::PgServer,
+        forward: SocketAddr,
+        forward_ca: &Path,
         scripts: Vec<UpstreamScript>,
         default: UpstreamScript,
     ) -> FakeUpstream {
@@ -424,14 +466,13 @@ impl FakeUpstream {
             untrusted: config(untrusted.server_cert(&["localhost", "127.0.0.1"]).unwrap()),
         });
         let ca_bundle = pki
-            .bundle("upstream", &[pki.ca_cert_path(), pg.ca_cert_path()])
+            .bundle("upstream", &[pki.ca_cert_path(), forward_ca])
             .expect("bundle");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
         let cancels = Arc::new(AtomicUsize::new(0));
         let scripts = Arc::new(Mutex::new(std::collections::VecDeque::from(scripts)));
-        let pg_port = pg.port();
         let task = tokio::spawn({
             let connections = connections.clone();
             let cancels = cancels.clone();
@@ -446,7 +487,7 @@ impl FakeUpstream {
                     let tls = tls.clone();
                     let cancels = cancels.clone();
                     tokio::spawn(async move {
-                        let _ = serve(sock, script, &tls, pg_port, &cancels).await;
+                        let _ = serve(sock, script, &tls, forward, &cancels).await;
                     });
                 }
             }
@@ -476,12 +517,12 @@ async fn serve(
     mut sock: TcpStream,
     script: UpstreamScript,
     tls: &FakeTls,
-    pg_port: u16,
+    forward: SocketAddr,
     cancels: &AtomicUsize,
 ) -> std::io::Result<()> {
     if let UpstreamScript::Forward = script {
-        let mut pg = TcpStream::connect(("127.0.0.1", pg_port)).await?;
-        tokio::io::copy_bidirectional(&mut sock, &mut pg).await?;
+        let mut upstream = TcpStream::connect(forward).await?;
+        tokio::io::copy_bidirectional(&mut sock, &mut upstream).await?;
         return Ok(());
     }
     let mut ssl = [0u8; 8];

@@ -185,7 +185,7 @@ pub async fn connect_from(
         .user(&cert.common_name)
         .dbname(crate::stack::DATABASE)
         .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let mut tls = MakeRustlsConnect::new(crate::harness::client_tls(ca, Some(cert)));
+    let mut tls = MakeRustlsConnect::new(crate::client::client_tls(ca, Some(cert)));
     let stream = tcp_from(source, addr).await;
     let connect_tls =
         MakeTlsConnect::<TcpStream>::make_tls_connect(&mut tls, "localhost").expect("TLS");

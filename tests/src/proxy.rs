@@ -2,9 +2,13 @@
 //! `redshift-iam-proxy run --config FILE`, with stdout/stderr captured to files.
 //!
 //! The binary is `$REDSHIFT_IAM_PROXY_BIN`, else `target/<profile>/redshift-iam-proxy` next
-//! to the running test executable (which lives in `target/<profile>/deps/`). Build it first
-//! with `cargo build -p redshift-iam-proxy`: a test package cannot depend on another
-//! package's binary.
+//! to the running test executable (which lives in `target/<profile>/deps/`). A test package
+//! cannot depend on another package's binary, and `cargo test` builds a package's binaries
+//! only for that package's own integration tests (the proxy package has none): so when the
+//! tests run under cargo (`$CARGO` is set), the first lookup runs `$CARGO build -p
+//! redshift-iam-proxy` for the test's own target directory and profile, which is a no-op
+//! when the binary is up to date and otherwise makes sure no test runs a stale one. Run
+//! directly, a test binary uses what `cargo build -p redshift-iam-proxy` left there.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -77,6 +81,9 @@ fn locate_proxy_binary() -> Result<PathBuf, Vec<PathBuf>> {
         };
     }
     let exe = std::env::current_exe().map_err(|_| Vec::new())?;
+    if let Err(e) = build_once(&exe) {
+        panic!("{e}");
+    }
     // target/<profile>/deps/<test> -> target/<profile>/redshift-iam-proxy (the parent of
     // the executable too, for binaries run from target/<profile>/ directly).
     let candidates: Vec<PathBuf> = exe
@@ -90,6 +97,68 @@ fn locate_proxy_binary() -> Result<PathBuf, Vec<PathBuf>> {
         .find(|path| path.is_file())
         .cloned()
         .ok_or(candidates)
+}
+
+/// Under cargo (`$CARGO` set), builds the proxy binary once per test process into the
+/// target directory and profile `exe` (a test executable in `<target>/<profile>/deps/`)
+/// belongs to. See the module documentation.
+fn build_once(exe: &Path) -> Result<(), String> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let Some(cargo) = std::env::var_os("CARGO") else {
+                return Ok(());
+            };
+            let (Some(profile_dir), Some(mut target_dir)) = (
+                exe.parent().and_then(Path::parent),
+                exe.ancestors().nth(3).map(Path::to_path_buf),
+            ) else {
+                return Ok(());
+            };
+            let dir_name = |p: &Path| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let profile = match dir_name(profile_dir).as_str() {
+                "debug" => "dev".to_owned(),
+                other => other.to_owned(),
+            };
+            let mut command = Command::new(cargo);
+            command.args([
+                "build",
+                "--quiet",
+                "-p",
+                "redshift-iam-proxy",
+                "--bin",
+                BINARY_NAME,
+                "--profile",
+                &profile,
+            ]);
+            // `<target>/<triple>/<profile>/deps` when cross-compiling.
+            if !target_dir.join("CACHEDIR.TAG").is_file() {
+                if let Some(root) = target_dir.parent() {
+                    command.args(["--target", &dir_name(&target_dir)]);
+                    target_dir = root.to_path_buf();
+                }
+            }
+            let out = command
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run cargo to build {BINARY_NAME}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`cargo build -p redshift-iam-proxy` failed ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        })
+        .clone()
 }
 
 /// A `Command` for the proxy binary with a hermetic environment (no `AWS_*` variables from

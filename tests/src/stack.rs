@@ -16,7 +16,7 @@ use crate::emulator::{
     AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec,
 };
 use crate::pg::{quote_ident, PgOptions, PgServer};
-use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, TestPki};
+use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
 use crate::ports::free_port;
 use crate::proxy::ProxyProcess;
 use crate::standin::StandInTls;
@@ -37,7 +37,7 @@ pub const GROUP: &str = "analysts";
 
 /// The IAM policy of the roles: exactly the README's example ("The IAM policy of the role")
 /// with the stack's region, account, cluster and workgroup ID (which happen to equal the
-/// README's, except the workgroup ID). `tests/tests/emulator.rs` checks that the two agree.
+/// README's, except the workgroup ID). `tests/tests/testkit/emulator.rs` checks that the two agree.
 pub fn iam_policy() -> String {
     let dbuser = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbuser:{CLUSTER}/*");
     let dbname = format!("arn:aws:redshift:{REGION}:{ACCOUNT}:dbname:{CLUSTER}/{DATABASE}");
@@ -162,6 +162,10 @@ pub struct StackLayout {
     /// TLS of the stand-ins: a certificate for `localhost`/127.0.0.1 from their own CA
     /// (the proxy's targets trust exactly that CA).
     pub standin_tls: StandInTls,
+    /// The proxy's listener certificate (`localhost`, 127.0.0.1) and the client CRL every
+    /// listener checks.
+    pub server: ServerCert,
+    pub crl: PathBuf,
     pub ports: ListenerPorts,
     pub proxy_config: String,
     pub emulator: EmulatorConfig,
@@ -328,13 +332,7 @@ endpoint_url = "{emulator_url}"
                 ("serverless", ports.serverless),
             ]
             .iter()
-            .map(|(target, port)| format!(
-                "[[listener]]\nname = {target:?}\nbind = \"127.0.0.1:{port}\"\ntarget = {target:?}\n\
-                 tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_crls = [{crl:?}]\n",
-                server.chain_pem,
-                server.key_pem,
-                pki.ca_cert_path(),
-            ))
+            .map(|(target, port)| listener_toml(target, *port, target, &server, &pki, &crl))
             .collect::<Vec<_>>()
             .join("\n"),
             cluster_port = ports.standin_cluster,
@@ -355,10 +353,18 @@ endpoint_url = "{emulator_url}"
             alice,
             bob,
             standin_tls,
+            server,
+            crl,
             ports,
             proxy_config,
             emulator,
         })
+    }
+
+    /// A `[[listener]]` table like the generated ones (the same certificate, client CA and
+    /// CRL) named `name`, on `port`, to `target`.
+    pub fn listener_toml(&self, name: &str, port: u16, target: &str) -> String {
+        listener_toml(name, port, target, &self.server, &self.pki, &self.crl)
     }
 
     /// psql through the proxy listener on `port` with `cert`, verify-full.
@@ -369,6 +375,23 @@ endpoint_url = "{emulator_url}"
             .client(cert)
             .dbname(DATABASE)
     }
+}
+
+fn listener_toml(
+    name: &str,
+    port: u16,
+    target: &str,
+    server: &ServerCert,
+    pki: &TestPki,
+    crl: &Path,
+) -> String {
+    format!(
+        "[[listener]]\nname = {name:?}\nbind = \"127.0.0.1:{port}\"\ntarget = {target:?}\n\
+         tls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\nclient_crls = [{crl:?}]\n",
+        server.chain_pem,
+        server.key_pem,
+        pki.ca_cert_path(),
+    )
 }
 
 /// Creates the `dev` database Redshift clusters come with, and the stack's database group

@@ -23,10 +23,15 @@ use crate::emulator::{
 };
 use crate::pg::{quote_ident, PgServer};
 use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
-use crate::proxy::ProxyProcess;
+use crate::proxy::{ProxyBuilder, ProxyProcess};
 use crate::stack::{
     access_role_arn, bi_role_arn, iam_policy, profile_arn, trust_anchor_arn, ACCOUNT, CLUSTER,
     DATABASE, GROUP, REGION, WORKGROUP, WORKGROUP_ID,
+};
+use crate::standin::{pg_role_name, StandIn};
+use proxy_auth::aws::{AwsCredentials, Clock};
+use proxy_auth::redshift::{
+    refresh_policy, AwsCredentialFetcher, IdentityBudget, RedshiftCredentials,
 };
 use redshift_iam_proxy::metrics::AwsCallMetrics;
 use redshift_iam_proxy::runtime::ReloadError;
@@ -36,8 +41,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OnceCell;
+
+pub use crate::client::{current_user, sqlstate};
+pub use crate::observe::audit_records;
 
 /// What a world's emulator may differ in.
 #[derive(Clone)]
@@ -48,6 +56,9 @@ pub struct WorldOptions {
     pub accept_role_session_name: bool,
     /// Login names the stand-ins challenge with Redshift's SHA-256 digest (code 13).
     pub sha256_users: Vec<String>,
+    /// The PostgreSQL server behind the stand-ins; default: the one shared by the test
+    /// binary. A test that stops or restarts its server needs one of its own.
+    pub pg: Option<&'static PgServer>,
 }
 
 impl Default for WorldOptions {
@@ -56,6 +67,7 @@ impl Default for WorldOptions {
             policy: iam_policy(),
             accept_role_session_name: false,
             sha256_users: Vec::new(),
+            pg: None,
         }
     }
 }
@@ -77,33 +89,38 @@ pub struct World {
     dir: tempfile::TempDir,
 }
 
-/// The `dev` database and the `analysts` group, created once per PostgreSQL server.
+/// The `dev` database and the `analysts` group, created once on the shared PostgreSQL
+/// server, and on a world's own server when it starts.
 async fn shared_objects(pg: &'static PgServer) {
     static CREATED: OnceCell<()> = OnceCell::const_new();
-    CREATED
-        .get_or_init(|| async {
-            let admin = pg.admin().await.expect("PostgreSQL admin session");
-            let exists = admin
-                .query_opt("select 1 from pg_database where datname = $1", &[&DATABASE])
-                .await
-                .expect("query databases")
-                .is_some();
-            if !exists {
-                admin
-                    .batch_execute(&format!("create database {}", quote_ident(DATABASE)))
-                    .await
-                    .expect("create the dev database");
-            }
-            admin
-                .batch_execute(&format!(
-                    "do $$ begin create role {} nologin; exception when duplicate_object then \
-                     null; end $$",
-                    quote_ident(GROUP)
-                ))
-                .await
-                .expect("create the analysts group");
-        })
-        .await;
+    if std::ptr::eq(pg, PgServer::shared()) {
+        CREATED.get_or_init(|| create_objects(pg)).await;
+    } else {
+        create_objects(pg).await;
+    }
+}
+
+async fn create_objects(pg: &PgServer) {
+    let admin = pg.admin().await.expect("PostgreSQL admin session");
+    let exists = admin
+        .query_opt("select 1 from pg_database where datname = $1", &[&DATABASE])
+        .await
+        .expect("query databases")
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("create database {}", quote_ident(DATABASE)))
+            .await
+            .expect("create the dev database");
+    }
+    admin
+        .batch_execute(&format!(
+            "do $$ begin create role {} nologin; exception when duplicate_object then \
+             null; end $$",
+            quote_ident(GROUP)
+        ))
+        .await
+        .expect("create the analysts group");
 }
 
 impl World {
@@ -112,7 +129,9 @@ impl World {
     }
 
     pub async fn start_with(options: WorldOptions) -> World {
-        let pg = PgServer::shared();
+        // Every proxy of the process logs into one capture (see `observe::captured_logs`).
+        crate::observe::captured_logs();
+        let pg = options.pg.unwrap_or_else(PgServer::shared);
         shared_objects(pg).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = TestPki::new(dir.path().join("pki")).expect("test PKI");
@@ -162,6 +181,35 @@ impl World {
         self.pki.client_cert(spec).expect("client certificate")
     }
 
+    /// The database user Redshift's `GetClusterCredentials` (AutoCreate) gives `cert`'s
+    /// CN: `IAMA:<cn>`.
+    pub fn iam_user(&self, cert: &ClientCert) -> String {
+        format!("IAMA:{}", cert.common_name)
+    }
+
+    /// The PostgreSQL role the stand-in runs `cert`'s `IAMA:<cn>` sessions as (what
+    /// `pg_stat_activity` shows).
+    pub fn role(&self, cert: &ClientCert) -> String {
+        pg_role_name(&self.iam_user(cert))
+    }
+
+    /// The stand-in of the provisioned cluster (targets `cluster` and `cluster-iam`).
+    pub fn standin(&self) -> &StandIn {
+        self.emulator.standin(CLUSTER).expect("cluster stand-in")
+    }
+
+    /// The stand-in of the serverless workgroup (target `serverless`).
+    pub fn serverless_standin(&self) -> &StandIn {
+        self.emulator
+            .standin(WORKGROUP)
+            .expect("workgroup stand-in")
+    }
+
+    /// A name unique to this world, `<prefix>-<tag>` (database users, local users).
+    pub fn name(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.tag)
+    }
+
     /// A complete configuration: listener `main` (certificates of the world's CA, its CRL)
     /// to target `cluster` (GetClusterCredentials with AutoCreate); targets `cluster-iam`
     /// (WithIAM) and `serverless` too; rule `people` granting `{cn}` on `dev`; Roles
@@ -173,32 +221,12 @@ impl World {
             .emulator
             .endpoint(WORKGROUP)
             .expect("workgroup stand-in");
-        let target = |t: Target, ca: &Path| {
-            t.set("dial", "127.0.0.1")
-                .set("ca_bundle", path(ca))
-                .set("region", REGION)
-                .set("aws_endpoint_url", url.clone())
-                .set("connect_timeout", "5s")
-                .set("login_timeout", "10s")
-        };
+        let target = |t: Target, ca: &Path| self.through_emulator(t, ca);
         ProxyConfig::new()
             .set("log", "level", "debug")
             .set("audit", "path", path(self.audit_path()))
-            .listener(
-                Listener::new("main", "127.0.0.1:0")
-                    .target("cluster")
-                    .tls(&self.server.chain_pem, &self.server.key_pem)
-                    .client_ca(self.pki.ca_cert_path(), &[&self.crl])
-                    .set("login_timeout", "10s"),
-            )
-            .target(
-                target(
-                    Target::provisioned("cluster", &cluster.host, cluster.port()),
-                    &cluster.ca_cert,
-                )
-                .set("cluster_identifier", CLUSTER)
-                .set("auto_create", true),
-            )
+            .listener(self.listener("main", "cluster"))
+            .target(self.cluster_target("cluster"))
             .target(
                 target(
                     Target::provisioned("cluster-iam", &cluster.host, cluster.port()),
@@ -239,6 +267,39 @@ impl World {
             .set("aws.roles_anywhere", "endpoint_url", url)
     }
 
+    /// A target named `name` like [`World::config`]'s `cluster`: the cluster's stand-in,
+    /// GetClusterCredentials with AutoCreate (another name for the same cluster, as a
+    /// second endpoint of it would be).
+    pub fn cluster_target(&self, name: &str) -> Target {
+        let cluster = self.emulator.endpoint(CLUSTER).expect("cluster stand-in");
+        self.through_emulator(
+            Target::provisioned(name, &cluster.host, cluster.port()),
+            &cluster.ca_cert,
+        )
+        .set("cluster_identifier", CLUSTER)
+        .set("auto_create", true)
+    }
+
+    /// `t` dialled at 127.0.0.1, verified against `ca`, its credentials from the emulator.
+    fn through_emulator(&self, t: Target, ca: &Path) -> Target {
+        t.set("dial", "127.0.0.1")
+            .set("ca_bundle", path(ca))
+            .set("region", REGION)
+            .set("aws_endpoint_url", self.emulator.url())
+            .set("connect_timeout", "5s")
+            .set("login_timeout", "10s")
+    }
+
+    /// A listener like [`World::config`]'s `main` (the world's server certificate, client
+    /// CA and CRL) named `name`, on an ephemeral port, for `target`.
+    pub fn listener(&self, name: &str, target: &str) -> Listener {
+        Listener::new(name, "127.0.0.1:0")
+            .target(target)
+            .tls(&self.server.chain_pem, &self.server.key_pem)
+            .client_ca(self.pki.ca_cert_path(), &[&self.crl])
+            .set("login_timeout", "10s")
+    }
+
     /// Where [`World::config`] sends audit records.
     pub fn audit_path(&self) -> PathBuf {
         self.dir.path().join("audit.jsonl")
@@ -255,15 +316,54 @@ impl World {
 
     /// [`World::proxy`], returning what failed.
     pub async fn try_proxy(&self, config: ProxyConfig) -> Result<TestProxy, String> {
+        self.start_proxy(config, None).await
+    }
+
+    /// [`World::proxy`] whose database credential cache reads `clock` instead of the
+    /// system's (the production chain otherwise: Roles Anywhere, the AWS SDK fetcher, the
+    /// configured refresh policy and budgets).
+    pub async fn proxy_with_clock(&self, config: ProxyConfig, clock: Arc<dyn Clock>) -> TestProxy {
+        self.start_proxy(config, Some(clock))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn start_proxy(
+        &self,
+        config: ProxyConfig,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<TestProxy, String> {
         let file = config.write(self.dir.path());
         let parsed =
             proxy_config::Config::load(&file).map_err(|e| format!("{e}\n{}", config.to_toml()))?;
         let aws_calls = AwsCallMetrics::default();
-        let (aws, credentials) = redshift_iam_proxy::commands::credential_source_observed(
-            &parsed,
-            Arc::new(aws_calls.clone()),
-        )
-        .await?;
+        let (aws, credentials) = match clock {
+            None => {
+                redshift_iam_proxy::commands::credential_source_observed(
+                    &parsed,
+                    Arc::new(aws_calls.clone()),
+                )
+                .await?
+            }
+            Some(clock) => {
+                let observer = Arc::new(aws_calls.clone());
+                let aws = Arc::new(
+                    AwsCredentials::from_config_observed(&parsed.aws, observer.clone())
+                        .await
+                        .map_err(|e| format!("AWS credentials: {e}"))?,
+                );
+                let fetcher = AwsCredentialFetcher::new(&parsed, aws.clone())
+                    .map_err(|e| format!("Redshift credentials: {e}"))?
+                    .with_observer(observer);
+                let credentials = RedshiftCredentials::with_fetcher(
+                    Arc::new(fetcher),
+                    clock,
+                    refresh_policy(&parsed.db_credentials),
+                    IdentityBudget::from_config(&parsed.db_credentials),
+                );
+                (aws, Arc::new(credentials))
+            }
+        };
         let running = Proxy::new(&parsed, credentials.clone())
             .map_err(|e| e.to_string())?
             .with_config_path(&file, Default::default())
@@ -282,15 +382,108 @@ impl World {
         })
     }
 
-    /// Starts `config` as the `redshift-iam-proxy` binary, once its first TCP listener
-    /// (which must name a fixed port) accepts connections.
-    pub async fn proxy_process(&self, config: &ProxyConfig, port: u16) -> ProxyProcess {
-        ProxyProcess::builder(config.to_toml(), self.dir.path())
-            .wait_for_port(port)
-            .startup_timeout(Duration::from_secs(20))
+    /// Starts `config` as the `redshift-iam-proxy` binary and waits until it is ready.
+    /// Listeners may bind port 0: where they landed is read from the binary's log (which
+    /// is JSON for that).
+    pub async fn proxy_process(&self, config: &ProxyConfig) -> BinaryProxy {
+        self.proxy_process_with(config, |b| b).await
+    }
+
+    /// [`World::proxy_process`], with what `adjust` adds to the launch (environment,
+    /// arguments).
+    pub async fn proxy_process_with(
+        &self,
+        config: &ProxyConfig,
+        adjust: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+    ) -> BinaryProxy {
+        let config = config.clone().set("log", "format", "json");
+        let builder = ProxyProcess::builder(config.to_toml(), self.dir.path())
+            .startup_timeout(Duration::from_secs(20));
+        let process = adjust(builder)
             .start()
             .await
-            .expect("the proxy binary starts")
+            .expect("the proxy binary starts");
+        let ready = process
+            .wait_for_log("redshift-iam-proxy ready", Duration::from_secs(20))
+            .await;
+        assert!(
+            ready,
+            "the proxy binary never got ready:\n{}",
+            process.logs()
+        );
+        let mut listeners = Vec::new();
+        let mut admin = None;
+        for line in process.logs().lines() {
+            let Ok(record) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
+            if field("message") == "listening" {
+                if let Ok(addr) = field("address").parse() {
+                    listeners.push((field("listener"), addr));
+                }
+            } else if field("message").starts_with("admin listener") {
+                // `Some("127.0.0.1:1234")` (a Unix socket admin listener has none).
+                let address = field("address");
+                let inner = address
+                    .trim_start_matches("Some(\"")
+                    .trim_end_matches("\")");
+                admin = inner.parse().ok();
+            }
+        }
+        BinaryProxy {
+            process,
+            listeners,
+            admin,
+            ca: self.pki.ca_cert_path().to_path_buf(),
+        }
+    }
+}
+
+/// The `redshift-iam-proxy` binary running a world's configuration.
+pub struct BinaryProxy {
+    pub process: ProxyProcess,
+    /// TCP listeners by name, where the binary reported them bound.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's TCP address, if it has one.
+    pub admin: Option<SocketAddr>,
+    /// The CA clients verify the proxy with.
+    pub ca: PathBuf,
+}
+
+impl BinaryProxy {
+    /// The first TCP listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners.first().expect("a TCP listener").1
+    }
+
+    /// The address of the TCP listener named `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no TCP listener named {name:?}"))
+    }
+
+    /// tokio-postgres to the listener at `addr` (verify-full against the world's CA).
+    pub async fn connect_to(
+        &self,
+        addr: SocketAddr,
+        cert: Option<&ClientCert>,
+        user: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        crate::client::connect(addr.port(), &self.ca, cert, user, database).await
+    }
+
+    /// psql to the listener at `addr` with `cert`, database `dev`.
+    pub fn psql_to(&self, addr: SocketAddr, cert: &ClientCert) -> crate::psql::Psql {
+        crate::psql::Psql::new("localhost", addr.port())
+            .hostaddr("127.0.0.1")
+            .root_cert(&self.ca)
+            .client(cert)
+            .dbname(DATABASE)
     }
 }
 
@@ -333,6 +526,14 @@ fn emulator_config(
             (bi_role_arn(), options.policy.clone()),
         ]),
     }
+}
+
+/// Taken by the tests that load the machine or bound times under load (hundreds of
+/// sessions, login storms, seconds-long credentials): they run one at a time within a test
+/// binary, so none of them measures another's load. Hold the guard for the whole test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
 }
 
 /// The account the world's ARNs live in.
@@ -388,13 +589,29 @@ impl TestProxy {
         user: &str,
         database: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        crate::harness::connect_through_proxy(self.addr().port(), &self.ca, cert, user, database)
-            .await
+        self.connect_to(self.addr(), cert, user, database).await
     }
 
-    /// tokio-postgres to the first listener, with the connection task returned: an
-    /// ErrorResponse the proxy sends while the session is idle (it ended the session)
-    /// arrives there.
+    /// tokio-postgres to the listener at `addr` (see [`TestProxy::listener`]).
+    pub async fn connect_to(
+        &self,
+        addr: SocketAddr,
+        cert: Option<&ClientCert>,
+        user: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        crate::client::connect(addr.port(), &self.ca, cert, user, database).await
+    }
+
+    /// [`TestProxy::connect`] on database `dev` as `cert`'s CN: the usual login.
+    pub async fn login(
+        &self,
+        cert: &ClientCert,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        self.connect(Some(cert), &cert.common_name, DATABASE).await
+    }
+
+    /// [`crate::client::connect_watched`] to the first listener.
     pub async fn connect_watched(
         &self,
         cert: &ClientCert,
@@ -407,21 +624,31 @@ impl TestProxy {
         ),
         tokio_postgres::Error,
     > {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("localhost")
-            .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
-            .port(self.addr().port())
-            .user(user)
-            .dbname(database)
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(Duration::from_secs(20));
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::harness::client_tls(
-            &self.ca,
-            Some(cert),
-        ));
-        let (client, connection) = config.connect(tls).await?;
-        Ok((client, tokio::spawn(connection)))
+        crate::client::connect_watched(self.addr().port(), &self.ca, Some(cert), user, database)
+            .await
+    }
+
+    /// The TLS connector clients of this proxy use (cancel tokens need it).
+    pub fn tls_connector(
+        &self,
+        cert: Option<&ClientCert>,
+    ) -> tokio_postgres_rustls::MakeRustlsConnect {
+        crate::client::tls_connector(&self.ca, cert)
+    }
+
+    /// The admin listener's TCP address.
+    pub fn admin(&self) -> SocketAddr {
+        self.running.admin_addr().expect("an [admin] TCP listener")
+    }
+
+    /// The metrics as `/metrics` serves them.
+    pub fn metrics(&self) -> String {
+        self.running.shared().metrics.encode()
+    }
+
+    /// One sample of [`TestProxy::metrics`] (see [`crate::observe::sample`]).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        crate::observe::sample(&self.metrics(), prefix)
     }
 
     /// Writes `config` to the file and reloads.
@@ -435,29 +662,4 @@ impl TestProxy {
     pub async fn audit(&self, n: usize) -> Vec<Value> {
         audit_records(&self.audit_path, n).await
     }
-}
-
-/// The JSON records of an audit file, waiting (up to 10 s) until there are at least `n`.
-pub async fn audit_records(file: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let records: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
-            .collect();
-        if records.len() >= n || Instant::now() >= deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `select current_user` on `client`.
-pub async fn current_user(client: &tokio_postgres::Client) -> String {
-    client
-        .query_one("select current_user", &[])
-        .await
-        .expect("select current_user")
-        .get(0)
 }

@@ -5,8 +5,11 @@
 //! deadline computed on it would keep expired credentials in use after the machine wakes up.
 
 use std::fmt;
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+#[cfg(any(test, feature = "test-util"))]
+use std::time::Duration;
+use std::time::SystemTime;
 
 /// A source of the current wall-clock time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
@@ -23,12 +26,15 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to (tests, including other crates' tests).
+/// A clock that only moves when told to (tests, including other crates' tests: feature
+/// `test-util`).
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     now: Arc<Mutex<SystemTime>>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl ManualClock {
     pub fn new(now: SystemTime) -> Self {
         ManualClock {
@@ -47,6 +53,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.now.lock().unwrap_or_else(|e| e.into_inner())

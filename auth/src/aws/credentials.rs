@@ -157,7 +157,8 @@ impl AwsCredentials {
         }
     }
 
-    /// A single-identity source (`Profile` or `Default`, or any provider in tests).
+    /// A single-identity source from any provider (tests: feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn from_provider(source: AwsCredentialSource, provider: SharedCredentialsProvider) -> Self {
         AwsCredentials {
             source: Source::Single {

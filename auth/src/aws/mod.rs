@@ -43,7 +43,9 @@ pub mod observe;
 pub mod roles_anywhere;
 mod sdk_sources;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 pub use credentials::{AwsCredentials, CredentialSummary};
 pub use observe::{
     AwsApi, AwsCallObserver, AwsCallOutcome, CredentialHealth, CredentialState, NoObserver,

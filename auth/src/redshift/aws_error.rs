@@ -76,6 +76,9 @@ pub(crate) fn classify_service_error(code: Option<&str>, status: u16) -> Class {
         Some(c) if UNAVAILABLE_CODES.contains(&c) => Class::Unavailable,
         _ if status == 401 || status == 403 => Class::Denied,
         _ if status == 429 || status >= 500 => Class::Unavailable,
+        // A success status whose body the SDK could not read as the API's answer: the
+        // service (or something in front of it) misbehaved, the request was fine.
+        _ if (200..300).contains(&status) => Class::Unavailable,
         _ => Class::Invalid,
     }
 }
@@ -259,6 +262,7 @@ mod tests {
             );
         }
         assert_eq!(classify_service_error(None, 404), Class::Invalid);
+        assert_eq!(classify_service_error(None, 200), Class::Unavailable);
     }
 
     #[test]

@@ -292,6 +292,15 @@ mod tests {
             auto_create: false,
             credential_duration: Duration::from_secs(3600),
             aws_endpoint_url: None,
+            warm_connections: 2,
+            warm_connection_max_age: Duration::from_secs(30),
+            session_reuse: false,
+            session_reuse_idle_timeout: Duration::from_secs(60),
+            session_reuse_max_age: Duration::from_secs(1800),
+            session_reuse_max_uses: 100,
+            session_reuse_per_key: 4,
+            session_reuse_max_sessions: 64,
+            session_reset: proxy_config::default_session_reset(),
         }
     }
 

@@ -51,10 +51,37 @@ pub struct UpstreamSession {
     pub tls_version: String,
     pub tls_cipher: String,
     pub auth_method: AuthMethod,
-    /// TCP connect plus the verify-full TLS handshake.
+    /// Where the upstream connection came from.
+    pub origin: UpstreamOrigin,
+    /// TCP connect plus the verify-full TLS handshake (zero when it was done ahead).
     pub connect_time: std::time::Duration,
     /// StartupMessage to ReadyForQuery.
     pub auth_time: std::time::Duration,
+    /// When the upstream session logged in (a reused session: its first login).
+    pub logged_in_at: std::time::Instant,
+}
+
+/// How a session's upstream connection came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOrigin {
+    /// Connected and logged in for this client.
+    Dialled,
+    /// Logged in for this client on a connection whose TCP and TLS were ready.
+    Warm,
+    /// A logged-in session a previous client of the same identity left; `uses` counts the
+    /// clients it has served, this one included.
+    Reused { uses: u32 },
+}
+
+impl UpstreamOrigin {
+    /// As the audit record and the logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamOrigin::Dialled => "dialled",
+            UpstreamOrigin::Warm => "warm",
+            UpstreamOrigin::Reused { .. } => "reused",
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamSession {
@@ -65,6 +92,7 @@ impl std::fmt::Debug for UpstreamSession {
             .field("tls_version", &self.tls_version)
             .field("tls_cipher", &self.tls_cipher)
             .field("auth_method", &self.auth_method)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -80,37 +108,28 @@ pub async fn connect_and_login(
     let started = std::time::Instant::now();
     let tcp = transport::dial(ep).await?;
     let login = async {
-        let mut stream = transport::start_tls(ep, tcp).await?;
+        let stream = transport::start_tls(ep, tcp).await?;
         let connect_time = started.elapsed();
-        let (tls_version, tls_cipher) = crate::net::tls_names(stream.get_ref().1);
-        let leaf = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|c| c.to_vec());
-        write_flush(&mut stream, &startup).await?;
-        let auth_method = authenticate(&mut stream, req, leaf.as_deref(), &ep.scram_cache).await?;
-        let (backend_key, after_auth) = read_until_ready(&mut stream).await?;
-        tracing::debug!(
-            host = %ep.host,
-            user = req.user,
-            %auth_method,
-            tls_version,
-            "upstream login complete"
-        );
-        Ok(UpstreamSession {
-            stream,
-            backend_key,
-            after_auth,
-            tls_version,
-            tls_cipher,
-            auth_method,
-            connect_time,
-            auth_time: started.elapsed().saturating_sub(connect_time),
-        })
+        let mut session = login_on(ep, stream, &startup, req).await?;
+        session.connect_time = connect_time;
+        session.auth_time = started.elapsed().saturating_sub(connect_time);
+        Ok(session)
     };
-    tokio::time::timeout(ep.login_timeout, login)
+    within_login_timeout(ep, login).await
+}
+
+/// A connection ready for its StartupMessage: TCP within `connect_timeout`, then SSLRequest
+/// and the verify-full TLS handshake within `login_timeout`.
+pub(crate) async fn connect(ep: &UpstreamEndpoint) -> Result<UpstreamStream, UpstreamError> {
+    let tcp = transport::dial(ep).await?;
+    within_login_timeout(ep, transport::start_tls(ep, tcp)).await
+}
+
+pub(crate) async fn within_login_timeout<T>(
+    ep: &UpstreamEndpoint,
+    work: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    tokio::time::timeout(ep.login_timeout, work)
         .await
         .map_err(|_| UpstreamError::Timeout {
             phase: Phase::Login,
@@ -118,7 +137,47 @@ pub async fn connect_and_login(
         })?
 }
 
-fn encode_startup(req: &LoginRequest<'_>) -> Result<BytesMut, UpstreamError> {
+/// Logs in on a connection whose TLS is up: `startup` (see [`encode_startup`]),
+/// authentication, and the messages up to ReadyForQuery. Not bounded in time: callers
+/// are. The session's timings are left at zero for the caller to fill in.
+pub(crate) async fn login_on(
+    ep: &UpstreamEndpoint,
+    mut stream: UpstreamStream,
+    startup: &[u8],
+    req: &LoginRequest<'_>,
+) -> Result<UpstreamSession, UpstreamError> {
+    let (tls_version, tls_cipher) = crate::net::tls_names(stream.get_ref().1);
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.to_vec());
+    write_flush(&mut stream, startup).await?;
+    let auth_method = authenticate(&mut stream, req, leaf.as_deref(), &ep.scram_cache).await?;
+    let (backend_key, after_auth) = read_until_ready(&mut stream).await?;
+    tracing::debug!(
+        host = %ep.host,
+        user = req.user,
+        %auth_method,
+        tls_version,
+        "upstream login complete"
+    );
+    Ok(UpstreamSession {
+        stream,
+        backend_key,
+        after_auth,
+        tls_version,
+        tls_cipher,
+        auth_method,
+        origin: UpstreamOrigin::Dialled,
+        connect_time: std::time::Duration::ZERO,
+        auth_time: std::time::Duration::ZERO,
+        logged_in_at: std::time::Instant::now(),
+    })
+}
+
+pub(crate) fn encode_startup(req: &LoginRequest<'_>) -> Result<BytesMut, UpstreamError> {
     let params = [("user", req.user), ("database", req.database)]
         .into_iter()
         .chain(req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));

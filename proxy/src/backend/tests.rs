@@ -26,13 +26,13 @@ const PASSWORD: &str = "IAM:pw-Do-Not-Leak-7f3a";
 // ---------------------------------------------------------------------------------------
 
 /// A CA, a server certificate it issued for `names`, and the CA as a PEM file.
-struct Pki {
-    ca_file: tempfile::NamedTempFile,
-    server: Arc<rustls::ServerConfig>,
+pub(super) struct Pki {
+    pub(super) ca_file: tempfile::NamedTempFile,
+    pub(super) server: Arc<rustls::ServerConfig>,
     leaf_der: Vec<u8>,
 }
 
-fn pki_for(names: &[&str]) -> Pki {
+pub(super) fn pki_for(names: &[&str]) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -74,7 +74,7 @@ fn pki_for(names: &[&str]) -> Pki {
     }
 }
 
-fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetConfig {
+pub(super) fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetConfig {
     proxy_config::TargetConfig {
         name: "test".into(),
         kind: proxy_config::TargetKind::Provisioned,
@@ -95,18 +95,30 @@ fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetCo
         auto_create: false,
         credential_duration: Duration::from_secs(900),
         aws_endpoint_url: None,
+        warm_connections: 2,
+        warm_connection_max_age: Duration::from_secs(30),
+        session_reuse: false,
+        session_reuse_idle_timeout: Duration::from_secs(60),
+        session_reuse_max_age: Duration::from_secs(1800),
+        session_reuse_max_uses: 100,
+        session_reuse_per_key: 4,
+        session_reuse_max_sessions: 64,
+        session_reset: proxy_config::default_session_reset(),
     }
 }
 
-fn endpoint(pki: &Pki, port: u16) -> UpstreamEndpoint {
+pub(super) fn endpoint(pki: &Pki, port: u16) -> UpstreamEndpoint {
     UpstreamEndpoint::from_config(&target("localhost", port, pki.ca_file.path())).unwrap()
 }
 
-fn password() -> SecretString {
+pub(super) fn password() -> SecretString {
     SecretString::from(PASSWORD)
 }
 
-fn request<'a>(pw: &'a SecretString, params: &'a [(String, String)]) -> LoginRequest<'a> {
+pub(super) fn request<'a>(
+    pw: &'a SecretString,
+    params: &'a [(String, String)],
+) -> LoginRequest<'a> {
     LoginRequest {
         user: "IAM:alice",
         password: pw,
@@ -142,7 +154,10 @@ async fn expect_ssl_request(tcp: &mut TcpStream) {
 }
 
 /// SSLRequest, `S`, TLS handshake.
-async fn accept_tls(mut tcp: TcpStream, cfg: Arc<rustls::ServerConfig>) -> ServerTls<TcpStream> {
+pub(super) async fn accept_tls(
+    mut tcp: TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+) -> ServerTls<TcpStream> {
     expect_ssl_request(&mut tcp).await;
     tcp.write_all(b"S").await.unwrap();
     tokio_rustls::TlsAcceptor::from(cfg)
@@ -152,7 +167,7 @@ async fn accept_tls(mut tcp: TcpStream, cfg: Arc<rustls::ServerConfig>) -> Serve
 }
 
 /// Reads the StartupMessage and returns its protocol version and parameters.
-async fn read_startup(s: &mut ServerTls<TcpStream>) -> (i32, Vec<(String, String)>) {
+pub(super) async fn read_startup(s: &mut ServerTls<TcpStream>) -> (i32, Vec<(String, String)>) {
     let len = s.read_i32().await.unwrap() as usize;
     let mut body = vec![0u8; len - 4];
     s.read_exact(&mut body).await.unwrap();
@@ -173,20 +188,20 @@ async fn read_startup(s: &mut ServerTls<TcpStream>) -> (i32, Vec<(String, String
     (version, params)
 }
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     out.extend_from_slice(body);
     out
 }
 
-fn auth(code: i32, rest: &[u8]) -> Vec<u8> {
+pub(super) fn auth(code: i32, rest: &[u8]) -> Vec<u8> {
     let mut body = code.to_be_bytes().to_vec();
     body.extend_from_slice(rest);
     msg(b'R', &body)
 }
 
-fn error_response(fields: &[(u8, &str)]) -> Vec<u8> {
+pub(super) fn error_response(fields: &[(u8, &str)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (t, v) in fields {
         body.push(*t);
@@ -197,13 +212,13 @@ fn error_response(fields: &[(u8, &str)]) -> Vec<u8> {
     msg(b'E', &body)
 }
 
-async fn read_client(s: &mut ServerTls<TcpStream>) -> Message {
+pub(super) async fn read_client(s: &mut ServerTls<TcpStream>) -> Message {
     read_message(s, 1 << 16).await.unwrap()
 }
 
 /// The usual tail of a successful login: AuthenticationOk, ParameterStatus,
 /// BackendKeyData, ReadyForQuery.
-fn ok_and_ready() -> Vec<u8> {
+pub(super) fn ok_and_ready() -> Vec<u8> {
     [
         auth(0, b""),
         msg(b'S', b"server_version\x008.0.2\0"),

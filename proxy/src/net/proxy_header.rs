@@ -100,36 +100,60 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     if !looks_like_a_header(bytes) {
         return Parsed::Invalid(Invalid::Missing);
     }
-    // ppp 2.3 calls a v1 line cut right after its last space ("... 51234 ") invalid, where
-    // more bytes would complete it; a v1 header is only judged once its line ends
-    // (a CR arrived) or could no longer end in time.
-    let is_v1 = bytes.starts_with(b"P");
-    if is_v1 && !bytes.contains(&b'\r') && bytes.len() < V1_MAX_LEN {
-        return Parsed::Incomplete;
+    if bytes.starts_with(b"P") {
+        return parse_v1(bytes);
     }
     let result = HeaderResult::parse(bytes);
     if result.is_incomplete() {
-        // ...and calls a finished v1 line with fields missing ("PROXY TCP4 a b\r\n")
-        // incomplete: nothing can complete it once it has ended.
-        if is_v1 && bytes.windows(2).any(|w| w == b"\r\n") {
-            return Parsed::Invalid(Invalid::Malformed(
-                "the v1 header line ended with fields missing".into(),
-            ));
-        }
         return Parsed::Incomplete;
     }
     match result {
-        HeaderResult::V1(Ok(h)) => Parsed::Complete {
-            header: from_v1(&h.addresses),
-            len: h.header.len(),
-        },
         HeaderResult::V2(Ok(h)) => Parsed::Complete {
             header: from_v2(h.command, &h.addresses),
             len: h.len(),
         },
-        HeaderResult::V1(Err(e)) => Parsed::Invalid(Invalid::Malformed(e.to_string())),
         HeaderResult::V2(Err(e)) => Parsed::Invalid(Invalid::Malformed(e.to_string())),
+        HeaderResult::V1(_) => malformed("a v1 header where a v2 signature began"),
     }
+}
+
+/// A v1 header is one line ending in CRLF (specification, section 2.1), judged once that
+/// line is complete and handed to ppp alone: ppp 2.3 calls a line cut right after its last
+/// space invalid where more bytes would complete it, calls a finished line with fields
+/// missing incomplete, and reads `UNKNOWN` lines up to a bare CR or LF, so a prefix of one
+/// header could parse as another, shorter one.
+fn parse_v1(bytes: &[u8]) -> Parsed {
+    let window = &bytes[..bytes.len().min(V1_MAX_LEN)];
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+        // A CR anywhere but last can no longer be followed by the line's LF.
+        if window
+            .iter()
+            .position(|&b| b == b'\r')
+            .is_some_and(|cr| cr + 1 < window.len())
+        {
+            return malformed("a CR inside the v1 header line");
+        }
+        if bytes.len() >= V1_MAX_LEN {
+            return malformed("the v1 header line did not end within 107 bytes");
+        }
+        return Parsed::Incomplete;
+    };
+    let line = &bytes[..=lf];
+    if lf == 0 || line[lf - 1] != b'\r' || line[..lf - 1].contains(&b'\r') {
+        return malformed("the v1 header line does not end in exactly one CRLF");
+    }
+    match HeaderResult::parse(line) {
+        HeaderResult::V1(Ok(h)) if h.header.len() == line.len() => Parsed::Complete {
+            header: from_v1(&h.addresses),
+            len: line.len(),
+        },
+        HeaderResult::V1(Err(e)) => Parsed::Invalid(Invalid::Malformed(e.to_string())),
+        _ => malformed("the v1 header line ended with fields missing"),
+    }
+}
+
+fn malformed(why: &str) -> Parsed {
+    Parsed::Invalid(Invalid::Malformed(why.into()))
 }
 
 /// Whether `bytes` could begin either signature (`PROXY ` or the v2 12-byte one), so a

@@ -111,7 +111,9 @@ impl Shared {
         for warning in &state.warnings {
             warn!("{warning}");
         }
-        self.state.store(Arc::new(state));
+        state.start_pools(&self.metrics);
+        let replaced = self.state.swap(Arc::new(state));
+        replaced.stop_pools();
         self.generations.send_replace(generation);
         Ok(generation)
     }

@@ -3,10 +3,11 @@
 
 use super::revocation::{client_ca_warnings, Revocation};
 use crate::audit::AuditOpenError;
-use crate::backend::{UpstreamEndpoint, UpstreamSetupError};
+use crate::backend::{UpstreamEndpoint, UpstreamSetupError, WarmPool};
 use crate::frontend::{FrontendSettings, ServerNameRefusal, TlsSetupError};
-use crate::metrics::CertificateExpiry;
+use crate::metrics::{CertificateExpiry, Metrics};
 use crate::net::SocketOptions;
+use crate::reuse::{ReuseSettings, SessionPool};
 use proxy_auth::policy::{Policy, PolicyError};
 use proxy_config::{Arn, Cidr, Config, LimitsConfig, ListenAddress, ShutdownConfig, TargetKind};
 use std::collections::HashMap;
@@ -69,6 +70,23 @@ pub struct TargetContext {
     /// `[[target]] application_name`: the template of the name sent upstream.
     pub application_name: Option<String>,
     pub endpoint: Arc<UpstreamEndpoint>,
+    /// Connections to `endpoint` with TCP and TLS done, for new logins.
+    pub warm: WarmPool,
+    /// Logged-in sessions kept for the next client of the same identity (`session_reuse`).
+    pub sessions: SessionPool,
+}
+
+impl TargetContext {
+    /// Starts what this target keeps for later logins (see [`State::start_pools`]).
+    fn start_pools(&self, metrics: &Metrics) {
+        self.warm.start(metrics.upstream.warm(&self.name));
+        self.sessions.start(metrics.upstream.reuse(&self.name));
+    }
+
+    fn stop_pools(&self) {
+        self.warm.stop();
+        self.sessions.stop();
+    }
 }
 
 /// Per-listener state.
@@ -147,6 +165,7 @@ fn build_targets(config: &Config) -> Result<HashMap<String, Arc<TargetContext>>,
                 source,
             })?;
         endpoint.socket_options = SocketOptions::from_limits(&config.limits);
+        let endpoint = Arc::new(endpoint);
         targets.insert(
             t.name.clone(),
             Arc::new(TargetContext {
@@ -154,7 +173,13 @@ fn build_targets(config: &Config) -> Result<HashMap<String, Arc<TargetContext>>,
                 kind: t.kind,
                 resume_wait: t.resume_wait(),
                 application_name: t.application_name.clone(),
-                endpoint: Arc::new(endpoint),
+                warm: WarmPool::new(
+                    endpoint.clone(),
+                    t.warm_connections,
+                    t.warm_connection_max_age,
+                ),
+                sessions: SessionPool::new(ReuseSettings::from_config(t)),
+                endpoint,
             }),
         );
     }
@@ -252,6 +277,35 @@ impl State {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Every target once (listeners share them).
+    fn targets(&self) -> Vec<Arc<TargetContext>> {
+        let mut targets: Vec<Arc<TargetContext>> = Vec::new();
+        for l in self.listeners.values() {
+            for t in std::iter::once(&l.target).chain(&l.sni_targets) {
+                if !targets.iter().any(|known| Arc::ptr_eq(known, t)) {
+                    targets.push(t.clone());
+                }
+            }
+        }
+        targets
+    }
+
+    /// Starts filling the targets' warm connections (on the current tokio runtime): when
+    /// this state starts serving. A state built only to be checked never dials.
+    pub fn start_pools(&self, metrics: &Metrics) {
+        for t in self.targets() {
+            t.start_pools(metrics);
+        }
+    }
+
+    /// Closes what the targets keep: when a reload replaces this state (sessions still
+    /// running on it keep their own upstream connections) and at shutdown.
+    pub fn stop_pools(&self) {
+        for t in self.targets() {
+            t.stop_pools();
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -7,14 +7,16 @@ use super::authorize::Authorized;
 use super::trail::{Refused, Trail};
 use super::{terminated, Connection};
 use crate::backend::startup_params::{upstream_params, UpstreamParams};
-use crate::backend::{self, LoginRequest, UpstreamError, UpstreamSession};
+use crate::backend::{LoginRequest, UpstreamError, UpstreamOrigin, UpstreamSession};
 use crate::metrics::{labels, Metrics};
 use crate::refusal::{Refusal, ShutdownStage};
+use crate::reuse::ReuseKey;
 use crate::runtime::TargetContext;
 use proxy_auth::db_credentials::DbCredential;
 use rand::Rng as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// First pause before retrying an upstream that looks like it is resuming; doubled per
 /// retry up to [`RESUME_BACKOFF_MAX`].
@@ -26,6 +28,8 @@ pub(super) struct LoggedIn {
     pub authorized: Authorized,
     pub upstream: UpstreamSession,
     pub credential: DbCredential,
+    /// On a `session_reuse` target: who may be handed the session after this client.
+    pub reuse_key: Option<ReuseKey>,
 }
 
 pub(super) async fn login(
@@ -59,12 +63,13 @@ pub(super) async fn login(
         trail.upstream_attempts(attempts);
     }
     match result {
-        Ok((upstream, credential)) => {
+        Ok((upstream, credential, reuse_key)) => {
             trail.logged_in(&credential, &upstream);
             Ok(LoggedIn {
                 authorized,
                 upstream,
                 credential,
+                reuse_key,
             })
         }
         Err((refusal, request_ids)) => {
@@ -95,17 +100,18 @@ fn log_dropped(trail: &Trail, authorized: &Authorized, params: &UpstreamParams) 
     );
 }
 
-/// Obtains a credential and logs in upstream. A login refused with an authentication
-/// error after a cached credential is retried once with a fresh one: the cached password
-/// may have been revoked or rotated behind our back. On failure, also the AWS request ids
-/// of the credential that was refused.
+/// Obtains a credential and logs in upstream, or takes a kept session of the same
+/// identity and grant (session reuse). A login refused with an authentication error after
+/// a cached credential is retried once with a fresh one: the cached password may have
+/// been revoked or rotated behind our back. On failure, also the AWS request ids of the
+/// credential that was refused.
 async fn login_upstream(
     conn: &Connection,
     accepted: Instant,
     authorized: &Authorized,
     params: &UpstreamParams,
     attempts: &mut u32,
-) -> Result<(UpstreamSession, DbCredential), (Refusal, Vec<String>)> {
+) -> Result<(UpstreamSession, DbCredential, Option<ReuseKey>), (Refusal, Vec<String>)> {
     let grant = &authorized.grant;
     let target = &authorized.admitted.target;
     let request = grant.credential_request();
@@ -122,6 +128,19 @@ async fn login_upstream(
         let observe = |family, elapsed| Metrics::observe(family, "target", &target.name, elapsed);
         observe(&metrics.credential_fetch_seconds, fetch_started.elapsed());
         let credential = credential.map_err(|e| (Refusal::Credentials(e), Vec::new()))?;
+        // Only after the credential: whoever may no longer get one gets no session either.
+        let reuse_key = target
+            .sessions
+            .enabled()
+            .then(|| reuse_key(authorized, &credential, params));
+        if let Some(key) = &reuse_key {
+            if let Some(reused) = target.sessions.take(key).await {
+                if reused.waited {
+                    log_in_a_spare(target.clone(), key.clone(), &credential, authorized, params);
+                }
+                return Ok((reused.session, credential, reuse_key));
+            }
+        }
         let login = LoginRequest {
             user: &credential.user,
             password: &credential.password,
@@ -130,9 +149,11 @@ async fn login_upstream(
         };
         match connect_while_resuming(conn, target, &login, client_deadline, attempts).await {
             Ok(session) => {
-                observe(&metrics.upstream_connect_seconds, session.connect_time);
+                if session.origin == UpstreamOrigin::Dialled {
+                    observe(&metrics.upstream_connect_seconds, session.connect_time);
+                }
                 observe(&metrics.upstream_auth_seconds, session.auth_time);
-                return Ok((session, credential));
+                return Ok((session, credential, reuse_key));
             }
             Err(e) if e.is_auth_failure() && !retried => {
                 warn!(
@@ -168,7 +189,7 @@ async fn connect_while_resuming(
     let mut backoff = RESUME_BACKOFF;
     loop {
         *attempts += 1;
-        let error = match backend::connect_and_login(&target.endpoint, login).await {
+        let error = match target.warm.connect_and_login(login).await {
             Ok(session) => return Ok(session),
             Err(e) => e,
         };
@@ -190,4 +211,60 @@ async fn connect_while_resuming(
         tokio::time::sleep(pause).await;
         backoff = (backoff * 2).min(RESUME_BACKOFF_MAX);
     }
+}
+
+/// Everything that decides what an upstream session is: the exact certificate (or local
+/// user), the database user it logged in as, the database, groups, role and the startup
+/// parameters forwarded (so an `application_name` template with `{session_id}` makes
+/// every session its own).
+fn reuse_key(
+    authorized: &Authorized,
+    credential: &DbCredential,
+    params: &UpstreamParams,
+) -> ReuseKey {
+    let client = &authorized.admitted.client;
+    let principal = &client.principal;
+    let grant = &authorized.grant;
+    let identity = match principal.certificate() {
+        Some(c) => format!("{}\n{}", principal.limit_key(), c.fingerprint_sha256),
+        None => principal.limit_key(),
+    };
+    ReuseKey {
+        identity,
+        db_user: credential.user.clone(),
+        database: grant.database.clone(),
+        groups: grant.db_groups.clone(),
+        role: grant.role_arn.as_ref().map(ToString::to_string),
+        params: params.forwarded.clone(),
+    }
+}
+
+/// Logs in one more session for `key` in the background and keeps it, ready: the client
+/// just had to wait for the reset of the only session kept for it, so it reconnects faster
+/// than a reset takes; with two sessions taking turns, the next one will not wait.
+fn log_in_a_spare(
+    target: Arc<TargetContext>,
+    key: ReuseKey,
+    credential: &DbCredential,
+    authorized: &Authorized,
+    params: &UpstreamParams,
+) {
+    let user = credential.user.clone();
+    let password = credential.password.clone();
+    let database = authorized.grant.database.clone();
+    let params = params.forwarded.clone();
+    tokio::spawn(async move {
+        let login = LoginRequest {
+            user: &user,
+            password: &password,
+            database: &database,
+            params: &params,
+        };
+        match target.warm.connect_and_login(&login).await {
+            Ok(session) => {
+                let _ = target.sessions.keep_fresh(key, session);
+            }
+            Err(e) => debug!(target = %target.name, error = %e, "no spare session for reuse"),
+        }
+    });
 }

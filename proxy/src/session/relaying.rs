@@ -6,24 +6,27 @@ use super::login::LoggedIn;
 use super::negotiation::GaugeGuard;
 use super::trail::{millis, Refused, Trail};
 use super::Connection;
-use crate::backend::UpstreamSession;
+use crate::backend::{BackendKey, UpstreamOrigin, UpstreamSession};
 use crate::cancel::{CancelOutcome, ProxyKey};
 use crate::frontend::SessionStream;
 use crate::metrics::labels;
 use crate::net::messages::{AuthenticationRequest, BackendKeyData, Decode, Encode, ReadyForQuery};
 use crate::refusal::{Refusal, StopReason};
-use crate::relay::{relay, Ended, RelayControl, RelayOutcome, Side};
+use crate::relay::{relay_keeping, Ended, Kept, RelayControl, RelayOutcome, Side};
+use crate::reuse::{parameters_of, SessionToKeep};
+use crate::runtime::TargetContext;
 use bytes::{BufMut, BytesMut};
 use proxy_config::LimitsConfig;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
+pub(super) async fn run(conn: Connection, mut trail: Trail, session: LoggedIn) {
     let LoggedIn {
         authorized,
         upstream,
         credential,
+        reuse_key,
     } = session;
     let grant = authorized.grant;
     // The identity's slot is held until the session ends, with this binding.
@@ -38,6 +41,10 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         backend_key,
         after_auth,
         tls_version: upstream_tls,
+        tls_cipher,
+        auth_method,
+        origin: upstream_origin,
+        logged_in_at,
         ..
     } = upstream;
     let upstream_key = backend_key.clone();
@@ -59,7 +66,7 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         database = ?grant.database,
         groups = ?grant.db_groups, aws_request_ids = ?credential.aws_request_ids,
         client_tls = %client.tls.as_ref().map_or("none", |t| t.version.as_str()),
-        upstream_tls = %upstream_tls,
+        upstream_tls = %upstream_tls, upstream_connection = upstream_origin.as_str(),
         login_ms = millis(trail.accepted.elapsed()), outcome = "open",
         "session opened"
     );
@@ -84,27 +91,42 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         revoked: principal.certificate().map(|id| revoked(&conn, id.clone())),
         bytes_from_client: Some(shared.metrics.bytes_from_clients.clone()),
         bytes_to_client: Some(shared.metrics.bytes_to_clients.clone()),
+        session_reuse: reuse_key.is_some(),
     };
     let who = principal.short_name().to_string();
-    let outcome = relay(client_stream, upstream_stream, control).await;
-    let client_left_mid_query =
-        outcome.ended == Ended::By(Side::Client) && !outcome.client_terminated;
-    let proxy_ended_it = matches!(outcome.ended, Ended::Stopped { .. });
-    if (client_left_mid_query || proxy_ended_it) && !outcome.upstream_idle {
-        // A query may still run: the server notices a closed connection only when it next
-        // reads or writes. Cancel it, as the client's own Ctrl-C would.
-        if let Some(key) = upstream_key {
-            let endpoint = target.endpoint.clone();
-            let cancels = shared.cancels.clone();
-            let session_id = trail.session_id().to_string();
-            tokio::spawn(async move {
-                let outcome = cancels.cancel_for_proxy(&endpoint, &key).await;
-                if outcome != CancelOutcome::Forwarded {
-                    warn!(%session_id, outcome = outcome.as_str(), "could not cancel the upstream query of a session that ended");
-                }
-            });
+    let (outcome, kept) = relay_keeping(client_stream, upstream_stream, control).await;
+    cancel_if_running(&conn, &trail, &target, &outcome, upstream_key.clone());
+    trail.record.upstream_kept = match (kept, reuse_key) {
+        (
+            Kept::Kept {
+                upstream,
+                statements,
+            },
+            Some(key),
+        ) => {
+            let uses = match upstream_origin {
+                UpstreamOrigin::Reused { uses } => uses,
+                _ => 1,
+            };
+            let session = SessionToKeep {
+                upstream,
+                backend_key: upstream_key,
+                parameters: parameters_of(&after_auth),
+                uses,
+                logged_in_at,
+                tls_version: upstream_tls,
+                tls_cipher,
+                auth_method,
+                statements,
+            };
+            target.sessions.keep(key, session).is_ok()
         }
-    }
+        (Kept::Closed(why), _) => {
+            target.sessions.not_kept(why);
+            false
+        }
+        _ => false,
+    };
     let close_reason = close_reason(&outcome);
     shared
         .metrics
@@ -116,10 +138,40 @@ pub(super) async fn run(conn: Connection, trail: Trail, session: LoggedIn) {
         target = %target.name, db_user = ?credential.user, database = ?grant.database,
         bytes_from_client = outcome.client_to_upstream, bytes_to_client = outcome.upstream_to_client,
         duration_ms = millis(trail.accepted.elapsed()), close_reason,
+        upstream_kept = trail.record.upstream_kept,
         error = ?outcome.error.as_ref().map(ToString::to_string), outcome = "closed",
         "session closed"
     );
     trail.closed(&outcome, close_reason);
+}
+
+/// A query may still run when the client left mid-query or the proxy ended the session:
+/// the server notices a closed connection only when it next reads or writes. Cancel it, as
+/// the client's own Ctrl-C would.
+fn cancel_if_running(
+    conn: &Connection,
+    trail: &Trail,
+    target: &TargetContext,
+    outcome: &RelayOutcome,
+    upstream_key: Option<BackendKey>,
+) {
+    let client_left_mid_query =
+        outcome.ended == Ended::By(Side::Client) && !outcome.client_terminated;
+    let proxy_ended_it = matches!(outcome.ended, Ended::Stopped { .. });
+    if !(client_left_mid_query || proxy_ended_it) || outcome.upstream_idle {
+        return;
+    }
+    if let Some(key) = upstream_key {
+        let endpoint = target.endpoint.clone();
+        let cancels = conn.shared.cancels.clone();
+        let session_id = trail.session_id().to_string();
+        tokio::spawn(async move {
+            let outcome = cancels.cancel_for_proxy(&endpoint, &key).await;
+            if outcome != CancelOutcome::Forwarded {
+                warn!(%session_id, outcome = outcome.as_str(), "could not cancel the upstream query of a session that ended");
+            }
+        });
+    }
 }
 
 /// Tells the client it is logged in: the whole login reply in one write (some drivers

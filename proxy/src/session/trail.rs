@@ -6,7 +6,7 @@ use crate::audit::{
     new_session_id, rfc3339, AuditRecord, CertificateRecord, ConnectionKind, Outcome,
     RefusalRecord, TlsRecord,
 };
-use crate::backend::UpstreamSession;
+use crate::backend::{UpstreamOrigin, UpstreamSession};
 use crate::frontend::{ClientPeer, ClientSession, RefusedPeer, SessionStream};
 use crate::net::messages::{Encode, ErrorResponse};
 use crate::refusal::Refusal;
@@ -136,6 +136,10 @@ impl Trail {
             version: upstream.tls_version.clone(),
             cipher: upstream.tls_cipher.clone(),
         });
+        r.upstream_connection = Some(upstream.origin.as_str().to_string());
+        if let UpstreamOrigin::Reused { uses } = upstream.origin {
+            r.upstream_session_uses = Some(uses);
+        }
     }
 
     /// Ends the record of a session that was relayed.

@@ -1,4 +1,4 @@
-// The pgjdbc leg of the client matrix (tests/tests/clients_pgjdbc.rs compiles and runs it).
+// The pgjdbc leg of the client matrix (tests/tests/clients/pgjdbc.rs compiles and runs it).
 //
 // One JVM run covers every step, because starting a JVM is the slowest part of the test.
 // Arguments are key=value pairs; the program prints one JSON object on its last stdout line
@@ -19,6 +19,32 @@ import java.util.Map;
 import java.util.Properties;
 
 public final class ClientMatrix {
+    /** The statement the cancel step runs. */
+    private static final String SLEEP = "select pg_sleep(30)";
+
+    /** Polls through a second session until this user runs `query` (at most 10 s). */
+    private static void waitUntilRunning(String url, Properties p, String query) throws Exception {
+        String running = "select count(*) from pg_stat_activity "
+            + "where usename = current_user and state = 'active' and query = ?";
+        try (Connection watcher = DriverManager.getConnection(url, p);
+             PreparedStatement ps = watcher.prepareStatement(running)) {
+            ps.setString(1, query);
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (true) {
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    if (rs.getLong(1) > 0) {
+                        return;
+                    }
+                }
+                if (System.nanoTime() > deadline) {
+                    throw new IllegalStateException("the query to cancel never started");
+                }
+                Thread.sleep(20);
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         Map<String, String> a = new HashMap<>();
         for (String arg : args) {
@@ -35,6 +61,10 @@ public final class ClientMatrix {
         p.setProperty("sslcert", a.get("sslcert"));
         p.setProperty("sslkey", a.get("sslkey")); // PKCS#8 DER, unencrypted
         p.setProperty("ApplicationName", a.get("application_name"));
+        // Redshift reports server_version 8.0.2; pgjdbc sends application_name (at startup,
+        // or later with SET) only to servers it knows to be 9.0 or newer, so against
+        // Redshift it needs to be told to assume that.
+        p.setProperty("assumeMinServerVersion", "9.0");
         p.setProperty("connectTimeout", "10");
 
         Map<String, Object> out = new LinkedHashMap<>();
@@ -98,11 +128,12 @@ public final class ClientMatrix {
                 out.put("after_error", rs.getLong(1));
             }
 
-            // Statement.cancel() sends a CancelRequest on a new connection.
+            // Statement.cancel() sends a CancelRequest on a new connection, once a second
+            // session sees the query run.
             try (Statement s = c.createStatement()) {
                 Thread canceller = new Thread(() -> {
                     try {
-                        Thread.sleep(500);
+                        waitUntilRunning(url, p, SLEEP);
                         s.cancel();
                     } catch (Exception e) {
                         e.printStackTrace();
@@ -112,7 +143,7 @@ public final class ClientMatrix {
                 canceller.start();
                 Map<String, Object> cancel = new LinkedHashMap<>();
                 try {
-                    s.execute("select pg_sleep(30)");
+                    s.execute(SLEEP);
                     cancel.put("sqlstate", null);
                 } catch (SQLException e) {
                     cancel.put("sqlstate", e.getSQLState());

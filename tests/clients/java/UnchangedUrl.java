@@ -1,6 +1,6 @@
 // A BI tool's JDBC connection, unchanged: the URL names the Redshift cluster endpoint, and
 // name resolution (here the JVM's `jdk.net.hosts.file`) points it at the proxy
-// (tests/tests/sni_routing.rs compiles and runs it).
+// (tests/tests/e2e/sni_routing.rs compiles and runs it).
 //
 // Usage: java UnchangedUrl <jdbc url> <sslrootcert> <sslcert> <sslkey (PKCS#8 DER)>
 // Prints `current_user` on success; on an SQLException prints `SQLSTATE <code>: <message>`

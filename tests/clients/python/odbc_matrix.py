@@ -1,4 +1,4 @@
-"""The psqlODBC leg of the client matrix (run by tests/tests/clients_odbc.rs), via pyodbc.
+"""The psqlODBC leg of the client matrix (run by tests/tests/clients/odbc.rs), via pyodbc.
 
 Arguments are key=value pairs. Prints one JSON object on its last stdout line; every
 assertion lives in the Rust test. An unexpected exception exits non-zero with a traceback.
@@ -27,6 +27,27 @@ def scalar(conn, sql, *params):
     row = cur.fetchone()
     cur.close()
     return row[0]
+
+
+# The statement the cancel step runs, and how a second session sees it running.
+SLEEP = "select pg_sleep(30)"
+RUNNING = (
+    "select count(*) from pg_stat_activity "
+    "where usename = current_user and state = 'active' and query = ?"
+)
+
+
+def wait_until_running(conn_str: str) -> None:
+    """Polls through a second session until this user's SLEEP runs (at most 10 s)."""
+    watcher = pyodbc.connect(conn_str, autocommit=True, timeout=10)
+    try:
+        deadline = time.monotonic() + 10
+        while scalar(watcher, RUNNING, SLEEP) == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the query to cancel never started")
+            time.sleep(0.02)
+    finally:
+        watcher.close()
 
 
 def main() -> None:
@@ -83,17 +104,23 @@ def main() -> None:
         out["error_sqlstate"] = sqlstate(e)
     out["after_error"] = scalar(conn, "select 1")
 
-    # SQLCancel from another thread: psqlODBC sends a CancelRequest (libpq PQcancel).
+    # SQLCancel from another thread once the query runs: psqlODBC sends a CancelRequest
+    # (libpq PQcancel).
     cur = conn.cursor()
-    timer = threading.Timer(0.5, cur.cancel)
+
+    def cancel() -> None:
+        wait_until_running(conn_str)
+        cur.cancel()
+
+    canceller = threading.Thread(target=cancel)
     started = time.monotonic()
-    timer.start()
+    canceller.start()
     try:
-        cur.execute("select pg_sleep(30)")
+        cur.execute(SLEEP)
         state = None
     except pyodbc.Error as e:
         state = sqlstate(e)
-    timer.join()
+    canceller.join()
     out["cancel"] = {
         "sqlstate": state,
         "elapsed_ms": int((time.monotonic() - started) * 1000),

@@ -1,4 +1,4 @@
-"""The psycopg 3 leg of the client matrix (run by tests/tests/clients_psycopg.rs).
+"""The psycopg 3 leg of the client matrix (run by tests/tests/clients/psycopg.rs).
 
 Arguments are key=value pairs. Prints one JSON object on its last stdout line; every
 assertion lives in the Rust test. An unexpected exception exits non-zero with a traceback.
@@ -17,22 +17,44 @@ except ImportError as e:  # the Rust test turns this into an install hint
     sys.exit(3)
 
 
+# The statement the cancel step runs, and how a second session sees it running.
+SLEEP = "select pg_sleep(30)"
+RUNNING = (
+    "select count(*) from pg_stat_activity "
+    "where usename = current_user and state = 'active' and query = %s"
+)
+
+
+def wait_until_running(connect) -> None:
+    """Polls through a second session until this user's SLEEP runs (at most 10 s)."""
+    with connect() as watcher:
+        deadline = time.monotonic() + 10
+        while watcher.execute(RUNNING, (SLEEP,)).fetchone()[0] == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the query to cancel never started")
+            time.sleep(0.02)
+
+
 def main() -> None:
     a = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    conn = psycopg.connect(
-        host=a["host"],
-        hostaddr=a["hostaddr"],
-        port=a["port"],
-        dbname=a["dbname"],
-        user=a["user"],
-        sslmode="verify-full",
-        sslrootcert=a["sslrootcert"],
-        sslcert=a["sslcert"],
-        sslkey=a["sslkey"],
-        application_name=a["application_name"],
-        connect_timeout=10,
-        autocommit=True,
-    )
+
+    def connect():
+        return psycopg.connect(
+            host=a["host"],
+            hostaddr=a["hostaddr"],
+            port=a["port"],
+            dbname=a["dbname"],
+            user=a["user"],
+            sslmode="verify-full",
+            sslrootcert=a["sslrootcert"],
+            sslcert=a["sslcert"],
+            sslkey=a["sslkey"],
+            application_name=a["application_name"],
+            connect_timeout=10,
+            autocommit=True,
+        )
+
+    conn = connect()
     out = {
         "client": "psycopg",
         "version": f"{psycopg.__version__} ({psycopg.pq.__impl__}), "
@@ -71,16 +93,21 @@ def main() -> None:
             out["error_sqlstate"] = e.sqlstate
         out["after_error"] = conn.execute("select 1").fetchone()[0]
 
-        # conn.cancel() sends a CancelRequest on a new connection (libpq PQcancel).
-        timer = threading.Timer(0.5, conn.cancel)
+        # conn.cancel() sends a CancelRequest on a new connection (libpq PQcancel), once
+        # the query runs.
+        def cancel() -> None:
+            wait_until_running(connect)
+            conn.cancel()
+
+        canceller = threading.Thread(target=cancel)
         started = time.monotonic()
-        timer.start()
+        canceller.start()
         try:
-            conn.execute("select pg_sleep(30)")
+            conn.execute(SLEEP)
             state = None
         except psycopg.Error as e:
             state = e.sqlstate
-        timer.join()
+        canceller.join()
         out["cancel"] = {
             "sqlstate": state,
             "elapsed_ms": int((time.monotonic() - started) * 1000),

@@ -2,6 +2,8 @@
 //! connection and PgBouncer, on a stack the benchmark starts itself.
 
 pub mod endpoint;
+pub mod latency;
+pub mod link;
 pub mod pgbouncer;
 pub mod procfs;
 pub mod report;

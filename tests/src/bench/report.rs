@@ -1,7 +1,9 @@
 //! Results: medians and ratios, rendered as Markdown and serialized as JSON.
 
 use crate::bench::endpoint::Target;
+use crate::bench::latency::LinkComparison;
 use crate::bench::procfs::Machine;
+use crate::bench::stack::LinkPath;
 use crate::bench::stats;
 use crate::bench::workloads::Plan;
 use std::collections::BTreeMap;
@@ -176,6 +178,8 @@ pub struct Report {
     pub cpu: Vec<CpuCost>,
     pub credentials: Vec<CredentialRun>,
     pub memory: Vec<MemoryPoint>,
+    /// Latency mode: both paths across the delay link, per round-trip time.
+    pub links: Vec<LinkComparison>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -264,7 +268,36 @@ impl Report {
                 met: Some(per <= 64.0 * 1024.0 && last.sessions == last.requested),
             });
         }
+        self.check_link_targets(&mut checks);
         self.targets = checks;
+    }
+
+    /// Issue 15's goals at the longest round-trip time measured: new connections through
+    /// the proxy (default configuration) and repeat connections with session reuse, as a
+    /// share of the direct connect time (p50).
+    fn check_link_targets(&self, checks: &mut Vec<TargetCheck>) {
+        let Some(rtt) = self.links.iter().map(|l| l.rtt_ms).max().filter(|r| *r > 0) else {
+            return;
+        };
+        let connect = self
+            .links
+            .iter()
+            .find(|l| l.rtt_ms == rtt && l.unit == "connect p50, ms");
+        for (path, label, max) in [
+            (LinkPath::Proxy, "new connections through the proxy", 0.6),
+            (
+                LinkPath::ProxyReuse,
+                "repeat connections with session reuse",
+                0.2,
+            ),
+        ] {
+            let ratio = connect.and_then(|c| c.over_direct.get(&path).copied());
+            checks.push(TargetCheck {
+                target: format!("{label} at {rtt} ms RTT ≤ {max:.1}× direct connect p50"),
+                measured: ratio.map_or("not measured".into(), |r| format!("{r:.2}×")),
+                met: ratio.map(|r| r <= max),
+            });
+        }
     }
 
     pub fn markdown(&self) -> String {
@@ -368,8 +401,9 @@ impl Report {
                 );
             }
         }
+        out.push_str(&crate::bench::latency::markdown(&self.links));
         if !self.targets.is_empty() {
-            let _ = writeln!(out, "\nTargets (issue 8):\n");
+            let _ = writeln!(out, "\nTargets (issues 8 and 15):\n");
             let _ = writeln!(out, "| Target | Measured | Met |");
             let _ = writeln!(out, "|---|---|---|");
             for t in &self.targets {
@@ -386,7 +420,7 @@ impl Report {
 }
 
 /// Three significant digits, at most two decimals.
-fn format_value(v: f64) -> String {
+pub fn format_value(v: f64) -> String {
     if !v.is_finite() {
         "–".into()
     } else if v.abs() >= 100.0 {

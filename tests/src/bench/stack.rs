@@ -2,6 +2,7 @@
 //! proxy (release build) with the test kit's generated configuration, and PgBouncer.
 
 use crate::bench::endpoint::{Endpoint, Target};
+use crate::bench::link::DelayLink;
 use crate::bench::pgbouncer::{PgBouncer, PgBouncerSpec};
 use anyhow::Context as _;
 use proxy_testkit::emulator::AwsEmulator;
@@ -9,7 +10,10 @@ use proxy_testkit::pg::{PgOptions, PgServer};
 use proxy_testkit::pki::{ClientCert, ClientCertSpec};
 use proxy_testkit::ports::free_port;
 use proxy_testkit::proxy::ProxyProcess;
-use proxy_testkit::stack::{create_dev_database, ListenerPorts, PgEndpoint, StackLayout, DATABASE};
+use proxy_testkit::stack::{
+    create_dev_database, ListenerPorts, PgEndpoint, StackLayout, CLUSTER, DATABASE, REGION,
+};
+use proxy_testkit::standin::StaticUser;
 use secrecy::SecretString;
 use std::time::Duration;
 
@@ -25,6 +29,39 @@ pub struct StackOptions {
     /// Temporary credentials authenticate to the Redshift stand-in with Redshift's SHA-256
     /// digest (auth code 13) instead of md5 (the direct and PgBouncer paths stay md5).
     pub upstream_sha256: bool,
+    /// Give the linked proxy path a second listener whose target has `session_reuse`
+    /// (off for proxy binaries that predate the key).
+    pub session_reuse_path: bool,
+}
+
+/// Which way a client crosses the delay link to the cluster's Redshift stand-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkPath {
+    /// Straight to the stand-in over the link: TLS verify-full, static md5 user.
+    Direct,
+    /// Through the proxy (default configuration of its target), which crosses the link.
+    Proxy,
+    /// Through the proxy to a target with `session_reuse = true`.
+    ProxyReuse,
+}
+
+impl LinkPath {
+    pub const ALL: [LinkPath; 3] = [LinkPath::Direct, LinkPath::Proxy, LinkPath::ProxyReuse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkPath::Direct => "direct",
+            LinkPath::Proxy => "proxy",
+            LinkPath::ProxyReuse => "proxy, session reuse",
+        }
+    }
+}
+
+/// The proxy listeners whose targets dial the delay link.
+struct LinkedListeners {
+    proxy: u16,
+    reuse: Option<u16>,
 }
 
 pub struct BenchStack {
@@ -33,6 +70,9 @@ pub struct BenchStack {
     pub layout: StackLayout,
     proxy: Option<ProxyProcess>,
     pub pgbouncer: PgBouncer,
+    /// The link between the middle and the cluster's stand-in (latency mode).
+    pub link: DelayLink,
+    linked: LinkedListeners,
     /// `alice0` .. `alice9`.
     pub identities: Vec<ClientCert>,
     password: SecretString,
@@ -93,6 +133,25 @@ impl BenchStack {
                 spec.sha256_users = vec!["*".to_owned()];
             }
         }
+        // The direct client of latency mode logs in to the stand-in itself, as `bench` with
+        // the same md5 verifier PostgreSQL stores (the stand-in then logs in to PostgreSQL
+        // as `bench` over its unix socket), so both linked paths cross the same stand-in.
+        for cluster in &mut layout.emulator.clusters {
+            cluster.standin.static_users.push(StaticUser {
+                name: STATIC_USER.into(),
+                verifier: md5_secret.clone(),
+            });
+        }
+        let link = DelayLink::start(([127, 0, 0, 1], layout.ports.standin_cluster).into())
+            .await
+            .context("starting the delay link")?;
+        let linked = LinkedListeners {
+            proxy: free_port(),
+            reuse: options.session_reuse_path.then(free_port),
+        };
+        layout
+            .proxy_config
+            .push_str(&linked_config(&layout, &url, &link, &linked));
         let emulator = AwsEmulator::start_on(
             layout.emulator.clone(),
             ([127, 0, 0, 1], emulator_port).into(),
@@ -127,6 +186,8 @@ impl BenchStack {
             layout,
             proxy: None,
             pgbouncer,
+            link,
+            linked,
             identities,
             password,
             _dir: dir,
@@ -216,6 +277,63 @@ impl BenchStack {
             (cert.chain_pem.clone(), cert.key_pem.clone()),
         )
     }
+}
+
+impl BenchStack {
+    /// How a client reaches the cluster's stand-in across the delay link; `None` for the
+    /// session-reuse path when the stack has none. Proxy clients present `alice0`'s
+    /// certificate.
+    pub fn link_endpoint(&self, path: LinkPath) -> Option<Endpoint> {
+        let proxy = self.endpoint(Target::Proxy);
+        match path {
+            LinkPath::Direct => Some(Endpoint {
+                target: Target::Direct,
+                port: self.link.addr().port(),
+                user: STATIC_USER.into(),
+                database: DATABASE.into(),
+                root_cert: self.layout.standin_tls.ca_cert.clone(),
+                client_cert: None,
+                password: Some(self.password.clone()),
+            }),
+            LinkPath::Proxy => Some(Endpoint {
+                port: self.linked.proxy,
+                ..proxy
+            }),
+            LinkPath::ProxyReuse => self.linked.reuse.map(|port| Endpoint { port, ..proxy }),
+        }
+    }
+}
+
+/// Listeners and targets of latency mode, appended to the generated configuration: copies
+/// of target `cluster` (same stand-in, same credentials) that dial the delay link, one
+/// with its defaults and one with session reuse.
+fn linked_config(
+    layout: &StackLayout,
+    emulator_url: &str,
+    link: &DelayLink,
+    linked: &LinkedListeners,
+) -> String {
+    let target = |name: &str, extra: &str| {
+        format!(
+            "\n[[target]]\nname = {name:?}\nkind = \"provisioned\"\nhost = \"localhost\"\n\
+             port = {port}\ndial = \"{dial}\"\nca_bundle = {ca:?}\n\
+             cluster_identifier = \"{CLUSTER}\"\nregion = \"{REGION}\"\nauto_create = true\n\
+             aws_endpoint_url = \"{emulator_url}\"\n{extra}",
+            port = layout.ports.standin_cluster,
+            dial = link.addr(),
+            ca = layout.standin_tls.ca_cert,
+        )
+    };
+    let mut out =
+        String::from("\n# --- Latency mode of the benchmark: targets across the delay link ---\n");
+    out.push_str(&layout.listener_toml("linked", linked.proxy, "linked"));
+    out.push_str(&target("linked", ""));
+    if let Some(port) = linked.reuse {
+        out.push('\n');
+        out.push_str(&layout.listener_toml("linked-reuse", port, "linked-reuse"));
+        out.push_str(&target("linked-reuse", "session_reuse = true\n"));
+    }
+    out
 }
 
 /// pgbench's tables (scale 1) in `dev`, readable by everyone: the proxy's database users

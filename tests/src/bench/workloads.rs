@@ -31,6 +31,14 @@ pub struct Plan {
     pub aws_latency_ms: u64,
     /// Idle-session counts at which the proxy's RSS is read (0 is always measured).
     pub session_levels: Vec<usize>,
+    /// Latency mode: round-trip times of the delay link, in ms.
+    pub link_rtts_ms: Vec<u64>,
+    /// Sequential logins per path and round across the link.
+    pub link_logins: usize,
+    /// `select 1` round trips per path and round on an open session across the link.
+    pub link_queries: usize,
+    /// Rows of the COPY across the link (4001 bytes each).
+    pub link_copy_rows: u64,
 }
 
 impl Plan {
@@ -46,6 +54,11 @@ impl Plan {
             logins: 1000,
             aws_latency_ms: 200,
             session_levels: vec![1000, 5000],
+            link_rtts_ms: vec![0, 10, 30],
+            link_logins: 40,
+            link_queries: 50,
+            // 270 MB: at 30 ms the link is window-bound, not the relay.
+            link_copy_rows: 67_500,
         }
     }
 
@@ -61,6 +74,10 @@ impl Plan {
             logins: 1000,
             aws_latency_ms: 200,
             session_levels: vec![100],
+            link_rtts_ms: vec![30],
+            link_logins: 5,
+            link_queries: 10,
+            link_copy_rows: 2_000,
         }
     }
 

@@ -35,6 +35,8 @@ enum Workload {
     Credentials,
     /// Proxy RSS with idle sessions.
     Memory,
+    /// Direct and proxy across a delay link: logins, `select 1`, COPY per round-trip time.
+    Latency,
 }
 
 #[derive(Debug, Parser)]
@@ -64,6 +66,13 @@ struct Args {
     /// Seconds per pgbench run (default: 10, quick: 2).
     #[arg(long)]
     pgbench_seconds: Option<u64>,
+    /// Round-trip times of the latency mode's delay link, in ms (default: 0,10,30; quick: 30).
+    #[arg(long, value_delimiter = ',')]
+    rtts: Option<Vec<u64>>,
+    /// Leave out the latency mode's session-reuse path (for proxy binaries that predate
+    /// `session_reuse`).
+    #[arg(long)]
+    without_session_reuse: bool,
     /// The proxy binary to measure (default: build and use target/release/redshift-iam-proxy).
     #[arg(long, value_name = "PATH")]
     proxy_bin: Option<PathBuf>,
@@ -118,6 +127,9 @@ fn setup_and_run(args: Args) -> anyhow::Result<()> {
     if let Some(seconds) = args.pgbench_seconds {
         plan.pgbench_seconds = seconds.max(1);
     }
+    if let Some(rtts) = args.rtts.clone() {
+        plan.link_rtts_ms = rtts;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,6 +171,7 @@ async fn run(args: &Args, plan: Plan, proxy: &Path) -> anyhow::Result<Report> {
             300
         },
         upstream_sha256: args.upstream_auth == UpstreamAuth::Sha256,
+        session_reuse_path: !args.without_session_reuse,
     })
     .await?;
     let bindir = stack.pg.bindir().to_path_buf();
@@ -173,6 +186,7 @@ async fn run(args: &Args, plan: Plan, proxy: &Path) -> anyhow::Result<Report> {
         cpu: Vec::new(),
         credentials: Vec::new(),
         memory: Vec::new(),
+        links: Vec::new(),
         targets: Vec::new(),
     };
     let mut runner = Runner {
@@ -223,6 +237,9 @@ async fn run(args: &Args, plan: Plan, proxy: &Path) -> anyhow::Result<Report> {
         report
             .credentials
             .push(runner.credential_economy(latency).await?);
+    }
+    if wants(Workload::Latency) {
+        report.links = bench::latency::run(runner.stack, &plan, &runner.psql).await?;
     }
     if wants(Workload::Memory) {
         report.memory = runner.idle_memory().await?;

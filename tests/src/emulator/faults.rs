@@ -111,6 +111,8 @@ pub(crate) enum Fault {
     Throttle,
     /// Answer with a server error (5xx).
     ServerError,
+    /// Answer 200 with a body that is not the service's format.
+    Malformed,
 }
 
 /// Faults injected into the emulator at runtime (shared by all connections).
@@ -120,9 +122,11 @@ pub(crate) enum Fault {
 #[derive(Debug, Default)]
 pub struct Faults {
     latency_ms: AtomicU64,
+    api_latency_ms: [AtomicU64; Api::ALL.len()],
     drop: Budget,
     throttle: Budget,
     server_error: Budget,
+    malformed: Budget,
 }
 
 impl Faults {
@@ -135,6 +139,19 @@ impl Faults {
     /// The latency currently added to each call.
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.latency_ms.load(Ordering::SeqCst))
+    }
+
+    /// Delay every call of `api` by `latency`, on top of [`Faults::set_latency`]'s (a slow
+    /// credential API while the others answer at once).
+    pub fn set_api_latency(&self, api: Api, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.api_latency_ms[api.index()].store(ms, Ordering::SeqCst);
+    }
+
+    /// The latency a call of `api` suffers.
+    pub fn latency_of(&self, api: Api) -> Duration {
+        self.latency()
+            + Duration::from_millis(self.api_latency_ms[api.index()].load(Ordering::SeqCst))
     }
 
     /// Answer the next `n` calls (of `api`, or of any API) with a throttling error
@@ -155,12 +172,22 @@ impl Faults {
         self.drop.set(api, n);
     }
 
+    /// Answer the next `n` calls with HTTP 200 and a body that is not the service's format
+    /// (neither its XML nor its JSON).
+    pub fn malformed_next(&self, api: Option<Api>, n: u64) {
+        self.malformed.set(api, n);
+    }
+
     /// Remove all faults (latency and budgets).
     pub fn clear(&self) {
         self.latency_ms.store(0, Ordering::SeqCst);
+        for slot in &self.api_latency_ms {
+            slot.store(0, Ordering::SeqCst);
+        }
         self.drop.clear();
         self.throttle.clear();
         self.server_error.clear();
+        self.malformed.clear();
     }
 
     /// The fault, if any, that the arriving call of `api` suffers. Consumes budget.
@@ -171,6 +198,8 @@ impl Faults {
             Some(Fault::Throttle)
         } else if self.server_error.take(api) {
             Some(Fault::ServerError)
+        } else if self.malformed.take(api) {
+            Some(Fault::Malformed)
         } else {
             None
         }
@@ -193,6 +222,8 @@ pub struct FaultsRequest {
     pub fail_next: Option<u64>,
     #[serde(default)]
     pub drop_next: Option<u64>,
+    #[serde(default)]
+    pub malformed_next: Option<u64>,
 }
 
 impl FaultsRequest {
@@ -208,6 +239,9 @@ impl FaultsRequest {
         }
         if let Some(n) = self.drop_next {
             faults.drop_next(self.api, n);
+        }
+        if let Some(n) = self.malformed_next {
+            faults.malformed_next(self.api, n);
         }
     }
 }

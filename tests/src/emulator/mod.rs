@@ -191,6 +191,15 @@ impl EmulatorState {
     }
 }
 
+/// Temporary AWS credentials issued by `CreateSession`. `Debug` redacts the secrets.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub access_key_id: String,
+    pub secret_access_key: secrecy::SecretString,
+    pub session_token: secrecy::SecretString,
+    pub role_arn: String,
+}
+
 /// A running emulator and its stand-ins. Dropping it stops them.
 #[derive(Debug)]
 pub struct AwsEmulator {
@@ -298,6 +307,22 @@ impl AwsEmulator {
     /// The store of issued database credentials.
     pub fn issued_credentials(&self) -> Arc<IssuedCredentials> {
         Arc::clone(&self.state.issued)
+    }
+
+    /// The temporary AWS credentials `CreateSession` issued so far (secrets included, for
+    /// tests that check they never show up anywhere else).
+    pub fn issued_sessions(&self) -> Vec<IssuedSession> {
+        self.state
+            .sessions
+            .all()
+            .into_iter()
+            .map(|s| IssuedSession {
+                access_key_id: s.access_key_id,
+                secret_access_key: s.secret_access_key,
+                session_token: s.session_token,
+                role_arn: s.role_arn,
+            })
+            .collect()
     }
 
     /// Calls of `api` so far, successful and failed (including injected faults).

@@ -280,7 +280,7 @@ async fn dispatch(
         now,
     };
 
-    let latency = state.faults.latency();
+    let latency = state.faults.latency_of(api);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -300,6 +300,15 @@ async fn dispatch(
             let err = ApiError::server_error(protocol);
             trail.record(None, Err(&err));
             return err.into_response(protocol, &request_id);
+        }
+        Some(Fault::Malformed) => {
+            tracing::debug!(%api, "fault injection: a malformed response");
+            return (
+                StatusCode::OK,
+                [("x-amzn-requestid", request_id.as_str())],
+                "<<< not the service's response format",
+            )
+                .into_response();
         }
         None => {}
     }

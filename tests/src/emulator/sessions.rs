@@ -109,6 +109,11 @@ impl SessionStore {
         self.lock().get(access_key_id).cloned()
     }
 
+    /// Every session issued so far.
+    pub(crate) fn all(&self) -> Vec<Session> {
+        self.lock().values().cloned().collect()
+    }
+
     /// Makes every issued session expire at `now` (simulates the passage of time).
     pub(crate) fn expire_all(&self, now: OffsetDateTime) {
         for session in self.lock().values_mut() {

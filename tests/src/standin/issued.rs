@@ -133,6 +133,11 @@ impl IssuedCredentials {
         found
     }
 
+    /// Every remembered credential of every target, oldest first.
+    pub fn all(&self) -> Vec<IssuedCredential> {
+        self.lock().clone()
+    }
+
     /// Makes every credential issued so far expire at `now` (simulates the passage of time).
     pub fn expire_all(&self, now: OffsetDateTime) {
         for entry in self.lock().iter_mut() {

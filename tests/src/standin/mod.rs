@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     tls: tokio_rustls::TlsAcceptor,
     logins: Mutex<Vec<LoginRecord>>,
     unavailable_until: Mutex<Option<Instant>>,
+    /// Time a connection has to complete its login (PostgreSQL's `authentication_timeout`).
+    authentication_timeout: Mutex<Duration>,
     active: watch::Sender<usize>,
     cancels: std::sync::atomic::AtomicU64,
 }
@@ -186,6 +188,13 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(record);
+    }
+
+    fn authentication_timeout(&self) -> Duration {
+        *self
+            .authentication_timeout
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn unavailable(&self) -> bool {
@@ -266,6 +275,7 @@ impl StandIn {
             tls,
             logins: Mutex::new(Vec::new()),
             unavailable_until: Mutex::new(None),
+            authentication_timeout: Mutex::new(server::AUTHENTICATION_TIMEOUT),
             active: watch::Sender::new(0),
             cancels: std::sync::atomic::AtomicU64::new(0),
             config,
@@ -312,6 +322,17 @@ impl StandIn {
             .unavailable_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + duration);
+    }
+
+    /// From now on, connections that have not completed their login within `timeout` of
+    /// being accepted are closed, as PostgreSQL does after `authentication_timeout` (60 s
+    /// by default, which is also the stand-in's default).
+    pub fn set_authentication_timeout(&self, timeout: Duration) {
+        *self
+            .shared
+            .authentication_timeout
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = timeout;
     }
 
     /// Sessions currently relayed.

@@ -18,8 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::JoinSet;
 
-/// Everything up to the relay must finish within this.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Everything up to the relay must finish within this by default, as PostgreSQL's
+/// `authentication_timeout` (see [`super::StandIn::set_authentication_timeout`]).
+pub(crate) const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes PostgreSQL may send between AuthenticationOk and ReadyForQuery.
 const MAX_BURST: usize = 1 << 20;
 
@@ -73,7 +74,8 @@ struct Session {
 }
 
 async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
-    let session = match tokio::time::timeout(LOGIN_TIMEOUT, negotiate(&shared, tcp)).await {
+    let timeout = shared.authentication_timeout();
+    let session = match tokio::time::timeout(timeout, negotiate(&shared, tcp)).await {
         Ok(Some(session)) => session,
         Ok(None) | Err(_) => return,
     };

@@ -34,7 +34,7 @@ async fn redshifts_connection_log_names_the_client_through_application_name() {
         .dbname("dev")
         .application_name("Tableau")
         .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(proxy_testkit::harness::client_tls(
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(proxy_testkit::client::client_tls(
         &proxy.ca,
         Some(&alice),
     ));

@@ -39,7 +39,7 @@ async fn rotation_by_size_and_by_logrotate_loses_no_record() {
         let port = proxy.addr().port();
         let alice = alice.clone();
         async move {
-            let client = proxy_testkit::harness::connect_through_proxy(
+            let client = proxy_testkit::client::connect(
                 port,
                 &proxy_ca,
                 Some(&alice),

@@ -173,7 +173,7 @@ async fn a_profile_credential_process_runs_the_whole_chain() {
         .expect("the proxy binary starts");
 
     let alice = world.client("alice");
-    let client = proxy_testkit::harness::connect_through_proxy(
+    let client = proxy_testkit::client::connect(
         port,
         world.pki.ca_cert_path(),
         Some(&alice),

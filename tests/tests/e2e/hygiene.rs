@@ -4,7 +4,6 @@
 
 use proxy_testkit::config::Rule;
 use proxy_testkit::pki::{ClientCertSpec, KeyAlgorithm};
-use proxy_testkit::ports::free_port;
 use proxy_testkit::world::World;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -14,16 +13,15 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread")]
 async fn client_chosen_names_cannot_forge_log_lines() {
     let world = World::start().await;
-    let port = free_port();
     let config = world
         .config()
         .set("log", "format", "text")
-        .set("log", "level", "info")
-        .edit_listener("main", |l| l.set("bind", format!("127.0.0.1:{port}")));
-    let proxy = world.proxy_process(&config, port).await;
+        .set("log", "level", "info");
+    let proxy = world.proxy_process(&config).await;
+    let port = proxy.addr().port();
     let alice = world.client("alice");
     let forged = "dev\n2026-01-01T00:00:00Z  INFO session opened identity=\"admin\"";
-    let err = proxy_testkit::harness::connect_through_proxy(
+    let err = proxy_testkit::client::connect(
         port,
         world.pki.ca_cert_path(),
         Some(&alice),
@@ -35,10 +33,11 @@ async fn client_chosen_names_cannot_forge_log_lines() {
     assert_eq!(err.as_db_error().unwrap().code().code(), "28000");
     assert!(
         proxy
+            .process
             .wait_for_log("connection refused", Duration::from_secs(10))
             .await
     );
-    let logs = proxy.logs();
+    let logs = proxy.process.logs();
     assert!(
         !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
         "a client forged a log line:\n{logs}"

@@ -55,9 +55,10 @@ async fn login(proxy: &TestProxy, stream: TcpStream, cert: &ClientCert) -> Strin
         .user(&cert.common_name)
         .dbname("dev")
         .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let mut tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-        proxy_testkit::harness::client_tls(&proxy.ca, Some(cert)),
-    );
+    let mut tls = tokio_postgres_rustls::MakeRustlsConnect::new(proxy_testkit::client::client_tls(
+        &proxy.ca,
+        Some(cert),
+    ));
     let tls = MakeTlsConnect::<TcpStream>::make_tls_connect(&mut tls, "localhost").unwrap();
     let (client, connection) = config.connect_raw(stream, tls).await.expect("login");
     tokio::spawn(connection);

@@ -229,7 +229,7 @@ async fn parameters_redshift_refuses_are_dropped_and_the_rest_arrive() {
         .ssl_mode(tokio_postgres::config::SslMode::Require)
         .options("-c IntervalStyle=iso_8601 -c statement_timeout=0")
         .application_name("params-e2e");
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(proxy_testkit::harness::client_tls(
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(proxy_testkit::client::client_tls(
         &proxy.ca,
         Some(&alice),
     ));

@@ -194,7 +194,7 @@ async fn raw_session(
     let mut s = [0u8; 1];
     tcp.read_exact(&mut s).await.unwrap();
     assert_eq!(&s, b"S");
-    let config = proxy_testkit::harness::client_tls(&proxy.ca, Some(cert));
+    let config = proxy_testkit::client::client_tls(&proxy.ca, Some(cert));
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = connector.connect(name, tcp).await.unwrap();

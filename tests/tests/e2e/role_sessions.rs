@@ -50,15 +50,9 @@ async fn start() -> (World, TestProxy) {
 }
 
 async fn login(proxy: &TestProxy, port: u16, client: &ClientCert) -> tokio_postgres::Client {
-    proxy_testkit::harness::connect_through_proxy(
-        port,
-        &proxy.ca,
-        Some(client),
-        &client.common_name,
-        DATABASE,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}: {e}", client.common_name))
+    proxy_testkit::client::connect(port, &proxy.ca, Some(client), &client.common_name, DATABASE)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", client.common_name))
 }
 
 /// The records of `event` made as the role session `name`.
@@ -140,7 +134,7 @@ async fn a_certificate_that_names_no_valid_session_is_refused_before_any_aws_cal
     // "odd user-<tag>": a fine certificate and database user, but a space is no part of
     // a role session name.
     let odd = world.client_with(ClientCertSpec::new("odd user"));
-    let err = proxy_testkit::harness::connect_through_proxy(
+    let err = proxy_testkit::client::connect(
         proxy.addr().port(),
         &proxy.ca,
         Some(&odd),

@@ -2,9 +2,9 @@
 //! failures per user and address; AWS calls are budgeted per identity and back off after
 //! failures, also when the upstream refuses a fresh credential.
 
+use proxy_testkit::client::client_tls;
 use proxy_testkit::config::{Listener, Rule};
 use proxy_testkit::emulator::{allow_all_redshift_policy, Api};
-use proxy_testkit::harness::client_tls;
 use proxy_testkit::world::{World, WorldOptions};
 use std::time::{Duration, Instant};
 

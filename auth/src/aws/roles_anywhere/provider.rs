@@ -19,7 +19,9 @@ mod create;
 
 use super::session::SessionClient;
 use super::signer::X509Signer;
-use crate::aws::clock::{Clock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+use crate::aws::clock::Clock;
+use crate::aws::clock::SystemClock;
 use crate::aws::observe::{no_observer, AwsCallObserver, CredentialState};
 use crate::db_credentials::CredentialError;
 use crate::refresh::{Background, EngineOptions, Margins, RefreshAhead, RefreshPolicy, Standing};
@@ -207,10 +209,12 @@ impl RolesAnywhere {
         self
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
         self.rebuilt(|c| c.clock = clock)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_retry_policy(self, retry: RetryPolicy) -> Self {
         self.rebuilt(|c| c.retry = retry)
     }
@@ -226,6 +230,7 @@ impl RolesAnywhere {
     }
 
     /// How often, at most, the background refresher sleeps before re-reading the clock.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self.rebuilt(|_| {})
@@ -390,6 +395,7 @@ impl RolesAnywhereProvider {
     }
 
     /// The cached session, if any (no call to AWS).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn current_session(&self) -> Option<SessionSummary> {
         self.current().map(|s| SessionSummary {
             role_arn: self.key.role_arn.clone(),

@@ -8,12 +8,14 @@
 mod canonical;
 mod certificate;
 mod key;
+mod key_type;
 
 pub use canonical::{
     canonical_header_value, canonical_path, canonical_query_string, canonical_request, hex_sha256,
     string_to_sign, CanonicalRequest,
 };
-pub use key::{read_passphrase, KeyType};
+pub use key::read_passphrase;
+pub use key_type::KeyType;
 
 use base64::Engine as _;
 use certificate::{certificate_public_key, parse_certificates};

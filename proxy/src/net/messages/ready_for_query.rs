@@ -13,6 +13,8 @@ pub struct ReadyForQuery {
 
 impl ReadyForQuery {
     pub const TAG: u8 = b'Z';
+    /// Not in a transaction block.
+    pub const IDLE: u8 = b'I';
 }
 
 impl Decode<'_> for ReadyForQuery {

@@ -96,6 +96,12 @@ fn other_first_bytes_are_a_missing_header_and_broken_ones_malformed() {
         b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\rX",
         b"PROXY TCP4 nonsense here\r\n",
         b"PROXY TCP4 1.2.3.4\r\n",
+        // Found by fuzzing: ppp reads an UNKNOWN line up to a bare LF or CR, so the
+        // 16-byte prefix of this 17-byte "header" parsed as a complete, different one.
+        b"PROXY UNKNOWN \n\r\n",
+        b"PROXY UNKNOWN \n\r",
+        b"PROXY UNKNOWN x\ry\r\n",
+        b"PROXY UNKNOWN\n",
     ] {
         assert!(
             matches!(parse(malformed), Parsed::Invalid(Invalid::Malformed(_))),

@@ -1,7 +1,7 @@
 //! The certificate side: the leaf's public key (to match the private key against) and the
 //! certificates sent as `X-Amz-X509` and `X-Amz-X509-Chain`.
 
-use super::key::KeyType;
+use super::key_type::KeyType;
 use super::SignerError;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;

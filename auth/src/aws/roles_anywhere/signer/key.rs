@@ -2,6 +2,7 @@
 //! the certificate, and signing with the algorithm its type calls for.
 
 use super::certificate::CertificateKey;
+use super::key_type::KeyType;
 use super::{SignerError, ALG_ECDSA, ALG_RSA};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair};
@@ -11,42 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use std::fmt;
 use std::path::Path;
-
-/// The kind of a public or private key, for messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyType {
-    Rsa {
-        bits: usize,
-    },
-    EcP256,
-    EcP384,
-    /// A key this signer cannot use, described by its algorithm (e.g. an OID).
-    Unsupported(String),
-}
-
-impl fmt::Display for KeyType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyType::Rsa { bits } => write!(f, "RSA ({bits} bits)"),
-            KeyType::EcP256 => f.write_str("EC P-256"),
-            KeyType::EcP384 => f.write_str("EC P-384"),
-            KeyType::Unsupported(what) => write!(f, "unsupported ({what})"),
-        }
-    }
-}
-
-impl KeyType {
-    pub(super) fn same_family(&self, other: &KeyType) -> bool {
-        matches!(
-            (self, other),
-            (KeyType::Rsa { .. }, KeyType::Rsa { .. })
-                | (KeyType::EcP256, KeyType::EcP256)
-                | (KeyType::EcP384, KeyType::EcP384)
-        )
-    }
-}
 
 /// The loaded private key. Deliberately no `Debug` derive: only the key type is shown.
 pub(super) enum SigningKey {

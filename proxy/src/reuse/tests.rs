@@ -1,0 +1,48 @@
+use super::*;
+use crate::net::framing::encode_into;
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_into(&mut out, tag, body);
+    out.to_vec()
+}
+
+#[test]
+fn the_parameter_set_of_a_login_reply_keeps_order_and_the_last_value() {
+    let reply = [
+        msg(b'S', b"server_version\x008.0.2\0"),
+        msg(b'N', b"SNOTICE\0Mhello\0\0"),
+        msg(b'S', b"TimeZone\0UTC\0"),
+        msg(b'S', b"server_version\x008.0.3\0"),
+        msg(b'Z', b"I"),
+    ]
+    .concat();
+    assert_eq!(
+        parameters_of(&reply),
+        [
+            ("server_version".to_string(), "8.0.3".to_string()),
+            ("TimeZone".to_string(), "UTC".to_string())
+        ]
+    );
+    // A truncated or malformed reply yields what came before the damage.
+    assert_eq!(parameters_of(&reply[..reply.len() - 3]).len(), 2);
+    assert!(parameters_of(b"S\0\0\0\x02").is_empty());
+}
+
+#[test]
+fn the_debug_form_of_a_key_names_no_identity_or_parameter() {
+    let key = ReuseKey {
+        identity: "cert\nCN=ca\nCN=alice\nab12".into(),
+        db_user: "IAMA:alice".into(),
+        database: "dev".into(),
+        groups: vec!["analysts".into()],
+        role: None,
+        params: vec![("options".into(), "-c search_path=secret".into())],
+    };
+    let shown = format!("{key:?}");
+    assert!(shown.contains("IAMA:alice"));
+    assert!(
+        !shown.contains("CN=alice") && !shown.contains("secret"),
+        "{shown}"
+    );
+}
