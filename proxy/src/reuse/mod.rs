@@ -21,7 +21,7 @@ pub mod reset;
 
 use crate::backend::{AuthMethod, BackendKey, UpstreamOrigin, UpstreamSession, UpstreamStream};
 use crate::metrics::ReuseCounters;
-use crate::net::messages::{Encode, ParameterStatus, ReadyForQuery};
+use crate::net::messages::{Decode, Encode, ParameterStatus, ReadyForQuery};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,9 +155,8 @@ pub fn parameters_of(after_auth: &[u8]) -> Vec<(String, String)> {
         let Some((body, next)) = tail.split_at_checked(body_len) else {
             break;
         };
-        if *tag == b'S' {
-            let mut parts = body.split(|&b| b == 0);
-            if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        if *tag == ParameterStatus::TAG {
+            if let Ok(ParameterStatus { name, value }) = ParameterStatus::decode(body) {
                 set_parameter(
                     &mut out,
                     String::from_utf8_lossy(name).into_owned(),
