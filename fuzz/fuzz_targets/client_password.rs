@@ -1,13 +1,14 @@
 //! What a password listener reads from a client before it is authenticated: the body of a
-//! PasswordMessage (md5), a digest response (Redshift's code 13) and the checks behind them.
+//! PasswordMessage (md5), a SASLInitialResponse, a digest response (Redshift's code 13) and
+//! the checks behind them.
 //! No input may panic, and no malformed answer may pass as a proof.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use proxy_auth::password::{md5, redshift_digest, LocalUsers, PasswordLogin};
 use proxy_config::PasswordVerifier;
-use redshift_iam_proxy::net::messages::password_response::{
-    parse_password_message, DigestResponse,
+use redshift_iam_proxy::net::messages::{
+    Decode, DigestResponse, Encode, PasswordMessage, SaslInitialResponse,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -21,13 +22,18 @@ fuzz_target!(|data: &[u8]| {
             PasswordVerifier::RedshiftSha256(redshift_digest::hash_password("pencil")),
         ),
     ]);
-    if let Ok(answer) = parse_password_message(data) {
+    if let Ok(answer) = PasswordMessage::decode(data) {
+        assert_eq!(&answer.encode()[5..], data, "re-encodes to what was read");
         if let PasswordLogin::Md5(challenge) = users.begin("md5") {
             // The salt is random: a fuzzed answer cannot be the right one.
-            assert!(challenge.verify(answer).is_err());
+            assert!(challenge.verify(answer.password).is_err());
         }
     }
-    if let Ok(response) = DigestResponse::parse(data) {
+    if let Ok(initial) = SaslInitialResponse::decode(data) {
+        assert_eq!(&initial.encode()[5..], data, "re-encodes to what was read");
+    }
+    if let Ok(response) = DigestResponse::decode(data) {
+        assert_eq!(&response.encode()[5..], data, "re-encodes to what was read");
         if let PasswordLogin::RedshiftSha256(challenge) = users.begin("sha") {
             assert!(challenge
                 .verify(response.digest, response.client_nonce)

@@ -3,16 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_iam_proxy::net::messages::ErrorResponse;
+use redshift_iam_proxy::net::messages::{Decode, Encode, ErrorResponse};
 
 fuzz_target!(|data: &[u8]| {
-    let Some(e) = ErrorResponse::parse(data) else {
+    let Ok(e) = ErrorResponse::decode(data) else {
         return;
     };
     // A SQLSTATE is always five alphanumerics: the client-side encoder relies on it.
     assert_eq!(e.code.len(), 5);
     assert!(e.code.bytes().all(|b| b.is_ascii_alphanumeric()));
     let wire = ErrorResponse::fatal(&e.code, e.message.clone()).encode();
-    let again = ErrorResponse::parse(&wire[5..]).expect("our own encoding parses");
+    let again = ErrorResponse::decode(&wire[5..]).expect("our own encoding parses");
     assert_eq!(again.code, e.code);
 });

@@ -3,7 +3,7 @@
 //!
 //! `negotiate` itself needs a `TcpStream` (it peeks for direct TLS and probes the kernel
 //! socket buffer for pipelined bytes), so this target drives the reader it runs on
-//! (`read_startup_packet` over an in-memory stream) plus `StartupPacket::parse` and
+//! (`read_startup_packet` over an in-memory stream) plus `StartupPacket::decode` and
 //! `classify`; the TCP- and TLS-specific decisions are covered by the adversarial suite.
 #![no_main]
 
@@ -12,6 +12,7 @@ use redshift_iam_proxy::frontend::params::classify;
 use redshift_iam_proxy::net::messages::startup::{
     read_startup_packet, StartupPacket, MAX_STARTUP_PACKET_LENGTH,
 };
+use redshift_iam_proxy::net::messages::Decode;
 
 fuzz_target!(|data: &[u8]| {
     futures::executor::block_on(async {
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(Ok(body))) => {
                     assert!(body.len() + 4 <= MAX_STARTUP_PACKET_LENGTH);
                     assert_eq!(before - input.len(), body.len() + 4, "reader over-read");
-                    match StartupPacket::parse(&body) {
+                    match StartupPacket::decode(&body) {
                         Ok(StartupPacket::Startup(msg)) => {
                             let _ = classify(&msg);
                             return;

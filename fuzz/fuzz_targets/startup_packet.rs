@@ -1,4 +1,4 @@
-//! Startup-packet parsing (`StartupPacket::parse`), parameter classification and the
+//! Startup-packet parsing (`StartupPacket::decode`), parameter classification and the
 //! Redshift parameter table (with its `options` rewriting): no input may panic, and a
 //! StartupMessage that parses re-encodes to bytes that parse the same.
 #![no_main]
@@ -7,16 +7,16 @@ use libfuzzer_sys::fuzz_target;
 use proxy_config::TargetKind;
 use redshift_iam_proxy::backend::startup_params::upstream_params;
 use redshift_iam_proxy::frontend::params::classify;
-use redshift_iam_proxy::net::messages::startup::StartupPacket;
+use redshift_iam_proxy::net::messages::{Decode, Encode, StartupPacket};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(packet) = StartupPacket::parse(data) else {
+    let Ok(packet) = StartupPacket::decode(data) else {
         return;
     };
     if let StartupPacket::Startup(msg) = packet {
         let wire = msg.encode();
         assert_eq!(
-            StartupPacket::parse(&wire[4..]),
+            StartupPacket::decode(&wire[4..]),
             Ok(StartupPacket::Startup(msg.clone())),
             "re-encoded StartupMessage parses differently"
         );

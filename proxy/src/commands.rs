@@ -3,8 +3,10 @@
 use crate::backend::{self, LoginRequest, UpstreamEndpoint};
 use crate::cli::CheckArgs;
 use crate::metrics::AwsCallMetrics;
-use crate::net::framing::{encode_into, read_message};
-use crate::net::messages::ErrorResponse;
+use crate::net::framing::read_message;
+use crate::net::messages::{
+    DataRow, Decode, Encode, ErrorResponse, Query, ReadyForQuery, Terminate,
+};
 use crate::runtime::State;
 use crate::server::{Proxy, RunningProxy};
 use bytes::BytesMut;
@@ -461,8 +463,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut query = BytesMut::new();
-    encode_into(&mut query, b'Q', b"select 1\0");
-    encode_into(&mut query, b'X', b"");
+    Query { sql: "select 1" }.encode_into(&mut query);
+    Terminate.encode_into(&mut query);
     stream
         .write_all(&query)
         .await
@@ -474,17 +476,20 @@ where
             .await
             .map_err(|e| format!("receive: {e}"))?;
         match m.tag {
-            // One column: Int16 count, Int32 length, value.
-            b'D' if m.body.len() >= 6 => {
-                value = Some(String::from_utf8_lossy(&m.body[6..]).into_owned());
+            DataRow::TAG => {
+                if let Ok(DataRow { columns }) = DataRow::decode(&m.body) {
+                    if let [Some(v)] = columns[..] {
+                        value = Some(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
             }
-            b'E' => {
-                let e = ErrorResponse::parse(&m.body)
+            ErrorResponse::TAG => {
+                let e = ErrorResponse::decode(&m.body)
                     .map(|e| format!("{} (SQLSTATE {})", e.message, e.code))
-                    .unwrap_or_else(|| "malformed error".into());
+                    .unwrap_or_else(|e| e.to_string());
                 return Err(e);
             }
-            b'Z' => break,
+            ReadyForQuery::TAG => break,
             _ => {}
         }
     }

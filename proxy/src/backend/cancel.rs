@@ -5,8 +5,8 @@ use super::endpoint::UpstreamEndpoint;
 use super::error::{Phase, UpstreamError};
 use super::login::BackendKey;
 use super::transport;
-use crate::net::messages::backend_key_data::{MAX_KEY_LEN, MIN_KEY_LEN};
-use crate::net::messages::upstream_startup::cancel_request;
+use crate::net::messages::backend_key_data::valid_key_len;
+use crate::net::messages::{CancelRequest, Encode};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -17,7 +17,7 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// (same rules as login), CancelRequest, then close. The server never answers; waiting for
 /// its close tells us it has read the request. Bounded by `connect_timeout` + [`CANCEL_GRACE`].
 pub async fn send_cancel(ep: &UpstreamEndpoint, key: &BackendKey) -> Result<(), UpstreamError> {
-    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.key.len()) {
+    if !valid_key_len(&key.key) {
         return Err(UpstreamError::protocol(
             Phase::Cancel,
             format!("cancel key of {} bytes", key.key.len()),
@@ -28,7 +28,7 @@ pub async fn send_cancel(ep: &UpstreamEndpoint, key: &BackendKey) -> Result<(), 
         let tcp = transport::dial(ep).await?;
         let mut tls = transport::start_tls(ep, tcp).await?;
         let io = |e| UpstreamError::io(Phase::Cancel, e);
-        tls.write_all(&cancel_request(key.pid, &key.key))
+        tls.write_all(&CancelRequest::from(key).encode())
             .await
             .map_err(io)?;
         tls.flush().await.map_err(io)?;

@@ -5,7 +5,7 @@
 //! anything), nor the text of a reply the upstream sent before TLS (unauthenticated bytes
 //! are never kept).
 
-use crate::net::messages::upstream_startup::StartupEncodeError;
+use crate::net::messages::startup_message::StartupEncodeError;
 use crate::net::messages::ErrorResponse;
 use crate::sqlstate;
 use std::fmt;

@@ -7,11 +7,11 @@ use super::error::{Phase, UpstreamError};
 use super::scram::{self, ChannelBinding, SaltedPasswordCache, ScramClient, ScramError};
 use super::transport::{self, UpstreamStream};
 use crate::net::framing::{encode_into, read_message, Message};
-use crate::net::messages::authentication_request::AuthenticationRequest;
-use crate::net::messages::backend_key_data::BackendKeyData;
-use crate::net::messages::password_response as answer;
-use crate::net::messages::upstream_startup::startup_message;
-use crate::net::messages::ErrorResponse;
+use crate::net::messages::{
+    AuthenticationRequest, BackendKeyData, Decode, DigestResponse, Encode, ErrorResponse,
+    NegotiateProtocolVersion, PasswordMessage, ReadyForQuery, SaslInitialResponse, SaslResponse,
+    StartupMessage,
+};
 use bytes::BytesMut;
 use proxy_auth::password::redshift_digest;
 use secrecy::{ExposeSecret, SecretString};
@@ -181,7 +181,7 @@ pub(crate) fn encode_startup(req: &LoginRequest<'_>) -> Result<BytesMut, Upstrea
     let params = [("user", req.user), ("database", req.database)]
         .into_iter()
         .chain(req.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    Ok(startup_message(params)?)
+    Ok(StartupMessage::new(params)?.encode())
 }
 
 async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> Result<(), UpstreamError> {
@@ -200,9 +200,9 @@ async fn next_message<S: AsyncRead + Unpin>(s: &mut S) -> Result<Message, Upstre
 }
 
 fn server_error(body: &[u8]) -> UpstreamError {
-    match ErrorResponse::parse(body) {
-        Some(e) => UpstreamError::from_error_response(e),
-        None => UpstreamError::protocol(Phase::Login, "malformed ErrorResponse"),
+    match ErrorResponse::decode(body) {
+        Ok(e) => UpstreamError::from_error_response(e),
+        Err(e) => UpstreamError::protocol(Phase::Login, e.to_string()),
     }
 }
 
@@ -248,7 +248,7 @@ pub(crate) async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let mut state = AuthState::Start;
     loop {
         let msg = next_request(s).await?;
-        let request = AuthenticationRequest::parse(&msg.body)
+        let request = AuthenticationRequest::decode(&msg.body)
             .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
         let mut out = BytesMut::new();
         state = match answer(&ctx, state, request, &mut out).await? {
@@ -266,13 +266,13 @@ async fn next_request<S: AsyncRead + Unpin>(s: &mut S) -> Result<Message, Upstre
     loop {
         let msg = next_message(s).await?;
         match msg.tag {
-            b'R' => return Ok(msg),
-            b'E' => return Err(server_error(&msg.body)),
+            AuthenticationRequest::TAG => return Ok(msg),
+            ErrorResponse::TAG => return Err(server_error(&msg.body)),
             // Notices before AuthenticationOk carry nothing the client needs.
-            b'N' => continue,
+            ErrorResponse::NOTICE_TAG => continue,
             // We ask for 3.0 without `_pq_` options of our own; a server listing options it
             // does not know is informational only.
-            b'v' => continue,
+            NegotiateProtocolVersion::TAG => continue,
             other => {
                 return Err(UpstreamError::protocol(
                     Phase::Login,
@@ -302,17 +302,18 @@ async fn answer(
             return Ok(Step::Authenticated(method))
         }
         (AuthState::Start, AuthenticationRequest::CleartextPassword) => {
-            answer::password_message(password, out).map_err(|_| {
-                UpstreamError::UnusableCredential {
+            PasswordMessage::new(password)
+                .map_err(|_| UpstreamError::UnusableCredential {
                     reason: "the password contains a NUL byte",
-                }
-            })?;
+                })?
+                .encode_into(out);
             AuthState::AwaitOk(AuthMethod::Cleartext)
         }
         (AuthState::Start, AuthenticationRequest::Md5Password { salt }) => {
             let hash = auth::md5_password(ctx.user, password, salt);
-            answer::password_message(hash.as_bytes(), out)
-                .map_err(|_| UpstreamError::protocol(Phase::Login, "bad md5 hash"))?;
+            PasswordMessage::new(hash.as_bytes())
+                .map_err(|_| UpstreamError::protocol(Phase::Login, "bad md5 hash"))?
+                .encode_into(out);
             AuthState::AwaitOk(AuthMethod::Md5)
         }
         (
@@ -329,22 +330,27 @@ async fn answer(
             let client_nonce = auth::redshift_client_nonce();
             let salted = redshift_digest::salted_password(password, salt);
             let digest = redshift_digest::digest(&salted, server_nonce, client_nonce.as_bytes());
-            answer::redshift_digest_response(&digest, client_nonce.as_bytes(), out)
-                .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+            DigestResponse::new(&digest, client_nonce.as_bytes())
+                .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?
+                .encode_into(out);
             AuthState::AwaitOk(AuthMethod::RedshiftDigestSha256)
         }
         (AuthState::Start, AuthenticationRequest::Sasl { mechanisms }) => {
             let (mechanism, method, binding) = choose_sasl(&mechanisms, ctx.server_leaf_cert)?;
             let scram = ScramClient::new(password, binding);
-            answer::sasl_initial_response(mechanism, scram.client_first().as_bytes(), out)
-                .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
+            SaslInitialResponse::new(mechanism, scram.client_first().as_bytes())
+                .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?
+                .encode_into(out);
             AuthState::ScramContinue(Box::new(scram), method)
         }
         (AuthState::ScramContinue(scram, method), AuthenticationRequest::SaslContinue { data }) => {
             let first = scram.server_first(data).map_err(scram_failure)?;
             let salted = salted_password(ctx.scram_cache, &scram, &first).await?;
             let last = scram.client_final(&first, &salted);
-            answer::sasl_response(last.message.as_bytes(), out);
+            SaslResponse {
+                data: last.message.as_bytes(),
+            }
+            .encode_into(out);
             AuthState::ScramFinal(Box::new(last), method)
         }
         (AuthState::ScramFinal(last, method), AuthenticationRequest::SaslFinal { data }) => {
@@ -439,30 +445,29 @@ pub(crate) async fn read_until_ready<S: AsyncRead + Unpin>(
     loop {
         let msg = next_message(s).await?;
         match msg.tag {
-            b'K' => {
+            BackendKeyData::TAG => {
                 if key.is_some() {
                     return Err(UpstreamError::protocol(
                         Phase::Login,
                         "more than one BackendKeyData",
                     ));
                 }
-                key = Some(BackendKeyData::parse(&msg.body).ok_or_else(|| {
-                    UpstreamError::protocol(Phase::Login, "malformed BackendKeyData")
-                })?);
+                key = Some(
+                    BackendKeyData::decode(&msg.body)
+                        .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?,
+                );
                 continue;
             }
-            b'E' => return Err(server_error(&msg.body)),
-            b'R' => {
+            ErrorResponse::TAG => return Err(server_error(&msg.body)),
+            AuthenticationRequest::TAG => {
                 return Err(UpstreamError::protocol(
                     Phase::Login,
                     "authentication request after AuthenticationOk",
                 ))
             }
-            b'Z' if !matches!(&msg.body[..], [b'I' | b'T' | b'E']) => {
-                return Err(UpstreamError::protocol(
-                    Phase::Login,
-                    "malformed ReadyForQuery",
-                ))
+            ReadyForQuery::TAG => {
+                ReadyForQuery::decode(&msg.body)
+                    .map_err(|e| UpstreamError::protocol(Phase::Login, e.to_string()))?;
             }
             _ => {}
         }
@@ -473,7 +478,7 @@ pub(crate) async fn read_until_ready<S: AsyncRead + Unpin>(
             ));
         }
         encode_into(&mut after_auth, msg.tag, &msg.body);
-        if msg.tag == b'Z' {
+        if msg.tag == ReadyForQuery::TAG {
             return Ok((key, after_auth));
         }
     }

@@ -3,7 +3,8 @@
 use super::endpoint::UpstreamEndpoint;
 use super::error::{Phase, TlsFailure, UpstreamError};
 use crate::net::buffered::ReadBuffered;
-use crate::net::messages::upstream_startup::ssl_request;
+use crate::net::messages::startup::{SslResponse, StartupPacket};
+use crate::net::messages::{Encode, ErrorResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -42,7 +43,7 @@ pub(crate) async fn start_tls(
     mut tcp: TcpStream,
 ) -> Result<UpstreamStream, UpstreamError> {
     let phase = Phase::Tls;
-    tcp.write_all(&ssl_request())
+    tcp.write_all(&StartupPacket::SslRequest.encode())
         .await
         .map_err(|e| UpstreamError::io(phase, e))?;
     // Read exactly one byte, unbuffered, so that nothing the server sent after it can be
@@ -51,16 +52,17 @@ pub(crate) async fn start_tls(
     tcp.read_exact(&mut answer)
         .await
         .map_err(|e| UpstreamError::io(phase, e))?;
-    match answer[0] {
-        b'S' => {}
-        b'N' => return Err(UpstreamError::TlsNotOffered),
+    match SslResponse::from_byte(answer[0]) {
+        Some(SslResponse::Accepted) => {}
+        Some(SslResponse::Refused) => return Err(UpstreamError::TlsNotOffered),
         // Not read further: the text is unauthenticated (CVE-2024-10977 class).
-        b'E' => return Err(UpstreamError::ServerErrorBeforeTls),
-        other => {
+        None if answer[0] == ErrorResponse::TAG => return Err(UpstreamError::ServerErrorBeforeTls),
+        None => {
+            let other = answer[0];
             return Err(UpstreamError::protocol(
                 phase,
                 format!("unexpected answer 0x{other:02x} to SSLRequest"),
-            ))
+            ));
         }
     }
     ensure_nothing_buffered(&tcp)?;

@@ -7,7 +7,7 @@
 //! to interrupt one running query, and peers talk over the network the balancer reaches
 //! them on.
 
-use crate::net::messages::upstream_startup::cancel_request;
+use crate::net::messages::{CancelRequest, Encode};
 use crate::net::proxy_header::encode_v2;
 use proxy_config::PeerConfig;
 use std::io;
@@ -39,7 +39,11 @@ pub async fn send_to_peer(
             let source = client.unwrap_or(tcp.local_addr()?);
             request.extend_from_slice(&encode_v2(source, destination));
         }
-        request.extend_from_slice(&cancel_request(pid, secret));
+        let cancel = CancelRequest {
+            pid,
+            key: secret.to_vec(),
+        };
+        request.extend_from_slice(&cancel.encode());
         tcp.write_all(&request).await?;
         tcp.shutdown().await?;
         // The peer closes once it has read the request; any outcome of this read means

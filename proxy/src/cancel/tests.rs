@@ -134,10 +134,10 @@ async fn a_key_of_another_instance_goes_to_that_peer_with_one_hop_less() {
         Some(ProxyHeader::Proxied { source, .. }) => assert_eq!(source, client.addr.unwrap()),
         other => panic!("expected the client's address, got {other:?}"),
     }
-    let expected = crate::net::messages::upstream_startup::cancel_request(
-        key.pid,
-        &ProxyKey::forwarded(&key.secret),
-    );
+    let expected = crate::net::messages::Encode::encode(&crate::net::messages::CancelRequest {
+        pid: key.pid,
+        key: ProxyKey::forwarded(&key.secret).to_vec(),
+    });
     assert_eq!(
         request,
         expected.to_vec(),

@@ -33,10 +33,9 @@ use crate::frontend::settings::{ClientAuth, FrontendSettings};
 use crate::frontend::tls::{ClientCertError, ALPN_POSTGRESQL};
 use crate::frontend::transport::{ClientSocket, ClientStream, SessionStream};
 use crate::net::buffered::ReadBuffered;
-use crate::net::messages::negotiate_protocol_version::NegotiateProtocolVersion;
-use crate::net::messages::startup::{
-    read_startup_packet, StartupMessage, StartupPacket, PROTOCOL_MAJOR,
-};
+use crate::net::messages::startup::{read_startup_packet, SslResponse, StartupPacket};
+use crate::net::messages::startup_message::PROTOCOL_3_0;
+use crate::net::messages::{Decode, Encode, NegotiateProtocolVersion, StartupMessage};
 use proxy_auth::identity::ClientIdentity;
 use proxy_auth::principal::{ClientPrincipal, LocalAuthMethod, LocalUser};
 use rustls::server::Acceptor;
@@ -57,7 +56,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// (`major << 16 | minor`), as PostgreSQL sends it (`PG_PROTOCOL_LATEST`) and libpq reads
 /// it. A bare minor (0) reads as protocol 0.0, which libpq 18 rejects as a "downgrade to
 /// pre-3.0 protocol version".
-const NEGOTIATED_PROTOCOL_VERSION: i32 = (PROTOCOL_MAJOR as i32) << 16;
+const NEGOTIATED_PROTOCOL_VERSION: i32 = PROTOCOL_3_0;
 
 /// How negotiation may proceed, as admission decided before it began.
 #[derive(Clone, Copy)]
@@ -326,7 +325,7 @@ async fn plaintext_phase<S: AsyncRead + AsyncWrite + TryRead + Unpin>(
                     ));
                 }
                 ssl_declined = true;
-                within(deadline, tcp.write_all(b"N")).await?;
+                within(deadline, tcp.write_all(&SslResponse::Refused.encode())).await?;
             }
             StartupPacket::SslRequest => {
                 // Anything after the SSLRequest was sent before our answer, in plaintext,
@@ -335,7 +334,7 @@ async fn plaintext_phase<S: AsyncRead + AsyncWrite + TryRead + Unpin>(
                 if bytes_already_sent(tcp)? {
                     return Err(FrontendErrorKind::PipelinedAfterSslRequest);
                 }
-                within(deadline, tcp.write_all(b"S")).await?;
+                within(deadline, tcp.write_all(&SslResponse::Accepted.encode())).await?;
                 return Ok(PlainOutcome::StartTls);
             }
             StartupPacket::GssEncRequest => {
@@ -345,7 +344,7 @@ async fn plaintext_phase<S: AsyncRead + AsyncWrite + TryRead + Unpin>(
                     ));
                 }
                 gss_answered = true;
-                within(deadline, tcp.write_all(b"N")).await?;
+                within(deadline, tcp.write_all(&SslResponse::Refused.encode())).await?;
             }
             StartupPacket::Startup(msg) if settings.accepts_plaintext => {
                 return Ok(PlainOutcome::Startup(msg))
@@ -473,7 +472,7 @@ async fn read_packet<R: AsyncRead + Unpin>(
     let body = within(deadline, read_startup_packet(r))
         .await?
         .ok_or(FrontendErrorKind::Disconnected)??;
-    Ok(StartupPacket::parse(&body)?)
+    Ok(StartupPacket::decode(&body)?)
 }
 
 /// Whether the client already sent bytes we have not read (non-blocking).

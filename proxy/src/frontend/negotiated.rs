@@ -3,7 +3,7 @@
 
 use crate::frontend::params::ClientStartup;
 use crate::frontend::transport::SessionStream;
-use crate::net::messages::startup::CancelRequest;
+use crate::net::messages::CancelRequest;
 use proxy_auth::identity::ClientIdentity;
 use proxy_auth::principal::ClientPrincipal;
 

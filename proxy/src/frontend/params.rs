@@ -5,7 +5,7 @@
 //! upstream is the target kind's business ([`crate::backend::startup_params`]), decided
 //! once the client's target is known.
 
-use crate::net::messages::startup::{StartupMessage, PROTOCOL_OPTION_PREFIX};
+use crate::net::messages::startup_message::{StartupMessage, PROTOCOL_OPTION_PREFIX};
 
 /// The client's startup request, as the rest of the proxy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

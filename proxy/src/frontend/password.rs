@@ -13,10 +13,10 @@
 //! reply. The exchanges themselves live in [`proxy_auth::password`].
 
 use crate::net::framing::{read_message, FramingError};
-use crate::net::messages::authentication_request::AuthenticationRequest;
-use crate::net::messages::client_sasl::{SaslInitialResponse, SaslInitialResponseError};
-use crate::net::messages::password_response::{
-    parse_password_message, DigestResponse, PasswordParseError,
+use crate::net::messages::password_response::{PasswordParseError, SaslInitialResponseError};
+use crate::net::messages::{
+    AuthenticationRequest, Decode, DigestResponse, Encode, PasswordMessage, SaslInitialResponse,
+    SaslResponse,
 };
 use bytes::BytesMut;
 use proxy_auth::password::md5::Md5Challenge;
@@ -114,9 +114,9 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     let mechanisms = vec![SCRAM_SHA_256];
     send(stream, AuthenticationRequest::Sasl { mechanisms }).await?;
 
-    let initial = read(stream, b'p', "SASL response").await?;
+    let initial = read(stream, SaslInitialResponse::TAG, "SASL response").await?;
     let initial =
-        SaslInitialResponse::parse(&initial).map_err(PasswordAuthError::InitialResponse)?;
+        SaslInitialResponse::decode(&initial).map_err(PasswordAuthError::InitialResponse)?;
     if initial.mechanism != SCRAM_SHA_256.as_bytes() {
         return Err(PasswordAuthError::Mechanism(
             String::from_utf8_lossy(initial.mechanism).into_owned(),
@@ -128,15 +128,18 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
         Some(data) => data.to_vec(),
         None => {
             send(stream, AuthenticationRequest::SaslContinue { data: b"" }).await?;
-            read(stream, b'p', "SASL response").await?.to_vec()
+            let response = read(stream, SaslResponse::TAG, "SASL response").await?;
+            let Ok(SaslResponse { data }) = SaslResponse::decode(&response);
+            data.to_vec()
         }
     };
     let server_first = scram.client_first(&client_first)?;
     let data = server_first.as_bytes();
     send(stream, AuthenticationRequest::SaslContinue { data }).await?;
 
-    let client_final = read(stream, b'p', "SASL response").await?;
-    let server_final = scram.client_final(&client_final)?;
+    let client_final = read(stream, SaslResponse::TAG, "SASL response").await?;
+    let Ok(SaslResponse { data }) = SaslResponse::decode(&client_final);
+    let server_final = scram.client_final(data)?;
     let data = server_final.as_bytes();
     send(stream, AuthenticationRequest::SaslFinal { data }).await
 }
@@ -147,9 +150,9 @@ async fn md5<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), PasswordAuthError> {
     let salt = challenge.salt();
     send(stream, AuthenticationRequest::Md5Password { salt }).await?;
-    let body = read(stream, b'p', "password").await?;
-    let answer = parse_password_message(&body).map_err(PasswordAuthError::Response)?;
-    Ok(challenge.verify(answer)?)
+    let body = read(stream, PasswordMessage::TAG, "password").await?;
+    let answer = PasswordMessage::decode(&body).map_err(PasswordAuthError::Response)?;
+    Ok(challenge.verify(answer.password)?)
 }
 
 async fn digest<S: AsyncRead + AsyncWrite + Unpin>(
@@ -162,8 +165,8 @@ async fn digest<S: AsyncRead + AsyncWrite + Unpin>(
         server_nonce: challenge.server_nonce(),
     };
     send(stream, request).await?;
-    let body = read(stream, b'd', "digest response").await?;
-    let answer = DigestResponse::parse(&body).map_err(PasswordAuthError::Response)?;
+    let body = read(stream, DigestResponse::TAG, "digest response").await?;
+    let answer = DigestResponse::decode(&body).map_err(PasswordAuthError::Response)?;
     Ok(challenge.verify(answer.digest, answer.client_nonce)?)
 }
 
@@ -171,9 +174,7 @@ async fn send<S: AsyncWrite + Unpin>(
     stream: &mut S,
     request: AuthenticationRequest<'_>,
 ) -> Result<(), PasswordAuthError> {
-    let mut out = BytesMut::new();
-    request.encode(&mut out);
-    stream.write_all(&out).await?;
+    stream.write_all(&request.encode()).await?;
     stream.flush().await?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 
 use crate::frontend::{negotiate, FrontendError, FrontendSettings, Negotiated};
 use crate::net::framing::{read_message, Message};
-use crate::net::messages::startup::{encode_ssl_request, StartupMessage};
 use crate::net::messages::ErrorResponse;
+use crate::net::messages::{Decode, Encode, StartupMessage, StartupPacket};
 use crate::refusal::frontend_refusal;
 use proxy_config::ListenerConfig;
 use rcgen::{
@@ -240,7 +240,7 @@ pub async fn start_tls(
     mut tcp: TcpStream,
     connector: &TlsConnector,
 ) -> std::io::Result<ClientTlsStream<TcpStream>> {
-    tcp.write_all(&encode_ssl_request()).await?;
+    tcp.write_all(&StartupPacket::SslRequest.encode()).await?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await?;
     assert_eq!(answer[0], b'S', "server must accept the SSLRequest");
@@ -278,7 +278,7 @@ pub async fn read_error<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> ErrorResp
         "expected an ErrorResponse, got {:?}",
         m.tag as char
     );
-    ErrorResponse::parse(&m.body).expect("well-formed ErrorResponse")
+    ErrorResponse::decode(&m.body).expect("well-formed ErrorResponse")
 }
 
 /// Asserts that the server closes the connection without sending anything.

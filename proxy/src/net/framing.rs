@@ -44,9 +44,25 @@ impl Message {
 /// Appends `tag`, the length word and `body` to `out`.
 pub fn encode_into(out: &mut BytesMut, tag: u8, body: &[u8]) {
     out.reserve(5 + body.len());
+    put_message(out, tag, |out| out.put_slice(body));
+}
+
+/// Appends a typed message: `tag`, the length word, then the body `write_body` appends.
+pub fn put_message(out: &mut BytesMut, tag: u8, write_body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(tag);
-    out.put_i32((body.len() + 4) as i32);
-    out.put_slice(body);
+    put_packet(out, write_body);
+}
+
+/// Appends an untagged packet (the shape of the startup-phase packets): the length word,
+/// then the body `write_body` appends.
+pub fn put_packet(out: &mut BytesMut, write_body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_i32(0); // patched below, once the body's length is known
+    write_body(out);
+    // Every message type bounds its body far below 2 GiB (the largest, the proxy's own
+    // ErrorResponse texts and the upstream's login messages, are kilobytes).
+    let len = (out.len() - start) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Reads one typed message whose body is at most `max_body` bytes.

@@ -2,6 +2,8 @@
 //! start ([`BoundaryTracker`]) and whether the client's last message was a Terminate
 //! ([`ClientTail`]).
 
+use crate::net::messages::{ReadyForQuery, Terminate};
+
 /// The last five bytes the client sent, to tell a Terminate (`X`, length 4) from a client
 /// that vanished, whose query may still be running upstream. Looking at the tail only
 /// costs nothing per message; a Terminate is always the last thing a client sends.
@@ -12,8 +14,6 @@ pub(super) struct ClientTail {
 }
 
 impl ClientTail {
-    pub(super) const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-
     pub(super) fn push(&mut self, chunk: &[u8]) {
         if chunk.len() >= 5 {
             self.bytes.copy_from_slice(&chunk[chunk.len() - 5..]);
@@ -25,7 +25,7 @@ impl ClientTail {
     }
 
     pub(super) fn is_terminate(&self) -> bool {
-        self.seen >= 5 && self.bytes == Self::TERMINATE
+        self.seen >= 5 && self.bytes == Terminate::WIRE
     }
 }
 
@@ -62,7 +62,7 @@ impl BoundaryTracker {
     /// ends the bytes seen so far: `I` idle, `T` in a transaction, `E` in a failed one.
     pub fn ready_status(&self) -> Option<u8> {
         match (self.at_boundary(), self.last_tag) {
-            (true, Some(b'Z')) => self.last_first_byte,
+            (true, Some(ReadyForQuery::TAG)) => self.last_first_byte,
             _ => None,
         }
     }

@@ -23,6 +23,7 @@ mod tests;
 pub use framing::BoundaryTracker;
 pub use statement_audit::{Statement, StatementSink, StatementText, StatementTracker};
 
+use crate::net::messages::{Encode, ReadyForQuery, Terminate};
 use crate::refusal::{stop_response, StopReason};
 use framing::ClientTail;
 use prometheus_client::metrics::counter::Counter;
@@ -154,7 +155,7 @@ where
     let reuse = control.session_reuse;
     let mut watch = client_watch(reuse, control.statements.take());
     // The login reply ended with ReadyForQuery 'I': no transaction before a first query.
-    let mut upstream_frames = BoundaryTracker::after(b'Z', Some(b'I'));
+    let mut upstream_frames = BoundaryTracker::after(ReadyForQuery::TAG, Some(ReadyForQuery::IDLE));
     let idle = IdleMarks::default();
     let origin = Instant::now();
     // Milliseconds since `origin` of the last byte in either direction.
@@ -194,7 +195,7 @@ where
         other => other,
     };
     let upstream_idle = upstream_frames.at_boundary()
-        && upstream_frames.last_message() == Some(b'Z')
+        && upstream_frames.last_message() == Some(ReadyForQuery::TAG)
         && idle.all_forwarded();
     let outcome = RelayOutcome {
         client_to_upstream: to_upstream,
@@ -288,7 +289,7 @@ where
 {
     let close_upstream = async {
         if say_terminate {
-            let _ = upstream_wr.write_all(&ClientTail::TERMINATE).await;
+            let _ = upstream_wr.write_all(&Terminate::WIRE).await;
         }
         let _ = upstream_wr.shutdown().await;
     };

@@ -4,6 +4,7 @@
 use super::framing::{BoundaryTracker, ClientTail};
 use super::statements::ClientWatch;
 use super::{notify, sleep_until_opt, touch, Ended, IdleMarks, STOP_GRACE};
+use crate::net::messages::ReadyForQuery;
 use crate::refusal::StopReason;
 use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
@@ -197,7 +198,7 @@ where
         if let Some(m) = metric {
             m.inc_by(forward as u64);
         }
-        if tracker.at_boundary() && tracker.last_message() == Some(b'Z') {
+        if tracker.at_boundary() && tracker.last_message() == Some(ReadyForQuery::TAG) {
             idle.ready_mark
                 .store(idle.forwarded.load(Ordering::Relaxed), Ordering::Relaxed);
         }

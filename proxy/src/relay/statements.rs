@@ -14,6 +14,8 @@
 //!   text contains `prepare` (any case) makes the session one not to keep. Crude, and
 //!   safe in the direction that matters: a false match only costs a reuse.
 
+use crate::net::messages::Terminate;
+
 /// Longest statement name kept for closing: PostgreSQL's and Redshift's identifiers are
 /// at most 63 bytes (NAMEDATALEN 64); a longer one is truncated by the server, so the
 /// proxy cannot know what to close.
@@ -121,7 +123,7 @@ impl ClientWatch {
                     audit.end();
                 }
             }
-            if tag == b'X' && len == 4 && take == 5 {
+            if tag == Terminate::TAG && len == 4 && take == 5 {
                 terminate_at = Some(start);
             }
         }

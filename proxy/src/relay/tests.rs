@@ -4,7 +4,7 @@ use super::framing::ClientTail;
 use super::pump::read_ready;
 use super::*;
 use crate::net::framing::encode_into;
-use crate::net::messages::ErrorResponse;
+use crate::net::messages::{Decode, ErrorResponse};
 use bytes::BytesMut;
 use std::task::Poll;
 use tokio::io::{AsyncReadExt, ReadBuf};
@@ -194,7 +194,7 @@ async fn a_stop_lands_between_messages_not_inside_one() {
     assert_eq!(&got[..105], &wire[..105]);
     let error = &got[105..];
     assert_eq!(error[0], b'E');
-    let parsed = ErrorResponse::parse(&error[5..]).unwrap();
+    let parsed = ErrorResponse::decode(&error[5..]).unwrap();
     assert_eq!(parsed.code, "57P01");
     assert_eq!(outcome.upstream_to_client, 105);
 }
@@ -221,7 +221,7 @@ async fn an_idle_session_is_ended_with_57p05() {
     ));
     let mut got = Vec::new();
     client_far.read_to_end(&mut got).await.unwrap();
-    assert_eq!(ErrorResponse::parse(&got[5..]).unwrap().code, "57P05");
+    assert_eq!(ErrorResponse::decode(&got[5..]).unwrap().code, "57P05");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use super::reset::{self, ResetError};
 use super::{set_parameter, Inner, ReuseKey, ReuseSettings, SessionToKeep};
 use crate::backend::{still_open, UpstreamStream};
+use crate::net::messages::Terminate;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +112,7 @@ async fn close(inner: &Inner, why: &'static str, upstream: UpstreamStream) {
 /// Terminate and TLS close_notify: the server ends the session as a clean logout.
 pub(super) async fn say_goodbye(mut upstream: UpstreamStream) {
     let _ = tokio::time::timeout(GOODBYE_GRACE, async {
-        upstream.write_all(&[b'X', 0, 0, 0, 4]).await?;
+        upstream.write_all(&Terminate::WIRE).await?;
         upstream.shutdown().await
     })
     .await;

@@ -21,7 +21,7 @@ pub mod reset;
 
 use crate::backend::{AuthMethod, BackendKey, UpstreamOrigin, UpstreamSession, UpstreamStream};
 use crate::metrics::ReuseCounters;
-use crate::net::framing::encode_into;
+use crate::net::messages::{Decode, Encode, ParameterStatus, ReadyForQuery};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,10 +105,16 @@ impl SessionToKeep {
     fn into_upstream_session(self) -> UpstreamSession {
         let mut after_auth = BytesMut::new();
         for (name, value) in &self.parameters {
-            let body = [name.as_bytes(), b"\0", value.as_bytes(), b"\0"].concat();
-            encode_into(&mut after_auth, b'S', &body);
+            let status = ParameterStatus {
+                name: name.as_bytes(),
+                value: value.as_bytes(),
+            };
+            status.encode_into(&mut after_auth);
         }
-        encode_into(&mut after_auth, b'Z', b"I");
+        ReadyForQuery {
+            status: ReadyForQuery::IDLE,
+        }
+        .encode_into(&mut after_auth);
         UpstreamSession {
             stream: self.upstream,
             backend_key: self.backend_key,
@@ -149,9 +155,8 @@ pub fn parameters_of(after_auth: &[u8]) -> Vec<(String, String)> {
         let Some((body, next)) = tail.split_at_checked(body_len) else {
             break;
         };
-        if *tag == b'S' {
-            let mut parts = body.split(|&b| b == 0);
-            if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        if *tag == ParameterStatus::TAG {
+            if let Ok(ParameterStatus { name, value }) = ParameterStatus::decode(body) {
                 set_parameter(
                     &mut out,
                     String::from_utf8_lossy(name).into_owned(),

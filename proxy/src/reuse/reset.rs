@@ -15,8 +15,11 @@
 //! changed, back to its login value) are returned, so the next client is told the values
 //! in force.
 
-use crate::net::framing::{encode_into, read_message, FramingError};
-use crate::net::messages::ErrorResponse;
+use crate::net::framing::{read_message, FramingError};
+use crate::net::messages::close::Sync;
+use crate::net::messages::{
+    Close, DataRow, Decode, Encode, ErrorResponse, ParameterStatus, Query, ReadyForQuery,
+};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -54,24 +57,17 @@ impl ResetError {
 pub fn reset_messages(statements: &[Vec<u8>], reset: &[String]) -> BytesMut {
     let mut out = BytesMut::new();
     for name in statements {
-        let mut body = Vec::with_capacity(name.len() + 2);
-        body.push(b'S');
-        body.extend_from_slice(name);
-        body.push(0);
-        encode_into(&mut out, b'C', &body);
+        Close::statement(name).encode_into(&mut out);
     }
     if !statements.is_empty() {
-        encode_into(&mut out, b'S', b"");
+        Sync.encode_into(&mut out);
     }
-    let mut query: Vec<u8> = reset
+    let mut sql: String = reset
         .iter()
-        .flat_map(|s| [s.trim().trim_end_matches(';').as_bytes(), b"; "])
-        .flatten()
-        .copied()
+        .flat_map(|s| [s.trim().trim_end_matches(';'), "; "])
         .collect();
-    query.extend_from_slice(SCHEMA_CHECK.as_bytes());
-    query.push(0);
-    encode_into(&mut out, b'Q', &query);
+    sql.push_str(SCHEMA_CHECK);
+    Query { sql: &sql }.encode_into(&mut out);
     out
 }
 
@@ -90,18 +86,20 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let msg = read_message(s, MAX_MESSAGE).await?;
         match msg.tag {
-            b'E' => {
-                let e = ErrorResponse::parse(&msg.body)
-                    .ok_or_else(|| ResetError::Protocol("malformed ErrorResponse".into()))?;
+            ErrorResponse::TAG => {
+                let e = ErrorResponse::decode(&msg.body)
+                    .map_err(|e| ResetError::Protocol(e.to_string()))?;
                 return Err(ResetError::Statement {
                     sqlstate: e.code,
                     message: e.message,
                 });
             }
-            b'S' => reported.push(parameter(&msg.body)?),
-            b'D' => temp_schema = temp_schema.or(temporary_schema(&msg.body)?),
-            b'Z' => {
-                if msg.body[..] != *b"I" {
+            ParameterStatus::TAG => reported.push(parameter(&msg.body)?),
+            DataRow::TAG => temp_schema = temp_schema.or(temporary_schema(&msg.body)?),
+            ReadyForQuery::TAG => {
+                let ready = ReadyForQuery::decode(&msg.body)
+                    .map_err(|e| ResetError::Protocol(e.to_string()))?;
+                if ready.status != ReadyForQuery::IDLE {
                     return Err(ResetError::Protocol(
                         "the session is not idle after the reset".into(),
                     ));
@@ -128,30 +126,25 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 fn parameter(body: &[u8]) -> Result<(String, String), ResetError> {
-    let mut parts = body.split(|&b| b == 0);
-    match (parts.next(), parts.next()) {
-        (Some(name), Some(value)) => Ok((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        )),
-        _ => Err(ResetError::Protocol("malformed ParameterStatus".into())),
-    }
+    let ParameterStatus { name, value } =
+        ParameterStatus::decode(body).map_err(|e| ResetError::Protocol(e.to_string()))?;
+    Ok((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
 }
 
 /// The temporary schema in the one-column DataRow of `current_schemas(true)` (text
 /// format: `{pg_temp_3,pg_catalog,public}`, names with special characters quoted).
 fn temporary_schema(body: &[u8]) -> Result<Option<String>, ResetError> {
-    let bad = || ResetError::Protocol("malformed DataRow".into());
-    let (count, rest) = body.split_at_checked(2).ok_or_else(bad)?;
-    if count != [0, 1] {
-        return Err(bad());
-    }
-    let (len, value) = rest.split_at_checked(4).ok_or_else(bad)?;
-    let len = i32::from_be_bytes(len.try_into().map_err(|_| bad())?);
-    let Ok(len) = usize::try_from(len) else {
-        return Ok(None);
+    let bad = |e: &dyn std::fmt::Display| ResetError::Protocol(e.to_string());
+    let row = DataRow::decode(body).map_err(|e| bad(&e))?;
+    let value = match row.columns[..] {
+        [Some(value)] => value,
+        [None] => return Ok(None),
+        _ => return Err(bad(&"a DataRow without exactly one column")),
     };
-    let text = String::from_utf8_lossy(value.get(..len).ok_or_else(bad)?);
+    let text = String::from_utf8_lossy(value);
     Ok(text
         .trim_start_matches('{')
         .trim_end_matches('}')
@@ -164,6 +157,7 @@ fn temporary_schema(body: &[u8]) -> Result<Option<String>, ResetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::framing::encode_into;
     use tokio::io::AsyncReadExt;
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {

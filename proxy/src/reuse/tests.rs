@@ -1,4 +1,5 @@
 use super::*;
+use crate::net::framing::encode_into;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::new();

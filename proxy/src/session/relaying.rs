@@ -11,8 +11,7 @@ use crate::backend::{BackendKey, UpstreamOrigin, UpstreamSession};
 use crate::cancel::{CancelOutcome, ProxyKey};
 use crate::frontend::SessionStream;
 use crate::metrics::labels;
-use crate::net::messages::authentication_request::AuthenticationRequest;
-use crate::net::messages::backend_key_data::BackendKeyData;
+use crate::net::messages::{AuthenticationRequest, BackendKeyData, Decode, Encode, ReadyForQuery};
 use crate::refusal::{Refusal, StopReason};
 use crate::relay::{
     relay_keeping, Ended, Kept, RelayControl, RelayOutcome, Side, StatementTracker,
@@ -298,11 +297,12 @@ fn login_reply(after_auth: &[u8], key: ProxyKey) -> Option<BytesMut> {
     const READY_FOR_QUERY_LEN: usize = 6;
     let split = after_auth.len().checked_sub(READY_FOR_QUERY_LEN)?;
     let (messages, ready) = after_auth.split_at(split);
-    if ready[0] != b'Z' || ready[1..5] != 5i32.to_be_bytes() {
+    let ready_for_query = ReadyForQuery::decode(&ready[5..]).ok()?;
+    if ready != &ready_for_query.encode()[..] {
         return None;
     }
     let mut out = BytesMut::with_capacity(after_auth.len() + 32);
-    AuthenticationRequest::Ok.encode(&mut out);
+    AuthenticationRequest::Ok.encode_into(&mut out);
     out.put_slice(messages);
     BackendKeyData {
         pid: key.pid,

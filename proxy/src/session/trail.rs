@@ -8,7 +8,7 @@ use crate::audit::{
 };
 use crate::backend::{UpstreamOrigin, UpstreamSession};
 use crate::frontend::{ClientPeer, ClientSession, RefusedPeer, SessionStream};
-use crate::net::messages::ErrorResponse;
+use crate::net::messages::{Encode, ErrorResponse};
 use crate::refusal::Refusal;
 use crate::relay::RelayOutcome;
 use crate::runtime::{ListenerContext, Shared, TargetContext};

@@ -639,9 +639,12 @@ async fn with_fake_upstream(
     let world = World::start().await;
     let standin = world.emulator.endpoint(CLUSTER).unwrap();
     let fake = FakeUpstream::start(standin.addr, &standin.ca_cert, scripts, default).await;
+    // One script per connection, in order: warm connections would take scripts ahead of
+    // the logins they are meant for.
     let config = world.config().edit_target("cluster", |t| {
         t.set("port", i64::from(fake.port))
             .set("ca_bundle", proxy_testkit::config::path(&fake.ca_bundle))
+            .set("warm_connections", 0i64)
     });
     let h = world.proxy(config).await;
     let alice = world.client("alice");

@@ -14,7 +14,7 @@ use redshift_iam_proxy::backend::{
     UpstreamSession,
 };
 use redshift_iam_proxy::net::framing::{encode_into, read_message};
-use redshift_iam_proxy::net::messages::ErrorResponse;
+use redshift_iam_proxy::net::messages::{Decode, ErrorResponse};
 use redshift_iam_proxy::refusal::upstream_response;
 use secrecy::SecretString;
 use tokio::io::AsyncWriteExt;
@@ -99,7 +99,7 @@ async fn simple_query(
                     value = Some(String::from_utf8(v.to_vec()).unwrap());
                 }
             }
-            b'E' => error = ErrorResponse::parse(&m.body),
+            b'E' => error = ErrorResponse::decode(&m.body).ok(),
             b'Z' => break,
             _ => {}
         }

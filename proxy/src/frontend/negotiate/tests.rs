@@ -1,11 +1,17 @@
 use super::*;
 use crate::frontend::test_support::*;
-use crate::net::messages::startup::{
-    encode_cancel_request, encode_gssenc_request, encode_ssl_request,
-};
+use crate::net::messages::{CancelRequest, Decode, Encode, StartupPacket};
 use rustls::pki_types::ServerName;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn cancel(pid: i32, key: &[u8]) -> bytes::BytesMut {
+    CancelRequest {
+        pid,
+        key: key.to_vec(),
+    }
+    .encode()
+}
 
 fn session(n: Negotiated) -> ClientSession {
     match n {
@@ -126,7 +132,7 @@ async fn newer_minor_versions_are_negotiated_down_to_3_0() {
         let m = read_msg(&mut client).await;
         assert_eq!(m.tag, b'v');
         assert_eq!(
-            NegotiateProtocolVersion::parse(&m.body).unwrap(),
+            NegotiateProtocolVersion::decode(&m.body).unwrap(),
             NegotiateProtocolVersion {
                 newest_minor: NEGOTIATED_PROTOCOL_VERSION,
                 unsupported_options: vec!["_pq_.test_protocol_negotiation".into()],
@@ -192,7 +198,7 @@ async fn bytes_pipelined_after_ssl_request_are_refused() {
     let pki = TestPki::new();
     let (addr, task) = serve_one(pki.settings()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = encode_ssl_request().to_vec();
+    let mut bytes = StartupPacket::SslRequest.encode().to_vec();
     bytes.extend_from_slice(&startup(0, &[("user", "injected")]));
     tcp.write_all(&bytes).await.unwrap();
     let err = assert_refused(
@@ -211,7 +217,8 @@ async fn bytes_pipelined_after_ssl_request_are_refused() {
 #[tokio::test]
 async fn second_ssl_request_inside_tls_is_a_protocol_violation() {
     let pki = TestPki::new();
-    let (mut client, result) = tls_login(&pki, ClientCert::Valid, &encode_ssl_request()).await;
+    let (mut client, result) =
+        tls_login(&pki, ClientCert::Valid, &StartupPacket::SslRequest.encode()).await;
     assert_refused(&mut client, result, "08P01", "SSL negotiation request").await;
 }
 
@@ -220,7 +227,9 @@ async fn gssenc_request_is_declined_once_then_tls_proceeds() {
     let pki = TestPki::new();
     let (addr, task) = serve_one(pki.settings()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&encode_gssenc_request()).await.unwrap();
+    tcp.write_all(&StartupPacket::GssEncRequest.encode())
+        .await
+        .unwrap();
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.unwrap();
     assert_eq!(answer[0], b'N');
@@ -236,11 +245,15 @@ async fn second_gssenc_request_is_a_protocol_violation() {
     let pki = TestPki::new();
     let (addr, task) = serve_one(pki.settings()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&encode_gssenc_request()).await.unwrap();
+    tcp.write_all(&StartupPacket::GssEncRequest.encode())
+        .await
+        .unwrap();
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.unwrap();
     assert_eq!(answer[0], b'N');
-    tcp.write_all(&encode_gssenc_request()).await.unwrap();
+    tcp.write_all(&StartupPacket::GssEncRequest.encode())
+        .await
+        .unwrap();
     assert_refused(&mut tcp, outcome(task).await, "08P01", "duplicate GSSAPI").await;
 }
 
@@ -249,9 +262,7 @@ async fn plaintext_cancel_request_gets_no_reply() {
     let pki = TestPki::new();
     let (addr, task) = serve_one(pki.settings()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&encode_cancel_request(4242, &[9, 8, 7, 6]))
-        .await
-        .unwrap();
+    tcp.write_all(&cancel(4242, &[9, 8, 7, 6])).await.unwrap();
     match outcome(task).await.unwrap() {
         Negotiated::Cancel(c) => assert_eq!(
             c,
@@ -270,9 +281,7 @@ async fn malformed_cancel_request_gets_no_reply() {
     let pki = TestPki::new();
     let (addr, task) = serve_one(pki.settings()).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&encode_cancel_request(1, &[1, 2]))
-        .await
-        .unwrap();
+    tcp.write_all(&cancel(1, &[1, 2])).await.unwrap();
     let err = outcome(task).await.unwrap_err();
     assert_eq!(told(&err), None);
     expect_eof(&mut tcp).await;
@@ -282,8 +291,7 @@ async fn malformed_cancel_request_gets_no_reply() {
 async fn cancel_request_inside_tls_needs_no_client_certificate() {
     let pki = TestPki::new();
     let key = [0x5au8; 32];
-    let (mut client, result) =
-        tls_login(&pki, ClientCert::None, &encode_cancel_request(7, &key)).await;
+    let (mut client, result) = tls_login(&pki, ClientCert::None, &cancel(7, &key)).await;
     match result.unwrap() {
         Negotiated::Cancel(c) => assert_eq!((c.pid, c.key), (7, key.to_vec())),
         Negotiated::Session(_) => panic!("expected a cancel"),

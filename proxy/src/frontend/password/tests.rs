@@ -58,7 +58,7 @@ async fn login(
         let result = authenticate(&mut server, &users, user, deadline, locked).await;
         let mut out = BytesMut::new();
         if result.is_ok() {
-            Request::Ok.encode(&mut out);
+            Request::Ok.encode_into(&mut out);
         } else {
             // What the refusal would send; the client needs some end.
             crate::net::messages::ErrorResponse::new(

@@ -4,7 +4,8 @@
 //! Only the shape is checked here (lengths, terminators, bounds); what to answer is the
 //! backend's business, what to ask the frontend's.
 
-use crate::net::framing::{encode_into, Fields};
+use super::{Decode, Encode};
+use crate::net::framing::{put_message, Fields};
 use bytes::{BufMut, BytesMut};
 
 /// Longest salt or nonce accepted in a Redshift digest request. Real servers send a few
@@ -49,9 +50,10 @@ pub enum AuthenticationParseError {
     Malformed { code: i32, reason: &'static str },
 }
 
-impl<'a> AuthenticationRequest<'a> {
-    /// Parses the body of an `R` message (without tag and length word).
-    pub fn parse(body: &'a [u8]) -> Result<Self, AuthenticationParseError> {
+impl<'a> Decode<'a> for AuthenticationRequest<'a> {
+    type Error = AuthenticationParseError;
+
+    fn decode(body: &'a [u8]) -> Result<Self, AuthenticationParseError> {
         let mut f = Fields::new(body);
         let code = f.next_i32().ok_or(AuthenticationParseError::Truncated)?;
         let malformed = |reason| AuthenticationParseError::Malformed { code, reason };
@@ -125,6 +127,10 @@ impl<'a> AuthenticationRequest<'a> {
         };
         Ok(req)
     }
+}
+
+impl AuthenticationRequest<'_> {
+    pub const TAG: u8 = b'R';
 
     /// The numeric code, for logs and errors.
     pub fn code(&self) -> i32 {
@@ -141,12 +147,17 @@ impl<'a> AuthenticationRequest<'a> {
     }
 }
 
+impl Encode for AuthenticationRequest<'_> {
+    /// A digest request carries exactly its fields: the Redshift JDBC driver reads them one
+    /// after another and ignores the length word, so trailing bytes would put it out of
+    /// step (research: redshift-server.md §1).
+    fn encode_into(&self, out: &mut BytesMut) {
+        put_message(out, Self::TAG, |body| self.put_body(body));
+    }
+}
+
 impl AuthenticationRequest<'_> {
-    /// Appends the whole `R` message. A digest request carries exactly its fields: the
-    /// Redshift JDBC driver reads them one after another and ignores the length word, so
-    /// trailing bytes would put it out of step (research: redshift-server.md §1).
-    pub fn encode(&self, out: &mut BytesMut) {
-        let mut body = BytesMut::new();
+    fn put_body(&self, body: &mut BytesMut) {
         body.put_i32(self.code());
         match self {
             AuthenticationRequest::Ok
@@ -168,11 +179,10 @@ impl AuthenticationRequest<'_> {
                 server_nonce,
             } => {
                 body.put_i32(*algorithm);
-                put_counted(&mut body, salt);
-                put_counted(&mut body, server_nonce);
+                put_counted(body, salt);
+                put_counted(body, server_nonce);
             }
         }
-        encode_into(out, b'R', &body);
     }
 }
 
@@ -220,12 +230,11 @@ mod tests {
             },
         ];
         for request in requests {
-            let mut out = BytesMut::new();
-            request.encode(&mut out);
+            let out = request.encode();
             assert_eq!(out[0], b'R');
             let len = i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize;
             assert_eq!(len, out.len() - 1, "{request:?}");
-            assert_eq!(AuthenticationRequest::parse(&out[5..]), Ok(request));
+            assert_eq!(AuthenticationRequest::decode(&out[5..]), Ok(request));
         }
     }
 
@@ -235,10 +244,10 @@ mod tests {
         AuthenticationRequest::Sasl {
             mechanisms: vec!["SCRAM-SHA-256"],
         }
-        .encode(&mut out);
+        .encode_into(&mut out);
         assert_eq!(&out[..], b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0");
         out.clear();
-        AuthenticationRequest::Md5Password { salt: *b"abcd" }.encode(&mut out);
+        AuthenticationRequest::Md5Password { salt: *b"abcd" }.encode_into(&mut out);
         assert_eq!(&out[..], b"R\0\0\0\x0c\0\0\0\x05abcd");
         out.clear();
         AuthenticationRequest::Digest {
@@ -246,7 +255,7 @@ mod tests {
             salt: b"s",
             server_nonce: b"nn",
         }
-        .encode(&mut out);
+        .encode_into(&mut out);
         assert_eq!(
             &out[..],
             b"R\0\0\0\x17\0\0\0\x0d\0\0\0\0\0\0\0\x01s\0\0\0\x02nn"
@@ -256,25 +265,25 @@ mod tests {
     #[test]
     fn parses_the_simple_requests() {
         assert_eq!(
-            AuthenticationRequest::parse(&body(0, b"")),
+            AuthenticationRequest::decode(&body(0, b"")),
             Ok(AuthenticationRequest::Ok)
         );
         assert_eq!(
-            AuthenticationRequest::parse(&body(3, b"")),
+            AuthenticationRequest::decode(&body(3, b"")),
             Ok(AuthenticationRequest::CleartextPassword)
         );
         assert_eq!(
-            AuthenticationRequest::parse(&body(5, b"\x01\x02\x03\x04")),
+            AuthenticationRequest::decode(&body(5, b"\x01\x02\x03\x04")),
             Ok(AuthenticationRequest::Md5Password { salt: [1, 2, 3, 4] })
         );
-        assert!(AuthenticationRequest::parse(&body(5, b"\x01\x02\x03")).is_err());
-        assert!(AuthenticationRequest::parse(&body(0, b"x")).is_err());
+        assert!(AuthenticationRequest::decode(&body(5, b"\x01\x02\x03")).is_err());
+        assert!(AuthenticationRequest::decode(&body(0, b"x")).is_err());
         assert_eq!(
-            AuthenticationRequest::parse(b"\0\0"),
+            AuthenticationRequest::decode(b"\0\0"),
             Err(AuthenticationParseError::Truncated)
         );
         assert_eq!(
-            AuthenticationRequest::parse(&body(14, b"anything")),
+            AuthenticationRequest::decode(&body(14, b"anything")),
             Ok(AuthenticationRequest::Unsupported { code: 14 })
         );
     }
@@ -282,17 +291,17 @@ mod tests {
     #[test]
     fn parses_sasl_mechanism_lists() {
         let b = body(10, b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
-        let req = AuthenticationRequest::parse(&b).unwrap();
+        let req = AuthenticationRequest::decode(&b).unwrap();
         assert_eq!(
             req,
             AuthenticationRequest::Sasl {
                 mechanisms: vec!["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
             }
         );
-        assert!(AuthenticationRequest::parse(&body(10, b"SCRAM-SHA-256\0")).is_err());
+        assert!(AuthenticationRequest::decode(&body(10, b"SCRAM-SHA-256\0")).is_err());
         let mut many = b"M\0".repeat(17);
         many.push(0);
-        assert!(AuthenticationRequest::parse(&body(10, &many)).is_err());
+        assert!(AuthenticationRequest::decode(&body(10, &many)).is_err());
     }
 
     #[test]
@@ -303,7 +312,7 @@ mod tests {
         rest.extend_from_slice(&2i32.to_be_bytes());
         rest.extend_from_slice(b"xy");
         assert_eq!(
-            AuthenticationRequest::parse(&body(13, &rest)),
+            AuthenticationRequest::decode(&body(13, &rest)),
             Ok(AuthenticationRequest::Digest {
                 algorithm: 0,
                 salt: b"abc",
@@ -317,7 +326,7 @@ mod tests {
             rest.extend_from_slice(salt);
             rest.extend_from_slice(&nonce_len.to_be_bytes());
             rest.extend_from_slice(nonce);
-            AuthenticationRequest::parse(&body(13, &rest)).is_ok()
+            AuthenticationRequest::decode(&body(13, &rest)).is_ok()
         };
         assert!(digest(1, b"s", 1, b"n"));
         assert!(!digest(0, b"", 2, b"xy"), "empty salt");

@@ -1,7 +1,9 @@
 //! BackendKeyData (`K`): the process id and secret key a client needs to cancel queries.
+//! The same pair travels back in a [`super::CancelRequest`].
 
-use crate::net::framing::{encode_into, Fields};
-use bytes::BytesMut;
+use super::{Decode, Encode, Malformed};
+use crate::net::framing::{put_message, Fields};
+use bytes::{BufMut, BytesMut};
 
 /// Shortest secret key: protocol 3.0 keys are exactly 4 bytes.
 pub const MIN_KEY_LEN: usize = 4;
@@ -15,37 +17,60 @@ pub struct BackendKeyData {
     pub key: Vec<u8>,
 }
 
+impl BackendKeyData {
+    pub const TAG: u8 = b'K';
+}
+
 // The secret key authorises cancelling someone's queries: keep it out of logs.
 impl std::fmt::Debug for BackendKeyData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendKeyData")
-            .field("pid", &self.pid)
-            .field("key", &format_args!("<{} bytes redacted>", self.key.len()))
-            .finish()
+        debug_redacted(f, "BackendKeyData", self.pid, &self.key)
     }
 }
 
-impl BackendKeyData {
-    /// Parses the body of a `K` message; the key must be 4..=256 bytes.
-    pub fn parse(body: &[u8]) -> Option<Self> {
+/// `Debug` of a pid and secret key that shows the key's length only.
+pub(super) fn debug_redacted(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    pid: i32,
+    key: &[u8],
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("pid", &pid)
+        .field("key", &format_args!("<{} bytes redacted>", key.len()))
+        .finish()
+}
+
+/// Whether `key` has a length some protocol version allows.
+pub fn valid_key_len(key: &[u8]) -> bool {
+    (MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len())
+}
+
+impl Decode<'_> for BackendKeyData {
+    type Error = Malformed;
+
+    /// The key must be 4..=256 bytes.
+    fn decode(body: &[u8]) -> Result<Self, Malformed> {
+        let malformed = Malformed("BackendKeyData");
         let mut f = Fields::new(body);
-        let pid = f.next_i32()?;
+        let pid = f.next_i32().ok_or(malformed)?;
         let key = f.remaining();
-        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
-            return None;
+        if !valid_key_len(key) {
+            return Err(malformed);
         }
-        Some(BackendKeyData {
+        Ok(BackendKeyData {
             pid,
             key: key.to_vec(),
         })
     }
+}
 
-    /// Appends the `K` message in wire form to `out`.
-    pub fn encode_into(&self, out: &mut BytesMut) {
-        let mut body = Vec::with_capacity(4 + self.key.len());
-        body.extend_from_slice(&self.pid.to_be_bytes());
-        body.extend_from_slice(&self.key);
-        encode_into(out, b'K', &body);
+impl Encode for BackendKeyData {
+    fn encode_into(&self, out: &mut BytesMut) {
+        put_message(out, Self::TAG, |body| {
+            body.put_i32(self.pid);
+            body.put_slice(&self.key);
+        });
     }
 }
 
@@ -55,21 +80,21 @@ mod tests {
 
     #[test]
     fn parses_3_0_and_3_2_keys_and_rejects_bad_lengths() {
-        let k = BackendKeyData::parse(b"\0\0\x01\x00\xde\xad\xbe\xef").unwrap();
+        let k = BackendKeyData::decode(b"\0\0\x01\x00\xde\xad\xbe\xef").unwrap();
         assert_eq!((k.pid, &k.key[..]), (256, &b"\xde\xad\xbe\xef"[..]));
 
         let mut long = 7i32.to_be_bytes().to_vec();
         long.extend_from_slice(&[9u8; 32]);
-        assert_eq!(BackendKeyData::parse(&long).unwrap().key.len(), 32);
+        assert_eq!(BackendKeyData::decode(&long).unwrap().key.len(), 32);
 
         assert!(
-            BackendKeyData::parse(b"\0\0\0\x01\0\0\0").is_none(),
+            BackendKeyData::decode(b"\0\0\0\x01\0\0\0").is_err(),
             "3-byte key"
         );
-        assert!(BackendKeyData::parse(b"\0\0").is_none());
+        assert!(BackendKeyData::decode(b"\0\0").is_err());
         let mut huge = 7i32.to_be_bytes().to_vec();
         huge.extend_from_slice(&[9u8; MAX_KEY_LEN + 1]);
-        assert!(BackendKeyData::parse(&huge).is_none());
+        assert!(BackendKeyData::decode(&huge).is_err());
     }
 
     #[test]
@@ -78,10 +103,9 @@ mod tests {
             pid: 42,
             key: vec![0xAB; 4],
         };
-        let mut wire = BytesMut::new();
-        k.encode_into(&mut wire);
+        let wire = k.encode();
         assert_eq!(&wire[..], b"K\0\0\0\x0c\0\0\0\x2a\xab\xab\xab\xab");
-        assert_eq!(BackendKeyData::parse(&wire[5..]), Some(k.clone()));
+        assert_eq!(BackendKeyData::decode(&wire[5..]), Ok(k.clone()));
         let dbg = format!("{k:?}");
         assert!(!dbg.to_lowercase().contains("ab, "), "{dbg}");
         assert!(!dbg.contains("171"), "{dbg}");

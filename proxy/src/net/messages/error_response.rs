@@ -1,8 +1,9 @@
 //! ErrorResponse (`E`) and NoticeResponse (`N`): building them for clients, and reading the
 //! upstream's.
 
-use crate::net::framing::{encode_into, Fields};
-use bytes::BytesMut;
+use super::{Decode, Encode, Malformed};
+use crate::net::framing::{put_message, Fields};
+use bytes::{BufMut, BytesMut};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -34,6 +35,10 @@ pub struct ErrorResponse {
 const MAX_FIELD: usize = 2048;
 
 impl ErrorResponse {
+    pub const TAG: u8 = b'E';
+    /// NoticeResponse has the same fields; the proxy only reads it.
+    pub const NOTICE_TAG: u8 = b'N';
+
     /// A FATAL error for a client, the usual shape for login refusals.
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
         Self::new(Severity::Fatal, code, message)
@@ -59,39 +64,44 @@ impl ErrorResponse {
         self.hint = Some(hint.into());
         self
     }
+}
 
-    /// Wire form (`E` message).
-    pub fn encode(&self) -> BytesMut {
-        let mut out = BytesMut::new();
-        self.encode_into(&mut out);
-        out
+impl Encode for ErrorResponse {
+    fn encode_into(&self, out: &mut BytesMut) {
+        put_message(out, Self::TAG, |body| {
+            let mut field = |t: u8, v: &str| {
+                body.put_u8(t);
+                // Interior NULs would end the field early and desynchronise the client.
+                body.extend(v.bytes().filter(|&b| b != 0));
+                body.put_u8(0);
+            };
+            field(b'S', &self.severity);
+            field(b'V', &self.severity);
+            field(b'C', &self.code);
+            field(b'M', &self.message);
+            if let Some(d) = &self.detail {
+                field(b'D', d);
+            }
+            if let Some(h) = &self.hint {
+                field(b'H', h);
+            }
+            body.put_u8(0);
+        });
     }
+}
 
-    pub fn encode_into(&self, out: &mut BytesMut) {
-        let mut body = Vec::with_capacity(64 + self.message.len());
-        let mut field = |t: u8, v: &str| {
-            body.push(t);
-            // Interior NULs would end the field early and desynchronise the client.
-            body.extend(v.bytes().filter(|&b| b != 0));
-            body.push(0);
-        };
-        field(b'S', &self.severity);
-        field(b'V', &self.severity);
-        field(b'C', &self.code);
-        field(b'M', &self.message);
-        if let Some(d) = &self.detail {
-            field(b'D', d);
-        }
-        if let Some(h) = &self.hint {
-            field(b'H', h);
-        }
-        body.push(0);
-        encode_into(out, b'E', &body);
-    }
+impl Decode<'_> for ErrorResponse {
+    type Error = Malformed;
 
     /// Parses the body of an upstream `E` (or `N`) message. Missing fields get safe
     /// defaults (SQLSTATE `XX000` when the server sent none); long fields are truncated.
-    pub fn parse(body: &[u8]) -> Option<Self> {
+    fn decode(body: &[u8]) -> Result<Self, Malformed> {
+        Self::decode_fields(body).ok_or(Malformed("ErrorResponse"))
+    }
+}
+
+impl ErrorResponse {
+    fn decode_fields(body: &[u8]) -> Option<Self> {
         let mut f = Fields::new(body);
         let mut e = ErrorResponse {
             severity: "ERROR".into(),
@@ -135,14 +145,23 @@ mod tests {
         assert_eq!(wire[0], b'E');
         let len = i32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize;
         assert_eq!(len + 1, wire.len());
-        assert_eq!(ErrorResponse::parse(&wire[5..]).unwrap(), e);
+        assert_eq!(ErrorResponse::decode(&wire[5..]).unwrap(), e);
+    }
+
+    #[test]
+    fn encodes_the_fields_postgresql_sends_without_interior_nuls() {
+        let e = ErrorResponse::fatal("28000", "no\0pe").with_detail("d");
+        assert_eq!(
+            &e.encode()[..],
+            b"E\0\0\0\x23SFATAL\0VFATAL\0C28000\0Mnope\0Dd\0\0"
+        );
     }
 
     #[test]
     fn upstream_error_without_sqlstate_gets_xx000() {
-        let e = ErrorResponse::parse(b"SFATAL\0Mboom\0\0").unwrap();
+        let e = ErrorResponse::decode(b"SFATAL\0Mboom\0\0").unwrap();
         assert_eq!(e.code, "XX000");
         assert_eq!(e.message, "boom");
-        assert!(ErrorResponse::parse(b"SFATAL\0Mno terminator").is_none());
+        assert!(ErrorResponse::decode(b"SFATAL\0Mno terminator").is_err());
     }
 }

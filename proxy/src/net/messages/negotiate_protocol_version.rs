@@ -1,7 +1,8 @@
 //! NegotiateProtocolVersion (`v`): the server's answer to a StartupMessage asking for a newer
 //! minor protocol version or for protocol options (`_pq_.*`) it does not support.
 
-use crate::net::framing::{encode_into, Fields};
+use super::{Decode, Encode, Malformed};
+use crate::net::framing::{put_message, Fields};
 use bytes::{BufMut, BytesMut};
 
 /// Longest option list accepted when parsing; a hostile peer cannot make us hold more.
@@ -17,41 +18,43 @@ pub struct NegotiateProtocolVersion {
 }
 
 impl NegotiateProtocolVersion {
-    pub fn encode_into(&self, out: &mut BytesMut) {
-        let mut body = BytesMut::new();
-        body.put_i32(self.newest_minor);
-        // The option list comes from a StartupMessage of at most 10000 bytes, so the
-        // count always fits.
-        body.put_i32(self.unsupported_options.len() as i32);
-        for name in &self.unsupported_options {
-            body.extend(name.bytes().filter(|&b| b != 0));
-            body.put_u8(0);
-        }
-        encode_into(out, b'v', &body);
-    }
+    pub const TAG: u8 = b'v';
+}
 
-    pub fn encode(&self) -> BytesMut {
-        let mut out = BytesMut::new();
-        self.encode_into(&mut out);
-        out
+impl Encode for NegotiateProtocolVersion {
+    fn encode_into(&self, out: &mut BytesMut) {
+        put_message(out, Self::TAG, |body| {
+            body.put_i32(self.newest_minor);
+            // The option list comes from a StartupMessage of at most 10000 bytes, so the
+            // count always fits.
+            body.put_i32(self.unsupported_options.len() as i32);
+            for name in &self.unsupported_options {
+                body.extend(name.bytes().filter(|&b| b != 0));
+                body.put_u8(0);
+            }
+        });
     }
+}
 
-    /// Parses the body of a `v` message. `None` when malformed or over the bounds.
-    pub fn parse(body: &[u8]) -> Option<Self> {
+impl Decode<'_> for NegotiateProtocolVersion {
+    type Error = Malformed;
+
+    /// Refuses what is malformed or over the bounds.
+    fn decode(body: &[u8]) -> Result<Self, Malformed> {
+        let malformed = Malformed("NegotiateProtocolVersion");
         let mut f = Fields::new(body);
-        let newest_minor = f.next_i32()?;
-        let count = usize::try_from(f.next_i32()?).ok()?;
-        if count > MAX_OPTIONS {
-            return None;
-        }
+        let newest_minor = f.next_i32().ok_or(malformed)?;
+        let count = f.next_i32().and_then(|c| usize::try_from(c).ok());
+        let count = count.filter(|&c| c <= MAX_OPTIONS).ok_or(malformed)?;
         let mut unsupported_options = Vec::with_capacity(count);
         for _ in 0..count {
-            unsupported_options.push(String::from_utf8(f.next_cstr()?.to_vec()).ok()?);
+            let name = f.next_cstr().ok_or(malformed)?;
+            unsupported_options.push(String::from_utf8(name.to_vec()).map_err(|_| malformed)?);
         }
         if !f.remaining().is_empty() {
-            return None;
+            return Err(malformed);
         }
-        Some(NegotiateProtocolVersion {
+        Ok(NegotiateProtocolVersion {
             newest_minor,
             unsupported_options,
         })
@@ -74,19 +77,27 @@ mod tests {
             i32::from_be_bytes(wire[1..5].try_into().unwrap()) as usize,
             wire.len() - 1
         );
-        assert_eq!(NegotiateProtocolVersion::parse(&wire[5..]), Some(v));
+        assert_eq!(NegotiateProtocolVersion::decode(&wire[5..]), Ok(v));
+        let one = NegotiateProtocolVersion {
+            newest_minor: 3 << 16,
+            unsupported_options: vec!["_pq_.x".into()],
+        };
+        assert_eq!(
+            &one.encode()[..],
+            b"v\0\0\0\x13\0\x03\0\0\0\0\0\x01_pq_.x\0"
+        );
     }
 
     #[test]
     fn malformed_is_refused() {
-        assert_eq!(NegotiateProtocolVersion::parse(b"\0\0\0\0"), None);
+        assert!(NegotiateProtocolVersion::decode(b"\0\0\0\0").is_err());
         assert_eq!(
-            NegotiateProtocolVersion::parse(b"\0\0\0\0\x7f\xff\xff\xff"),
-            None
+            NegotiateProtocolVersion::decode(b"\0\0\0\0\x7f\xff\xff\xff"),
+            Err(Malformed("NegotiateProtocolVersion"))
         );
         assert_eq!(
-            NegotiateProtocolVersion::parse(b"\0\0\0\0\0\0\0\x01abc"),
-            None
+            NegotiateProtocolVersion::decode(b"\0\0\0\0\0\0\0\x01abc"),
+            Err(Malformed("NegotiateProtocolVersion"))
         );
     }
 }

@@ -1,5 +1,7 @@
-//! The untyped packets a client sends before (and as the start of) a session:
-//! StartupMessage, SSLRequest, GSSENCRequest and CancelRequest.
+//! The untagged packets a client sends before (and as the start of) a session:
+//! StartupMessage, SSLRequest, GSSENCRequest and CancelRequest. The proxy reads them from
+//! clients and sends StartupMessage, SSLRequest and CancelRequest to the upstream, with the
+//! same types.
 //!
 //! They share one shape, `Int32 length` (including itself) then `Int32 code`, and differ by
 //! the code. Parsing is strict and bounded: the length is checked against
@@ -7,7 +9,10 @@
 //! NUL-terminated UTF-8, and the last byte of a StartupMessage must be its terminator, as
 //! in PostgreSQL's `ProcessStartupPacket`.
 
-use crate::net::framing::Fields;
+use super::cancel_request::{CancelRequest, CANCEL_REQUEST_CODE};
+use super::startup_message::StartupMessage;
+use super::{Decode, Encode, Malformed};
+use crate::net::framing::{put_packet, Fields};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -16,23 +21,10 @@ pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;
 /// Shortest startup packet: the length word and the code.
 pub const MIN_STARTUP_PACKET_LENGTH: usize = 8;
 
-/// `1234.5678`
-pub const CANCEL_REQUEST_CODE: i32 = (1234 << 16) | 5678;
 /// `1234.5679`
 pub const SSL_REQUEST_CODE: i32 = (1234 << 16) | 5679;
 /// `1234.5680`
 pub const GSSENC_REQUEST_CODE: i32 = (1234 << 16) | 5680;
-
-/// Shortest cancel key (protocol 3.0 uses exactly 4 bytes).
-pub const MIN_CANCEL_KEY_LENGTH: usize = 4;
-/// Longest cancel key (protocol 3.2 allows up to 256 bytes).
-pub const MAX_CANCEL_KEY_LENGTH: usize = 256;
-
-/// The only protocol major version spoken.
-pub const PROTOCOL_MAJOR: u16 = 3;
-
-/// Prefix of protocol options (as opposed to run-time parameters) in a StartupMessage.
-pub const PROTOCOL_OPTION_PREFIX: &str = "_pq_.";
 
 /// One pre-session packet, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,56 +35,51 @@ pub enum StartupPacket {
     Startup(StartupMessage),
 }
 
-/// CancelRequest: the target backend's pid and secret key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CancelRequest {
-    pub pid: i32,
-    pub key: Vec<u8>,
+/// The server's one-byte answer to an SSLRequest: go on with the TLS handshake, or not
+/// (the client may then continue in plaintext or leave). It is not framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslResponse {
+    Accepted,
+    Refused,
 }
 
-impl std::fmt::Debug for CancelRequest {
-    // The key is a bearer secret for cancelling someone's query: keep it out of logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelRequest")
-            .field("pid", &self.pid)
-            .field("key_len", &self.key.len())
-            .finish()
-    }
-}
+impl SslResponse {
+    pub const ACCEPTED: u8 = b'S';
+    /// Also the answer that refuses a GSSENCRequest.
+    pub const REFUSED: u8 = b'N';
 
-/// StartupMessage: protocol version and the parameters in the order sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartupMessage {
-    pub major: u16,
-    pub minor: u16,
-    /// Name/value pairs exactly as sent (duplicates included; later ones win, as in
-    /// PostgreSQL).
-    pub params: Vec<(String, String)>,
-}
-
-impl StartupMessage {
-    /// The value of the last parameter called exactly `name` (PostgreSQL semantics).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Wire form, including the length word. Used toward the upstream and in tests.
-    pub fn encode(&self) -> BytesMut {
-        let mut body = BytesMut::new();
-        body.put_u16(self.major);
-        body.put_u16(self.minor);
-        for (name, value) in &self.params {
-            body.put_slice(name.as_bytes());
-            body.put_u8(0);
-            body.put_slice(value.as_bytes());
-            body.put_u8(0);
+    /// The answer in a first byte the server sent, if it is one; anything else (an
+    /// ErrorResponse from a server that predates SSL, garbage) is for the caller to judge.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            Self::ACCEPTED => Some(SslResponse::Accepted),
+            Self::REFUSED => Some(SslResponse::Refused),
+            _ => None,
         }
-        body.put_u8(0);
-        with_length(&body)
+    }
+
+    pub fn byte(self) -> u8 {
+        match self {
+            SslResponse::Accepted => Self::ACCEPTED,
+            SslResponse::Refused => Self::REFUSED,
+        }
+    }
+}
+
+impl Encode for SslResponse {
+    fn encode_into(&self, out: &mut BytesMut) {
+        out.put_u8(self.byte());
+    }
+}
+
+impl Decode<'_> for SslResponse {
+    type Error = Malformed;
+
+    fn decode(body: &[u8]) -> Result<Self, Malformed> {
+        match body {
+            [byte] => Self::from_byte(*byte).ok_or(Malformed("SSL response")),
+            _ => Err(Malformed("SSL response")),
+        }
     }
 }
 
@@ -146,9 +133,11 @@ pub async fn read_startup_packet<R: AsyncRead + Unpin>(
     Ok(Some(Ok(body)))
 }
 
-impl StartupPacket {
+impl Decode<'_> for StartupPacket {
+    type Error = StartupError;
+
     /// Parses the bytes after the length word (as returned by [`read_startup_packet`]).
-    pub fn parse(body: &[u8]) -> Result<StartupPacket, StartupError> {
+    fn decode(body: &[u8]) -> Result<StartupPacket, StartupError> {
         let total = body.len() + 4;
         if !(MIN_STARTUP_PACKET_LENGTH..=MAX_STARTUP_PACKET_LENGTH).contains(&total) {
             return Err(StartupError::BadLength(total as i64));
@@ -172,138 +161,46 @@ impl StartupPacket {
                     StartupPacket::GssEncRequest
                 })
             }
-            CANCEL_REQUEST_CODE => {
-                let bad = StartupError::BadCancelRequest { len: total };
-                let pid = f.next_i32().ok_or(bad.clone())?;
-                let key = f.remaining();
-                if !(MIN_CANCEL_KEY_LENGTH..=MAX_CANCEL_KEY_LENGTH).contains(&key.len()) {
-                    return Err(bad);
-                }
-                Ok(StartupPacket::CancelRequest(CancelRequest {
-                    pid,
-                    key: key.to_vec(),
-                }))
-            }
-            _ => {
-                let major = (code as u32 >> 16) as u16;
-                let minor = (code as u32 & 0xffff) as u16;
-                if major != PROTOCOL_MAJOR {
-                    return Err(StartupError::UnsupportedProtocol { major, minor });
-                }
-                let params = parse_params(f.remaining())?;
-                Ok(StartupPacket::Startup(StartupMessage {
-                    major,
-                    minor,
-                    params,
-                }))
-            }
+            CANCEL_REQUEST_CODE => CancelRequest::decode(body)
+                .map(StartupPacket::CancelRequest)
+                .map_err(|_| StartupError::BadCancelRequest { len: total }),
+            _ => StartupMessage::decode(body).map(StartupPacket::Startup),
         }
     }
 }
 
-/// Parses `name\0value\0 ... \0`, requiring the final byte to be the list terminator.
-fn parse_params(bytes: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
-    let mut f = Fields::new(bytes);
-    let mut params = Vec::new();
-    loop {
-        match f.remaining().first() {
-            None => return Err(StartupError::Layout("expected terminator as last byte")),
-            Some(0) => break,
-            Some(_) => {}
+impl Encode for StartupPacket {
+    fn encode_into(&self, out: &mut BytesMut) {
+        match self {
+            StartupPacket::SslRequest => put_packet(out, |b| b.put_i32(SSL_REQUEST_CODE)),
+            StartupPacket::GssEncRequest => put_packet(out, |b| b.put_i32(GSSENC_REQUEST_CODE)),
+            StartupPacket::CancelRequest(request) => request.encode_into(out),
+            StartupPacket::Startup(message) => message.encode_into(out),
         }
-        let name = f
-            .next_cstr()
-            .ok_or(StartupError::Layout("parameter name is not terminated"))?;
-        let value = f
-            .next_cstr()
-            .ok_or(StartupError::Layout("missing value for a parameter"))?;
-        params.push((utf8(name)?, utf8(value)?));
     }
-    // The terminator must be the very last byte.
-    if f.remaining().len() != 1 {
-        return Err(StartupError::Layout("expected terminator as last byte"));
-    }
-    Ok(params)
-}
-
-fn utf8(b: &[u8]) -> Result<String, StartupError> {
-    String::from_utf8(b.to_vec()).map_err(|_| StartupError::NotUtf8)
-}
-
-fn with_length(body: &[u8]) -> BytesMut {
-    let mut out = BytesMut::with_capacity(body.len() + 4);
-    out.put_i32((body.len() + 4) as i32);
-    out.put_slice(body);
-    out
-}
-
-/// SSLRequest in wire form.
-pub fn encode_ssl_request() -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&8i32.to_be_bytes());
-    out[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
-    out
-}
-
-/// GSSENCRequest in wire form.
-#[cfg(any(test, feature = "test-util"))]
-pub fn encode_gssenc_request() -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&8i32.to_be_bytes());
-    out[4..].copy_from_slice(&GSSENC_REQUEST_CODE.to_be_bytes());
-    out
-}
-
-/// CancelRequest in wire form.
-#[cfg(any(test, feature = "test-util"))]
-pub fn encode_cancel_request(pid: i32, key: &[u8]) -> BytesMut {
-    let mut body = BytesMut::with_capacity(8 + key.len());
-    body.put_i32(CANCEL_REQUEST_CODE);
-    body.put_i32(pid);
-    body.put_slice(key);
-    with_length(&body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body_of(wire: &[u8]) -> &[u8] {
-        &wire[4..]
-    }
-
-    fn startup(params: &[(&str, &str)]) -> StartupMessage {
-        StartupMessage {
-            major: 3,
-            minor: 0,
-            params: params
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn startup_message_round_trips_literally() {
-        let m = startup(&[("user", "a&user=b"), ("database", "d b"), ("user", "last")]);
-        let wire = m.encode();
-        let parsed = StartupPacket::parse(body_of(&wire)).unwrap();
-        assert_eq!(parsed, StartupPacket::Startup(m.clone()));
-        assert_eq!(m.get("user"), Some("last"), "later duplicates win");
+    /// A CancelRequest body built by hand, not by the encoder under test.
+    fn cancel_body(pid: i32, key: &[u8]) -> Vec<u8> {
+        [&[0x04, 0xd2, 0x16, 0x2e][..], &pid.to_be_bytes(), key].concat()
     }
 
     #[test]
     fn special_codes_are_recognised() {
         assert_eq!(
-            StartupPacket::parse(body_of(&encode_ssl_request())),
+            StartupPacket::decode(&[0x04, 0xd2, 0x16, 0x2f]),
             Ok(StartupPacket::SslRequest)
         );
         assert_eq!(
-            StartupPacket::parse(body_of(&encode_gssenc_request())),
+            StartupPacket::decode(&[0x04, 0xd2, 0x16, 0x30]),
             Ok(StartupPacket::GssEncRequest)
         );
         assert_eq!(
-            StartupPacket::parse(body_of(&encode_cancel_request(42, &[1, 2, 3, 4]))),
+            StartupPacket::decode(&cancel_body(42, &[1, 2, 3, 4])),
             Ok(StartupPacket::CancelRequest(CancelRequest {
                 pid: 42,
                 key: vec![1, 2, 3, 4]
@@ -311,17 +208,35 @@ mod tests {
         );
         let long_key = [7u8; 256];
         assert!(matches!(
-            StartupPacket::parse(body_of(&encode_cancel_request(1, &long_key))),
+            StartupPacket::decode(&cancel_body(1, &long_key)),
             Ok(StartupPacket::CancelRequest(c)) if c.key.len() == 256
         ));
     }
 
     #[test]
+    fn special_packets_encode_to_the_well_known_bytes() {
+        assert_eq!(
+            &StartupPacket::SslRequest.encode()[..],
+            [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]
+        );
+        assert_eq!(
+            &StartupPacket::GssEncRequest.encode()[..],
+            [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]
+        );
+        let cancel = CancelRequest {
+            pid: 42,
+            key: vec![1, 2, 3, 4],
+        };
+        let wire = StartupPacket::CancelRequest(cancel).encode();
+        assert_eq!(&wire[..4], [0, 0, 0, 16]);
+        assert_eq!(&wire[4..], &cancel_body(42, &[1, 2, 3, 4])[..]);
+    }
+
+    #[test]
     fn cancel_key_length_is_bounded() {
         for len in [0usize, 3, 257] {
-            let wire = encode_cancel_request(1, &vec![0u8; len]);
             assert_eq!(
-                StartupPacket::parse(body_of(&wire)),
+                StartupPacket::decode(&cancel_body(1, &vec![0u8; len])),
                 Err(StartupError::BadCancelRequest { len: 12 + len })
             );
         }
@@ -329,7 +244,7 @@ mod tests {
         short.put_i32(CANCEL_REQUEST_CODE);
         short.put_u16(1);
         assert_eq!(
-            StartupPacket::parse(&short),
+            StartupPacket::decode(&short),
             Err(StartupError::BadCancelRequest { len: 10 })
         );
     }
@@ -339,49 +254,9 @@ mod tests {
         let mut body = SSL_REQUEST_CODE.to_be_bytes().to_vec();
         body.push(0);
         assert!(matches!(
-            StartupPacket::parse(&body),
+            StartupPacket::decode(&body),
             Err(StartupError::BadRequestLength { .. })
         ));
-    }
-
-    #[test]
-    fn protocol_major_must_be_three() {
-        let mut m = startup(&[("user", "u")]);
-        m.major = 2;
-        assert_eq!(
-            StartupPacket::parse(body_of(&m.encode())),
-            Err(StartupError::UnsupportedProtocol { major: 2, minor: 0 })
-        );
-        m.major = 3;
-        m.minor = 9999;
-        assert!(matches!(
-            StartupPacket::parse(body_of(&m.encode())),
-            Ok(StartupPacket::Startup(StartupMessage { minor: 9999, .. }))
-        ));
-    }
-
-    #[test]
-    fn layout_errors() {
-        let v3 = (3i32 << 16).to_be_bytes();
-        let cases: &[&[u8]] = &[
-            b"",                 // no terminator at all
-            b"user\0",           // name without value
-            b"user\0bob",        // value not terminated
-            b"user\0bob\0",      // list not terminated
-            b"user\0bob\0\0\0",  // bytes after the terminator
-            b"user\0bob\0\0xyz", // bytes after the terminator
-        ];
-        for params in cases {
-            let mut body = v3.to_vec();
-            body.extend_from_slice(params);
-            assert!(
-                matches!(StartupPacket::parse(&body), Err(StartupError::Layout(_))),
-                "{params:?}"
-            );
-        }
-        let mut body = v3.to_vec();
-        body.extend_from_slice(b"user\0\xff\xfe\0\0");
-        assert_eq!(StartupPacket::parse(&body), Err(StartupError::NotUtf8));
     }
 
     #[tokio::test]
@@ -392,7 +267,7 @@ mod tests {
             let got = read_startup_packet(&mut &bytes[..]).await.unwrap();
             assert_eq!(got, Some(Err(StartupError::BadLength(len.into()))), "{len}");
         }
-        let ssl = encode_ssl_request();
+        let ssl = StartupPacket::SslRequest.encode();
         let got = read_startup_packet(&mut &ssl[..]).await.unwrap();
         assert_eq!(got, Some(Ok(ssl[4..].to_vec())));
         assert_eq!(read_startup_packet(&mut &b""[..]).await.unwrap(), None);
@@ -415,7 +290,7 @@ mod tests {
                     [3i32 << 16, CANCEL_REQUEST_CODE, SSL_REQUEST_CODE][rng.random_range(0..3)];
                 body[..4].copy_from_slice(&code.to_be_bytes());
             }
-            let _ = StartupPacket::parse(&body);
+            let _ = StartupPacket::decode(&body);
         }
     }
 }
