@@ -50,6 +50,14 @@ fn has(lines: &[String], key: &str, text: &str) -> bool {
         .any(|l| l.starts_with(&format!("{key}: ")) && l.contains(text))
 }
 
+/// The key of each `key: message` line.
+fn keys_of(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l.split(": ").next().unwrap())
+        .collect()
+}
+
 #[test]
 fn the_base_configuration_is_clean() {
     assert_eq!(warnings(BASE), Vec::<String>::new());
@@ -251,12 +259,8 @@ fn newer_keys_have_limits() {
          allowed_hosts = [\"proxy.corp.example\", \"10.0.0.1\", \"proxy:9187\", \"https://x\", \"bad_-\"]\n"
     );
     let found = problems(&text);
-    let keys: Vec<&str> = found
-        .iter()
-        .map(|l| l.split(": ").next().unwrap())
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&found),
         [
             "db_credentials.fetches_per_identity_per_minute",
             "db_credentials.max_cached_per_identity",
@@ -337,12 +341,8 @@ fn several_problems_in_several_sections_are_all_reported() {
             .replace("host = \"wg.", "port = 0\nhost = \"wg.")
     );
     let found = problems(&text);
-    let keys: Vec<&str> = found
-        .iter()
-        .map(|l| l.split(": ").next().unwrap())
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&found),
         [
             "target[1].port",
             "policy.rule[0].name",
