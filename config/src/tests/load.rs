@@ -2,7 +2,7 @@
 //! name the file, the key and the problem.
 
 use super::{all_problems, analysts_rule, invalid, parse, prod_target};
-use crate::{AwsCredentialSource, Config, ConfigError, TargetKind};
+use crate::{AwsCredentialSource, Config, ConfigError, TargetConfig, TargetKind};
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,6 +34,16 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.policy.placeholder_users, ["iam", "default", "-"]);
     // The only target serves a listener that names none.
     assert_eq!(c.listener_target(&c.listeners[0]).unwrap().name, "prod");
+}
+
+#[test]
+fn a_target_built_in_code_has_the_defaults_of_one_written_in_a_file() {
+    let c = parse(MINIMAL).unwrap();
+    let t = &c.targets[0];
+    assert_eq!(
+        *t,
+        TargetConfig::new("prod", TargetKind::Provisioned, &t.host)
+    );
 }
 
 #[test]
