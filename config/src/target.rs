@@ -177,6 +177,40 @@ pub fn default_session_reset() -> Vec<String> {
 }
 
 impl TargetConfig {
+    /// A target with only its required keys, every other key at the default a file that
+    /// leaves it out gets.
+    pub fn new(name: impl Into<String>, kind: TargetKind, host: impl Into<String>) -> Self {
+        TargetConfig {
+            name: name.into(),
+            kind,
+            host: host.into(),
+            port: default_redshift_port(),
+            dial: None,
+            ca_bundle: None,
+            connect_timeout: default_connect_timeout(),
+            login_timeout: default_upstream_login_timeout(),
+            resume_wait: None,
+            application_name: None,
+            region: None,
+            cluster_identifier: None,
+            workgroup: None,
+            custom_domain_name: None,
+            with_iam: false,
+            auto_create: false,
+            credential_duration: default_db_credential_duration(),
+            aws_endpoint_url: None,
+            warm_connections: default_warm_connections(),
+            warm_connection_max_age: default_warm_connection_max_age(),
+            session_reuse: false,
+            session_reuse_idle_timeout: default_session_reuse_idle_timeout(),
+            session_reuse_max_age: default_session_reuse_max_age(),
+            session_reuse_max_uses: default_session_reuse_max_uses(),
+            session_reuse_per_key: default_session_reuse_per_key(),
+            session_reuse_max_sessions: default_session_reuse_max_sessions(),
+            session_reset: default_session_reset(),
+        }
+    }
+
     /// Whether the credential call logs in as the IAM identity (`IAMR:<role>`) rather than
     /// as the database user the policy granted, and so ignores the granted user and
     /// groups: serverless GetCredentials and GetClusterCredentialsWithIAM.

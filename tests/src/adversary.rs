@@ -67,6 +67,15 @@ pub fn startup(version: i32, params: &[(&[u8], &[u8])]) -> Vec<u8> {
     with_length(&body)
 }
 
+/// A StartupMessage of protocol `version` with text parameters.
+pub fn startup_text<N: AsRef<str>, V: AsRef<str>>(version: i32, params: &[(N, V)]) -> Vec<u8> {
+    let params: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(name, value)| (name.as_ref().as_bytes(), value.as_ref().as_bytes()))
+        .collect();
+    startup(version, &params)
+}
+
 /// `body` prefixed with its length word (which counts itself).
 pub fn with_length(body: &[u8]) -> Vec<u8> {
     let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();

@@ -100,6 +100,12 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.code().map(|c| c.code().to_string())
 }
 
+/// The SQLSTATE and message of the ErrorResponse `e` carries (panics when it carries none).
+pub fn error_response(e: &tokio_postgres::Error) -> (&str, &str) {
+    let db = e.as_db_error().expect("an ErrorResponse");
+    (db.code().code(), db.message())
+}
+
 /// `select current_user` on `client`.
 pub async fn current_user(client: &tokio_postgres::Client) -> String {
     client

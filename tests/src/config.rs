@@ -182,6 +182,15 @@ impl Rule {
         Rule(t)
     }
 
+    /// Rule `target`: every certificate, as its CN, to database `dev` on `target` only.
+    pub fn everyone_on(target: &str) -> Self {
+        Rule::new(target)
+            .matching("cn", "*")
+            .targets([target])
+            .users(["{cn}"])
+            .databases(["dev"])
+    }
+
     /// Adds a `match` key (`cn`, `san_uri`, `local_user`, ...).
     pub fn matching(mut self, key: &str, value: impl Into<Value>) -> Self {
         if let Some(Value::Table(m)) = self.0 .0.get_mut("match") {

@@ -268,14 +268,7 @@ impl PgServer {
     /// Stops the server (SIGINT = fast shutdown, then SIGKILL) and deletes its directory.
     /// Idempotent; also done on drop.
     pub fn stop(&self) {
-        if let Some(mut child) = self
-            .child
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            let _ = process::terminate(&mut child, Signal::SIGINT, Duration::from_secs(10));
-        }
+        self.shutdown();
         if let Some(dir) = self
             .tempdir
             .lock()
@@ -467,55 +460,64 @@ impl PgServer {
 
     /// Creates a login role whose password is stored as SCRAM-SHA-256.
     pub async fn create_scram_user(&self, name: &str, password: &str) -> Result<(), PgError> {
-        self.admin()
-            .await?
-            .batch_execute(&format!(
+        self.admin_execute(
+            &format!(
                 "CREATE ROLE {} LOGIN PASSWORD {}",
                 quote_ident(name),
                 quote_literal(password)
-            ))
-            .await
-            .map_err(db_err(format!("cannot create SCRAM role {name:?}")))
+            ),
+            format!("cannot create SCRAM role {name:?}"),
+        )
+        .await
     }
 
     /// Creates a login role whose password is stored as MD5 and that authenticates with
     /// `md5` over TCP (member of [`MD5_USERS_ROLE`]).
     pub async fn create_md5_user(&self, name: &str, password: &str) -> Result<(), PgError> {
         // One session: `SET` only affects the session that hashes the password.
-        self.admin()
-            .await?
-            .batch_execute(&format!(
+        self.admin_execute(
+            &format!(
                 "SET password_encryption = 'md5'; \
                  CREATE ROLE {role} LOGIN PASSWORD {password}; \
                  GRANT {group} TO {role};",
                 role = quote_ident(name),
                 password = quote_literal(password),
                 group = quote_ident(MD5_USERS_ROLE),
-            ))
+            ),
+            format!("cannot create MD5 role {name:?}"),
+        )
+        .await
+    }
+
+    /// Runs `sql` as the superuser; `what` says what failed.
+    async fn admin_execute(&self, sql: &str, what: String) -> Result<(), PgError> {
+        self.admin()
+            .await?
+            .batch_execute(sql)
             .await
-            .map_err(db_err(format!("cannot create MD5 role {name:?}")))
+            .map_err(db_err(what))
     }
 
     /// Creates a database owned by the superuser (every role may connect).
     pub async fn create_database(&self, name: &str) -> Result<(), PgError> {
-        self.admin()
-            .await?
-            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
-            .await
-            .map_err(db_err(format!("cannot create database {name:?}")))
+        self.admin_execute(
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+            format!("cannot create database {name:?}"),
+        )
+        .await
     }
 
     /// Creates a database owned by `owner` (who may then create tables in `public`).
     pub async fn create_database_owned_by(&self, name: &str, owner: &str) -> Result<(), PgError> {
-        self.admin()
-            .await?
-            .batch_execute(&format!(
+        self.admin_execute(
+            &format!(
                 "CREATE DATABASE {} OWNER {}",
                 quote_ident(name),
                 quote_ident(owner)
-            ))
-            .await
-            .map_err(db_err(format!("cannot create database {name:?}")))
+            ),
+            format!("cannot create database {name:?}"),
+        )
+        .await
     }
 
     /// rustls client configuration trusting only this server's CA.

@@ -235,6 +235,13 @@ impl Psql {
     }
 
     /// Runs `sql` and waits (without blocking the async runtime) up to the timeout.
+    /// The user this invocation logs in as (`select current_user`); psql must succeed.
+    pub async fn current_user(&self) -> String {
+        let out = self.run("select current_user").await.unwrap();
+        assert!(out.success(), "{}", out.stderr);
+        out.value().to_owned()
+    }
+
     pub async fn run(&self, sql: &str) -> Result<PsqlOutput, PsqlError> {
         let mut command = tokio::process::Command::from(self.command(sql));
         // A timed-out (dropped) run must not leave psql behind.

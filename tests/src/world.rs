@@ -18,15 +18,13 @@
 //! PostgreSQL server without seeing each other's users.
 
 use crate::config::{path, Listener, ProxyConfig, Rule, Target};
-use crate::emulator::{
-    AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec, WorkgroupSpec,
-};
+use crate::emulator::{AwsEmulator, EmulatorConfig, PgAdmin, StandInSpec};
 use crate::pg::{quote_ident, PgServer};
 use crate::pki::{CertAuthority, ClientCert, ClientCertSpec, KeyAlgorithm, ServerCert, TestPki};
 use crate::proxy::{ProxyBuilder, ProxyProcess};
 use crate::stack::{
-    access_role_arn, bi_role_arn, iam_policy, profile_arn, trust_anchor_arn, ACCOUNT, CLUSTER,
-    DATABASE, GROUP, REGION, WORKGROUP, WORKGROUP_ID,
+    access_role_arn, iam_policy, profile_arn, trust_anchor_arn, ACCOUNT, CLUSTER, DATABASE, GROUP,
+    REGION, WORKGROUP,
 };
 use crate::standin::{pg_role_name, StandIn};
 use proxy_auth::aws::{AwsCredentials, Clock};
@@ -37,14 +35,13 @@ use redshift_iam_proxy::metrics::AwsCallMetrics;
 use redshift_iam_proxy::runtime::ReloadError;
 use redshift_iam_proxy::server::{Proxy, RunningProxy};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-pub use crate::client::{current_user, sqlstate};
+pub use crate::client::{current_user, error_response, sqlstate};
 pub use crate::observe::audit_records;
 
 /// What a world's emulator may differ in.
@@ -172,6 +169,39 @@ impl World {
     /// [`ClientCertSpec`] for SANs and validity; its CN is replaced).
     pub fn client(&self, name: &str) -> ClientCert {
         self.client_with(ClientCertSpec::new(name))
+    }
+
+    /// Client certificates the proxy must refuse, each with words its refusal names: none,
+    /// expired, not yet valid, revoked, from a CA the proxy does not trust, and one for
+    /// server authentication only. Call it before starting the proxy, which loads the
+    /// world's CRL (with the revoked one) at start.
+    pub fn refused_client_certs(&self) -> Vec<(Option<ClientCert>, &'static str)> {
+        let other = self
+            .pki
+            .new_root_ca("Other Client CA", Default::default())
+            .unwrap()
+            .client_cert(ClientCertSpec::new(self.name("other")))
+            .unwrap();
+        vec![
+            (None, "certificate is required"),
+            (
+                Some(self.client_with(ClientCertSpec::new("expired").expired())),
+                "expired",
+            ),
+            (
+                Some(self.client_with(ClientCertSpec::new("early").not_yet_valid())),
+                "not yet valid",
+            ),
+            (
+                Some(self.client_with(ClientCertSpec::new("revoked").revoked())),
+                "revoked",
+            ),
+            (Some(other), "trusted certificate authority"),
+            (
+                Some(self.client_with(ClientCertSpec::new("server").server_auth_only())),
+                "client authentication",
+            ),
+        ]
     }
 
     /// [`World::client`] from a full spec; the CN gets the world's tag appended.
@@ -498,33 +528,13 @@ fn emulator_config(
         ..StandInSpec::default()
     };
     EmulatorConfig {
-        trust_anchor_arn: trust_anchor_arn(),
-        trust_anchor_ca_pem: None,
-        trust_anchor_ca_file: Some(trust_anchor.cert_pem.clone()),
-        profile_arn: profile_arn(),
         accept_role_session_name: options.accept_role_session_name,
-        role_arns: vec![access_role_arn(), bi_role_arn()],
-        max_session_duration: Duration::from_secs(12 * 3600),
-        cloudtrail_file: None,
-        clusters: vec![ClusterSpec {
-            identifier: CLUSTER.into(),
-            region: REGION.into(),
-            custom_domain_name: None,
-            admin: admin.clone(),
-            standin: standin.clone(),
-        }],
-        workgroups: vec![WorkgroupSpec {
-            name: WORKGROUP.into(),
-            id: WORKGROUP_ID.into(),
-            region: REGION.into(),
-            custom_domain_name: None,
+        ..crate::stack::emulator_config(
+            trust_anchor,
             admin,
-            standin,
-        }],
-        role_policies: BTreeMap::from([
-            (access_role_arn(), options.policy.clone()),
-            (bi_role_arn(), options.policy.clone()),
-        ]),
+            [standin.clone(), standin],
+            &options.policy,
+        )
     }
 }
 

@@ -273,35 +273,7 @@ mod tests {
 
     /// A target as `[[target]] name = "t1"` with only `kind` and `host` given.
     pub(crate) fn target(kind: TargetKind, host: &str) -> TargetConfig {
-        TargetConfig {
-            name: "t1".into(),
-            kind,
-            host: host.into(),
-            port: 5439,
-            dial: None,
-            ca_bundle: None,
-            connect_timeout: Duration::from_secs(10),
-            login_timeout: Duration::from_secs(15),
-            resume_wait: None,
-            application_name: None,
-            region: None,
-            cluster_identifier: None,
-            workgroup: None,
-            custom_domain_name: None,
-            with_iam: false,
-            auto_create: false,
-            credential_duration: Duration::from_secs(3600),
-            aws_endpoint_url: None,
-            warm_connections: 2,
-            warm_connection_max_age: Duration::from_secs(30),
-            session_reuse: false,
-            session_reuse_idle_timeout: Duration::from_secs(60),
-            session_reuse_max_age: Duration::from_secs(1800),
-            session_reuse_max_uses: 100,
-            session_reuse_per_key: 4,
-            session_reuse_max_sessions: 64,
-            session_reset: proxy_config::default_session_reset(),
-        }
+        TargetConfig::new("t1", kind, host)
     }
 
     use TargetKind::{Provisioned, Serverless};

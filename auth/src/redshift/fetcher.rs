@@ -142,13 +142,34 @@ impl FetchDbCredential for AwsCredentialFetcher {
             .as_deref()
             .map(|name| self.aws.session_provider(request.role_arn.as_ref(), name))
             .transpose()?;
-        match client {
-            ApiClient::Provisioned(client) => {
-                provisioned::fetch(&client, target, request, session).await
+        match (client, &target.api) {
+            (
+                ApiClient::Provisioned(client),
+                TargetApi::Provisioned {
+                    cluster,
+                    with_iam,
+                    auto_create,
+                },
+            ) => {
+                provisioned::fetch(
+                    &client,
+                    target,
+                    cluster,
+                    *with_iam,
+                    *auto_create,
+                    request,
+                    session,
+                )
+                .await
             }
-            ApiClient::Serverless(client) => {
-                serverless::fetch(&client, target, request, session).await
+            (ApiClient::Serverless(client), TargetApi::Serverless { workgroup }) => {
+                serverless::fetch(&client, target, workgroup, request, session).await
             }
+            // `client` builds each target's client for its kind.
+            _ => Err(CredentialError::Invalid(format!(
+                "target {:?}: its API client is not of its kind",
+                target.name
+            ))),
         }
     }
 

@@ -1,13 +1,18 @@
 //! What the Redshift credential APIs have in common: SDK timeouts and retries, reading the
 //! issued credential from a response, and the log line of each call.
 
+use super::aws_error::{from_sdk_error, CallFailure};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::date_time::Format;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_types::DateTime;
 use proxy_config::Arn;
 use secrecy::SecretString;
+use std::error::Error as StdError;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Time to open a TCP+TLS connection to the Redshift API.
@@ -42,6 +47,50 @@ pub(crate) struct IssuedFields<'a> {
     pub(crate) password: Option<&'a str>,
     pub(crate) expiration: Option<&'a DateTime>,
     pub(crate) request_id: Option<&'a str>,
+}
+
+/// The output of a credential API.
+pub(crate) trait IssuedOutput {
+    fn issued(&self) -> IssuedFields<'_>;
+}
+
+/// Implements [`IssuedOutput`] for SDK outputs, which all name the fields alike.
+macro_rules! issued_output {
+    ($($output:ty),+) => {$(
+        impl $crate::redshift::issued::IssuedOutput for $output {
+            fn issued(&self) -> $crate::redshift::issued::IssuedFields<'_> {
+                $crate::redshift::issued::IssuedFields {
+                    user: self.db_user(),
+                    password: self.db_password(),
+                    expiration: self.expiration(),
+                    request_id: self.request_id(),
+                }
+            }
+        }
+    )+};
+}
+pub(crate) use issued_output;
+
+/// The outcome of one call of `api` for `target`: the credential its output carries, or
+/// why there is none.
+pub(crate) fn outcome_of<O, E>(
+    api: &str,
+    target: &str,
+    result: Result<O, SdkError<E, HttpResponse>>,
+) -> Result<DbCredential, CallFailure>
+where
+    O: IssuedOutput,
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    match result {
+        Ok(out) => {
+            let fields = out.issued();
+            let request_id = fields.request_id;
+            credential_from(api, target, fields)
+                .map_err(|error| CallFailure::incomplete(error, request_id))
+        }
+        Err(err) => Err(from_sdk_error(api, target, &err)),
+    }
 }
 
 /// Builds the [`DbCredential`] from an API output; a response lacking a field is a
@@ -92,12 +141,28 @@ impl std::fmt::Display for RoleName<'_> {
     }
 }
 
+/// A `tracing` event at `$level` about one call of `$api` for `$request`: the request's
+/// fields, then `$rest`.
+macro_rules! call_event {
+    ($level:ident, $api:expr, $request:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            api = $api,
+            target = %$request.target,
+            role_arn = %RoleName($request.role_arn.as_ref()),
+            role_session_name = ?$request.role_session_name,
+            db_user = ?$request.db_user,
+            db_name = ?$request.db_name,
+            $($rest)+
+        )
+    };
+}
+
 /// Logs the outcome of one credential API call. Never logs the password.
 pub(crate) fn log_call(
     api: &str,
     request: &DbCredentialRequest,
     started: Instant,
-    outcome: &Result<DbCredential, super::aws_error::CallFailure>,
+    outcome: &Result<DbCredential, CallFailure>,
 ) {
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match outcome {
@@ -105,13 +170,10 @@ pub(crate) fn log_call(
             let expiration = DateTime::from(credential.expiration)
                 .fmt(Format::DateTime)
                 .unwrap_or_default();
-            tracing::info!(
+            call_event!(
+                info,
                 api,
-                target = %request.target,
-                role_arn = %RoleName(request.role_arn.as_ref()),
-                role_session_name = ?request.role_session_name,
-                db_user = ?request.db_user,
-                db_name = ?request.db_name,
+                request,
                 issued_user = ?credential.user,
                 request_id = credential.aws_request_ids.first().map(String::as_str).unwrap_or("-"),
                 expiration = %expiration,
@@ -127,13 +189,10 @@ pub(crate) fn log_call(
                 CredentialError::Invalid(_) => "invalid",
                 CredentialError::Throttled(_) => "throttled",
             };
-            tracing::warn!(
+            call_event!(
+                warn,
                 api,
-                target = %request.target,
-                role_arn = %RoleName(request.role_arn.as_ref()),
-                role_session_name = ?request.role_session_name,
-                db_user = ?request.db_user,
-                db_name = ?request.db_name,
+                request,
                 request_id = failure.request_id.as_deref().unwrap_or("-"),
                 code = %failure.code,
                 latency_ms,
@@ -150,18 +209,30 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
+    /// What `credential_from` makes of an output with these fields, expiring in 2033.
+    fn credential(
+        api: &str,
+        user: &str,
+        password: Option<&str>,
+        request_id: &str,
+    ) -> Result<DbCredential, CredentialError> {
+        let exp = DateTime::from_secs(2_000_000_000);
+        let fields = IssuedFields {
+            user: Some(user),
+            password,
+            expiration: Some(&exp),
+            request_id: Some(request_id),
+        };
+        credential_from(api, "t1", fields)
+    }
+
     #[test]
     fn credential_keeps_the_issued_user_exactly() {
-        let exp = DateTime::from_secs(2_000_000_000);
-        let c = credential_from(
+        let c = credential(
             "GetClusterCredentials",
-            "t1",
-            IssuedFields {
-                user: Some("IAMA:alice"),
-                password: Some("s3cret"),
-                expiration: Some(&exp),
-                request_id: Some("rid-1"),
-            },
+            "IAMA:alice",
+            Some("s3cret"),
+            "rid-1",
         )
         .expect("credential");
         assert_eq!(c.user, "IAMA:alice");
@@ -175,18 +246,8 @@ mod tests {
 
     #[test]
     fn response_without_password_is_unavailable_and_names_the_request() {
-        let exp = DateTime::from_secs(2_000_000_000);
-        let err = credential_from(
-            "GetCredentials",
-            "t1",
-            IssuedFields {
-                user: Some("IAMR:role"),
-                password: None,
-                expiration: Some(&exp),
-                request_id: Some("rid-2"),
-            },
-        )
-        .expect_err("no password");
+        let err =
+            credential("GetCredentials", "IAMR:role", None, "rid-2").expect_err("no password");
         assert!(matches!(err, CredentialError::Unavailable(_)));
         let msg = err.to_string();
         assert!(msg.contains("password") && msg.contains("rid-2"), "{msg}");

@@ -1,15 +1,18 @@
 //! Provisioned clusters: `GetClusterCredentials` and `GetClusterCredentialsWithIAM`.
 
-use super::aws_error::{from_sdk_error, CallFailure};
 use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
-use super::issued::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use super::issued::{issued_output, log_call, outcome_of, retry_config, timeout_config};
 use crate::aws::observe::{code_of, AwsApi, AwsCallObserver, SdkCallInterceptor};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_redshift::client::customize::CustomizableOperation;
 use aws_sdk_redshift::config::{BehaviorVersion, Region};
-use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
-use aws_sdk_redshift::operation::get_cluster_credentials_with_iam::GetClusterCredentialsWithIAMError;
+use aws_sdk_redshift::operation::get_cluster_credentials::{
+    GetClusterCredentialsError, GetClusterCredentialsOutput,
+};
+use aws_sdk_redshift::operation::get_cluster_credentials_with_iam::{
+    GetClusterCredentialsWithIAMError, GetClusterCredentialsWithIamOutput,
+};
 use aws_sdk_redshift::operation::RequestId;
 use aws_sdk_redshift::Client;
 use aws_smithy_runtime_api::client::interceptors::context::Error;
@@ -18,6 +21,11 @@ use std::time::Instant;
 
 const GET_CLUSTER_CREDENTIALS: &str = "GetClusterCredentials";
 const GET_CLUSTER_CREDENTIALS_WITH_IAM: &str = "GetClusterCredentialsWithIAM";
+
+issued_output!(
+    GetClusterCredentialsOutput,
+    GetClusterCredentialsWithIamOutput
+);
 
 /// An SDK client for `target` signing with `provider`. The SDK signs (SigV4), retries and
 /// times out on its own.
@@ -60,10 +68,13 @@ fn error_code(error: &Error) -> Option<String> {
         .or_else(|| code_of::<GetClusterCredentialsWithIAMError>(error))
 }
 
-/// One credential call for `request` against the provisioned `target`.
+/// One credential call for `request` against `target`, the provisioned `cluster`.
 pub(crate) async fn fetch(
     client: &Client,
     target: &ResolvedTarget,
+    cluster: &ResourceName,
+    with_iam: bool,
+    auto_create: bool,
     request: &DbCredentialRequest,
     session: Option<SharedCredentialsProvider>,
 ) -> Result<DbCredential, CredentialError> {
@@ -74,19 +85,8 @@ pub(crate) async fn fetch(
             .credentials_provider(provider)
             .identity_cache(aws_sdk_redshift::config::IdentityCache::no_cache())
     });
-    let TargetApi::Provisioned {
-        cluster,
-        with_iam,
-        auto_create,
-    } = &target.api
-    else {
-        return Err(CredentialError::Invalid(format!(
-            "target {:?} is not a provisioned cluster",
-            target.name
-        )));
-    };
     let started = Instant::now();
-    let (api, outcome) = if *with_iam {
+    let (api, outcome) = if with_iam {
         let call = client
             .get_cluster_credentials_with_iam()
             .db_name(&request.db_name)
@@ -96,28 +96,15 @@ pub(crate) async fn fetch(
             ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
         };
         let api = GET_CLUSTER_CREDENTIALS_WITH_IAM;
-        let outcome = match in_session(call.customize(), &session).send().await {
-            Ok(out) => credential_from(
-                api,
-                &target.name,
-                IssuedFields {
-                    user: out.db_user(),
-                    password: out.db_password(),
-                    expiration: out.expiration(),
-                    request_id: out.request_id(),
-                },
-            )
-            .map_err(|error| CallFailure::incomplete(error, out.request_id())),
-            Err(err) => Err(from_sdk_error(api, &target.name, &err)),
-        };
-        (api, outcome)
+        let result = in_session(call.customize(), &session).send().await;
+        (api, outcome_of(api, &target.name, result))
     } else {
         let call = client
             .get_cluster_credentials()
             .db_user(&request.db_user)
             .db_name(&request.db_name)
             .duration_seconds(target.duration_seconds())
-            .auto_create(*auto_create)
+            .auto_create(auto_create)
             // `None` omits DbGroups entirely: an empty list is not the same request.
             .set_db_groups((!request.db_groups.is_empty()).then(|| request.db_groups.clone()));
         let call = match cluster {
@@ -125,21 +112,8 @@ pub(crate) async fn fetch(
             ResourceName::CustomDomain(domain) => call.custom_domain_name(domain),
         };
         let api = GET_CLUSTER_CREDENTIALS;
-        let outcome = match in_session(call.customize(), &session).send().await {
-            Ok(out) => credential_from(
-                api,
-                &target.name,
-                IssuedFields {
-                    user: out.db_user(),
-                    password: out.db_password(),
-                    expiration: out.expiration(),
-                    request_id: out.request_id(),
-                },
-            )
-            .map_err(|error| CallFailure::incomplete(error, out.request_id())),
-            Err(err) => Err(from_sdk_error(api, &target.name, &err)),
-        };
-        (api, outcome)
+        let result = in_session(call.customize(), &session).send().await;
+        (api, outcome_of(api, &target.name, result))
     };
     log_call(api, request, started, &outcome);
     outcome.map_err(|failure| failure.error)

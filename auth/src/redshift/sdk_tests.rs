@@ -53,6 +53,12 @@ struct CannedEndpoint {
 }
 
 impl CannedEndpoint {
+    /// An endpoint answering with a Redshift query-protocol error.
+    async fn redshift_error(status: u16, request_id: &str, code: &str, message: &str) -> Self {
+        let body = redshift_error_xml(code, message);
+        Self::start(status, &[("x-amzn-RequestId", request_id)], &body).await
+    }
+
     async fn start(status: u16, headers: &[(&str, &str)], body: &str) -> CannedEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -223,6 +229,33 @@ fn provisioned(
     }
 }
 
+/// Cluster `c1` by identifier, without `WithIAM` or auto-create: the plain provisioned target.
+fn cluster_c1(url: &str) -> ResolvedTarget {
+    provisioned(url, ResourceName::Identifier("c1".into()), false, false)
+}
+
+/// A fetcher for one target whose roles all have static AWS credentials.
+fn fetcher_for(target: ResolvedTarget) -> AwsCredentialFetcher {
+    AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()))
+}
+
+/// Cluster `c1` with `WithIAM`, and an endpoint issuing `IAMR:bi` for it.
+async fn with_iam_cluster() -> (CannedEndpoint, ResolvedTarget) {
+    let endpoint = CannedEndpoint::start(
+        200,
+        &[("x-amzn-RequestId", "rid-2")],
+        &cluster_credentials_xml("GetClusterCredentialsWithIAM", "IAMR:bi"),
+    )
+    .await;
+    let target = provisioned(
+        &endpoint.url,
+        ResourceName::Identifier("c1".into()),
+        true,
+        false,
+    );
+    (endpoint, target)
+}
+
 fn serverless(url: &str, workgroup: ResourceName) -> ResolvedTarget {
     ResolvedTarget {
         name: "t1".into(),
@@ -330,7 +363,7 @@ async fn get_cluster_credentials_omits_empty_groups_and_uses_custom_domain() {
         false,
         false,
     );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let fetcher = fetcher_for(target);
     let credential = fetcher.fetch(&request(&[])).await.expect("credential");
     assert_eq!(credential.user, "IAM:alice");
 
@@ -343,19 +376,8 @@ async fn get_cluster_credentials_omits_empty_groups_and_uses_custom_domain() {
 
 #[tokio::test]
 async fn with_iam_sends_no_db_user() {
-    let endpoint = CannedEndpoint::start(
-        200,
-        &[("x-amzn-RequestId", "rid-2")],
-        &cluster_credentials_xml("GetClusterCredentialsWithIAM", "IAMR:bi"),
-    )
-    .await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        true,
-        false,
-    );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let (endpoint, target) = with_iam_cluster().await;
+    let fetcher = fetcher_for(target);
     let credential = fetcher
         .fetch(&request(&["ignored"]))
         .await
@@ -382,7 +404,7 @@ async fn serverless_get_credentials_names_the_workgroup() {
     )
     .await;
     let target = serverless(&endpoint.url, ResourceName::Identifier("wg1".into()));
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let fetcher = fetcher_for(target);
     let credential = fetcher.fetch(&request(&[])).await.expect("credential");
     assert_eq!(credential.user, "IAMR:bi");
     assert_eq!(credential.password.expose_secret(), "pw");
@@ -413,7 +435,7 @@ async fn serverless_custom_domain_replaces_the_workgroup() {
         &endpoint.url,
         ResourceName::CustomDomain("db.example.com".into()),
     );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let fetcher = fetcher_for(target);
     fetcher.fetch(&request(&[])).await.expect("credential");
     let body = endpoint.only_request().json();
     assert_eq!(body["customDomainName"], "db.example.com");
@@ -422,19 +444,11 @@ async fn serverless_custom_domain_replaces_the_workgroup() {
 
 #[tokio::test]
 async fn cluster_not_found_is_invalid_and_names_code_and_request() {
-    let endpoint = CannedEndpoint::start(
-        404,
-        &[("x-amzn-RequestId", "rid-404")],
-        &redshift_error_xml("ClusterNotFound", "Cluster c1 not found."),
-    )
-    .await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let endpoint =
+        CannedEndpoint::redshift_error(404, "rid-404", "ClusterNotFound", "Cluster c1 not found.")
+            .await;
+    let target = cluster_c1(&endpoint.url);
+    let fetcher = fetcher_for(target);
     let err = fetcher.fetch(&request(&[])).await.expect_err("not found");
     let msg = err.to_string();
     assert!(matches!(err, CredentialError::Invalid(_)), "{msg}");
@@ -450,22 +464,15 @@ async fn cluster_not_found_is_invalid_and_names_code_and_request() {
 
 #[tokio::test]
 async fn access_denied_is_denied() {
-    let endpoint = CannedEndpoint::start(
+    let endpoint = CannedEndpoint::redshift_error(
         403,
-        &[("x-amzn-RequestId", "rid-403")],
-        &redshift_error_xml(
-            "AccessDenied",
-            "User is not authorized to perform redshift:GetClusterCredentials",
-        ),
+        "rid-403",
+        "AccessDenied",
+        "User is not authorized to perform redshift:GetClusterCredentials",
     )
     .await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let target = cluster_c1(&endpoint.url);
+    let fetcher = fetcher_for(target);
     let err = fetcher.fetch(&request(&[])).await.expect_err("denied");
     assert!(matches!(err, CredentialError::Denied(_)), "{err}");
 }
@@ -479,7 +486,7 @@ async fn serverless_validation_error_is_invalid() {
     )
     .await;
     let target = serverless(&endpoint.url, ResourceName::Identifier("wg1".into()));
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let fetcher = fetcher_for(target);
     let err = fetcher.fetch(&request(&[])).await.expect_err("invalid");
     let msg = err.to_string();
     assert!(matches!(err, CredentialError::Invalid(_)), "{msg}");
@@ -488,19 +495,10 @@ async fn serverless_validation_error_is_invalid() {
 
 #[tokio::test]
 async fn throttling_is_unavailable_after_the_sdk_retries() {
-    let endpoint = CannedEndpoint::start(
-        400,
-        &[("x-amzn-RequestId", "rid-429")],
-        &redshift_error_xml("Throttling", "Rate exceeded"),
-    )
-    .await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let endpoint =
+        CannedEndpoint::redshift_error(400, "rid-429", "Throttling", "Rate exceeded").await;
+    let target = cluster_c1(&endpoint.url);
+    let fetcher = fetcher_for(target);
     let err = fetcher.fetch(&request(&[])).await.expect_err("throttled");
     assert!(matches!(err, CredentialError::Unavailable(_)), "{err}");
     assert_eq!(
@@ -518,25 +516,15 @@ async fn unreachable_endpoint_is_unavailable() {
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let target = provisioned(
-        &format!("http://{addr}"),
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()));
+    let target = cluster_c1(&format!("http://{addr}"));
+    let fetcher = fetcher_for(target);
     let err = fetcher.fetch(&request(&[])).await.expect_err("unreachable");
     assert!(matches!(err, CredentialError::Unavailable(_)), "{err}");
 }
 
 #[tokio::test]
 async fn a_role_without_aws_credentials_keeps_its_error_class() {
-    let target = provisioned(
-        "http://127.0.0.1:9",
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
+    let target = cluster_c1("http://127.0.0.1:9");
     let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(NoRole));
     let err = fetcher.fetch(&request(&[])).await.expect_err("no role");
     assert!(matches!(err, CredentialError::Denied(_)), "{err}");
@@ -545,12 +533,7 @@ async fn a_role_without_aws_credentials_keeps_its_error_class() {
 #[tokio::test]
 async fn aws_credentials_refused_while_signing_keep_their_class() {
     let endpoint = CannedEndpoint::start(200, &[], "").await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
+    let target = cluster_c1(&endpoint.url);
     let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(RefusingAws));
     let err = fetcher.fetch(&request(&[])).await.expect_err("refused");
     let msg = err.to_string();
@@ -568,12 +551,7 @@ async fn one_client_per_target_and_role() {
     )
     .await;
     let aws = Arc::new(StaticAws::default());
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
+    let target = cluster_c1(&endpoint.url);
     let fetcher = AwsCredentialFetcher::with_targets([target], aws.clone());
     fetcher.fetch(&request(&[])).await.expect("credential");
     fetcher.fetch(&request(&[])).await.expect("credential");
@@ -601,24 +579,20 @@ impl AwsCallObserver for Seen {
     }
 }
 
+/// A fetcher with static AWS credentials and the observer that sees its calls.
+fn observed(target: ResolvedTarget) -> (AwsCredentialFetcher, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let fetcher = fetcher_for(target).with_observer(seen.clone());
+    (fetcher, seen)
+}
+
 #[tokio::test]
 async fn each_sdk_attempt_is_reported_with_its_api_and_outcome() {
     // Redshift's query protocol throttles with HTTP 400: only the error code says so.
-    let endpoint = CannedEndpoint::start(
-        400,
-        &[("x-amzn-RequestId", "rid-429")],
-        &redshift_error_xml("Throttling", "Rate exceeded"),
-    )
-    .await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        false,
-        false,
-    );
-    let seen = Arc::new(Seen::default());
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()))
-        .with_observer(seen.clone());
+    let endpoint =
+        CannedEndpoint::redshift_error(400, "rid-429", "Throttling", "Rate exceeded").await;
+    let target = cluster_c1(&endpoint.url);
+    let (fetcher, seen) = observed(target);
     fetcher.fetch(&request(&[])).await.expect_err("throttled");
     assert_eq!(
         *seen.0.lock().unwrap(),
@@ -627,21 +601,8 @@ async fn each_sdk_attempt_is_reported_with_its_api_and_outcome() {
         endpoint.requests()
     );
 
-    let endpoint = CannedEndpoint::start(
-        200,
-        &[("x-amzn-RequestId", "rid-2")],
-        &cluster_credentials_xml("GetClusterCredentialsWithIAM", "IAMR:bi"),
-    )
-    .await;
-    let target = provisioned(
-        &endpoint.url,
-        ResourceName::Identifier("c1".into()),
-        true,
-        false,
-    );
-    let seen = Arc::new(Seen::default());
-    let fetcher = AwsCredentialFetcher::with_targets([target], Arc::new(StaticAws::default()))
-        .with_observer(seen.clone());
+    let (_endpoint, target) = with_iam_cluster().await;
+    let (fetcher, seen) = observed(target);
     fetcher.fetch(&request(&[])).await.expect("credential");
     assert_eq!(
         *seen.0.lock().unwrap(),

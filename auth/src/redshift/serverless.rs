@@ -1,19 +1,22 @@
 //! Redshift Serverless workgroups: `GetCredentials`.
 
-use super::aws_error::{from_sdk_error, CallFailure};
-use super::endpoint::{ResolvedTarget, ResourceName, TargetApi};
-use super::issued::{credential_from, log_call, retry_config, timeout_config, IssuedFields};
+use super::endpoint::{ResolvedTarget, ResourceName};
+use super::issued::{issued_output, log_call, outcome_of, retry_config, timeout_config};
 use crate::aws::observe::{code_of, AwsApi, AwsCallObserver, SdkCallInterceptor};
 use crate::db_credentials::{CredentialError, DbCredential, DbCredentialRequest};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_redshiftserverless::config::{BehaviorVersion, Region};
-use aws_sdk_redshiftserverless::operation::get_credentials::GetCredentialsError;
+use aws_sdk_redshiftserverless::operation::get_credentials::{
+    GetCredentialsError, GetCredentialsOutput,
+};
 use aws_sdk_redshiftserverless::operation::RequestId;
 use aws_sdk_redshiftserverless::Client;
 use std::sync::Arc;
 use std::time::Instant;
 
 const GET_CREDENTIALS: &str = "GetCredentials";
+
+issued_output!(GetCredentialsOutput);
 
 /// An SDK client for `target` signing with `provider`.
 pub(crate) fn client(
@@ -38,21 +41,16 @@ pub(crate) fn client(
     Client::from_conf(config.build())
 }
 
-/// One `GetCredentials` call for `request` against the serverless `target`. The database
-/// user follows the IAM identity (`IAMR:<role>`), so `request.db_user` and the groups are
-/// not sent.
+/// One `GetCredentials` call for `request` against `target`, the serverless `workgroup`.
+/// The database user follows the IAM identity (`IAMR:<role>`), so `request.db_user` and
+/// the groups are not sent.
 pub(crate) async fn fetch(
     client: &Client,
     target: &ResolvedTarget,
+    workgroup: &ResourceName,
     request: &DbCredentialRequest,
     session: Option<SharedCredentialsProvider>,
 ) -> Result<DbCredential, CredentialError> {
-    let TargetApi::Serverless { workgroup } = &target.api else {
-        return Err(CredentialError::Invalid(format!(
-            "target {:?} is not a serverless workgroup",
-            target.name
-        )));
-    };
     let started = Instant::now();
     let call = client
         .get_credentials()
@@ -72,20 +70,7 @@ pub(crate) async fn fetch(
         ),
         None => call,
     };
-    let outcome = match call.send().await {
-        Ok(out) => credential_from(
-            GET_CREDENTIALS,
-            &target.name,
-            IssuedFields {
-                user: out.db_user(),
-                password: out.db_password(),
-                expiration: out.expiration(),
-                request_id: out.request_id(),
-            },
-        )
-        .map_err(|error| CallFailure::incomplete(error, out.request_id())),
-        Err(err) => Err(from_sdk_error(GET_CREDENTIALS, &target.name, &err)),
-    };
+    let outcome = outcome_of(GET_CREDENTIALS, &target.name, call.send().await);
     log_call(GET_CREDENTIALS, request, started, &outcome);
     outcome.map_err(|failure| failure.error)
 }

@@ -1,26 +1,19 @@
 use crate::root::Config;
+use crate::tests::{analysts_rule, prod_target};
 use std::path::Path;
 
-const BASE: &str = r#"
+const BASE: &str = concat!(
+    r#"
 [[listener]]
 name = "main"
 bind = "127.0.0.1:5439"
 tls_cert = "server.pem"
 tls_key = "server.key"
 client_ca = "clients.pem"
-
-[[target]]
-name = "prod"
-kind = "provisioned"
-host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-
-[[policy.rule]]
-name = "analysts"
-match = { cn = "*" }
-targets = ["*"]
-users = ["{cn}"]
-databases = ["dev"]
-"#;
+"#,
+    prod_target!(),
+    analysts_rule!()
+);
 
 fn config(text: &str) -> Config {
     Config::from_toml(text, Path::new("proxy.toml"), Path::new("/etc")).unwrap()

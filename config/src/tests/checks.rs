@@ -3,13 +3,14 @@
 //! satisfy, scopes naming nothing, and the limits of the newer keys. Every problem is
 //! reported with its key; warnings do not stop the configuration from loading.
 
-use crate::{Config, ConfigError};
+use super::{cluster_target, parse, people_rule, problems};
 use std::path::Path;
 
 /// `pencil`, hashed by PostgreSQL 15.
 const VERIFIER: &str = "SCRAM-SHA-256$4096:NxzLLSnOL+kfSJxu5E0Vug==$i8/jTNcjsoMWQ7k0fiBfKdWAdDYZJpV9C4MJUIGvyKE=:n+326DETgU6ZGtfT7+oeq8hnKskmglb7EK37hajcxoA=";
 
-const BASE: &str = r#"
+const BASE: &str = concat!(
+    r#"
 [[listener]]
 name = "certs"
 bind = "127.0.0.1:5439"
@@ -17,12 +18,9 @@ target = "cluster"
 tls_cert = "server.pem"
 tls_key = "server.key"
 client_ca = "clients.pem"
-
-[[target]]
-name = "cluster"
-kind = "provisioned"
-host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-
+"#,
+    cluster_target!(),
+    r#"
 [[target]]
 name = "wg"
 kind = "serverless"
@@ -33,28 +31,9 @@ name = "iam"
 kind = "provisioned"
 host = "iamcluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
 with_iam = true
-
-[[policy.rule]]
-name = "people"
-match = { cn = "*" }
-targets = ["cluster"]
-users = ["{cn}"]
-databases = ["dev"]
-"#;
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
-}
-
-/// Every problem of `text`, as `key: message` lines.
-fn problems(text: &str) -> Vec<String> {
-    match parse(text) {
-        Err(e @ ConfigError::Invalid { .. }) => {
-            e.problems().iter().map(ToString::to_string).collect()
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
-}
+"#,
+    people_rule!()
+);
 
 fn warnings(text: &str) -> Vec<String> {
     parse(text)
@@ -69,6 +48,14 @@ fn has(lines: &[String], key: &str, text: &str) -> bool {
     lines
         .iter()
         .any(|l| l.starts_with(&format!("{key}: ")) && l.contains(text))
+}
+
+/// The key of each `key: message` line.
+fn keys_of(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l.split(": ").next().unwrap())
+        .collect()
 }
 
 #[test]
@@ -272,12 +259,8 @@ fn newer_keys_have_limits() {
          allowed_hosts = [\"proxy.corp.example\", \"10.0.0.1\", \"proxy:9187\", \"https://x\", \"bad_-\"]\n"
     );
     let found = problems(&text);
-    let keys: Vec<&str> = found
-        .iter()
-        .map(|l| l.split(": ").next().unwrap())
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&found),
         [
             "db_credentials.fetches_per_identity_per_minute",
             "db_credentials.max_cached_per_identity",
@@ -358,12 +341,8 @@ fn several_problems_in_several_sections_are_all_reported() {
             .replace("host = \"wg.", "port = 0\nhost = \"wg.")
     );
     let found = problems(&text);
-    let keys: Vec<&str> = found
-        .iter()
-        .map(|l| l.split(": ").next().unwrap())
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&found),
         [
             "target[1].port",
             "policy.rule[0].name",

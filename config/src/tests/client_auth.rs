@@ -1,40 +1,36 @@
 //! `client_auth`, `[[listener.users]]`, `trust_user`, `allow_plaintext` and Unix-socket
 //! listeners: what loads, and what is refused with which key and message.
 
+use super::{invalid as first_problem, parse as parse_file, prod_target};
 use crate::{ClientAuthMode, Config, ConfigError, ListenAddress, PasswordMethod};
-use std::path::Path;
 
 /// `pencil`, hashed by PostgreSQL 15.
 const VERIFIER: &str = "SCRAM-SHA-256$4096:NxzLLSnOL+kfSJxu5E0Vug==$i8/jTNcjsoMWQ7k0fiBfKdWAdDYZJpV9C4MJUIGvyKE=:n+326DETgU6ZGtfT7+oeq8hnKskmglb7EK37hajcxoA=";
 
-const REST: &str = r#"
-[[target]]
-name = "prod"
-kind = "provisioned"
-host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-
+const REST: &str = concat!(
+    prod_target!(),
+    r#"
 [[policy.rule]]
 name = "etl"
 match = { local_user = "etl*" }
 targets = ["*"]
 users = ["{local_user}"]
 databases = ["dev"]
-"#;
+"#
+);
+
+/// The file with `listener` as its one listener.
+fn with_listener(listener: &str) -> String {
+    format!("[[listener]]\n{listener}\n{REST}")
+}
 
 fn parse(listener: &str) -> Result<Config, ConfigError> {
-    let text = format!("[[listener]]\n{listener}\n{REST}");
-    Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
+    parse_file(&with_listener(listener))
 }
 
 /// The first problem of the configuration with `listener`, as (key, message).
 fn invalid(listener: &str) -> (String, String) {
-    match parse(listener) {
-        Err(e @ ConfigError::Invalid { .. }) => {
-            let first = &e.problems()[0];
-            (first.key.clone(), first.message.clone())
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
+    first_problem(&with_listener(listener))
 }
 
 fn users() -> String {
@@ -258,9 +254,7 @@ fn a_bad_verifier_is_refused_without_being_echoed() {
         "[[listener]]\nbind = \"127.0.0.1:5440\"\nclient_auth = \"password\"\nallow_plaintext = true\n\
          [[listener.users]]\nname = \"etl\"\npassword_verifier = \"{secret_ish}\"\n{REST}"
     );
-    let err = Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
-        .unwrap_err()
-        .to_string();
+    let err = parse_file(&text).unwrap_err().to_string();
     assert!(err.contains("StoredKey is not 32 bytes long"), "{err}");
     assert!(
         err.contains("listener[0].users[0].password_verifier"),
@@ -292,15 +286,10 @@ fn a_rule_cannot_mix_certificate_fields_and_local_user() {
          [[policy.rule]]\nname = \"mixed\"\nmatch = {{ cn = \"alice\", local_user = \"alice\" }}\n\
          targets = [\"*\"]\nusers = [\"alice\"]\ndatabases = [\"dev\"]\n"
     );
-    match Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc")) {
-        Err(e @ ConfigError::Invalid { .. }) => {
-            let problem = &e.problems()[0];
-            assert_eq!(problem.key, "policy.rule[1].match");
-            assert!(
-                problem.message.contains("local_user cannot be combined"),
-                "{problem}"
-            );
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
+    let (key, message) = first_problem(&text);
+    assert_eq!(key, "policy.rule[1].match");
+    assert!(
+        message.contains("local_user cannot be combined"),
+        "{message}"
+    );
 }

@@ -1,49 +1,22 @@
 //! Loading and validating configuration files: defaults, path resolution, and errors that
 //! name the file, the key and the problem.
 
-use crate::{AwsCredentialSource, Config, ConfigError, TargetKind};
+use super::{all_problems, analysts_rule, invalid, parse, prod_target};
+use crate::{AwsCredentialSource, Config, ConfigError, TargetConfig, TargetKind};
 use std::path::Path;
 use std::time::Duration;
 
-const MINIMAL: &str = r#"
+const MINIMAL: &str = concat!(
+    r#"
 [[listener]]
 bind = "127.0.0.1:5439"
 tls_cert = "certs/server.pem"
 tls_key = "certs/server.key"
 client_ca = "/etc/pki/clients.pem"
-
-[[target]]
-name = "prod"
-kind = "provisioned"
-host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-
-[[policy.rule]]
-name = "analysts"
-match = { cn = "*" }
-targets = ["*"]
-users = ["{cn}"]
-databases = ["dev"]
-"#;
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
-}
-
-/// Every problem of `text`, as (key, message).
-fn problems(text: &str) -> Vec<(String, String)> {
-    match parse(text) {
-        Err(ConfigError::Invalid { problems, file }) => {
-            assert_eq!(file, Path::new("/etc/proxy.toml"));
-            problems.into_iter().map(|p| (p.key, p.message)).collect()
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
-}
-
-/// The first problem of `text`.
-fn invalid(text: &str) -> (String, String) {
-    problems(text).remove(0)
-}
+"#,
+    prod_target!(),
+    analysts_rule!()
+);
 
 #[test]
 fn minimal_file_gets_documented_defaults() {
@@ -61,6 +34,16 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.policy.placeholder_users, ["iam", "default", "-"]);
     // The only target serves a listener that names none.
     assert_eq!(c.listener_target(&c.listeners[0]).unwrap().name, "prod");
+}
+
+#[test]
+fn a_target_built_in_code_has_the_defaults_of_one_written_in_a_file() {
+    let c = parse(MINIMAL).unwrap();
+    let t = &c.targets[0];
+    assert_eq!(
+        *t,
+        TargetConfig::new("prod", TargetKind::Provisioned, &t.host)
+    );
 }
 
 #[test]
@@ -315,7 +298,7 @@ fn every_problem_is_reported_with_its_key() {
         .replace("targets = [\"*\"]", "targets = [\"staging\"]")
         .replace("databases = [\"dev\"]", "databases = []")
         + "\n[limits]\nmax_handshakes = 0\n[shutdown]\ndrain_timeout = \"0s\"\n";
-    let keys: Vec<String> = problems(&text).into_iter().map(|(key, _)| key).collect();
+    let keys: Vec<String> = all_problems(&text).into_iter().map(|p| p.key).collect();
     assert_eq!(
         keys,
         [
@@ -349,8 +332,8 @@ host = ""
 credential_duration = "10m"
 "#;
     let text = format!("{MINIMAL}{second}");
-    let found = problems(&text);
-    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    let found = all_problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
         [
@@ -360,9 +343,9 @@ credential_duration = "10m"
             "listener[0].target",
         ]
     );
-    assert!(found[1].1.contains("got 600s"), "{found:?}");
+    assert!(found[1].message.contains("got 600s"), "{found:?}");
     assert!(
-        found[2].1.contains("duplicate target name \"prod\""),
+        found[2].message.contains("duplicate target name \"prod\""),
         "{found:?}"
     );
 }

@@ -1,41 +1,15 @@
 //! Listeners behind a load balancer (issue 16): `proxy_protocol` needs the balancers'
 //! networks, only on TCP, and `proxy_protocol_from` means nothing without it.
 
-use crate::{Config, ConfigError};
-use std::path::Path;
+use super::{cluster_target, parse, people_rule, problems};
 
-const REST: &str = r#"
-[[target]]
-name = "cluster"
-kind = "provisioned"
-host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-
-[[policy.rule]]
-name = "people"
-match = { cn = "*" }
-targets = ["cluster"]
-users = ["{cn}"]
-databases = ["dev"]
-"#;
+const REST: &str = concat!(cluster_target!(), people_rule!());
 
 fn listener(bind: &str, extra: &str) -> String {
     format!(
         "[[listener]]\nname = \"lb\"\nbind = \"{bind}\"\ntls_cert = \"s.pem\"\ntls_key = \"s.key\"\n\
          client_ca = \"ca.pem\"\n{extra}\n{REST}"
     )
-}
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
-}
-
-fn problems(text: &str) -> Vec<String> {
-    match parse(text) {
-        Err(e @ ConfigError::Invalid { .. }) => {
-            e.problems().iter().map(ToString::to_string).collect()
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
 }
 
 #[test]

@@ -1,44 +1,32 @@
 //! `[[target]]` keys of warm upstream connections and session reuse (issue 15): defaults,
 //! limits, and the warning about warm connections kept as long as servers keep them.
 
+use super::{cluster_target, parse, people_rule};
 use crate::{Config, ConfigError};
-use std::path::Path;
 use std::time::Duration;
 
-fn config(target_keys: &str) -> Result<Config, ConfigError> {
-    let text = format!(
-        r#"
+const LISTENER: &str = r#"
 [[listener]]
 name = "certs"
 bind = "127.0.0.1:5439"
 tls_cert = "server.pem"
 tls_key = "server.key"
 client_ca = "clients.pem"
+"#;
+const CLUSTER: &str = cluster_target!();
+const PEOPLE: &str = people_rule!();
 
-[[target]]
-name = "cluster"
-kind = "provisioned"
-host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-{target_keys}
+/// A file whose one target, `cluster`, has `target_keys`.
+fn with_target_keys(target_keys: &str) -> String {
+    format!("{LISTENER}{CLUSTER}{target_keys}\n{PEOPLE}")
+}
 
-[[policy.rule]]
-name = "people"
-match = {{ cn = "*" }}
-targets = ["cluster"]
-users = ["{{cn}}"]
-databases = ["dev"]
-"#
-    );
-    Config::from_toml(&text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
+fn config(target_keys: &str) -> Result<Config, ConfigError> {
+    parse(&with_target_keys(target_keys))
 }
 
 fn problems(target_keys: &str) -> Vec<String> {
-    match config(target_keys) {
-        Err(e @ ConfigError::Invalid { .. }) => {
-            e.problems().iter().map(ToString::to_string).collect()
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
+    super::problems(&with_target_keys(target_keys))
 }
 
 #[test]

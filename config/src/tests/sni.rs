@@ -2,10 +2,11 @@
 //! that name the key. (Whether a certificate covers its names needs the files: the proxy
 //! checks that when it loads them.)
 
-use crate::{Config, ConfigError};
+use super::{analysts_rule, invalid, parse};
 use std::path::Path;
 
-const BASE: &str = r#"
+const BASE: &str = concat!(
+    r#"
 [[listener]]
 bind = "127.0.0.1:5439"
 target = "cluster"
@@ -29,29 +30,9 @@ name = "analytics"
 kind = "provisioned"
 host = "analytics.abc123.eu-west-1.redshift.amazonaws.com"
 dial = "vpce-0a1b2c3d.vpce-svc-0123.eu-west-1.vpce.amazonaws.com"
-
-[[policy.rule]]
-name = "analysts"
-match = { cn = "*" }
-targets = ["*"]
-users = ["{cn}"]
-databases = ["dev"]
-"#;
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new("/etc/proxy.toml"), Path::new("/etc"))
-}
-
-/// The first problem of `text`, as (key, message).
-fn invalid(text: &str) -> (String, String) {
-    match parse(text) {
-        Err(e @ ConfigError::Invalid { .. }) => {
-            let first = &e.problems()[0];
-            (first.key.clone(), first.message.clone())
-        }
-        other => panic!("expected a validation error, got {other:?}"),
-    }
-}
+"#,
+    analysts_rule!()
+);
 
 #[test]
 fn certificates_entries_parse_with_resolved_paths_and_strict_sni_off() {

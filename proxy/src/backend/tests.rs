@@ -76,34 +76,13 @@ pub(super) fn pki_for(names: &[&str]) -> Pki {
 
 pub(super) fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetConfig {
     proxy_config::TargetConfig {
-        name: "test".into(),
-        kind: proxy_config::TargetKind::Provisioned,
-        host: host.into(),
-        port: 5439,
         // The certificate is verified for `host` while we dial loopback.
         dial: Some(format!("127.0.0.1:{port}")),
         ca_bundle: Some(ca.to_path_buf()),
         connect_timeout: Duration::from_secs(5),
         login_timeout: Duration::from_secs(10),
-        resume_wait: None,
-        application_name: None,
-        region: None,
-        cluster_identifier: None,
-        workgroup: None,
-        custom_domain_name: None,
-        with_iam: false,
-        auto_create: false,
         credential_duration: Duration::from_secs(900),
-        aws_endpoint_url: None,
-        warm_connections: 2,
-        warm_connection_max_age: Duration::from_secs(30),
-        session_reuse: false,
-        session_reuse_idle_timeout: Duration::from_secs(60),
-        session_reuse_max_age: Duration::from_secs(1800),
-        session_reuse_max_uses: 100,
-        session_reuse_per_key: 4,
-        session_reuse_max_sessions: 64,
-        session_reset: proxy_config::default_session_reset(),
+        ..proxy_config::TargetConfig::new("test", proxy_config::TargetKind::Provisioned, host)
     }
 }
 

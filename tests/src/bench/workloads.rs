@@ -287,6 +287,15 @@ impl Runner<'_> {
         Ok(comparison)
     }
 
+    /// [`Self::pgbench`], with the CPU time the middle (proxy or PgBouncer) spent meanwhile.
+    async fn pgbench_measured(
+        &self,
+        target: Target,
+        args: &[String],
+    ) -> anyhow::Result<Measured<PgbenchResult>> {
+        with_middle_cpu(self.stack.middle_pid(target)?, self.pgbench(target, args)).await
+    }
+
     async fn pgbench(&self, target: Target, args: &[String]) -> anyhow::Result<PgbenchResult> {
         let mut command = libpq_command(&self.pgbench, &self.endpoint(target));
         command
@@ -341,9 +350,7 @@ impl Runner<'_> {
         let mut cpu = CpuCost::new(&label, "CPU-µs per query");
         for round in 0..self.plan.rounds {
             for target in Target::ALL {
-                let measured =
-                    with_middle_cpu(self.stack.middle_pid(target)?, self.pgbench(target, &args))
-                        .await?;
+                let measured = self.pgbench_measured(target, &args).await?;
                 let r = measured.value;
                 progress(format!(
                     "  round {round} {:9}: {:9.0} tps, {:.3} ms",
@@ -381,9 +388,7 @@ impl Runner<'_> {
         let mut cpu = CpuCost::new("pgbench -C -S, 2 clients", "CPU-ms per connection");
         for round in 0..self.plan.rounds {
             for target in Target::ALL {
-                let measured =
-                    with_middle_cpu(self.stack.middle_pid(target)?, self.pgbench(target, &args))
-                        .await?;
+                let measured = self.pgbench_measured(target, &args).await?;
                 let r = measured.value;
                 if let (Some(spent), true) = (measured.middle_cpu, r.transactions > 0) {
                     cpu.add(target, spent.as_secs_f64() * 1e3 / r.transactions as f64);

@@ -11,7 +11,7 @@ use super::{cloudtrail::HIDDEN, iso8601, EmulatorState};
 use crate::standin::{CredentialRequest, TargetId};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -436,30 +436,25 @@ pub(crate) async fn get_cluster_credentials(
         _ => iam_role_user(caller).map_err(invalid_parameter)?,
     };
     if auto_create {
-        target
-            .db
-            .create_user_if_missing(&user)
-            .await
-            .map_err(|e| internal(&e))?;
+        create_user_if_missing(target, &user).await?;
     }
 
     // 6. A new credential.
     let expiration = state.db_credential_expiration(now, duration);
-    tracing::debug!(
-        target = %target.id,
-        %user,
-        source_identity = caller.session.source_identity.as_deref().unwrap_or(""),
-        "issuing cluster credentials"
+    let password = issue(
+        state,
+        caller,
+        "cluster",
+        CredentialRequest {
+            target: target.id.clone(),
+            user: user.clone(),
+            db_name: db_name.map(str::to_owned),
+            groups,
+            issued_at: now,
+            expiration,
+            request_id: request_id.to_owned(),
+        },
     );
-    let password = state.issued.issue(CredentialRequest {
-        target: target.id.clone(),
-        user: user.clone(),
-        db_name: db_name.map(str::to_owned),
-        groups,
-        issued_at: now,
-        expiration,
-        request_id: request_id.to_owned(),
-    });
 
     let (root, extra, elements) = match operation {
         ClusterOperation::GetClusterCredentials => (
@@ -568,27 +563,22 @@ pub(crate) async fn get_credentials(
     }
 
     let user = iam_role_user(caller).map_err(serverless_validation)?;
-    target
-        .db
-        .create_user_if_missing(&user)
-        .await
-        .map_err(|e| internal(&e))?;
+    create_user_if_missing(target, &user).await?;
     let expiration = state.db_credential_expiration(now, duration);
-    tracing::debug!(
-        target = %target.id,
-        %user,
-        source_identity = caller.session.source_identity.as_deref().unwrap_or(""),
-        "issuing serverless credentials"
+    let password = issue(
+        state,
+        caller,
+        "serverless",
+        CredentialRequest {
+            target: target.id.clone(),
+            user: user.clone(),
+            db_name: input.db_name.clone(),
+            groups: Vec::new(),
+            issued_at: now,
+            expiration,
+            request_id: request_id.to_owned(),
+        },
     );
-    let password = state.issued.issue(CredentialRequest {
-        target: target.id.clone(),
-        user: user.clone(),
-        db_name: input.db_name.clone(),
-        groups: Vec::new(),
-        issued_at: now,
-        expiration,
-        request_id: request_id.to_owned(),
-    });
     let refresh = next_refresh(now, duration).unix_timestamp();
     let body = json!({
         "dbUser": user,
@@ -609,6 +599,32 @@ pub(crate) async fn get_credentials(
             "nextRefreshTime": refresh,
         }),
     })
+}
+
+/// Creates the database user `user` of `target` unless it exists.
+async fn create_user_if_missing(target: &Target, user: &str) -> Result<(), ApiError> {
+    target
+        .db
+        .create_user_if_missing(user)
+        .await
+        .map_err(|e| internal(&e))
+}
+
+/// Records `request`'s new credential (so its stand-in accepts it) and returns its
+/// password; `what` names the API family in the log line.
+fn issue(
+    state: &EmulatorState,
+    caller: &Caller,
+    what: &str,
+    request: CredentialRequest,
+) -> SecretString {
+    tracing::debug!(
+        target = %request.target,
+        user = %request.user,
+        source_identity = caller.session.source_identity.as_deref().unwrap_or(""),
+        "issuing {what} credentials"
+    );
+    state.issued.issue(request)
 }
 
 fn find_by_domain<'t>(targets: &'t [Target], domain: &str, region: &str) -> Option<&'t Target> {

@@ -200,25 +200,16 @@ impl Challenge {
         user: &str,
         password: &SecretString,
     ) -> bool {
-        let password = password.expose_secret();
-        match (self, answer) {
-            (Challenge::Md5 { salt }, Answer::Md5(sent)) => {
-                let inner = md5_hex(&[password.as_bytes(), user.as_bytes()]);
-                let expected = format!("md5{}", md5_hex(&[inner.as_bytes(), salt]));
-                bool::from(expected.as_bytes().ct_eq(sent.as_bytes()))
-            }
-            (
-                Challenge::Digest { salt, nonce },
-                Answer::Digest {
-                    digest,
-                    client_nonce,
-                },
-            ) => {
-                let expected = d2(&d1(password.as_bytes(), salt), nonce, client_nonce);
-                bool::from(expected.as_slice().ct_eq(digest))
-            }
-            _ => false,
-        }
+        // What a verifier made from `password` for this challenge would store.
+        let password = password.expose_secret().as_bytes();
+        let stored = match self {
+            Challenge::Md5 { .. } => StoredVerifier::Md5(md5_hex(&[password, user.as_bytes()])),
+            Challenge::Digest { salt, .. } => StoredVerifier::Sha256 {
+                d1: d1(password, salt),
+                salt: salt.clone(),
+            },
+        };
+        self.verify_stored(answer, &stored)
     }
 
     /// Whether `answer` matches a stored verifier.

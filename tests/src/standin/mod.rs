@@ -42,6 +42,7 @@ mod server;
 pub use auth::{AuthMethod, StoredVerifier};
 pub use issued::{CredentialRequest, IssuedCredential, IssuedCredentials, TargetId, TargetKind};
 pub use names::pg_role_name;
+pub use params::JDBC_DRIVER_PARAMETERS;
 pub use protocol::ServerError;
 
 use crate::emulator::PgAdmin;

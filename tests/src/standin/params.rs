@@ -12,7 +12,9 @@
 //! the stand-in; Redshift-only ones (driver metadata, `client_protocol_version`, IdP keys,
 //! `_pq_.compression`) are recorded, not forwarded.
 
-/// Known to Redshift and to PostgreSQL: forwarded.
+/// Known to Redshift and to PostgreSQL: forwarded, and accepted inside `options`
+/// (`-c name=value`). (`options` itself is forwarded too, rebuilt from its accepted
+/// settings.)
 const FORWARDED: &[&str] = &[
     "client_encoding",
     "datestyle",
@@ -20,7 +22,6 @@ const FORWARDED: &[&str] = &[
     "extra_float_digits",
     "application_name",
     "search_path",
-    "options",
 ];
 
 /// Known to Redshift only (what the AWS drivers send, research §4): recorded.
@@ -38,17 +39,21 @@ const REDSHIFT_ONLY: &[&str] = &[
     "_pq_.compression",
 ];
 
-/// Settings accepted inside `options` (`-c name=value`): the forwarded GUCs and
-/// `statement_timeout`, which both Redshift and PostgreSQL have.
-const OPTION_GUCS: &[&str] = &[
-    "client_encoding",
-    "datestyle",
-    "timezone",
-    "extra_float_digits",
-    "application_name",
-    "search_path",
-    "statement_timeout",
+/// What the Redshift JDBC driver sends besides `user` and `database` (research §4).
+pub const JDBC_DRIVER_PARAMETERS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "2"),
+    ("application_name", "[main]Job"),
+    ("driver_version", "Redshift JDBC Driver 2.2.6"),
+    ("os_version", "Linux"),
+    ("client_protocol_version", "3"),
 ];
+
+/// Settings accepted inside `options` besides the forwarded ones: `statement_timeout`,
+/// which both Redshift and PostgreSQL have.
+const OPTION_ONLY_GUCS: &[&str] = &["statement_timeout"];
 
 /// Redshift-only settings a client may set in `options`; accepted and dropped (PostgreSQL
 /// would refuse them). DG r_*.md, research §4.
@@ -170,7 +175,8 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
         };
         let (name, value) = setting.split_once('=').unwrap_or((setting.as_str(), ""));
         let name = name.replace('-', "_");
-        if !known(OPTION_GUCS, &name) && !known(OPTION_REDSHIFT_ONLY, &name) {
+        let accepted = [FORWARDED, OPTION_ONLY_GUCS, OPTION_REDSHIFT_ONLY];
+        if !accepted.iter().any(|list| known(list, &name)) {
             return Err(name);
         }
         settings.push((name, value.to_owned()));
@@ -208,18 +214,9 @@ mod tests {
 
     #[test]
     fn what_the_jdbc_driver_sends_is_accepted() {
-        let c = classify(&p(&[
-            ("user", "IAMA:alice"),
-            ("database", "dev"),
-            ("client_encoding", "UTF8"),
-            ("DateStyle", "ISO"),
-            ("TimeZone", "UTC"),
-            ("extra_float_digits", "2"),
-            ("application_name", "[main]Job"),
-            ("driver_version", "Redshift JDBC Driver 2.2.6"),
-            ("os_version", "Linux"),
-            ("client_protocol_version", "3"),
-        ]));
+        let mut sent = vec![("user", "IAMA:alice"), ("database", "dev")];
+        sent.extend_from_slice(JDBC_DRIVER_PARAMETERS);
+        let c = classify(&p(&sent));
         assert_eq!(c.unrecognized, None);
         assert_eq!(c.user.as_deref(), Some("IAMA:alice"));
         assert_eq!(c.forwarded.len(), 5);

@@ -143,17 +143,7 @@ pub(crate) fn encode(tag: u8, body: &[u8]) -> Vec<u8> {
 
 /// StartupMessage (protocol 3.0) with `params`.
 pub(crate) fn startup_message(params: &[(String, String)]) -> Vec<u8> {
-    let mut body = 196_608u32.to_be_bytes().to_vec();
-    for (name, value) in params {
-        body.extend_from_slice(name.as_bytes());
-        body.push(0);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    out
+    crate::adversary::startup_text(crate::adversary::PROTOCOL_3_0, params)
 }
 
 /// AuthenticationOk.

@@ -9,7 +9,7 @@ use proxy_testkit::adversary::*;
 use proxy_testkit::client::client_tls;
 use proxy_testkit::emulator::{allow_all_redshift_policy, Api};
 use proxy_testkit::observe::{wait_for_backends, wait_for_query};
-use proxy_testkit::pki::{ClientCert, ClientCertSpec};
+use proxy_testkit::pki::ClientCert;
 use proxy_testkit::stack::CLUSTER;
 use proxy_testkit::world::{sqlstate, TestProxy, World, WorldOptions};
 use rustls_pki_types::pem::PemObject;
@@ -392,28 +392,11 @@ async fn post_login_framing_violations_end_only_that_session() {
 async fn tls_bad_client_certificates_and_deep_chains_are_refused() {
     let world = World::start().await;
     let alice = world.client("alice");
-    let expired = world.client_with(ClientCertSpec::new("expired").expired());
-    let early = world.client_with(ClientCertSpec::new("early").not_yet_valid());
-    // Revoked before the proxy loads the world's CRL.
-    let revoked = world.client_with(ClientCertSpec::new("revoked").revoked());
-    let server_only = world.client_with(ClientCertSpec::new("server").server_auth_only());
-    let other = world
-        .pki
-        .new_root_ca("Other Client CA", Default::default())
-        .unwrap()
-        .client_cert(ClientCertSpec::new(world.name("other")))
-        .unwrap();
+    let refused = world.refused_client_certs();
     let h = world.proxy(world.config()).await;
-    for (cert, words) in [
-        (None, "certificate is required"),
-        (Some(&expired), "expired"),
-        (Some(&early), "not yet valid"),
-        (Some(&revoked), "revoked"),
-        (Some(&other), "trusted certificate authority"),
-        (Some(&server_only), "client authentication"),
-    ] {
+    for (cert, words) in &refused {
         let err = h
-            .connect(cert, &alice.common_name, "dev")
+            .connect(cert.as_ref(), &alice.common_name, "dev")
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{words}: {err}");

@@ -17,13 +17,7 @@ async fn redshifts_connection_log_names_the_client_through_application_name() {
                 "{client_application} via redshift-iam-proxy for {identity}",
             )
         })
-        .rule(
-            Rule::new("serverless")
-                .matching("cn", "*")
-                .targets(["serverless"])
-                .users(["{cn}"])
-                .databases(["dev"]),
-        );
+        .rule(Rule::everyone_on("serverless"));
     let proxy = world.proxy(config).await;
     let alice = world.client("alice");
     let mut pg = tokio_postgres::Config::new();

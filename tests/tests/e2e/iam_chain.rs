@@ -15,6 +15,7 @@ use proxy_testkit::pg::quote_ident;
 use proxy_testkit::pki::{ClientCert, ClientCertSpec, TestPki};
 use proxy_testkit::proxy::proxy_command;
 use proxy_testkit::stack::{bi_role_arn, DATABASE};
+use proxy_testkit::standin::JDBC_DRIVER_PARAMETERS;
 use proxy_testkit::world::{current_user, sqlstate, TestProxy, World};
 use std::time::{Duration, Instant};
 
@@ -421,20 +422,7 @@ async fn redshift_driver_parameters_pass_the_proxy() {
     // what it does not forward, the stand-in accepts the rest.
     let world = World::start().await;
     let h = world.proxy(world.config()).await;
-    let outcome = raw_proxy_login(
-        &h,
-        &world.client("alice"),
-        &[
-            ("client_encoding", "UTF8"),
-            ("DateStyle", "ISO"),
-            ("TimeZone", "UTC"),
-            ("extra_float_digits", "2"),
-            ("application_name", "[main]Job"),
-            ("driver_version", "Redshift JDBC Driver 2.2.6"),
-            ("client_protocol_version", "3"),
-        ],
-    )
-    .await;
+    let outcome = raw_proxy_login(&h, &world.client("alice"), JDBC_DRIVER_PARAMETERS).await;
     assert_eq!(outcome, None);
 }
 

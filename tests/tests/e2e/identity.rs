@@ -3,7 +3,7 @@
 
 use proxy_testkit::config::Rule;
 use proxy_testkit::pki::ClientCertSpec;
-use proxy_testkit::world::{current_user, World};
+use proxy_testkit::world::{current_user, error_response, World};
 use serde_json::Value;
 
 /// The `refused` counter of `reason` on the proxy's metrics.
@@ -99,12 +99,8 @@ async fn reserved_database_users_are_never_granted() {
             ClientCertSpec::new("svc").uri(format!("spiffe://corp.example/ns/bi/sa/{name}")),
         );
         let err = proxy.connect(Some(&cert), name, "dev").await.unwrap_err();
-        let db = err.as_db_error().expect("an ErrorResponse");
-        assert_eq!(db.code().code(), "28000", "{name}");
-        assert_eq!(
-            db.message(),
-            format!("database user {name:?} is not permitted for this certificate")
-        );
+        let message = format!("database user {name:?} is not permitted for this certificate");
+        assert_eq!(error_response(&err), ("28000", message.as_str()), "{name}");
     }
     let records = proxy.audit(5).await;
     assert!(records

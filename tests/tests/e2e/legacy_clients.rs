@@ -251,13 +251,7 @@ async fn the_right_password_logs_in_as_the_granted_database_user() {
     let l = Legacy::start().await;
     let user = Legacy::iam(&l.etl);
 
-    let out = l
-        .psql(&l.etl, ETL_PASSWORD)
-        .run("select current_user")
-        .await
-        .unwrap();
-    assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), user);
+    assert_eq!(l.psql(&l.etl, ETL_PASSWORD).current_user().await, user);
 
     let client = l.connect(&l.etl, ETL_PASSWORD).await.unwrap();
     assert_eq!(current_user(&client).await, user);
@@ -564,16 +558,16 @@ async fn plaintext_password_logins_work_on_loopback_when_allowed() {
         ["SCRAM-SHA-256"]
     );
 
-    let out = Psql::new("127.0.0.1", addr.port())
-        .sslmode("prefer")
-        .user(&l.etl)
-        .password(ETL_PASSWORD)
-        .dbname("dev")
-        .run("select current_user")
-        .await
-        .unwrap();
-    assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), Legacy::iam(&l.etl));
+    assert_eq!(
+        Psql::new("127.0.0.1", addr.port())
+            .sslmode("prefer")
+            .user(&l.etl)
+            .password(ETL_PASSWORD)
+            .dbname("dev")
+            .current_user()
+            .await,
+        Legacy::iam(&l.etl)
+    );
 
     let e = tokio_postgres::Config::new()
         .host("127.0.0.1")
@@ -601,15 +595,15 @@ async fn trust_over_a_unix_socket_with_psql() {
 
     // psql "host=<dir> port=5439": libpq finds .s.PGSQL.5439 in the directory. `iam` is a
     // placeholder: the rule's default user.
-    let out = Psql::new(dir.clone(), 5439)
-        .sslmode("disable")
-        .user("iam")
-        .dbname("dev")
-        .run("select current_user")
-        .await
-        .unwrap();
-    assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), Legacy::iam(&l.reporting));
+    assert_eq!(
+        Psql::new(dir.clone(), 5439)
+            .sslmode("disable")
+            .user("iam")
+            .dbname("dev")
+            .current_user()
+            .await,
+        Legacy::iam(&l.reporting)
+    );
 
     // The startup user is still checked by the policy.
     let out = Psql::new(dir, 5439)
@@ -874,16 +868,15 @@ async fn hash_password_output_is_a_verifier_postgresql_accepts() {
         .get(0);
     assert_eq!(stored, verifier);
 
-    let ok = pg
-        .psql()
-        .user(&role)
-        .password(password)
-        .dbname("postgres")
-        .run("select current_user")
-        .await
-        .unwrap();
-    assert!(ok.success(), "{}", ok.stderr);
-    assert_eq!(ok.value(), role);
+    assert_eq!(
+        pg.psql()
+            .user(&role)
+            .password(password)
+            .dbname("postgres")
+            .current_user()
+            .await,
+        role
+    );
     let wrong = pg
         .psql()
         .user(&role)

@@ -5,6 +5,7 @@
 //! and the Redshift JDBC driver's startup parameters (that driver is not installable here,
 //! so its StartupMessage is simulated).
 
+use proxy_testkit::adversary::{request, startup_text, with_length, PROTOCOL_3_0};
 use proxy_testkit::client::client_tls;
 use proxy_testkit::observe::wait_for_query;
 use proxy_testkit::pki::ClientCert;
@@ -21,34 +22,11 @@ use tokio_rustls::client::TlsStream;
 const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
-/// `PG_PROTOCOL(3, 0)`: what PostgreSQL (and so libpq) puts in NegotiateProtocolVersion.
-const PROTOCOL_3_0: i32 = 3 << 16;
 const STEP: Duration = Duration::from_secs(10);
 
 /// A StartupMessage for protocol 3.`minor`.
 fn startup_message(minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&((3i32 << 16) | i32::from(minor)).to_be_bytes());
-    for (name, value) in params {
-        body.extend_from_slice(name.as_bytes());
-        body.push(0);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    with_length(&body)
-}
-
-fn with_length(body: &[u8]) -> Vec<u8> {
-    let mut out = (i32::try_from(body.len() + 4).unwrap())
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
-fn request(code: i32) -> Vec<u8> {
-    with_length(&code.to_be_bytes())
+    startup_text(PROTOCOL_3_0 | i32::from(minor), params)
 }
 
 fn query(sql: &str) -> Vec<u8> {

@@ -335,13 +335,7 @@ async fn a_resuming_serverless_workgroup_is_waited_for_and_a_provisioned_cluster
         .config()
         .edit_listener("main", |l| l.target("serverless"))
         .edit_target("serverless", |t| t.set("resume_wait", "20s"))
-        .rule(
-            Rule::new("serverless")
-                .matching("cn", "*")
-                .targets(["serverless"])
-                .users(["{cn}"])
-                .databases(["dev"]),
-        );
+        .rule(Rule::everyone_on("serverless"));
     let proxy = world.proxy(config).await;
     let alice = world.client("alice");
     let workgroup = world

@@ -6,7 +6,7 @@
 use proxy_testkit::config::{Listener, Rule};
 use proxy_testkit::pki::{ClientCert, ClientCertSpec};
 use proxy_testkit::stack::{ACCOUNT, DATABASE};
-use proxy_testkit::world::{current_user, TestProxy, World, WorldOptions};
+use proxy_testkit::world::{current_user, error_response, TestProxy, World, WorldOptions};
 use serde_json::Value;
 
 /// The world's configuration with `role_session_name = "{cn}"`, the `people` rule on the
@@ -143,11 +143,12 @@ async fn a_certificate_that_names_no_valid_session_is_refused_before_any_aws_cal
     )
     .await
     .unwrap_err();
-    let db = err.as_db_error().expect("an ErrorResponse");
-    assert_eq!(db.code().code(), "28000");
     assert_eq!(
-        db.message(),
-        "this certificate does not yield a valid AWS role session name"
+        error_response(&err),
+        (
+            "28000",
+            "this certificate does not yield a valid AWS role session name"
+        )
     );
     assert!(world.emulator.cloudtrail().is_empty());
     let records = proxy.audit(1).await;

@@ -6,7 +6,7 @@ use futures::{SinkExt, StreamExt};
 use proxy_testkit::config::{path, Rule};
 use proxy_testkit::emulator::Api;
 use proxy_testkit::observe::wait_for_query;
-use proxy_testkit::pki::{ClientCertSpec, TestPki};
+use proxy_testkit::pki::TestPki;
 use proxy_testkit::standin::{AuthMethod, LoginOutcome};
 use proxy_testkit::world::{current_user, sqlstate, World, WorldOptions};
 use sha2::{Digest, Sha256};
@@ -205,29 +205,11 @@ async fn tokio_postgres_cancel_token_cancels_through_the_proxy() {
 async fn bad_client_certificates_are_refused_with_28000() {
     let world = World::start().await;
     let alice = world.client("alice");
-    let expired = world.client_with(ClientCertSpec::new("expired").expired());
-    let early = world.client_with(ClientCertSpec::new("early").not_yet_valid());
-    // Revoked before the proxy loads the world's CRL.
-    let revoked = world.client_with(ClientCertSpec::new("revoked").revoked());
-    let server_only = world.client_with(ClientCertSpec::new("server").server_auth_only());
-    let other = world
-        .pki
-        .new_root_ca("Other Client CA", Default::default())
-        .unwrap()
-        .client_cert(ClientCertSpec::new(world.name("other")))
-        .unwrap();
+    let refused = world.refused_client_certs();
     let proxy = world.proxy(world.config()).await;
-    let cases = [
-        (Some(&expired), "expired"),
-        (Some(&early), "not yet valid"),
-        (Some(&revoked), "revoked"),
-        (Some(&other), "trusted"),
-        (Some(&server_only), "client authentication"),
-        (None, "certificate is required"),
-    ];
-    for (cert, words) in cases {
-        let user = cert.map_or("nobody", |c| c.common_name.as_str());
-        let err = proxy.connect(cert, user, "dev").await.unwrap_err();
+    for (cert, words) in &refused {
+        let user = cert.as_ref().map_or("nobody", |c| c.common_name.as_str());
+        let err = proxy.connect(cert.as_ref(), user, "dev").await.unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{words}: {err}");
         let text = err.as_db_error().unwrap().message().to_lowercase();
         assert!(text.contains(words), "{words}: {text}");

@@ -338,17 +338,17 @@ async fn each_server_name_gets_its_certificate_and_its_target() {
     drop((via_a, via_b));
 
     // psql (libpq sends SNI for host names) with verify-full for the old host name.
-    let out = Psql::new(NAME_B, h.addr().port())
-        .hostaddr("127.0.0.1")
-        .root_cert(s.files.ca())
-        .client(&s.alice)
-        .user("iam")
-        .dbname("dev")
-        .run("select current_user")
-        .await
-        .unwrap();
-    assert!(out.success(), "{}", out.stderr);
-    assert_eq!(out.value(), s.on_b);
+    assert_eq!(
+        Psql::new(NAME_B, h.addr().port())
+            .hostaddr("127.0.0.1")
+            .root_cert(s.files.ca())
+            .client(&s.alice)
+            .user("iam")
+            .dbname("dev")
+            .current_user()
+            .await,
+        s.on_b
+    );
 
     // Two handshakes without a login, three sessions.
     let records = h.audit(5).await;
@@ -638,28 +638,15 @@ async fn a_jdbc_url_naming_the_cluster_endpoint_reaches_its_target() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_client_certificate_is_audited_with_the_server_name() {
-    let world = World::start().await;
-    let files = SniFiles::new();
-    let alice = world.client("alice");
-    let bob = world.client("bob");
-    let expired = world.client_with(ClientCertSpec::new("expired").expired());
-    let upper_b = NAME_B.to_ascii_uppercase();
-    let h = world
-        .proxy(config(
-            &world,
-            &files,
-            &alice,
-            &bob,
-            false,
-            &[&upper_b],
-            "b",
-        ))
-        .await;
-    let err = connect(&h, NAME_A, files.ca(), &expired, false)
+    let s = start(false).await;
+    let expired = s
+        .world
+        .client_with(ClientCertSpec::new("expired").expired());
+    let err = connect(&s.h, NAME_A, s.files.ca(), &expired, false)
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
-    let records = h.audit(1).await;
+    let records = s.h.audit(1).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["refusal"]["reason"], "client_certificate");
     assert_eq!(records[0]["server_name"], NAME_A);

@@ -23,33 +23,13 @@ const PASSWORD: &str = "Upstream-Login-Pw-9c1e";
 
 fn endpoint(pg: &PgServer) -> UpstreamEndpoint {
     let target = proxy_config::TargetConfig {
-        name: "pg".into(),
-        kind: proxy_config::TargetKind::Provisioned,
-        host: HOST.into(),
         port: pg.port(),
         dial: Some(format!("127.0.0.1:{}", pg.port())),
         ca_bundle: Some(pg.ca_cert_path().to_path_buf()),
         connect_timeout: Duration::from_secs(10),
         login_timeout: Duration::from_secs(20),
-        resume_wait: None,
-        application_name: None,
-        region: None,
-        cluster_identifier: None,
-        workgroup: None,
-        custom_domain_name: None,
-        with_iam: false,
-        auto_create: false,
         credential_duration: Duration::from_secs(900),
-        aws_endpoint_url: None,
-        warm_connections: 2,
-        warm_connection_max_age: Duration::from_secs(30),
-        session_reuse: false,
-        session_reuse_idle_timeout: Duration::from_secs(60),
-        session_reuse_max_age: Duration::from_secs(1800),
-        session_reuse_max_uses: 100,
-        session_reuse_per_key: 4,
-        session_reuse_max_sessions: 64,
-        session_reset: proxy_config::default_session_reset(),
+        ..proxy_config::TargetConfig::new("pg", proxy_config::TargetKind::Provisioned, HOST)
     };
     UpstreamEndpoint::from_config(&target).unwrap()
 }

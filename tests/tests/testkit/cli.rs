@@ -64,21 +64,8 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn check_config_loads_every_file_and_summarises() {
-    let dir = tempfile::tempdir().unwrap();
-    write_pki(dir.path());
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let out = proxy()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stdout, stderr) = check_config(CONFIG);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("target prod: examplecluster"), "{stdout}");
     assert!(stdout.contains("GetClusterCredentials"), "{stdout}");
     assert!(stdout.contains("configuration OK"), "{stdout}");
@@ -86,18 +73,10 @@ fn check_config_loads_every_file_and_summarises() {
 
 #[test]
 fn check_config_names_the_missing_file() {
-    let dir = tempfile::tempdir().unwrap();
-    write_pki(dir.path());
-    std::fs::remove_file(dir.path().join("server.key")).unwrap();
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let out = proxy()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = check_config_with(CONFIG, |dir| {
+        std::fs::remove_file(dir.join("server.key")).unwrap();
+    });
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("server.key"), "{stderr}");
 }
 
@@ -183,8 +162,14 @@ fn strict_key_permissions_refuse_a_key_others_can_read() {
 
 /// Runs `check-config` on `config` (next to the PKI files): exit code, stdout, stderr.
 fn check_config(config: &str) -> (Option<i32>, String, String) {
+    check_config_with(config, |_| {})
+}
+
+/// [`check_config`], after `prepare` has changed the directory of the PKI files.
+fn check_config_with(config: &str, prepare: impl FnOnce(&Path)) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     write_pki(dir.path());
+    prepare(dir.path());
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, config).unwrap();
     let out = proxy()

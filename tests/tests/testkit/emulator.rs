@@ -6,18 +6,24 @@
 //! its unit tests) and, for interoperability, by the proxy's own signer. Redshift calls go
 //! through the real `aws-sdk-redshift` / `aws-sdk-redshiftserverless` clients.
 
+use crate::emulated::{
+    one_role_config, profile_arn, proxy_signer, trust_anchor_arn, ACCOUNT, CLUSTER, REGION,
+    WORKGROUP, WORKGROUP_ID,
+};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, RSA_PKCS1_SHA256,
 };
+use aws_sdk_redshift::config::http::HttpResponse;
 use aws_sdk_redshift::config::retry::RetryConfig;
 use aws_sdk_redshift::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_redshift::error::ProvideErrorMetadata;
+use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
 use aws_sdk_redshift::operation::RequestId as _;
+use aws_sdk_redshiftserverless::operation::get_credentials::GetCredentialsError;
 use base64::Engine as _;
 use proxy_testkit::emulator::{
     allow_all_redshift_policy, Api, AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec,
-    WorkgroupSpec,
 };
 use proxy_testkit::pg::{quote_ident, PgServer};
 use proxy_testkit::pki::{ClientCert, ClientCertSpec, KeyAlgorithm, TestPki};
@@ -27,20 +33,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const REGION: &str = "us-east-1";
-const ACCOUNT: &str = "123456789012";
-const CLUSTER: &str = "analytics";
-const WORKGROUP: &str = "adhoc-wg";
-const WORKGROUP_ID: &str = "3741886a-223d-446f-a77c-a5d0e7b5ad32";
-
-fn trust_anchor_arn() -> String {
-    format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/ta-1")
-}
-
-fn profile_arn() -> String {
-    format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:profile/p-1")
-}
 
 // ---- fixture ---------------------------------------------------------------------------------
 
@@ -72,32 +64,8 @@ impl Fixture {
             Some(pg) => PgAdmin::new(pg.socket_dir().to_string_lossy(), pg.port(), pg.superuser()),
             None => PgAdmin::new("/nonexistent", 1, "nobody"),
         };
-        let mut config = EmulatorConfig {
-            trust_anchor_arn: trust_anchor_arn(),
-            trust_anchor_ca_pem: Some(std::fs::read_to_string(pki.ca_cert_path()).unwrap()),
-            trust_anchor_ca_file: None,
-            profile_arn: profile_arn(),
-            accept_role_session_name: false,
-            role_arns: vec![role_arn.clone()],
-            max_session_duration: Duration::from_secs(3600),
-            cloudtrail_file: None,
-            clusters: vec![ClusterSpec {
-                identifier: CLUSTER.to_owned(),
-                region: REGION.to_owned(),
-                custom_domain_name: Some("warehouse.example.com".to_owned()),
-                admin: admin.clone(),
-                standin: StandInSpec::default(),
-            }],
-            workgroups: vec![WorkgroupSpec {
-                name: WORKGROUP.to_owned(),
-                id: WORKGROUP_ID.to_owned(),
-                region: REGION.to_owned(),
-                custom_domain_name: None,
-                admin,
-                standin: StandInSpec::default(),
-            }],
-            role_policies: BTreeMap::from([(role_arn.clone(), allow_all_redshift_policy())]),
-        };
+        let mut config = one_role_config(&pki, &role_arn, admin);
+        config.clusters[0].custom_domain_name = Some("warehouse.example.com".to_owned());
         adjust(&mut config);
         let emulator = AwsEmulator::start(config).await.unwrap();
         Fixture {
@@ -133,11 +101,42 @@ impl Fixture {
 
     /// A valid session for the fixture's role, signed with a certificate made from `spec`.
     async fn session_as(&self, spec: ClientCertSpec) -> SessionCredentials {
-        let identity = self.identity(spec);
-        let request = identity.sign(self, SignOptions::new(self.create_session_body()));
-        let response = send(&self.emulator, &request).await;
+        let response = self.create_session(&self.identity(spec)).await;
         assert_eq!(response.status, 201, "{}", response.text());
         SessionCredentials::from_response(&response)
+    }
+
+    /// Sends a CreateSession for the fixture's role, signed by `identity`.
+    async fn create_session(&self, identity: &TestIdentity) -> Response {
+        let request = identity.sign(self, SignOptions::new(self.create_session_body()));
+        send(&self.emulator, &request).await
+    }
+
+    /// GetClusterCredentials for `alice` on the cluster, expected to be refused.
+    async fn refused_cluster_call(
+        &self,
+        creds: &SessionCredentials,
+    ) -> SdkError<GetClusterCredentialsError, HttpResponse> {
+        self.redshift(creds)
+            .get_cluster_credentials()
+            .cluster_identifier(CLUSTER)
+            .db_user("alice")
+            .send()
+            .await
+            .unwrap_err()
+    }
+
+    /// GetCredentials on the workgroup, expected to be refused.
+    async fn refused_workgroup_call(
+        &self,
+        creds: &SessionCredentials,
+    ) -> SdkError<GetCredentialsError, HttpResponse> {
+        self.serverless(creds)
+            .get_credentials()
+            .workgroup_name(WORKGROUP)
+            .send()
+            .await
+            .unwrap_err()
     }
 
     /// The stand-in of the cluster.
@@ -459,11 +458,7 @@ async fn send(emulator: &AwsEmulator, request: &RawRequest) -> Response {
 async fn create_session_with_rsa_certificate_is_accepted() {
     let fx = Fixture::new(None).await;
     let identity = fx.identity(ClientCertSpec::new("rsa-job").key(KeyAlgorithm::Rsa2048));
-    let response = send(
-        &fx.emulator,
-        &identity.sign(&fx, SignOptions::new(fx.create_session_body())),
-    )
-    .await;
+    let response = fx.create_session(&identity).await;
 
     assert_eq!(response.status, 201, "{}", response.text());
     let json = response.json();
@@ -545,11 +540,7 @@ async fn certificate_from_an_untrusted_ca_is_rejected() {
             .client_cert(ClientCertSpec::new("stranger"))
             .unwrap(),
     );
-    let response = send(
-        &fx.emulator,
-        &identity.sign(&fx, SignOptions::new(fx.create_session_body())),
-    )
-    .await;
+    let response = fx.create_session(&identity).await;
     assert_eq!(response.status, 403);
     assert_eq!(response.error_type(), "AccessDeniedException");
     assert!(response.json()["message"]
@@ -562,11 +553,7 @@ async fn certificate_from_an_untrusted_ca_is_rejected() {
 async fn expired_certificate_is_rejected() {
     let fx = Fixture::new(None).await;
     let identity = fx.identity(ClientCertSpec::new("old").expired());
-    let response = send(
-        &fx.emulator,
-        &identity.sign(&fx, SignOptions::new(fx.create_session_body())),
-    )
-    .await;
+    let response = fx.create_session(&identity).await;
     assert_eq!(response.status, 403);
     assert_eq!(response.error_type(), "AccessDeniedException");
 }
@@ -683,9 +670,6 @@ async fn unknown_resources_and_bad_durations_are_refused() {
 
 #[tokio::test]
 async fn proxy_signer_interoperates_with_the_emulator() {
-    use proxy_auth::aws::roles_anywhere::signer::SignerPem;
-    use proxy_auth::aws::roles_anywhere::X509Signer;
-
     let fx = Fixture::new(None).await;
     for key in [
         KeyAlgorithm::Rsa2048,
@@ -696,14 +680,7 @@ async fn proxy_signer_interoperates_with_the_emulator() {
             .pki
             .client_cert(ClientCertSpec::new("proxy").key(key))
             .unwrap();
-        let certificate = std::fs::read(&cert.cert_pem).unwrap();
-        let private_key = std::fs::read(&cert.key_pem).unwrap();
-        let signer = X509Signer::from_pem(SignerPem {
-            certificate: &certificate,
-            private_key: &private_key,
-            ..SignerPem::default()
-        })
-        .unwrap();
+        let signer = proxy_signer(&cert);
         let mut request = axum::http::Request::builder()
             .method("POST")
             .uri(format!("{}/sessions", fx.emulator.url()))
@@ -744,14 +721,7 @@ async fn redshift_call_with_unknown_access_key_is_rejected() {
         assumed_role_arn: String::new(),
         assumed_role_id: String::new(),
     };
-    let err = fx
-        .redshift(&creds)
-        .get_cluster_credentials()
-        .cluster_identifier(CLUSTER)
-        .db_user("alice")
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_cluster_call(&creds).await;
     assert_eq!(err.code(), Some("InvalidClientTokenId"), "{err:?}");
 }
 
@@ -762,26 +732,12 @@ async fn redshift_call_with_wrong_secret_or_token_is_rejected() {
 
     let mut wrong_secret = good.clone();
     wrong_secret.secret_access_key = "y".repeat(40);
-    let err = fx
-        .redshift(&wrong_secret)
-        .get_cluster_credentials()
-        .cluster_identifier(CLUSTER)
-        .db_user("alice")
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_cluster_call(&wrong_secret).await;
     assert_eq!(err.code(), Some("SignatureDoesNotMatch"), "{err:?}");
 
     let mut wrong_token = good;
     wrong_token.session_token.push('x');
-    let err = fx
-        .redshift(&wrong_token)
-        .get_cluster_credentials()
-        .cluster_identifier(CLUSTER)
-        .db_user("alice")
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_cluster_call(&wrong_token).await;
     assert_eq!(err.code(), Some("InvalidClientTokenId"), "{err:?}");
 }
 
@@ -790,14 +746,7 @@ async fn redshift_call_with_expired_session_is_rejected() {
     let fx = Fixture::new(None).await;
     let creds = fx.session().await;
     fx.emulator.expire_sessions();
-    let err = fx
-        .redshift(&creds)
-        .get_cluster_credentials()
-        .cluster_identifier(CLUSTER)
-        .db_user("alice")
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_cluster_call(&creds).await;
     assert_eq!(err.code(), Some("ExpiredToken"), "{err:?}");
 }
 
@@ -969,10 +918,7 @@ async fn injected_faults_hit_the_next_calls_then_clear() {
         .faults()
         .drop_next(Some(Api::GetClusterCredentials), 1);
     let err = call().await.unwrap_err();
-    assert!(
-        matches!(err, aws_sdk_redshift::error::SdkError::DispatchFailure(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
     // Back to normal: the call is processed (and fails on the unknown cluster).
     assert_eq!(call().await.unwrap_err().code(), Some("ClusterNotFound"));
     assert_eq!(fx.emulator.calls(Api::GetClusterCredentials), 4);
@@ -1003,11 +949,7 @@ async fn control_endpoint_reports_calls_and_sets_faults() {
     assert_eq!(response.status, 204, "{}", response.text());
 
     let identity = fx.identity(ClientCertSpec::new("job"));
-    let response = send(
-        &fx.emulator,
-        &identity.sign(&fx, SignOptions::new(fx.create_session_body())),
-    )
-    .await;
+    let response = fx.create_session(&identity).await;
     assert_eq!(
         (response.status, response.error_type().as_str()),
         (429, "ThrottlingException")
@@ -1462,7 +1404,7 @@ fn cluster_arn(kind: &str, name: &str) -> String {
 }
 
 /// Code, HTTP status and message of a failed SDK call.
-fn denial<E, R>(err: &aws_sdk_redshift::error::SdkError<E, R>) -> (String, u16, String)
+fn denial<E, R>(err: &SdkError<E, R>) -> (String, u16, String)
 where
     E: ProvideErrorMetadata + std::fmt::Debug,
     R: HasStatus + std::fmt::Debug,
@@ -1595,13 +1537,7 @@ async fn policies_decide_which_users_databases_groups_and_actions_a_role_may_use
             cluster_arn("dbname", "postgres")
         )
     );
-    let err = fx
-        .serverless(&creds)
-        .get_credentials()
-        .workgroup_name(WORKGROUP)
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_workgroup_call(&creds).await;
     assert_eq!(err.code(), Some("AccessDeniedException"));
     assert_eq!(err.raw_response().unwrap().status().as_u16(), 403);
     assert!(
@@ -1616,22 +1552,9 @@ async fn policies_decide_which_users_databases_groups_and_actions_a_role_may_use
 async fn a_role_without_a_policy_may_do_nothing() {
     let fx = Fixture::with(None, |c| c.role_policies.clear()).await;
     let creds = fx.session().await;
-    let err = fx
-        .redshift(&creds)
-        .get_cluster_credentials()
-        .cluster_identifier(CLUSTER)
-        .db_user("alice")
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_cluster_call(&creds).await;
     assert_eq!(err.code(), Some("AccessDenied"));
-    let err = fx
-        .serverless(&creds)
-        .get_credentials()
-        .workgroup_name(WORKGROUP)
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_workgroup_call(&creds).await;
     assert_eq!(err.code(), Some("AccessDeniedException"));
 }
 
@@ -1877,11 +1800,7 @@ async fn role_session_names_need_a_profile_that_accepts_them() {
         .client_cert(ClientCertSpec::new("serial-job"))
         .unwrap();
     let identity = TestIdentity::load(&cert);
-    let response = send(
-        &fx.emulator,
-        &identity.sign(&fx, SignOptions::new(fx.create_session_body())),
-    )
-    .await;
+    let response = fx.create_session(&identity).await;
     let creds = SessionCredentials::from_response(&response);
     let serial = cert.serial.to_hex();
     assert_eq!(
@@ -1919,14 +1838,7 @@ async fn throttling_answers_with_each_protocols_status() {
     fx.emulator
         .faults()
         .throttle_next(Some(Api::GetClusterCredentials), 1);
-    let err = fx
-        .redshift(&creds)
-        .get_cluster_credentials()
-        .cluster_identifier(CLUSTER)
-        .db_user("alice")
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_cluster_call(&creds).await;
     assert_eq!(
         (err.code(), err.raw_response().unwrap().status().as_u16()),
         (Some("Throttling"), 400)
@@ -1934,13 +1846,7 @@ async fn throttling_answers_with_each_protocols_status() {
     fx.emulator
         .faults()
         .throttle_next(Some(Api::GetCredentials), 1);
-    let err = fx
-        .serverless(&creds)
-        .get_credentials()
-        .workgroup_name(WORKGROUP)
-        .send()
-        .await
-        .unwrap_err();
+    let err = fx.refused_workgroup_call(&creds).await;
     assert_eq!(
         (err.code(), err.raw_response().unwrap().status().as_u16()),
         (Some("ThrottlingException"), 429)
@@ -1949,11 +1855,7 @@ async fn throttling_answers_with_each_protocols_status() {
         .faults()
         .throttle_next(Some(Api::CreateSession), 1);
     let identity = fx.identity(ClientCertSpec::new("job"));
-    let response = send(
-        &fx.emulator,
-        &identity.sign(&fx, SignOptions::new(fx.create_session_body())),
-    )
-    .await;
+    let response = fx.create_session(&identity).await;
     assert_eq!(
         (response.status, response.error_type().as_str()),
         (429, "ThrottlingException")

@@ -4,6 +4,7 @@
 //! README (`readme`), the sandbox (`sandbox`) and the binary's command line (`cli`).
 
 mod cli;
+mod emulated;
 mod emulator;
 mod readme;
 mod redshift_credentials;

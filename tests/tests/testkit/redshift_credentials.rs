@@ -5,30 +5,25 @@
 //! The proxy's AWS credentials come from a real Roles Anywhere `CreateSession` (the
 //! project's signer and session client) against the emulator, which verifies SigV4 with them.
 
+use crate::emulated::{
+    one_role_config, profile_arn, proxy_signer, trust_anchor_arn, ACCOUNT, CLUSTER, REGION,
+    WORKGROUP,
+};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use proxy_auth::aws::roles_anywhere::signer::SignerPem;
-use proxy_auth::aws::roles_anywhere::{SessionClient, SessionRequest, X509Signer};
+use proxy_auth::aws::roles_anywhere::{SessionClient, SessionRequest};
 use proxy_auth::aws::{AwsCredentialsForRole, SystemClock};
 use proxy_auth::db_credentials::{CredentialError, DbCredentialRequest, DbCredentialSource};
 use proxy_auth::redshift::{
     AwsCredentialFetcher, RedshiftCredentials, ResolvedTarget, ResourceName, TargetApi,
 };
-use proxy_testkit::emulator::{
-    allow_all_redshift_policy, Api, AwsEmulator, ClusterSpec, EmulatorConfig, PgAdmin, StandInSpec,
-    WorkgroupSpec,
-};
+use proxy_testkit::emulator::{Api, AwsEmulator, PgAdmin};
 use proxy_testkit::pg::{quote_ident, PgServer};
 use proxy_testkit::pki::{ClientCertSpec, TestPki};
 use proxy_testkit::standin;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-const REGION: &str = "us-east-1";
-const ACCOUNT: &str = "123456789012";
-const CLUSTER: &str = "analytics";
-const WORKGROUP: &str = "adhoc-wg";
 
 fn pg() -> Option<&'static PgServer> {
     // A missing PostgreSQL fails loudly (CI installs it); it never skips.
@@ -61,56 +56,21 @@ impl Fixture {
         let pki = TestPki::new(dir.path()).unwrap();
         let role_name = PgServer::unique_name("Analyst");
         let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{role_name}");
-        let trust_anchor_arn =
-            format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:trust-anchor/ta-1");
-        let profile_arn = format!("arn:aws:rolesanywhere:{REGION}:{ACCOUNT}:profile/p-1");
         let admin = PgAdmin::new(pg.socket_dir().to_string_lossy(), pg.port(), pg.superuser());
-        let emulator = AwsEmulator::start(EmulatorConfig {
-            trust_anchor_arn: trust_anchor_arn.clone(),
-            trust_anchor_ca_pem: Some(std::fs::read_to_string(pki.ca_cert_path()).unwrap()),
-            trust_anchor_ca_file: None,
-            profile_arn: profile_arn.clone(),
-            accept_role_session_name: false,
-            role_arns: vec![role_arn.clone()],
-            max_session_duration: Duration::from_secs(3600),
-            cloudtrail_file: None,
-            clusters: vec![ClusterSpec {
-                identifier: CLUSTER.to_owned(),
-                region: REGION.to_owned(),
-                custom_domain_name: None,
-                admin: admin.clone(),
-                standin: StandInSpec::default(),
-            }],
-            workgroups: vec![WorkgroupSpec {
-                name: WORKGROUP.to_owned(),
-                id: "d2b1c0a9-8f7e-4d6c-9b5a-3e2f1d0c9b8a".to_owned(),
-                region: REGION.to_owned(),
-                custom_domain_name: None,
-                admin,
-                standin: StandInSpec::default(),
-            }],
-            role_policies: [(role_arn.clone(), allow_all_redshift_policy())].into(),
-        })
-        .await
-        .unwrap();
+        let emulator = AwsEmulator::start(one_role_config(&pki, &role_arn, admin))
+            .await
+            .unwrap();
 
         let cert = pki.client_cert(ClientCertSpec::new("proxy")).unwrap();
-        let certificate = std::fs::read(&cert.cert_pem).unwrap();
-        let private_key = std::fs::read(&cert.key_pem).unwrap();
-        let signer = X509Signer::from_pem(SignerPem {
-            certificate: &certificate,
-            private_key: &private_key,
-            ..SignerPem::default()
-        })
-        .unwrap();
+        let signer = proxy_signer(&cert);
         let session = SessionClient::new(REGION, Some(&emulator.url()), Duration::from_secs(10))
             .unwrap()
             .create_session(
                 &signer,
                 &SessionRequest {
-                    profile_arn,
+                    profile_arn: profile_arn(),
                     role_arn,
-                    trust_anchor_arn,
+                    trust_anchor_arn: trust_anchor_arn(),
                     duration: Duration::from_secs(900),
                     role_session_name: None,
                 },

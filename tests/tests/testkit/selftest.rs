@@ -21,6 +21,20 @@ async fn scram_user(pg: &PgServer) -> String {
     user
 }
 
+/// What PostgreSQL stores as `user`'s password (its verifier or md5 hash).
+async fn stored_password(pg: &PgServer, user: &str) -> String {
+    pg.admin()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn scram_user_logs_in_over_tls() {
     let pg = PgServer::shared();
@@ -37,17 +51,7 @@ async fn scram_user_logs_in_over_tls() {
     assert_eq!(row.get::<_, String>(0), user);
     assert!(row.get::<_, bool>(1), "session is not encrypted");
 
-    let stored: String = pg
-        .admin()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = stored_password(pg, &user).await;
     assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
 }
 
@@ -65,17 +69,7 @@ async fn md5_user_logs_in_over_tls_with_md5_auth() {
         .get(0);
     assert_eq!(who, user);
 
-    let stored: String = pg
-        .admin()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = stored_password(pg, &user).await;
     assert!(stored.starts_with("md5"), "{stored}");
 
     let wrong = pg.connect_tls(&user, "wrong password", "postgres").await;
@@ -375,6 +369,7 @@ async fn proxy_launcher_reports_a_proxy_that_exits_during_startup() {
 
 mod standin {
     use super::PASSWORD;
+    use proxy_testkit::adversary::{message, startup_text, PROTOCOL_3_0};
     use proxy_testkit::emulator::PgAdmin;
     use proxy_testkit::pg::{quote_ident, PgServer};
     use proxy_testkit::pki::TestPki;
@@ -491,6 +486,18 @@ mod standin {
                 .unwrap()
         }
 
+        /// tokio-postgres logged in as the md5 user to `postgres`.
+        async fn connect_md5(&self) -> tokio_postgres::Client {
+            proxy_testkit::standin::connect(
+                self.standin.endpoint(),
+                &self.md5_user,
+                PASSWORD,
+                "postgres",
+            )
+            .await
+            .unwrap()
+        }
+
         async fn login(&self, user: &str, password: &str, params: &[(&str, &str)]) -> Login {
             let mut stream = self.tls().await;
             let mut all = vec![("user", user), ("database", "postgres")];
@@ -502,24 +509,7 @@ mod standin {
     const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
     fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = 196_608u32.to_be_bytes().to_vec();
-        for (name, value) in params {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(value.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        out.extend(body);
-        out
-    }
-
-    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        out.extend_from_slice(body);
-        out
+        startup_text(PROTOCOL_3_0, params)
     }
 
     async fn read_message<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
@@ -666,14 +656,7 @@ mod standin {
     #[tokio::test]
     async fn static_md5_user_logs_in_with_tokio_postgres_and_a_wrong_password_is_28000() {
         let fx = Fixture::start().await;
-        let client = proxy_testkit::standin::connect(
-            fx.standin.endpoint(),
-            &fx.md5_user,
-            PASSWORD,
-            "postgres",
-        )
-        .await
-        .unwrap();
+        let client = fx.connect_md5().await;
         let who: String = client
             .query_one("select current_user::text", &[])
             .await
@@ -930,14 +913,7 @@ mod standin {
     async fn cancel_requests_reach_postgres_inside_tls_and_in_plaintext() {
         let fx = Fixture::start().await;
         // Inside TLS (SSLRequest first), as tokio-postgres and libpq 17 send it.
-        let client = proxy_testkit::standin::connect(
-            fx.standin.endpoint(),
-            &fx.md5_user,
-            PASSWORD,
-            "postgres",
-        )
-        .await
-        .unwrap();
+        let client = fx.connect_md5().await;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
             proxy_testkit::pg::tls_client_config(fx.standin.ca_cert_path()).unwrap(),
         );

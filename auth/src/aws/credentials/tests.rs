@@ -179,19 +179,14 @@ async fn profile_and_default_sources_refuse_explicit_roles() {
     }
 }
 
+/// The credentials of profile `proxy`, read from an AWS config file with `config` only.
 // `ProfileFiles` is a deprecated alias of an `aws-runtime` type, which is not a dependency.
 #[allow(deprecated)]
-#[tokio::test]
-async fn profile_with_credential_process_is_checked_without_secrets() {
+fn proxy_profile(config: &str) -> (tempfile::TempDir, AwsCredentials) {
     use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
     let dir = tempfile::tempdir().unwrap();
-    let output = r#"{"Version":1,"AccessKeyId":"ASIAPROCESS","SecretAccessKey":"procsecret","SessionToken":"proctoken","Expiration":"2099-01-01T00:00:00Z"}"#;
     let config_file = dir.path().join("config");
-    std::fs::write(
-        &config_file,
-        format!("[profile proxy]\ncredential_process = echo '{output}'\n"),
-    )
-    .unwrap();
+    std::fs::write(&config_file, config).unwrap();
     let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
         .profile_files(
             ProfileFiles::builder()
@@ -204,6 +199,15 @@ async fn profile_with_credential_process_is_checked_without_secrets() {
         AwsCredentialSource::Profile,
         SharedCredentialsProvider::new(provider),
     );
+    (dir, credentials)
+}
+
+#[tokio::test]
+async fn profile_with_credential_process_is_checked_without_secrets() {
+    let output = r#"{"Version":1,"AccessKeyId":"ASIAPROCESS","SecretAccessKey":"procsecret","SessionToken":"proctoken","Expiration":"2099-01-01T00:00:00Z"}"#;
+    let (_dir, credentials) = proxy_profile(&format!(
+        "[profile proxy]\ncredential_process = echo '{output}'\n"
+    ));
     let summary = credentials.check(None).await.unwrap();
     assert_eq!(summary.source, AwsCredentialSource::Profile);
     assert_eq!(
@@ -217,25 +221,9 @@ async fn profile_with_credential_process_is_checked_without_secrets() {
     );
 }
 
-#[allow(deprecated)]
 #[tokio::test]
 async fn a_missing_profile_is_an_invalid_configuration() {
-    use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
-    let dir = tempfile::tempdir().unwrap();
-    let config_file = dir.path().join("config");
-    std::fs::write(&config_file, "[profile other]\nregion = eu-west-1\n").unwrap();
-    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
-        .profile_files(
-            ProfileFiles::builder()
-                .with_file(ProfileFileKind::Config, &config_file)
-                .build(),
-        )
-        .profile_name("proxy")
-        .build();
-    let credentials = AwsCredentials::from_provider(
-        AwsCredentialSource::Profile,
-        SharedCredentialsProvider::new(provider),
-    );
+    let (_dir, credentials) = proxy_profile("[profile other]\nregion = eu-west-1\n");
     let err = credentials.check(None).await.unwrap_err();
     assert!(matches!(err, CredentialError::Invalid(_)), "{err}");
 }

@@ -125,6 +125,19 @@ impl RedshiftCredentials {
     }
 }
 
+/// A cache on a fake clock whose fetcher issues credentials valid for an hour.
+fn hour_cache() -> (Arc<ManualClock>, Arc<FakeFetcher>, RedshiftCredentials) {
+    let clock = clock();
+    let fetcher = FakeFetcher::new(&clock, HOUR);
+    let source = cache(&fetcher, &clock);
+    (clock, fetcher, source)
+}
+
+/// Alice's credential, as a session asks for it.
+async fn alice(source: &RedshiftCredentials) -> FetchResult {
+    source.credential(&request("alice"), ALICE_CERT).await
+}
+
 async fn password(source: &RedshiftCredentials, user: &str) -> String {
     let credential = source
         .credential(&request(user), ALICE_CERT)
@@ -171,13 +184,8 @@ fn deadlines_of_an_already_expired_credential_are_past() {
 
 #[tokio::test]
 async fn second_request_is_served_from_cache() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
-    let first = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .expect("credential");
+    let (clock, fetcher, source) = hour_cache();
+    let first = alice(&source).await.expect("credential");
     assert_eq!(first.user, "IAM:alice");
     assert_eq!(first.aws_request_ids, vec!["req-1".to_owned()]);
     clock.advance(Duration::from_secs(60));
@@ -190,9 +198,7 @@ async fn second_request_is_served_from_cache() {
 
 #[tokio::test]
 async fn different_keys_are_cached_separately() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     assert_eq!(password(&source, "alice").await, "pw-1");
     assert_eq!(password(&source, "bob").await, "pw-2");
     let mut other_db = request("alice");
@@ -208,9 +214,7 @@ async fn different_keys_are_cached_separately() {
 
 #[tokio::test]
 async fn group_order_and_duplicates_do_not_split_the_cache() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     let mut a = request("alice");
     a.db_groups = vec!["b".into(), "a".into(), "b".into()];
     let mut b = request("alice");
@@ -222,9 +226,7 @@ async fn group_order_and_duplicates_do_not_split_the_cache() {
 
 #[tokio::test]
 async fn soft_window_serves_current_and_refreshes_in_background() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, fetcher, source) = hour_cache();
     assert_eq!(password(&source, "alice").await, "pw-1");
 
     fetcher.hold("alice");
@@ -249,9 +251,7 @@ async fn soft_window_serves_current_and_refreshes_in_background() {
 
 #[tokio::test]
 async fn before_the_soft_window_nothing_is_refreshed() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, fetcher, source) = hour_cache();
     password(&source, "alice").await;
     clock.advance(Duration::from_secs(2999));
     assert_eq!(password(&source, "alice").await, "pw-1");
@@ -262,9 +262,7 @@ async fn before_the_soft_window_nothing_is_refreshed() {
 
 #[tokio::test]
 async fn credential_past_the_hard_deadline_is_never_served() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, fetcher, source) = hour_cache();
     password(&source, "alice").await;
     clock.advance(Duration::from_secs(3300)); // expiration - refresh_before
     fetcher.hold("alice");
@@ -298,9 +296,7 @@ async fn short_lived_credentials_are_replaced_at_half_life() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_hundred_concurrent_misses_make_one_fetch() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     fetcher.hold("alice");
     let callers: Vec<_> = (0..100)
         .map(|_| {
@@ -319,9 +315,7 @@ async fn one_hundred_concurrent_misses_make_one_fetch() {
 
 #[tokio::test]
 async fn a_slow_key_does_not_block_other_keys() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     fetcher.hold("slow");
     let slow = {
         let source = source.clone();
@@ -338,15 +332,10 @@ async fn a_slow_key_does_not_block_other_keys() {
 
 #[tokio::test]
 async fn invalidate_forces_a_fresh_credential() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     assert_eq!(password(&source, "alice").await, "pw-1");
     assert_eq!(password(&source, "bob").await, "pw-2");
-    let refused = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .unwrap();
+    let refused = alice(&source).await.unwrap();
     source.invalidate(&request("alice"), &refused);
     assert_eq!(password(&source, "alice").await, "pw-3");
     // Other keys are untouched.
@@ -356,13 +345,8 @@ async fn invalidate_forces_a_fresh_credential() {
 
 #[tokio::test]
 async fn sessions_refused_with_one_credential_share_one_fetch() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
-    let refused = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .unwrap();
+    let (_, fetcher, source) = hour_cache();
+    let refused = alice(&source).await.unwrap();
     // Ten sessions got pw-1 and are refused together; each reports it, then retries.
     let retries: Vec<_> = (0..10)
         .map(|_| {
@@ -385,13 +369,8 @@ async fn sessions_refused_with_one_credential_share_one_fetch() {
 
 #[tokio::test]
 async fn a_refresh_started_before_a_refusal_is_not_cached() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
-    let refused = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .unwrap();
+    let (clock, fetcher, source) = hour_cache();
+    let refused = alice(&source).await.unwrap();
     // Past the soft deadline: this use starts a background refresh, held at AWS.
     clock.advance(HOUR - 2 * FIVE_MIN + Duration::from_secs(1));
     fetcher.hold("alice");
@@ -410,35 +389,21 @@ async fn a_refresh_started_before_a_refusal_is_not_cached() {
 
 #[tokio::test]
 async fn a_failure_stands_in_for_new_calls_until_the_backoff_passes() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, fetcher, source) = hour_cache();
     fetcher.fail_next(CredentialError::Denied("not allowed".into()));
     fetcher.fail_next(CredentialError::Denied("still not allowed".into()));
-    let err = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .expect_err("denied");
+    let err = alice(&source).await.expect_err("denied");
     assert!(matches!(err, CredentialError::Denied(_)));
     // Within the backoff: the same failure, and AWS is not asked again.
-    let again = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .expect_err("backed off");
+    let again = alice(&source).await.expect_err("backed off");
     assert_eq!(again.to_string(), err.to_string());
     assert_eq!(fetcher.calls(), 1);
     assert_eq!(source.stats().backed_off, 1);
     // After it, one new call; a second failure doubles the wait.
     clock.advance(INITIAL_BACKOFF);
-    source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .expect_err("denied again");
+    alice(&source).await.expect_err("denied again");
     clock.advance(INITIAL_BACKOFF);
-    source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .expect_err("still backing off");
+    alice(&source).await.expect_err("still backing off");
     assert_eq!(fetcher.calls(), 2);
     clock.advance(INITIAL_BACKOFF);
     assert_eq!(password(&source, "alice").await, "pw-3");
@@ -448,9 +413,7 @@ async fn a_failure_stands_in_for_new_calls_until_the_backoff_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_waiters_share_one_failure() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     fetcher.hold("alice");
     fetcher.fail_next(CredentialError::Unavailable("throttled".into()));
     let callers: Vec<_> = (0..10)
@@ -473,9 +436,7 @@ async fn concurrent_waiters_share_one_failure() {
 
 #[tokio::test]
 async fn failed_background_refresh_keeps_serving_and_backs_off() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, fetcher, source) = hour_cache();
     password(&source, "alice").await;
 
     clock.advance(Duration::from_secs(3000));
@@ -498,9 +459,7 @@ async fn failed_background_refresh_keeps_serving_and_backs_off() {
 
 #[tokio::test]
 async fn clock_jumping_forward_past_expiry_fetches_again() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, _, source) = hour_cache();
     password(&source, "alice").await;
     clock.advance(2 * HOUR);
     assert_eq!(password(&source, "alice").await, "pw-2");
@@ -509,9 +468,7 @@ async fn clock_jumping_forward_past_expiry_fetches_again() {
 
 #[tokio::test]
 async fn clock_jumping_backward_keeps_serving_the_cached_credential() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, fetcher, source) = hour_cache();
     password(&source, "alice").await;
     clock.set(clock.now() - 2 * HOUR);
     assert_eq!(password(&source, "alice").await, "pw-1");
@@ -521,9 +478,7 @@ async fn clock_jumping_backward_keeps_serving_the_cached_credential() {
 
 #[tokio::test]
 async fn a_fetch_completes_for_the_cache_even_if_its_caller_gives_up() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     fetcher.hold("alice");
     let gave_up = tokio::time::timeout(Duration::from_millis(20), password(&source, "alice")).await;
     assert!(gave_up.is_err());
@@ -545,14 +500,9 @@ async fn a_credential_issued_already_expired_goes_to_its_waiters_only() {
 
 #[tokio::test]
 async fn stats_report_the_earliest_expiry() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (clock, _, source) = hour_cache();
     assert_eq!(source.stats().earliest_expiry, None);
-    let first = source
-        .credential(&request("alice"), ALICE_CERT)
-        .await
-        .expect("credential");
+    let first = alice(&source).await.expect("credential");
     clock.advance(Duration::from_secs(60));
     password(&source, "bob").await;
     assert_eq!(source.stats().earliest_expiry, Some(first.expiration));
@@ -636,9 +586,7 @@ async fn an_identity_holds_a_bounded_number_of_cached_credentials() {
 
 #[tokio::test]
 async fn a_fresh_credential_the_upstream_refuses_backs_off_further_calls() {
-    let clock = clock();
-    let fetcher = FakeFetcher::new(&clock, HOUR);
-    let source = cache(&fetcher, &clock);
+    let (_, fetcher, source) = hour_cache();
     let cached = source
         .credential(&request("ghost"), ALICE_CERT)
         .await

@@ -152,9 +152,9 @@ async fn background_refresh_runs_ahead_of_expiry() {
     assert_eq!(server.calls(), 2);
 }
 
-#[tokio::test]
-async fn throttling_is_retried_with_backoff_then_succeeds() {
-    let server = FakeRolesAnywhere::start(|n| match n {
+/// Throttles the first call, answers the second with a 503, then issues hourly sessions.
+async fn throttled_then_busy_then_hourly() -> FakeRolesAnywhere {
+    FakeRolesAnywhere::start(|n| match n {
         0 => Reply::Error {
             status: 429,
             code: "ThrottlingException",
@@ -167,7 +167,12 @@ async fn throttling_is_retried_with_backoff_then_succeeds() {
         },
         _ => hourly(0),
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_then_succeeds() {
+    let server = throttled_then_busy_then_hourly().await;
     let clock = ManualClock::new(t0());
     let provider = roles_anywhere(&server, &clock).provider(ROLE);
     let started = std::time::Instant::now();
@@ -339,20 +344,7 @@ fn denied() -> Reply {
 
 #[tokio::test]
 async fn every_attempt_is_reported_to_the_observer_with_its_outcome() {
-    let server = FakeRolesAnywhere::start(|n| match n {
-        0 => Reply::Error {
-            status: 429,
-            code: "ThrottlingException",
-            message: "Rate exceeded",
-        },
-        1 => Reply::Error {
-            status: 503,
-            code: "ServiceUnavailable",
-            message: "busy",
-        },
-        _ => hourly(0),
-    })
-    .await;
+    let server = throttled_then_busy_then_hourly().await;
     let clock = ManualClock::new(t0());
     let seen = Arc::new(Seen::default());
     let ra = Arc::new(unshared(&server, &clock).with_observer(seen.clone()));

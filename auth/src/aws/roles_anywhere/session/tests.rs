@@ -31,6 +31,15 @@ fn client(server: &FakeRolesAnywhere) -> SessionClient {
     SessionClient::new("eu-west-1", Some(&server.endpoint), Duration::from_secs(5)).unwrap()
 }
 
+/// A CreateSession signed by a fresh self-signed identity, which must fail.
+async fn failed_session(client: &SessionClient) -> SessionError {
+    let identity = TestIdentity::self_signed(&PKCS_ECDSA_P256_SHA256, None);
+    client
+        .create_session(&signer(&identity), &request(), SystemTime::now())
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn create_session_is_verified_by_the_server_and_returns_credentials() {
     let expiration = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
@@ -116,11 +125,7 @@ async fn access_denied_maps_to_denied_with_request_id() {
         message: "Untrusted certificate. Insufficient certificate",
     })
     .await;
-    let identity = TestIdentity::self_signed(&PKCS_ECDSA_P256_SHA256, None);
-    let err = client(&server)
-        .create_session(&signer(&identity), &request(), SystemTime::now())
-        .await
-        .unwrap_err();
+    let err = failed_session(&client(&server)).await;
     assert!(!err.is_retryable());
     assert_eq!(err.request_id(), Some("req-0"));
     match err.to_credential_error(ROLE) {
@@ -170,11 +175,7 @@ async fn throttling_server_errors_and_validation_are_classified() {
             message: "m",
         })
         .await;
-        let identity = TestIdentity::self_signed(&PKCS_ECDSA_P256_SHA256, None);
-        let err = client(&server)
-            .create_session(&signer(&identity), &request(), SystemTime::now())
-            .await
-            .unwrap_err();
+        let err = failed_session(&client(&server)).await;
         assert_eq!(err.is_retryable(), retryable, "{status} {code}");
         let mapped = match err.to_credential_error("role") {
             CredentialError::Denied(_) => "Denied",
@@ -199,11 +200,7 @@ async fn unreachable_endpoint_is_a_retryable_transport_error() {
         Duration::from_secs(5),
     )
     .unwrap();
-    let identity = TestIdentity::self_signed(&PKCS_ECDSA_P256_SHA256, None);
-    let err = client
-        .create_session(&signer(&identity), &request(), SystemTime::now())
-        .await
-        .unwrap_err();
+    let err = failed_session(&client).await;
     assert!(matches!(err, SessionError::Transport { .. }), "{err}");
     assert!(err.is_retryable());
     assert!(matches!(
@@ -221,11 +218,7 @@ async fn a_silent_server_times_out() {
         Duration::from_millis(300),
     )
     .unwrap();
-    let identity = TestIdentity::self_signed(&PKCS_ECDSA_P256_SHA256, None);
-    let err = client
-        .create_session(&signer(&identity), &request(), SystemTime::now())
-        .await
-        .unwrap_err();
+    let err = failed_session(&client).await;
     assert!(matches!(err, SessionError::Timeout { .. }), "{err}");
     assert!(err.is_retryable());
 }
