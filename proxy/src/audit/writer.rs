@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::AuditRecord;
@@ -397,49 +398,70 @@ impl AuditLog {
     }
 }
 
+/// How long the writer lets records gather once they start coming. A writer that waits in
+/// `recv` is woken by every record (a futex wake and a context switch each, which cost as
+/// much as relaying a small query); one that sleeps this long between drains while records
+/// keep coming is never woken by a sender, and writes each batch with one flush.
+const LINGER: Duration = Duration::from_millis(10);
+
 fn write_loop(rx: Receiver<Message>, mut sink: Sink, counts: &WriterCounts) {
-    let (written, failed) = (&counts.written, &counts.failed);
+    // Idle: wait for the first record. Busy: drain every LINGER until a drain finds nothing.
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        // Drain what is queued, then flush once: one syscall per burst, not per record.
-        while let Some(message) = next {
-            match message {
-                Message::Close => {
-                    let _ = sink.out.flush();
+        loop {
+            let mut drained = 0;
+            while let Some(message) = next {
+                if !write_message(message, &mut sink, counts) {
                     return;
                 }
-                Message::Statement(line) => {
-                    counts.statements_queued.fetch_sub(1, Ordering::Relaxed);
-                    match sink.write_line(&line) {
-                        Ok(()) => counts.statements_written.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-                Message::Line(line) => match sink.write_line(&line) {
-                    Ok(()) => {
-                        written.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                Message::Reopen(target) => {
-                    let _ = sink.out.flush();
-                    match Sink::open(target) {
-                        Ok(new) => sink = new,
-                        Err(e) => {
-                            error!(error = %e, "cannot reopen the audit file; keeping the old one")
-                        }
-                    }
-                }
+                drained += 1;
+                next = rx.try_recv().ok();
             }
+            if sink.out.flush().is_err() {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if drained == 0 {
+                break;
+            }
+            std::thread::sleep(LINGER);
             next = rx.try_recv().ok();
-        }
-        if sink.out.flush().is_err() {
-            failed.fetch_add(1, Ordering::Relaxed);
         }
     }
     let _ = sink.out.flush();
+}
+
+/// Handles one queued message; `false` once the log is closed.
+fn write_message(message: Message, sink: &mut Sink, counts: &WriterCounts) -> bool {
+    let (written, failed) = (&counts.written, &counts.failed);
+    match message {
+        Message::Close => {
+            let _ = sink.out.flush();
+            return false;
+        }
+        Message::Statement(line) => {
+            counts.statements_queued.fetch_sub(1, Ordering::Relaxed);
+            match sink.write_line(&line) {
+                Ok(()) => counts.statements_written.fetch_add(1, Ordering::Relaxed),
+                Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        Message::Line(line) => match sink.write_line(&line) {
+            Ok(()) => {
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        Message::Reopen(target) => {
+            let _ = sink.out.flush();
+            match Sink::open(target) {
+                Ok(new) => *sink = new,
+                Err(e) => error!(error = %e, "cannot reopen the audit file; keeping the old one"),
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
