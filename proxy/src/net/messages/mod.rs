@@ -37,6 +37,7 @@ pub mod password_response;
 pub mod query;
 pub mod ready_for_query;
 pub mod startup;
+mod startup_error;
 pub mod startup_message;
 
 pub use authentication_request::AuthenticationRequest;

@@ -16,10 +16,9 @@ use crate::net::framing::{put_packet, Fields};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Longest startup packet accepted, as in PostgreSQL (`MAX_STARTUP_PACKET_LENGTH`).
-pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;
-/// Shortest startup packet: the length word and the code.
-pub const MIN_STARTUP_PACKET_LENGTH: usize = 8;
+pub use super::startup_error::{
+    StartupError, MAX_STARTUP_PACKET_LENGTH, MIN_STARTUP_PACKET_LENGTH,
+};
 
 /// `1234.5679`
 pub const SSL_REQUEST_CODE: i32 = (1234 << 16) | 5679;
@@ -81,24 +80,6 @@ impl Decode<'_> for SslResponse {
             _ => Err(Malformed("SSL response")),
         }
     }
-}
-
-/// Why a startup packet was refused. Every variant is a protocol violation (08P01).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StartupError {
-    #[error("invalid length of startup packet ({0} bytes)")]
-    BadLength(i64),
-    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0")]
-    UnsupportedProtocol { major: u16, minor: u16 },
-    #[error("invalid length of {what} packet ({len} bytes)")]
-    BadRequestLength { what: &'static str, len: usize },
-    /// Cancel packets never get a reply, so this is for the operator log only.
-    #[error("invalid length of cancel request packet ({len} bytes)")]
-    BadCancelRequest { len: usize },
-    #[error("invalid startup packet layout: {0}")]
-    Layout(&'static str),
-    #[error("invalid byte sequence for encoding \"UTF8\" in startup packet")]
-    NotUtf8,
 }
 
 /// Reads one startup packet: the length word, then exactly the announced number of bytes.

@@ -2,7 +2,7 @@
 //! The proxy reads it from clients and builds its own toward the upstream, with the same
 //! type. The other untagged packets sharing its shape are in [`super::startup`].
 
-use super::startup::{StartupError, MAX_STARTUP_PACKET_LENGTH, MIN_STARTUP_PACKET_LENGTH};
+use super::startup_error::{StartupError, MAX_STARTUP_PACKET_LENGTH, MIN_STARTUP_PACKET_LENGTH};
 use super::{Decode, Encode};
 use crate::net::framing::{put_packet, Fields};
 use bytes::{BufMut, BytesMut};
