@@ -219,8 +219,9 @@ impl WarmPool {
         req: &LoginRequest<'_>,
     ) -> Result<UpstreamSession, UpstreamError> {
         let ep = &self.endpoint;
+        // Encode first: a parameter we refuse to send should not cost a warm connection.
+        let startup = encode_startup(req)?;
         if let Some(stream) = self.take() {
-            let startup = encode_startup(req)?;
             let started = std::time::Instant::now();
             let attempt = login::within_login_timeout(ep, async {
                 login::login_on(ep, stream, &startup, req).await

@@ -45,6 +45,8 @@ pub struct BoundaryTracker {
     /// The first body byte of that message, once seen (a ReadyForQuery's transaction
     /// status).
     last_first_byte: Option<u8>,
+    /// ReadyForQuery messages begun since the tracker was created.
+    ready_count: u64,
 }
 
 impl BoundaryTracker {
@@ -71,6 +73,11 @@ impl BoundaryTracker {
     /// see [`at_boundary`](Self::at_boundary)).
     pub fn last_message(&self) -> Option<u8> {
         self.last_tag
+    }
+
+    /// ReadyForQuery messages whose header was seen since the tracker was created.
+    pub fn ready_count(&self) -> u64 {
+        self.ready_count
     }
 
     /// Whether the bytes seen so far end exactly at a message boundary.
@@ -118,6 +125,9 @@ impl BoundaryTracker {
                     ]);
                     self.header_len = 0;
                     self.last_tag = Some(self.header[0]);
+                    if self.header[0] == ReadyForQuery::TAG {
+                        self.ready_count += 1;
+                    }
                     self.last_first_byte = None;
                     match u64::try_from(len) {
                         Ok(len) if len >= 4 => self.body_left = len - 4,

@@ -271,7 +271,10 @@ fn why_not_kept(
     upstream_frames: &BoundaryTracker,
     watch: &ClientWatch,
 ) -> Option<&'static str> {
-    if !outcome.upstream_idle || idle.mid_write.load(Ordering::Relaxed) {
+    // A client that pipelined (sent its next query before the previous answer) can leave
+    // while that next query runs, after a ReadyForQuery that answered an earlier one.
+    let pipelined = watch.awaiting_ready() != upstream_frames.ready_count();
+    if !outcome.upstream_idle || idle.mid_write.load(Ordering::Relaxed) || pipelined {
         Some("busy")
     } else if upstream_frames.ready_status() != Some(b'I') {
         Some("transaction")

@@ -244,7 +244,13 @@ impl StatementTracker {
                 let (Some(name), Some(text)) = (m.names.first(), &m.text) else {
                     return;
                 };
-                if self.statements.len() < MAX_TRACKED || self.statements.contains_key(name) {
+                // As the server does: a named statement keeps its first text until it is
+                // closed (a second Parse of the name is refused, 42P05); the unnamed one is
+                // replaced by every Parse.
+                let redefined = !name.is_empty() && self.statements.contains_key(name);
+                if !redefined
+                    && (self.statements.len() < MAX_TRACKED || self.statements.contains_key(name))
+                {
                     self.statements.insert(name.clone(), text.sha256);
                 }
                 self.sink.statement(Statement::Parse { name, text });
@@ -253,7 +259,11 @@ impl StatementTracker {
                 let [portal, statement] = &mut m.names[..] else {
                     return;
                 };
-                if self.portals.len() < MAX_TRACKED || self.portals.contains_key(portal) {
+                // Likewise a named portal stays bound until closed (42P03).
+                let rebound = !portal.is_empty() && self.portals.contains_key(portal);
+                if !rebound
+                    && (self.portals.len() < MAX_TRACKED || self.portals.contains_key(portal))
+                {
                     let parameters = m.ints.get(1).map_or(0, |&n| n as u16);
                     let portal = std::mem::take(portal);
                     let statement = std::mem::take(statement);

@@ -252,3 +252,46 @@ fn audit_only_never_withholds_a_terminate() {
     let (mut w, _) = watch(4096);
     assert_eq!(w.scan(&[b'X', 0, 0, 0, 4]), None);
 }
+
+/// A second Parse of a name that exists is refused by the server (42P05), so the name
+/// still runs its first text: an Execute names that text's hash, not the refused one's.
+/// Both texts have their Parse record.
+#[test]
+fn a_redefined_named_statement_keeps_its_first_text_until_closed() {
+    let close = |name: &str| msg(b'C', &[b"S", name.as_bytes(), b"\0"].concat());
+    let wire = [
+        parse("s1", "select 'first'"),
+        parse("s1", "select 'second'"),
+        bind("", "s1", &[]),
+        execute(""),
+        close("s1"),
+        parse("s1", "select 'third'"),
+        bind("", "s1", &[]),
+        execute(""),
+    ]
+    .concat();
+    let (mut w, seen) = watch(4096);
+    w.scan(&wire);
+    let hashes: Vec<_> = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Execute { sha256, .. } => Some(*sha256),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        hashes,
+        [Some(sha(b"select 'first'")), Some(sha(b"select 'third'"))]
+    );
+    let parses = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| matches!(s, Seen::Parse(..)))
+        .count();
+    assert_eq!(parses, 3);
+}

@@ -14,7 +14,8 @@
 //!   text contains `prepare` (any case) makes the session one not to keep. Crude, and
 //!   safe in the direction that matters: a false match only costs a reuse.
 
-use crate::net::messages::Terminate;
+use crate::net::messages::close::Sync;
+use crate::net::messages::{Query, Terminate};
 
 /// Longest statement name kept for closing: PostgreSQL's and Redshift's identifiers are
 /// at most 63 bytes (NAMEDATALEN 64); a longer one is truncated by the server, so the
@@ -24,6 +25,10 @@ const MAX_NAME: usize = 63;
 const MAX_NAMES: usize = 256;
 
 const KEYWORD: &[u8] = b"prepare";
+
+/// Client messages the server answers with exactly one ReadyForQuery: Query, Sync and
+/// FunctionCall (`F`, no message type of ours: the proxy never sends one).
+const ANSWERED_BY_READY: [u8; 3] = [Query::TAG, Sync::TAG, b'F'];
 
 use super::statement_audit::StatementTracker;
 
@@ -44,6 +49,8 @@ pub struct ClientWatch {
     matched: usize,
     /// Why the session must not be kept, once known.
     refused: Option<&'static str>,
+    /// Messages sent that the server answers with a ReadyForQuery ([`ANSWERED_BY_READY`]).
+    awaiting_ready: u64,
 }
 
 impl Default for ClientWatch {
@@ -67,6 +74,7 @@ impl ClientWatch {
             names: Vec::new(),
             matched: 0,
             refused: None,
+            awaiting_ready: 0,
         }
     }
 
@@ -108,6 +116,9 @@ impl ClientWatch {
                 self.refuse("protocol");
             }
             self.tag = tag;
+            if ANSWERED_BY_READY.contains(&tag) {
+                self.awaiting_ready += 1;
+            }
             self.body_left = match u64::try_from(len) {
                 Ok(len) if len >= 4 => len - 4,
                 _ => {
@@ -136,6 +147,12 @@ impl ClientWatch {
             }
             None => None,
         }
+    }
+
+    /// How many ReadyForQuery messages what the client sent calls for: when the upstream
+    /// has sent fewer, a query the client pipelined is still running.
+    pub fn awaiting_ready(&self) -> u64 {
+        self.awaiting_ready
     }
 
     /// Why the session must not be kept, if anything the client sent says so.
@@ -251,6 +268,46 @@ mod tests {
             let mut w = ClientWatch::default();
             assert_eq!(w.scan(&[&TERMINATE[..], after].concat()), None);
             assert_eq!(w.refused(), Some("protocol"));
+        }
+    }
+
+    #[test]
+    fn every_query_sync_and_function_call_awaits_one_ready_for_query() {
+        let wire = [
+            msg(b'Q', b"select 1\0"),
+            msg(b'P', b"\0select 2\0\0\0"),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+            msg(b'F', b"\0\0\0\x01\0\0\0\0\0\0"),
+            msg(b'Q', b"select 3\0"),
+        ]
+        .concat();
+        for split in 0..wire.len() {
+            let mut w = ClientWatch::new(false, None);
+            w.scan(&wire[..split]);
+            w.scan(&wire[split..]);
+            assert_eq!(w.awaiting_ready(), 4, "split {split}");
+        }
+    }
+
+    /// The reuse decision compares this with the ReadyForQuery messages seen upstream: a
+    /// pipelined second query still running is not mistaken for an idle session.
+    #[test]
+    fn ready_for_query_messages_are_counted_upstream_across_any_split() {
+        let ready = msg(b'Z', b"I");
+        let wire = [
+            msg(b'T', b"\0\0"),
+            ready.clone(),
+            msg(b'C', b"SELECT 1\0"),
+            ready,
+        ]
+        .concat();
+        for split in 0..wire.len() {
+            let mut t = super::super::framing::BoundaryTracker::default();
+            t.advance(&wire[..split]);
+            t.advance(&wire[split..]);
+            assert_eq!(t.ready_count(), 2, "split {split}");
         }
     }
 
