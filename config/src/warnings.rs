@@ -10,6 +10,10 @@ use std::time::Duration;
 /// the client authentication cycle ... 60 seconds by default").
 const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Statement text a full statement-audit queue may hold before a warning (the defaults,
+/// 4 KiB × 8,192 records, hold 32 MiB).
+const STATEMENT_QUEUE_WARNING: u64 = 256 << 20;
+
 impl Config {
     /// Every warning about this configuration, each with its key path.
     pub fn warnings(&self) -> Vec<Warning> {
@@ -17,6 +21,7 @@ impl Config {
         self.warn_ignored_grants(&mut w);
         self.warn_handshake_timeout(&mut w);
         self.warn_warm_connection_age(&mut w);
+        self.warn_statement_queue_memory(&mut w);
         w.into_vec()
     }
 
@@ -83,6 +88,26 @@ impl Config {
                     );
                 }
             }
+        }
+    }
+
+    /// A full statement queue holds up to `statement_queue_capacity` records of up to
+    /// `statement_max_length` bytes of text each (more once JSON escapes control bytes),
+    /// in the proxy's memory, whenever clients send long statements faster than the disk
+    /// takes them.
+    fn warn_statement_queue_memory(&self, w: &mut Warnings) {
+        let a = &self.audit;
+        let text = a.statement_max_length.0;
+        let worst = text.saturating_mul(a.statement_queue_capacity as u64);
+        if a.statements && worst > STATEMENT_QUEUE_WARNING {
+            w.add(
+                "audit.statement_max_length",
+                format!(
+                    "with statement_queue_capacity = {} a full statement queue holds {} MiB of                      statement text or more in memory; lower one of them",
+                    a.statement_queue_capacity,
+                    worst >> 20
+                ),
+            );
         }
     }
 

@@ -410,6 +410,15 @@ fn statement_audit_is_off_by_default_and_its_limits_are_checked() {
     .unwrap();
     assert!(ok.audit.statements);
     assert_eq!(ok.audit.statement_max_length, crate::ByteSize(64 << 10));
+    // 64 KiB x 8,192 queued records: half a GiB of text in memory when the disk stalls.
+    let warnings: Vec<String> = ok.warnings().iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("audit.statement_max_length") && w.contains("512 MiB")),
+        "{warnings:?}"
+    );
+    assert!(parse(BASE).unwrap().warnings().is_empty());
     // Zero keeps no text at all: the records still carry the hash.
     let ok = parse(&format!(
         "{BASE}\n[audit]\nstatements = true\nstatement_max_length = 0\n"
