@@ -253,8 +253,7 @@ async fn bytes_buffered_after_s_are_a_protocol_violation() {
         let _ = tcp.read_u8().await;
     })
     .await;
-    let pki = localhost();
-    let err = login_to(&pki, upstream).await.unwrap_err();
+    let err = login_to(&localhost(), upstream).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -270,8 +269,7 @@ async fn bytes_buffered_after_s_are_a_protocol_violation() {
 
 #[tokio::test]
 async fn n_means_the_upstream_does_not_offer_tls_and_there_is_no_plaintext_fallback() {
-    let pki = localhost();
-    let err = login_to(&pki, before_tls(decline_tls).await)
+    let err = login_to(&localhost(), before_tls(decline_tls).await)
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::TlsNotOffered), "{err:?}");
@@ -290,8 +288,7 @@ async fn an_error_before_tls_is_neither_relayed_nor_logged() {
         let _ = tcp.write_all(&e).await;
     })
     .await;
-    let pki = localhost();
-    let err = login_to(&pki, upstream).await.unwrap_err();
+    let err = login_to(&localhost(), upstream).await.unwrap_err();
     assert!(
         matches!(err, UpstreamError::ServerErrorBeforeTls),
         "{err:?}"
@@ -310,8 +307,7 @@ async fn any_other_answer_to_ssl_request_is_a_protocol_error() {
         let _ = tcp.write_all(b"R").await;
     })
     .await;
-    let pki = localhost();
-    let err = login_to(&pki, upstream).await.unwrap_err();
+    let err = login_to(&localhost(), upstream).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Protocol { .. }), "{err:?}");
 }
 
