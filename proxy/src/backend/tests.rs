@@ -1,211 +1,16 @@
 //! Scripted fake upstreams on loopback: each test plays the server side of one exchange
-//! byte by byte (TLS with an rcgen certificate for `localhost`) and checks what
-//! `connect_and_login` / `send_cancel` do with it.
+//! byte by byte and checks what `connect_and_login` / `send_cancel` do with it.
+
+mod fake_upstream;
 
 use super::*;
-use crate::net::framing::{read_message, Message};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use secrecy::SecretString;
+use fake_upstream::*;
+pub(super) use fake_upstream::{accept_tls, auth, endpoint, error_response, ok_and_ready};
+pub(super) use fake_upstream::{password, pki_for, read_client, read_startup, request, Pki};
 use sha2::{Digest, Sha256};
-use std::future::Future;
-use std::io::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_rustls::server::TlsStream as ServerTls;
-
-const PASSWORD: &str = "IAM:pw-Do-Not-Leak-7f3a";
-
-// ---------------------------------------------------------------------------------------
-// Test PKI and endpoint
-// ---------------------------------------------------------------------------------------
-
-/// A CA, a server certificate it issued for `names`, and the CA as a PEM file.
-pub(super) struct Pki {
-    pub(super) ca_file: tempfile::NamedTempFile,
-    pub(super) server: Arc<rustls::ServerConfig>,
-    leaf_der: Vec<u8>,
-}
-
-pub(super) fn pki_for(names: &[&str]) -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // A distinct name per CA, so that "another CA" really is another issuer.
-    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("Fake Upstream CA {n}"));
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut leaf_params = rcgen::CertificateParams::new(names).unwrap();
-    leaf_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "fake upstream");
-    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-
-    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
-    ca_file.write_all(ca_cert.pem().as_bytes()).unwrap();
-
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone(), ca_cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        )
-        .unwrap();
-    Pki {
-        ca_file,
-        server: Arc::new(server),
-        leaf_der: leaf.der().to_vec(),
-    }
-}
-
-pub(super) fn target(host: &str, port: u16, ca: &std::path::Path) -> proxy_config::TargetConfig {
-    proxy_config::TargetConfig {
-        // The certificate is verified for `host` while we dial loopback.
-        dial: Some(format!("127.0.0.1:{port}")),
-        ca_bundle: Some(ca.to_path_buf()),
-        connect_timeout: Duration::from_secs(5),
-        login_timeout: Duration::from_secs(10),
-        credential_duration: Duration::from_secs(900),
-        ..proxy_config::TargetConfig::new("test", proxy_config::TargetKind::Provisioned, host)
-    }
-}
-
-pub(super) fn endpoint(pki: &Pki, port: u16) -> UpstreamEndpoint {
-    UpstreamEndpoint::from_config(&target("localhost", port, pki.ca_file.path())).unwrap()
-}
-
-pub(super) fn password() -> SecretString {
-    SecretString::from(PASSWORD)
-}
-
-pub(super) fn request<'a>(
-    pw: &'a SecretString,
-    params: &'a [(String, String)],
-) -> LoginRequest<'a> {
-    LoginRequest {
-        user: "IAM:alice",
-        password: pw,
-        database: "dev",
-        params,
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The fake server's side of the protocol
-// ---------------------------------------------------------------------------------------
-
-/// Accepts one connection on loopback and runs `script` on it.
-async fn fake_server<F, Fut>(script: F) -> (u16, JoinHandle<()>)
-where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        script(tcp).await;
-    });
-    (port, handle)
-}
-
-/// Reads the SSLRequest and checks it is the well-known packet.
-async fn expect_ssl_request(tcp: &mut TcpStream) {
-    let mut req = [0u8; 8];
-    tcp.read_exact(&mut req).await.unwrap();
-    assert_eq!(req, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "SSLRequest");
-}
-
-/// SSLRequest, `S`, TLS handshake.
-pub(super) async fn accept_tls(
-    mut tcp: TcpStream,
-    cfg: Arc<rustls::ServerConfig>,
-) -> ServerTls<TcpStream> {
-    expect_ssl_request(&mut tcp).await;
-    tcp.write_all(b"S").await.unwrap();
-    tokio_rustls::TlsAcceptor::from(cfg)
-        .accept(tcp)
-        .await
-        .unwrap()
-}
-
-/// Reads the StartupMessage and returns its protocol version and parameters.
-pub(super) async fn read_startup(s: &mut ServerTls<TcpStream>) -> (i32, Vec<(String, String)>) {
-    let len = s.read_i32().await.unwrap() as usize;
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body).await.unwrap();
-    let version = i32::from_be_bytes(body[..4].try_into().unwrap());
-    let mut parts = body[4..].split(|&b| b == 0);
-    let mut params = Vec::new();
-    loop {
-        let name = parts.next().unwrap();
-        if name.is_empty() {
-            break;
-        }
-        let value = parts.next().unwrap();
-        params.push((
-            String::from_utf8(name.to_vec()).unwrap(),
-            String::from_utf8(value.to_vec()).unwrap(),
-        ));
-    }
-    (version, params)
-}
-
-pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-pub(super) fn auth(code: i32, rest: &[u8]) -> Vec<u8> {
-    let mut body = code.to_be_bytes().to_vec();
-    body.extend_from_slice(rest);
-    msg(b'R', &body)
-}
-
-pub(super) fn error_response(fields: &[(u8, &str)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (t, v) in fields {
-        body.push(*t);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    msg(b'E', &body)
-}
-
-pub(super) async fn read_client(s: &mut ServerTls<TcpStream>) -> Message {
-    read_message(s, 1 << 16).await.unwrap()
-}
-
-/// The usual tail of a successful login: AuthenticationOk, ParameterStatus,
-/// BackendKeyData, ReadyForQuery.
-pub(super) fn ok_and_ready() -> Vec<u8> {
-    [
-        auth(0, b""),
-        msg(b'S', b"server_version\x008.0.2\0"),
-        msg(b'K', &[0, 0, 0x30, 0x39, 0xde, 0xad, 0xbe, 0xef]),
-        msg(b'Z', b"I"),
-    ]
-    .concat()
-}
+use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------------------------------
 // Logins that succeed
@@ -213,10 +18,8 @@ pub(super) fn ok_and_ready() -> Vec<u8> {
 
 #[tokio::test]
 async fn cleartext_login_sends_startup_literally_and_collects_messages_up_to_ready() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
+    let pki = localhost();
+    let upstream = after_tls(&pki, |mut s| async move {
         let (version, params) = read_startup(&mut s).await;
         assert_eq!(version, 0x0003_0000);
         assert_eq!(
@@ -230,8 +33,7 @@ async fn cleartext_login_sends_startup_literally_and_collects_messages_up_to_rea
         );
         // A notice before AuthenticationOk is dropped; one after it is kept.
         let pre = [msg(b'N', b"SNOTICE\0Mhello before auth\0\0"), auth(3, b"")].concat();
-        s.write_all(&pre).await.unwrap();
-        let p = read_client(&mut s).await;
+        let p = exchange(&mut s, &pre).await;
         assert_eq!(p.tag, b'p');
         assert_eq!(&p.body[..], format!("{PASSWORD}\0").as_bytes());
         let post = [
@@ -246,17 +48,15 @@ async fn cleartext_login_sends_startup_literally_and_collects_messages_up_to_rea
         ]
         .concat();
         s.write_all(&post).await.unwrap();
-        // Keep the session open until the client is done.
-        let _ = s.read_u8().await;
+        until_client_leaves(s).await;
     })
     .await;
 
-    let pw = password();
     let params = vec![
         ("application_name".to_string(), "a&user=b".to_string()),
         ("search_path".to_string(), "\"x y\", public".to_string()),
     ];
-    let session = connect_and_login(&endpoint(&pki, port), &request(&pw, &params))
+    let session = log_in(&endpoint(&pki, upstream.port), &params, upstream.server)
         .await
         .unwrap();
     assert_eq!(session.auth_method, AuthMethod::Cleartext);
@@ -285,20 +85,13 @@ async fn cleartext_login_sends_startup_literally_and_collects_messages_up_to_rea
         !dbg.contains(PASSWORD) && !dbg.contains("222, 173"),
         "{dbg}"
     );
-    drop(session);
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn md5_login_sends_the_documented_hash() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
     let salt = [0x2a, 0x3d, 0x8f, 0xe0];
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        s.write_all(&auth(5, &salt)).await.unwrap();
-        let p = read_client(&mut s).await;
+    let session = login_after_startup(&localhost(), move |mut s| async move {
+        let p = exchange(&mut s, &auth(5, &salt)).await;
         // "md5" + md5hex(md5hex(password + user) + salt), computed here independently.
         let inner = hex::encode(md5::Md5::digest(format!("{PASSWORD}IAM:alice")));
         let mut outer = md5::Md5::new();
@@ -306,36 +99,20 @@ async fn md5_login_sends_the_documented_hash() {
         outer.update(salt);
         let expected = format!("md5{}\0", hex::encode(outer.finalize()));
         assert_eq!((p.tag, &p.body[..]), (b'p', expected.as_bytes()));
-        s.write_all(&ok_and_ready()).await.unwrap();
-        let _ = s.read_u8().await;
+        welcome(s).await;
     })
-    .await;
-    let pw = password();
-    let session = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(session.auth_method, AuthMethod::Md5);
-    drop(session);
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn redshift_digest_login_answers_with_the_documented_digest() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
     let salt = b"\x01\x02salty\xff";
     let server_nonce = b"server-nonce-0123456789";
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        let mut rest = 0i32.to_be_bytes().to_vec(); // algorithm 0 = SHA-256
-        rest.extend_from_slice(&(salt.len() as i32).to_be_bytes());
-        rest.extend_from_slice(salt);
-        rest.extend_from_slice(&(server_nonce.len() as i32).to_be_bytes());
-        rest.extend_from_slice(server_nonce);
-        s.write_all(&auth(13, &rest)).await.unwrap();
-
-        let d = read_client(&mut s).await;
+    let session = login_after_startup(&localhost(), move |mut s| async move {
+        // Algorithm 0 = SHA-256.
+        let d = exchange(&mut s, &digest_request(0, salt, server_nonce)).await;
         assert_eq!(d.tag, b'd');
         let body = &d.body[..];
         let digest_len = i32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
@@ -362,198 +139,68 @@ async fn redshift_digest_login_answers_with_the_documented_digest() {
         outer.update(server_nonce);
         outer.update(client_nonce);
         assert_eq!(digest, &outer.finalize()[..]);
-
-        s.write_all(&ok_and_ready()).await.unwrap();
-        let _ = s.read_u8().await;
+        welcome(s).await;
     })
-    .await;
-    let pw = password();
-    let session = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(session.auth_method, AuthMethod::RedshiftDigestSha256);
-    drop(session);
-    server.await.unwrap();
 }
 
-// ---------------------------------------------------------------------------------------
-// SCRAM (server side implemented here from RFC 5802 / RFC 5929)
-// ---------------------------------------------------------------------------------------
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m = HmacSha256::new_from_slice(key).unwrap();
-    m.update(data);
-    m.finalize().into_bytes().into()
-}
-
-/// PBKDF2-HMAC-SHA-256 with one output block (RFC 5802 `Hi`).
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut first = salt.to_vec();
-    first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac(password, &first);
-    let mut out = u;
-    for _ in 1..iterations {
-        u = hmac(password, &u);
-        out.iter_mut().zip(u).for_each(|(o, x)| *o ^= x);
-    }
-    out
-}
-
-fn attr<'a>(message: &'a str, name: &str) -> &'a str {
-    message
-        .split(',')
-        .find_map(|p| p.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {name}= in {message}"))
-}
-
-/// Plays a SCRAM server offering `mechanisms`. Returns the mechanism and the decoded
-/// channel-binding input the client sent. When `forge_signature` is set, the server
-/// sends a wrong server signature (followed by AuthenticationOk regardless).
-async fn scram_server(
-    s: &mut ServerTls<TcpStream>,
-    mechanisms: &[&str],
-    forge_signature: bool,
-) -> (String, Vec<u8>) {
-    let mut list = Vec::new();
-    for m in mechanisms {
-        list.extend_from_slice(m.as_bytes());
-        list.push(0);
-    }
-    list.push(0);
-    s.write_all(&auth(10, &list)).await.unwrap();
-
-    let initial = read_client(s).await;
-    assert_eq!(initial.tag, b'p');
-    let nul = initial.body.iter().position(|&b| b == 0).unwrap();
-    let mechanism = String::from_utf8(initial.body[..nul].to_vec()).unwrap();
-    let len = i32::from_be_bytes(initial.body[nul + 1..nul + 5].try_into().unwrap()) as usize;
-    let client_first = std::str::from_utf8(&initial.body[nul + 5..])
-        .unwrap()
-        .to_string();
-    assert_eq!(client_first.len(), len);
-    // gs2-header is "<flag>,<authzid>," then client-first-message-bare.
-    let bare_at = client_first.match_indices(',').nth(1).unwrap().0 + 1;
-    let client_first_bare = &client_first[bare_at..];
-    let client_nonce = attr(client_first_bare, "r");
-
-    let salt = b"pepper-and-salt!";
-    let iterations = 4096;
-    let server_first = format!(
-        "r={client_nonce}SRVNONCE,s={},i={iterations}",
-        B64.encode(salt)
-    );
-    s.write_all(&auth(11, server_first.as_bytes()))
-        .await
-        .unwrap();
-
-    let resp = read_client(s).await;
-    assert_eq!(resp.tag, b'p');
-    let client_final = std::str::from_utf8(&resp.body).unwrap().to_string();
-    let cbind = B64.decode(attr(&client_final, "c")).unwrap();
-    let proof = B64.decode(attr(&client_final, "p")).unwrap();
-    let without_proof = &client_final[..client_final.rfind(",p=").unwrap()];
-    let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-
-    let salted = hi(PASSWORD.as_bytes(), salt, iterations);
-    let client_key = hmac(&salted, b"Client Key");
-    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-    let client_signature = hmac(&stored_key, auth_message.as_bytes());
-    let recovered: Vec<u8> = proof
-        .iter()
-        .zip(client_signature)
-        .map(|(p, s)| p ^ s)
-        .collect();
-    assert_eq!(
-        Sha256::digest(&recovered)[..],
-        stored_key[..],
-        "client proof must verify"
-    );
-    let server_signature = if forge_signature {
-        [0u8; 32]
-    } else {
-        hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes())
-    };
-    let server_final = format!("v={}", B64.encode(server_signature));
-    let reply = [auth(12, server_final.as_bytes()), ok_and_ready()].concat();
-    s.write_all(&reply).await.unwrap();
-    (mechanism, cbind)
+/// Logs in to a SCRAM server offering `offered`; checks the client chose `chosen` with the
+/// channel-binding input `cbind`, and returns how the session authenticated.
+async fn scram_login(
+    pki: &Pki,
+    offered: &'static [&'static str],
+    chosen: &'static str,
+    cbind: Vec<u8>,
+) -> AuthMethod {
+    let session = login_after_startup(pki, move |mut s| async move {
+        let (mechanism, sent) = scram_server(&mut s, offered, false).await;
+        assert_eq!((mechanism.as_str(), sent), (chosen, cbind));
+        until_client_leaves(s).await;
+    })
+    .await
+    .unwrap();
+    session.auth_method
 }
 
 #[tokio::test]
 async fn scram_plus_is_chosen_and_bound_to_the_server_certificate() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let leaf = pki.leaf_der.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        let (mechanism, cbind) =
-            scram_server(&mut s, &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"], false).await;
-        assert_eq!(mechanism, "SCRAM-SHA-256-PLUS");
-        // rcgen signs with ECDSA P-256 SHA-256: the binding is SHA-256 of the leaf DER.
-        let mut expected = b"p=tls-server-end-point,,".to_vec();
-        expected.extend_from_slice(&Sha256::digest(&leaf));
-        assert_eq!(cbind, expected);
-        let _ = s.read_u8().await;
-    })
-    .await;
-    let pw = password();
-    let session = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap();
-    assert_eq!(session.auth_method, AuthMethod::ScramSha256Plus);
-    drop(session);
-    server.await.unwrap();
+    let pki = localhost();
+    // rcgen signs with ECDSA P-256 SHA-256: the binding is SHA-256 of the leaf DER.
+    let cbind = [
+        &b"p=tls-server-end-point,,"[..],
+        &Sha256::digest(&pki.leaf_der),
+    ]
+    .concat();
+    let offered = &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"];
+    let method = scram_login(&pki, offered, "SCRAM-SHA-256-PLUS", cbind).await;
+    assert_eq!(method, AuthMethod::ScramSha256Plus);
 }
 
 #[tokio::test]
 async fn plain_scram_is_used_when_plus_is_not_offered() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        let (mechanism, cbind) = scram_server(&mut s, &["SCRAM-SHA-256"], false).await;
-        assert_eq!(mechanism, "SCRAM-SHA-256");
-        // "y": the client supports binding but the server did not offer it.
-        assert_eq!(cbind, b"y,,");
-        let _ = s.read_u8().await;
-    })
-    .await;
-    let pw = password();
-    let session = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap();
-    assert_eq!(session.auth_method, AuthMethod::ScramSha256);
-    drop(session);
-    server.await.unwrap();
+    // "y": the client supports binding but the server did not offer it.
+    let cbind = b"y,,".to_vec();
+    let method = scram_login(&localhost(), &["SCRAM-SHA-256"], "SCRAM-SHA-256", cbind).await;
+    assert_eq!(method, AuthMethod::ScramSha256);
 }
 
 #[tokio::test]
 async fn a_wrong_scram_server_signature_fails_the_login() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
+    let err = login_after_startup(&localhost(), |mut s| async move {
         scram_server(&mut s, &["SCRAM-SHA-256"], true).await;
     })
-    .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     assert!(matches!(err, UpstreamError::Scram { .. }), "{err:?}");
     assert_eq!(err.sqlstate(), "08P01");
     assert!(!err.is_auth_failure());
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn a_second_scram_login_with_the_same_credential_skips_pbkdf2() {
-    let pki = pki_for(&["localhost"]);
+    let pki = localhost();
     let cfg = pki.server.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -564,7 +211,7 @@ async fn a_second_scram_login_with_the_same_credential_skips_pbkdf2() {
             let mut s = accept_tls(tcp, cfg.clone()).await;
             read_startup(&mut s).await;
             scram_server(&mut s, &["SCRAM-SHA-256"], false).await;
-            let _ = s.read_u8().await;
+            until_client_leaves(s).await;
         }
     });
     let ep = endpoint(&pki, port);
@@ -582,23 +229,14 @@ async fn a_second_scram_login_with_the_same_credential_skips_pbkdf2() {
 
 #[tokio::test]
 async fn authentication_ok_without_the_scram_final_message_is_refused() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        s.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.unwrap();
-        read_client(&mut s).await;
+    let err = login_after_startup(&localhost(), |mut s| async move {
+        exchange(&mut s, &auth(10, b"SCRAM-SHA-256\0\0")).await;
         // Skips SASLContinue/SASLFinal: the server never proves it knows the password.
         let _ = s.write_all(&ok_and_ready()).await;
     })
-    .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     assert!(matches!(err, UpstreamError::Protocol { .. }), "{err:?}");
-    server.await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -607,9 +245,7 @@ async fn authentication_ok_without_the_scram_final_message_is_refused() {
 
 #[tokio::test]
 async fn bytes_buffered_after_s_are_a_protocol_violation() {
-    let pki = pki_for(&["localhost"]);
-    let (port, server) = fake_server(|mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
+    let upstream = before_tls(|mut tcp| async move {
         // 'S' and an injected message in one segment (CVE-2021-23222).
         tcp.write_all(&[b"S".to_vec(), auth(0, b"")].concat())
             .await
@@ -617,10 +253,7 @@ async fn bytes_buffered_after_s_are_a_protocol_violation() {
         let _ = tcp.read_u8().await;
     })
     .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    let err = login_to(&localhost(), upstream).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -632,36 +265,21 @@ async fn bytes_buffered_after_s_are_a_protocol_violation() {
         "{err:?}"
     );
     assert_eq!(err.sqlstate(), "08P01");
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn n_means_the_upstream_does_not_offer_tls_and_there_is_no_plaintext_fallback() {
-    let pki = pki_for(&["localhost"]);
-    let (port, server) = fake_server(|mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
-        tcp.write_all(b"N").await.unwrap();
-        // The client must not continue in plaintext: the next thing is EOF.
-        let mut rest = Vec::new();
-        tcp.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty(), "client sent {rest:?} in plaintext");
-    })
-    .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
+    let err = login_to(&localhost(), before_tls(decline_tls).await)
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::TlsNotOffered), "{err:?}");
     assert!(err.to_string().contains("does not offer TLS"));
     assert_eq!(err.sqlstate(), "08001");
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn an_error_before_tls_is_neither_relayed_nor_logged() {
-    let pki = pki_for(&["localhost"]);
-    let (port, server) = fake_server(|mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
+    let upstream = before_tls(|mut tcp| async move {
         let e = error_response(&[
             (b'S', "FATAL"),
             (b'C', "28000"),
@@ -670,10 +288,7 @@ async fn an_error_before_tls_is_neither_relayed_nor_logged() {
         let _ = tcp.write_all(&e).await;
     })
     .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    let err = login_to(&localhost(), upstream).await.unwrap_err();
     assert!(
         matches!(err, UpstreamError::ServerErrorBeforeTls),
         "{err:?}"
@@ -684,52 +299,31 @@ async fn an_error_before_tls_is_neither_relayed_nor_logged() {
     // Not an auth failure: the text claimed 28000, but nothing unauthenticated counts.
     assert!(!err.is_auth_failure());
     assert_eq!(err.sqlstate(), "08001");
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn any_other_answer_to_ssl_request_is_a_protocol_error() {
-    let pki = pki_for(&["localhost"]);
-    let (port, server) = fake_server(|mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
+    let upstream = before_tls(|mut tcp| async move {
         let _ = tcp.write_all(b"R").await;
     })
     .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    let err = login_to(&localhost(), upstream).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Protocol { .. }), "{err:?}");
-    server.await.unwrap();
 }
 
-/// Runs a TLS-accepting server with `pki` and returns the client's error.
+/// Logs in with `pki`'s server certificate checked for `client_host` against
+/// `client_ca`; returns the client's error.
 async fn tls_failure(pki: &Pki, client_host: &str, client_ca: &std::path::Path) -> UpstreamError {
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
-        tcp.write_all(b"S").await.unwrap();
-        // The client aborts the handshake.
-        assert!(tokio_rustls::TlsAcceptor::from(cfg)
-            .accept(tcp)
-            .await
-            .is_err());
-    })
-    .await;
-    let ep = UpstreamEndpoint::from_config(&target(client_host, port, client_ca)).unwrap();
-    let pw = password();
-    let err = connect_and_login(&ep, &request(&pw, &[]))
-        .await
-        .unwrap_err();
-    server.await.unwrap();
-    err
+    let upstream = handshake_aborted_by_client(pki).await;
+    let ep = UpstreamEndpoint::from_config(&target(client_host, upstream.port, client_ca)).unwrap();
+    log_in(&ep, &[], upstream.server).await.unwrap_err()
 }
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_rejected_even_when_dialling_elsewhere() {
     // The certificate is for localhost; the target's host is another name, dialled at the
     // same loopback address: verification follows `host`, not the dial address.
-    let pki = pki_for(&["localhost"]);
+    let pki = localhost();
     let err = tls_failure(&pki, "cluster.example.com", pki.ca_file.path()).await;
     match &err {
         UpstreamError::Tls { host, failure, .. } => {
@@ -748,8 +342,8 @@ async fn a_certificate_for_another_name_is_rejected_even_when_dialling_elsewhere
 
 #[tokio::test]
 async fn a_certificate_from_an_untrusted_ca_is_rejected() {
-    let pki = pki_for(&["localhost"]);
-    let other_ca = pki_for(&["localhost"]);
+    let pki = localhost();
+    let other_ca = localhost();
     let err = tls_failure(&pki, "localhost", other_ca.ca_file.path()).await;
     assert!(
         matches!(
@@ -768,24 +362,14 @@ async fn a_certificate_from_an_untrusted_ca_is_rejected() {
 // Errors during login
 // ---------------------------------------------------------------------------------------
 
-/// Runs a server that completes TLS, reads the startup message and then sends `bytes`.
+/// Logs in to a server that sends `bytes` after the startup packet; returns the error.
 async fn login_against(bytes: Vec<u8>) -> UpstreamError {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
+    login_after_startup(&localhost(), |mut s| async move {
         let _ = s.write_all(&bytes).await;
-        // Wait for the client to give up.
-        let _ = s.read_u8().await;
+        until_client_leaves(s).await;
     })
-    .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
-    server.await.unwrap();
-    err
+    .await
+    .unwrap_err()
 }
 
 #[tokio::test]
@@ -852,23 +436,13 @@ async fn an_oversized_message_is_refused_before_it_is_read() {
 
 #[tokio::test]
 async fn an_oversized_digest_nonce_is_refused() {
-    let mut rest = 0i32.to_be_bytes().to_vec();
-    rest.extend_from_slice(&4i32.to_be_bytes());
-    rest.extend_from_slice(b"salt");
-    rest.extend_from_slice(&5000i32.to_be_bytes());
-    rest.extend_from_slice(&[b'n'; 5000]);
-    let err = login_against(auth(13, &rest)).await;
+    let err = login_against(digest_request(0, b"salt", &[b'n'; 5000])).await;
     assert!(matches!(err, UpstreamError::Protocol { .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn an_unknown_digest_algorithm_is_refused() {
-    let mut rest = 2i32.to_be_bytes().to_vec();
-    rest.extend_from_slice(&4i32.to_be_bytes());
-    rest.extend_from_slice(b"salt");
-    rest.extend_from_slice(&5i32.to_be_bytes());
-    rest.extend_from_slice(b"nonce");
-    let err = login_against(auth(13, &rest)).await;
+    let err = login_against(digest_request(2, b"salt", b"nonce")).await;
     assert!(
         matches!(err, UpstreamError::UnsupportedDigest { algorithm: 2 }),
         "{err:?}"
@@ -911,13 +485,8 @@ async fn a_malformed_backend_key_is_a_protocol_error() {
 
 #[tokio::test]
 async fn the_server_dying_mid_login_is_reported_as_a_lost_connection() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        s.write_all(&auth(3, b"")).await.unwrap();
-        read_client(&mut s).await;
+    let err = login_after_startup(&localhost(), |mut s| async move {
+        exchange(&mut s, &auth(3, b"")).await;
         // Half of a message, then the process dies (no close_notify).
         let half = &ok_and_ready()[..3];
         s.write_all(half).await.unwrap();
@@ -925,11 +494,8 @@ async fn the_server_dying_mid_login_is_reported_as_a_lost_connection() {
         let (tcp, _) = s.into_inner();
         drop(tcp);
     })
-    .await;
-    let pw = password();
-    let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -940,27 +506,17 @@ async fn the_server_dying_mid_login_is_reported_as_a_lost_connection() {
         "{err:?}"
     );
     assert_eq!(err.sqlstate(), "08006");
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn a_stalled_login_times_out() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
-        read_startup(&mut s).await;
-        // Say nothing until the client gives up.
-        let _ = s.read_u8().await;
-    })
-    .await;
-    let mut ep = endpoint(&pki, port);
+    let pki = localhost();
+    // Says nothing until the client gives up.
+    let upstream = after_startup(&pki, until_client_leaves).await;
+    let mut ep = endpoint(&pki, upstream.port);
     ep.login_timeout = Duration::from_millis(300);
-    let pw = password();
     let started = std::time::Instant::now();
-    let err = connect_and_login(&ep, &request(&pw, &[]))
-        .await
-        .unwrap_err();
+    let err = log_in(&ep, &[], upstream.server).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -972,7 +528,6 @@ async fn a_stalled_login_times_out() {
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    server.await.unwrap();
 }
 
 #[tokio::test]
@@ -982,7 +537,7 @@ async fn an_unreachable_upstream_is_08001() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         l.local_addr().unwrap().port()
     };
-    let pki = pki_for(&["localhost"]);
+    let pki = localhost();
     let pw = password();
     let err = connect_and_login(&endpoint(&pki, port), &request(&pw, &[]))
         .await
@@ -992,34 +547,29 @@ async fn an_unreachable_upstream_is_08001() {
     assert!(!err.client_message().contains("127.0.0.1"));
 }
 
-#[tokio::test]
-async fn a_nul_in_a_startup_value_is_refused_not_truncated() {
-    let pki = pki_for(&["localhost"]);
+/// Logs in with one more startup parameter, which must be refused before anything is dialled.
+async fn refused_parameter(name: &str, value: &str) -> UpstreamError {
+    let params = vec![(name.to_string(), value.to_string())];
     let pw = password();
-    let params = vec![(
-        "application_name".to_string(),
-        "app\0user=admin".to_string(),
-    )];
-    // Port 9 (discard) is never contacted: the request is refused before dialling.
-    let err = connect_and_login(&endpoint(&pki, 9), &request(&pw, &params))
+    // Port 9 (discard) is never contacted.
+    let err = connect_and_login(&endpoint(&localhost(), 9), &request(&pw, &params))
         .await
         .unwrap_err();
     assert!(
         matches!(err, UpstreamError::InvalidStartupParameter(_)),
         "{err:?}"
     );
+    err
+}
+
+#[tokio::test]
+async fn a_nul_in_a_startup_value_is_refused_not_truncated() {
+    let err = refused_parameter("application_name", "app\0user=admin").await;
     assert!(err.to_string().contains("application_name"));
     assert!(!err.to_string().contains("admin"));
 
     // A parameter may not override the authorised user.
-    let params = vec![("user".to_string(), "admin".to_string())];
-    let err = connect_and_login(&endpoint(&pki, 9), &request(&pw, &params))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, UpstreamError::InvalidStartupParameter(_)),
-        "{err:?}"
-    );
+    refused_parameter("user", "admin").await;
 }
 
 #[test]
@@ -1036,10 +586,8 @@ fn debug_of_a_login_request_redacts_the_password() {
 
 #[tokio::test]
 async fn send_cancel_delivers_a_cancel_request_over_verified_tls() {
-    let pki = pki_for(&["localhost"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |tcp| async move {
-        let mut s = accept_tls(tcp, cfg).await;
+    let pki = localhost();
+    let upstream = after_tls(&pki, |mut s| async move {
         let mut packet = Vec::new();
         s.read_to_end(&mut packet).await.unwrap();
         let mut expected = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
@@ -1048,32 +596,16 @@ async fn send_cancel_delivers_a_cancel_request_over_verified_tls() {
         assert_eq!(packet, expected);
     })
     .await;
-    let key = BackendKey {
-        pid: 4242,
-        key: vec![1, 2, 3, 4],
-    };
-    send_cancel(&endpoint(&pki, port), &key).await.unwrap();
-    server.await.unwrap();
+    cancel_to(&pki, upstream, 4242, &[1, 2, 3, 4])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn send_cancel_verifies_the_certificate_like_login() {
     let pki = pki_for(&["elsewhere.example"]);
-    let cfg = pki.server.clone();
-    let (port, server) = fake_server(move |mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
-        tcp.write_all(b"S").await.unwrap();
-        assert!(tokio_rustls::TlsAcceptor::from(cfg)
-            .accept(tcp)
-            .await
-            .is_err());
-    })
-    .await;
-    let key = BackendKey {
-        pid: 1,
-        key: vec![9; 4],
-    };
-    let err = send_cancel(&endpoint(&pki, port), &key).await.unwrap_err();
+    let upstream = handshake_aborted_by_client(&pki).await;
+    let err = cancel_to(&pki, upstream, 1, &[9; 4]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -1084,27 +616,14 @@ async fn send_cancel_verifies_the_certificate_like_login() {
         ),
         "{err:?}"
     );
-    server.await.unwrap();
 }
 
 #[tokio::test]
 async fn send_cancel_refuses_a_server_without_tls() {
-    let pki = pki_for(&["localhost"]);
-    let (port, server) = fake_server(|mut tcp| async move {
-        expect_ssl_request(&mut tcp).await;
-        tcp.write_all(b"N").await.unwrap();
-        let mut rest = Vec::new();
-        tcp.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty(), "cancel key sent in plaintext: {rest:?}");
-    })
-    .await;
-    let key = BackendKey {
-        pid: 1,
-        key: vec![9; 4],
-    };
-    let err = send_cancel(&endpoint(&pki, port), &key).await.unwrap_err();
+    let pki = localhost();
+    let upstream = before_tls(decline_tls).await;
+    let err = cancel_to(&pki, upstream, 1, &[9; 4]).await.unwrap_err();
     assert!(matches!(err, UpstreamError::TlsNotOffered), "{err:?}");
-    server.await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1113,7 +632,7 @@ async fn send_cancel_refuses_a_server_without_tls() {
 
 #[test]
 fn from_config_uses_host_for_verification_and_dial_for_the_connection() {
-    let pki = pki_for(&["localhost"]);
+    let pki = localhost();
     let mut t = target("cluster.example.com", 1, pki.ca_file.path());
     t.dial = Some("vpce-123.example.com".into());
     let ep = UpstreamEndpoint::from_config(&t).unwrap();
@@ -1157,7 +676,7 @@ fn from_config_errors_name_the_ca_bundle_file() {
     let err = UpstreamEndpoint::from_config(&target("localhost", 1, &garbage)).unwrap_err();
     assert!(err.to_string().contains("garbage-ca.pem"), "{err}");
 
-    let pki = pki_for(&["localhost"]);
+    let pki = localhost();
     let mut t = target("localhost", 1, pki.ca_file.path());
     t.dial = Some("host:port".into());
     assert!(matches!(

@@ -7,7 +7,8 @@ use crate::net::framing::encode_into;
 use crate::net::messages::{Decode, ErrorResponse};
 use bytes::BytesMut;
 use std::task::Poll;
-use tokio::io::{AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncReadExt, DuplexStream, ReadBuf};
+use tokio::task::JoinHandle;
 
 /// Hands out prepared chunks (or errors), then is not ready.
 struct Chunks(std::collections::VecDeque<std::io::Result<&'static [u8]>>);
@@ -63,11 +64,30 @@ async fn what_is_already_readable_joins_the_same_write() {
     assert_eq!((&buf[..n], err.is_none()), (&b"bye"[..], true));
 }
 
+/// Runs the relay with `control` between two in-memory pipes holding `client_buffer` and
+/// `upstream_buffer` bytes; returns the client's and the upstream's ends and the relay.
+fn start_relay(
+    client_buffer: usize,
+    upstream_buffer: usize,
+    control: RelayControl,
+) -> (DuplexStream, DuplexStream, JoinHandle<RelayOutcome>) {
+    let (client_near, client_far) = tokio::io::duplex(client_buffer);
+    let (upstream_near, upstream_far) = tokio::io::duplex(upstream_buffer);
+    let task = tokio::spawn(relay(client_near, upstream_near, control));
+    (client_far, upstream_far, task)
+}
+
+/// Stops the session when `shutdown` becomes `true`.
+fn stopped_by(shutdown: watch::Receiver<bool>) -> RelayControl {
+    RelayControl {
+        shutdown: Some(shutdown),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn relays_both_ways_and_closes_upstream_when_client_leaves() {
-    let (client_near, mut client_far) = tokio::io::duplex(1024);
-    let (upstream_near, mut upstream_far) = tokio::io::duplex(1024);
-    let task = tokio::spawn(relay(client_near, upstream_near, RelayControl::default()));
+    let (mut client_far, mut upstream_far, task) = start_relay(1024, 1024, RelayControl::default());
 
     client_far.write_all(b"hello upstream").await.unwrap();
     let mut got = [0u8; 14];
@@ -97,18 +117,12 @@ async fn relays_both_ways_and_closes_upstream_when_client_leaves() {
 #[tokio::test]
 async fn a_client_that_stops_reading_still_ends_on_idle_timeout_and_drain() {
     for stop_by_drain in [false, true] {
-        let (client_near, _client_far) = tokio::io::duplex(64);
-        let (upstream_near, mut upstream_far) = tokio::io::duplex(1 << 16);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(relay(
-            client_near,
-            upstream_near,
-            RelayControl {
-                shutdown: Some(stop_rx),
-                idle_timeout: (!stop_by_drain).then_some(Duration::from_millis(300)),
-                ..Default::default()
-            },
-        ));
+        let control = RelayControl {
+            idle_timeout: (!stop_by_drain).then_some(Duration::from_millis(300)),
+            ..stopped_by(stop_rx)
+        };
+        let (_client_far, mut upstream_far, task) = start_relay(64, 1 << 16, control);
         // More than the client side's buffer, in whole messages; nobody reads it.
         upstream_far.write_all(&messages(20, 100)).await.unwrap();
         if stop_by_drain {
@@ -162,17 +176,9 @@ fn the_tracker_finds_boundaries_across_any_split() {
 
 #[tokio::test]
 async fn a_stop_lands_between_messages_not_inside_one() {
-    let (client_near, mut client_far) = tokio::io::duplex(1 << 20);
-    let (upstream_near, mut upstream_far) = tokio::io::duplex(1 << 20);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(relay(
-        client_near,
-        upstream_near,
-        RelayControl {
-            shutdown: Some(stop_rx),
-            ..Default::default()
-        },
-    ));
+    let (mut client_far, mut upstream_far, task) =
+        start_relay(1 << 20, 1 << 20, stopped_by(stop_rx));
     // Half a message, then the stop, then the rest and more messages.
     let wire = messages(4, 100);
     upstream_far.write_all(&wire[..50]).await.unwrap();
@@ -201,16 +207,11 @@ async fn a_stop_lands_between_messages_not_inside_one() {
 
 #[tokio::test]
 async fn an_idle_session_is_ended_with_57p05() {
-    let (client_near, mut client_far) = tokio::io::duplex(1024);
-    let (upstream_near, _upstream_far) = tokio::io::duplex(1024);
-    let task = tokio::spawn(relay(
-        client_near,
-        upstream_near,
-        RelayControl {
-            idle_timeout: Some(Duration::from_millis(200)),
-            ..Default::default()
-        },
-    ));
+    let control = RelayControl {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let (mut client_far, _upstream_far, task) = start_relay(1024, 1024, control);
     let outcome = task.await.unwrap();
     assert!(matches!(
         outcome.ended,

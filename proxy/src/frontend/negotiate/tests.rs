@@ -3,7 +3,9 @@ use crate::frontend::test_support::*;
 use crate::net::messages::{CancelRequest, Decode, Encode, StartupPacket};
 use rustls::pki_types::ServerName;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 
 fn cancel(pid: i32, key: &[u8]) -> bytes::BytesMut {
     CancelRequest {
@@ -20,23 +22,58 @@ fn session(n: Negotiated) -> ClientSession {
     }
 }
 
+type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+type Server = JoinHandle<Result<Negotiated, FrontendError>>;
+
+/// A client connected, still in plaintext, to a server negotiating with `settings`.
+async fn plaintext_client(settings: FrontendSettings) -> (TcpStream, Server) {
+    let (addr, task) = serve_one(settings).await;
+    (TcpStream::connect(addr).await.unwrap(), task)
+}
+
+/// A client that has sent the SSLRequest and completed the handshake with `connector`.
+async fn tls_client(settings: FrontendSettings, connector: &TlsConnector) -> (ClientTls, Server) {
+    let (tcp, task) = plaintext_client(settings).await;
+    (start_tls(tcp, connector).await.unwrap(), task)
+}
+
+/// A client that opens with the TLS handshake itself (direct TLS), offering `alpn`.
+async fn direct_tls_client(pki: &TestPki, alpn: &[&[u8]]) -> (ClientTls, Server) {
+    let (tcp, task) = plaintext_client(pki.settings()).await;
+    let connector = pki.connector(ClientCert::Valid, TLS13, alpn);
+    let name = ServerName::try_from("localhost").unwrap();
+    (connector.connect(name, tcp).await.unwrap(), task)
+}
+
 /// A TLS client with `cert` sends `startup_msg`; returns the client stream and outcome.
 async fn tls_login(
     pki: &TestPki,
     cert: ClientCert,
     startup_msg: &[u8],
-) -> (
-    tokio_rustls::client::TlsStream<TcpStream>,
-    Result<Negotiated, FrontendError>,
-) {
-    let (addr, task) = serve_one(pki.settings()).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = start_tls(tcp, &pki.connector(cert, TLS13, &[]))
-        .await
-        .unwrap();
+) -> (ClientTls, Result<Negotiated, FrontendError>) {
+    let (mut tls, task) = tls_client(pki.settings(), &pki.connector(cert, TLS13, &[])).await;
     tls.write_all(startup_msg).await.unwrap();
     let result = outcome(task).await;
     (tls, result)
+}
+
+/// Sends the smallest valid StartupMessage on `client`; returns the server's session.
+async fn logged_in<S: AsyncWrite + Unpin>(client: &mut S, task: Server) -> ClientSession {
+    client
+        .write_all(&startup(0, &[("user", "u")]))
+        .await
+        .unwrap();
+    session(outcome(task).await.unwrap())
+}
+
+/// Asks for GSSAPI encryption and expects to be declined with `N`.
+async fn gssenc_declined(tcp: &mut TcpStream) {
+    tcp.write_all(&StartupPacket::GssEncRequest.encode())
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer[0], b'N');
 }
 
 /// Asserts a refused login: the client read `sqlstate` with a message containing
@@ -94,13 +131,9 @@ async fn valid_certificate_yields_a_session() {
 #[tokio::test]
 async fn tls12_client_with_certificate_works() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = start_tls(tcp, &pki.connector(ClientCert::Valid, TLS12, &[]))
-        .await
-        .unwrap();
-    tls.write_all(&startup(0, &[("user", "u")])).await.unwrap();
-    let s = session(outcome(task).await.unwrap());
+    let connector = pki.connector(ClientCert::Valid, TLS12, &[]);
+    let (mut tls, task) = tls_client(pki.settings(), &connector).await;
+    let s = logged_in(&mut tls, task).await;
     assert_eq!(s.tls.as_ref().unwrap().version, "TLSv1.2");
     assert_eq!(
         s.startup.database, "",
@@ -112,12 +145,9 @@ async fn tls12_client_with_certificate_works() {
 async fn ssl_request_client_offering_alpn_postgresql_works() {
     // libpq 17 offers ALPN "postgresql" even on the SSLRequest path.
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
     let connector = pki.connector(ClientCert::Valid, TLS13, &[b"postgresql"]);
-    let mut tls = start_tls(tcp, &connector).await.unwrap();
-    tls.write_all(&startup(0, &[("user", "u")])).await.unwrap();
-    session(outcome(task).await.unwrap());
+    let (mut tls, task) = tls_client(pki.settings(), &connector).await;
+    logged_in(&mut tls, task).await;
 }
 
 #[tokio::test]
@@ -164,8 +194,7 @@ async fn protocol_options_at_3_0_are_dropped_without_negotiation() {
 async fn startup_packet_length_is_checked() {
     let pki = TestPki::new();
     for len in [0i32, 7, 10_001, -8] {
-        let (addr, task) = serve_one(pki.settings()).await;
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut tcp, task) = plaintext_client(pki.settings()).await;
         tcp.write_all(&len.to_be_bytes()).await.unwrap();
         tcp.write_all(&[0u8; 8]).await.unwrap();
         assert_refused(
@@ -181,8 +210,7 @@ async fn startup_packet_length_is_checked() {
 #[tokio::test]
 async fn plaintext_startup_message_is_told_tls_is_required() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tcp, task) = plaintext_client(pki.settings()).await;
     tcp.write_all(&startup(0, &[("user", "u")])).await.unwrap();
     let e = read_error(&mut tcp).await;
     assert_eq!(e.code, "28000");
@@ -196,8 +224,7 @@ async fn plaintext_startup_message_is_told_tls_is_required() {
 #[tokio::test]
 async fn bytes_pipelined_after_ssl_request_are_refused() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tcp, task) = plaintext_client(pki.settings()).await;
     let mut bytes = StartupPacket::SslRequest.encode().to_vec();
     bytes.extend_from_slice(&startup(0, &[("user", "injected")]));
     tcp.write_all(&bytes).await.unwrap();
@@ -225,32 +252,19 @@ async fn second_ssl_request_inside_tls_is_a_protocol_violation() {
 #[tokio::test]
 async fn gssenc_request_is_declined_once_then_tls_proceeds() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&StartupPacket::GssEncRequest.encode())
-        .await
-        .unwrap();
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).await.unwrap();
-    assert_eq!(answer[0], b'N');
+    let (mut tcp, task) = plaintext_client(pki.settings()).await;
+    gssenc_declined(&mut tcp).await;
     let mut tls = start_tls(tcp, &pki.connector(ClientCert::Valid, TLS13, &[]))
         .await
         .unwrap();
-    tls.write_all(&startup(0, &[("user", "u")])).await.unwrap();
-    session(outcome(task).await.unwrap());
+    logged_in(&mut tls, task).await;
 }
 
 #[tokio::test]
 async fn second_gssenc_request_is_a_protocol_violation() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&StartupPacket::GssEncRequest.encode())
-        .await
-        .unwrap();
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).await.unwrap();
-    assert_eq!(answer[0], b'N');
+    let (mut tcp, task) = plaintext_client(pki.settings()).await;
+    gssenc_declined(&mut tcp).await;
     tcp.write_all(&StartupPacket::GssEncRequest.encode())
         .await
         .unwrap();
@@ -260,8 +274,7 @@ async fn second_gssenc_request_is_a_protocol_violation() {
 #[tokio::test]
 async fn plaintext_cancel_request_gets_no_reply() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tcp, task) = plaintext_client(pki.settings()).await;
     tcp.write_all(&cancel(4242, &[9, 8, 7, 6])).await.unwrap();
     match outcome(task).await.unwrap() {
         Negotiated::Cancel(c) => assert_eq!(
@@ -279,8 +292,7 @@ async fn plaintext_cancel_request_gets_no_reply() {
 #[tokio::test]
 async fn malformed_cancel_request_gets_no_reply() {
     let pki = TestPki::new();
-    let (addr, task) = serve_one(pki.settings()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tcp, task) = plaintext_client(pki.settings()).await;
     tcp.write_all(&cancel(1, &[1, 2])).await.unwrap();
     let err = outcome(task).await.unwrap_err();
     assert_eq!(told(&err), None);
@@ -387,17 +399,13 @@ async fn login_timeout_before_and_after_tls() {
     settings.login_timeout = Duration::from_millis(300);
 
     // Plaintext: the client connects and says nothing.
-    let (addr, task) = serve_one(settings.clone()).await;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tcp, task) = plaintext_client(settings.clone()).await;
     let err = assert_refused(&mut tcp, outcome(task).await, "08P01", "timeout").await;
     assert!(matches!(err.kind, FrontendErrorKind::LoginTimeout));
 
     // Inside TLS: the handshake completes, then a partial StartupMessage.
-    let (addr, task) = serve_one(settings.clone()).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = start_tls(tcp, &pki.connector(ClientCert::Valid, TLS13, &[]))
-        .await
-        .unwrap();
+    let connector = pki.connector(ClientCert::Valid, TLS13, &[]);
+    let (mut tls, task) = tls_client(settings, &connector).await;
     tls.write_all(&startup(0, &[("user", "u")])[..6])
         .await
         .unwrap();
@@ -407,19 +415,11 @@ async fn login_timeout_before_and_after_tls() {
 #[tokio::test]
 async fn direct_tls_requires_alpn_postgresql() {
     let pki = TestPki::new();
-    let name = || ServerName::try_from("localhost").unwrap();
 
-    let (addr, task) = serve_one(pki.settings()).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = pki.connector(ClientCert::Valid, TLS13, &[b"postgresql"]);
-    let mut tls = connector.connect(name(), tcp).await.unwrap();
-    tls.write_all(&startup(0, &[("user", "u")])).await.unwrap();
-    session(outcome(task).await.unwrap());
+    let (mut tls, task) = direct_tls_client(&pki, &[b"postgresql"]).await;
+    logged_in(&mut tls, task).await;
 
-    let (addr, task) = serve_one(pki.settings()).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = pki.connector(ClientCert::Valid, TLS13, &[]);
-    let mut tls = connector.connect(name(), tcp).await.unwrap();
+    let (mut tls, task) = direct_tls_client(&pki, &[]).await;
     assert_refused(&mut tls, outcome(task).await, "08P01", "ALPN").await;
 }
 
@@ -442,19 +442,18 @@ async fn random_input_never_panics_or_hangs() {
                 [3i32 << 16, (3 << 16) | 2, 80877102, 80877103, 80877104][rng.random_range(0..5)];
             junk[4..8].copy_from_slice(&code.to_be_bytes());
         }
-        let (addr, task) = serve_one(settings.clone()).await;
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        if inside_tls {
+        let task = if inside_tls {
             let connector = pki.connector(ClientCert::Valid, TLS13, &[]);
-            let mut tls = start_tls(tcp, &connector).await.unwrap();
+            let (mut tls, task) = tls_client(settings.clone(), &connector).await;
             let _ = tls.write_all(&junk).await;
             let _ = tls.shutdown().await;
-            let _ = outcome(task).await;
+            task
         } else {
-            let mut tcp = tcp;
+            let (mut tcp, task) = plaintext_client(settings.clone()).await;
             let _ = tcp.write_all(&junk).await;
             let _ = tcp.shutdown().await;
-            let _ = outcome(task).await;
-        }
+            task
+        };
+        let _ = outcome(task).await;
     }
 }
