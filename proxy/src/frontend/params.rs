@@ -126,14 +126,7 @@ mod tests {
     use super::*;
 
     fn msg(params: &[(&str, &str)]) -> StartupMessage {
-        StartupMessage {
-            major: 3,
-            minor: 0,
-            params: params
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
+        StartupMessage::v3(params)
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

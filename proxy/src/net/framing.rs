@@ -47,6 +47,14 @@ pub fn encode_into(out: &mut BytesMut, tag: u8, body: &[u8]) {
     put_message(out, tag, |out| out.put_slice(body));
 }
 
+/// One message in wire form: what tests build their byte streams from.
+#[cfg(test)]
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_into(&mut out, tag, body);
+    out.to_vec()
+}
+
 /// Appends a typed message: `tag`, the length word, then the body `write_body` appends.
 pub fn put_message(out: &mut BytesMut, tag: u8, write_body: impl FnOnce(&mut BytesMut)) {
     out.put_u8(tag);

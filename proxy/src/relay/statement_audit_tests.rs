@@ -1,7 +1,5 @@
 use super::*;
-use crate::net::framing::encode_into;
 use crate::relay::statements::ClientWatch;
-use bytes::BytesMut;
 use std::sync::{Arc, Mutex};
 
 /// A statement as the tests compare it.
@@ -42,11 +40,7 @@ impl StatementSink for Collect {
     }
 }
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    encode_into(&mut out, tag, body);
-    out.to_vec()
-}
+use crate::net::framing::message as msg;
 
 /// A watch for the statement audit alone, keeping `max` bytes of text, and what it saw.
 fn watch(max: usize) -> (ClientWatch, Collect) {

@@ -238,14 +238,8 @@ fn next_match(mut matched: usize, b: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::framing::encode_into;
-    use bytes::BytesMut;
 
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        encode_into(&mut out, tag, body);
-        out.to_vec()
-    }
+    use crate::net::framing::message as msg;
 
     const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 

@@ -157,14 +157,9 @@ fn temporary_schema(body: &[u8]) -> Result<Option<String>, ResetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::framing::encode_into;
     use tokio::io::AsyncReadExt;
 
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        encode_into(&mut out, tag, body);
-        out.to_vec()
-    }
+    use crate::net::framing::message as msg;
 
     fn schemas(text: &str) -> Vec<u8> {
         let mut body = vec![0, 1];

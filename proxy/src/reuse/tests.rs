@@ -1,11 +1,6 @@
 use super::*;
-use crate::net::framing::encode_into;
 
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    encode_into(&mut out, tag, body);
-    out.to_vec()
-}
+use crate::net::framing::message as msg;
 
 #[test]
 fn the_parameter_set_of_a_login_reply_keeps_order_and_the_last_value() {

@@ -158,12 +158,7 @@ pub(in crate::backend) async fn read_startup(
     (version, params)
 }
 
-pub(in crate::backend) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
+pub(in crate::backend) use crate::net::framing::message as msg;
 
 pub(in crate::backend) fn auth(code: i32, rest: &[u8]) -> Vec<u8> {
     let mut body = code.to_be_bytes().to_vec();

@@ -27,6 +27,19 @@ pub struct StartupMessage {
 }
 
 impl StartupMessage {
+    /// A protocol 3.0 StartupMessage with these parameters (tests build theirs with it).
+    #[cfg(test)]
+    pub fn v3(params: &[(&str, &str)]) -> StartupMessage {
+        StartupMessage {
+            major: 3,
+            minor: 0,
+            params: params
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// The value of the last parameter called exactly `name` (PostgreSQL semantics).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params
@@ -173,14 +186,7 @@ mod tests {
     }
 
     fn startup(params: &[(&str, &str)]) -> StartupMessage {
-        StartupMessage {
-            major: 3,
-            minor: 0,
-            params: params
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
+        StartupMessage::v3(params)
     }
 
     #[test]
