@@ -863,23 +863,6 @@ async fn credential_failures_map_to_sqlstates_and_do_not_stall_others() {
     assert_still_serving(&h, &alice).await;
 }
 
-/// A response AWS could not have meant (HTTP 200 whose body is not Redshift's XML) is a
-/// service failure: unavailable (08001), as throttling and 5xx are, not a refused request.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_aws_response_is_unavailable() {
-    let world = World::start().await;
-    let h = world.proxy(world.config()).await;
-    let alice = world.client("alice");
-    world
-        .emulator
-        .faults()
-        .malformed_next(Some(Api::GetClusterCredentials), 1000);
-    let err = h.login(&alice).await.unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err}");
-    let message = err.as_db_error().unwrap().message();
-    assert!(!message.contains("GetClusterCredentials"), "{message}");
-}
-
 // ---------------------------------------------------------------------------------------
 // Resource exhaustion
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 
 use proxy_testkit::adversary::{raw_login_outcome, startup};
 use proxy_testkit::config::{path, ProxyConfig, Rule};
-use proxy_testkit::emulator::Api;
+use proxy_testkit::emulator::{Api, Faults};
 use proxy_testkit::observe::{eventually, wait_for_query};
 use proxy_testkit::pg::quote_ident;
 use proxy_testkit::pki::{ClientCert, ClientCertSpec, TestPki};
@@ -238,18 +238,25 @@ async fn aws_latency_and_throttling_do_not_delay_cached_logins() {
     world.emulator.faults().clear();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn aws_failures_reach_the_client_as_clean_errors() {
+/// A world whose GetClusterCredentials calls all meet `fault`, its proxy, `alice`, and
+/// the error of alice's first login.
+async fn first_login_under(
+    fault: impl FnOnce(&Faults),
+) -> (World, TestProxy, ClientCert, tokio_postgres::Error) {
     let world = World::start().await;
     let h = world.proxy(world.config()).await;
     let alice = world.client("alice");
+    fault(world.emulator.faults());
+    let err = h.login(&alice).await.unwrap_err();
+    (world, h, alice, err)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_failures_reach_the_client_as_clean_errors() {
     // The credential API throttles every call (and the SDK's retries): the client is told
     // AWS is unavailable (08001), the proxy keeps serving.
-    world
-        .emulator
-        .faults()
-        .throttle_next(Some(Api::GetClusterCredentials), 1000);
-    let err = h.login(&alice).await.unwrap_err();
+    let (world, h, alice, err) =
+        first_login_under(|f| f.throttle_next(Some(Api::GetClusterCredentials), 1000)).await;
     assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err}");
     world.emulator.faults().clear();
     // Within the backoff the failure stands in for a new call: AWS is not asked again.
@@ -433,4 +440,15 @@ async fn a_client_intervalstyle_does_not_fail_the_login() {
     let outcome =
         raw_proxy_login(&h, &world.client("alice"), &[("IntervalStyle", "iso_8601")]).await;
     assert_eq!(outcome, None);
+}
+
+/// A response AWS could not have meant (HTTP 200 whose body is not Redshift's XML) is a
+/// service failure: unavailable (08001), as throttling and 5xx are, not a refused request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_aws_response_is_unavailable() {
+    let (_world, _h, _alice, err) =
+        first_login_under(|f| f.malformed_next(Some(Api::GetClusterCredentials), 1000)).await;
+    assert_eq!(sqlstate(&err).as_deref(), Some("08001"), "{err}");
+    let message = err.as_db_error().unwrap().message();
+    assert!(!message.contains("GetClusterCredentials"), "{message}");
 }
