@@ -23,7 +23,7 @@ use crate::backend::{AuthMethod, BackendKey, UpstreamOrigin, UpstreamSession, Up
 use crate::metrics::ReuseCounters;
 use crate::net::messages::{Decode, Encode, ParameterStatus, ReadyForQuery};
 use bytes::BytesMut;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -185,6 +185,8 @@ struct Entry {
 
 struct Inner {
     entries: Mutex<HashMap<ReuseKey, Vec<Entry>>>,
+    /// Keys with a spare session being logged in (at most one each).
+    spares: Mutex<HashSet<ReuseKey>>,
     next_id: AtomicU64,
     stopped: watch::Sender<bool>,
     counters: OnceLock<ReuseCounters>,
@@ -240,6 +242,23 @@ impl Inner {
 }
 
 /// The kept sessions of one target; see the module documentation.
+/// See [`SessionPool::claim_spare`].
+pub struct SpareClaim {
+    inner: Arc<Inner>,
+    key: ReuseKey,
+}
+
+impl Drop for SpareClaim {
+    fn drop(&mut self) {
+        let mut spares = self
+            .inner
+            .spares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        spares.remove(&self.key);
+    }
+}
+
 pub struct SessionPool {
     settings: Arc<ReuseSettings>,
     inner: Arc<Inner>,
@@ -251,6 +270,7 @@ impl SessionPool {
             settings: Arc::new(settings),
             inner: Arc::new(Inner {
                 entries: Mutex::new(HashMap::new()),
+                spares: Mutex::new(HashSet::new()),
                 next_id: AtomicU64::new(0),
                 stopped: watch::Sender::new(false),
                 counters: OnceLock::new(),
@@ -287,6 +307,21 @@ impl SessionPool {
 
     /// Keeps a session that has just logged in for `key` and served nobody: nothing to
     /// reset. See [`Reused::waited`].
+    /// Claims the background login of one spare session for `key`: `None` while another
+    /// one for the same key runs, so a burst of clients that waited for a reset starts one
+    /// login, not one each. The claim ends when dropped.
+    pub fn claim_spare(&self, key: &ReuseKey) -> Option<SpareClaim> {
+        let mut spares = self
+            .inner
+            .spares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        spares.insert(key.clone()).then(|| SpareClaim {
+            inner: self.inner.clone(),
+            key: key.clone(),
+        })
+    }
+
     pub fn keep_fresh(&self, key: ReuseKey, session: UpstreamSession) -> Result<(), &'static str> {
         let parameters = parameters_of(&session.after_auth);
         let session = SessionToKeep {

@@ -41,3 +41,29 @@ fn the_debug_form_of_a_key_names_no_identity_or_parameter() {
         "{shown}"
     );
 }
+
+#[test]
+fn one_spare_login_runs_per_key_at_a_time() {
+    let target = proxy_config::TargetConfig::new(
+        "cluster",
+        proxy_config::TargetKind::Provisioned,
+        "example.invalid",
+    );
+    let pool = SessionPool::new(ReuseSettings::from_config(&target));
+    let key = |user: &str| ReuseKey {
+        identity: "cert\nCN=ca\nCN=alice\nab12".into(),
+        db_user: user.into(),
+        database: "dev".into(),
+        groups: Vec::new(),
+        role: None,
+        params: Vec::new(),
+    };
+    let first = pool
+        .claim_spare(&key("IAMA:alice"))
+        .expect("the first claim");
+    assert!(pool.claim_spare(&key("IAMA:alice")).is_none());
+    let other = pool.claim_spare(&key("IAMA:bob"));
+    assert!(other.is_some(), "another key has its own spare");
+    drop(first);
+    assert!(pool.claim_spare(&key("IAMA:alice")).is_some());
+}

@@ -249,11 +249,15 @@ fn log_in_a_spare(
     authorized: &Authorized,
     params: &UpstreamParams,
 ) {
+    let Some(claim) = target.sessions.claim_spare(&key) else {
+        return;
+    };
     let user = credential.user.clone();
     let password = credential.password.clone();
     let database = authorized.grant.database.clone();
     let params = params.forwarded.clone();
     tokio::spawn(async move {
+        let _claim = claim;
         let login = LoginRequest {
             user: &user,
             password: &password,
