@@ -412,6 +412,12 @@ fn write_loop(rx: Receiver<Message>, mut sink: Sink, counts: &WriterCounts) {
             let mut drained = 0;
             while let Some(message) = next {
                 if !write_message(message, &mut sink, counts) {
+                    // Closed: what was queued meanwhile is still written; senders after
+                    // this thread ends find the queue disconnected and count a drop.
+                    while let Ok(late) = rx.try_recv() {
+                        write_message(late, &mut sink, counts);
+                    }
+                    let _ = sink.out.flush();
                     return;
                 }
                 drained += 1;
