@@ -24,6 +24,23 @@ fn records_in(dir: &Path, prefix: &str) -> Vec<Value> {
     records
 }
 
+/// The closed-session records in the audit files of `dir`, once there are `n` of them (or
+/// after 10 s). A session's record is written when the proxy has seen it close, a moment
+/// after the client left.
+async fn closed_sessions(dir: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sessions: Vec<Value> = records_in(dir, "audit.jsonl")
+            .into_iter()
+            .filter(|r| r["kind"] == "session" && r["outcome"] == "closed")
+            .collect();
+        if sessions.len() >= n || Instant::now() > deadline {
+            return sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_by_size_and_by_logrotate_loses_no_record() {
     let world = World::start().await;
@@ -66,7 +83,12 @@ async fn rotation_by_size_and_by_logrotate_loses_no_record() {
         session(&proxy).await;
     }
     // Rotated again, and this time the configuration has a mistake: the reload is refused,
-    // the audit file is reopened all the same.
+    // the audit file is reopened all the same. (Only once every earlier session's record is
+    // written, so the new file holds exactly the later ones.)
+    assert_eq!(
+        closed_sessions(&dir, BEFORE + AFTER).await.len(),
+        BEFORE + AFTER
+    );
     std::fs::rename(&audit, dir.join("audit.jsonl-20261207")).unwrap();
     std::fs::write(&proxy.file, "[[listener]]\nbind = ").unwrap();
     assert!(proxy.running.reload().await.is_err());
@@ -75,17 +97,7 @@ async fn rotation_by_size_and_by_logrotate_loses_no_record() {
     }
 
     const TOTAL: usize = BEFORE + AFTER + AFTER_BAD_RELOAD;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let sessions = loop {
-        let sessions: Vec<Value> = records_in(&dir, "audit.jsonl")
-            .into_iter()
-            .filter(|r| r["kind"] == "session" && r["outcome"] == "closed")
-            .collect();
-        if sessions.len() >= TOTAL || Instant::now() > deadline {
-            break sessions;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let sessions = closed_sessions(&dir, TOTAL).await;
     assert_eq!(sessions.len(), TOTAL);
     let ids: HashSet<&str> = sessions
         .iter()
